@@ -1,0 +1,227 @@
+"""Shared fixtures: a scripted fake upstream, the proxy on a real port (in-process or as
+`python wsgi.py`), and the official client libraries pointed at it.
+
+The pytest process is never monkey-patched by gevent: in-process proxies run under werkzeug's
+threaded server; only `wsgi_proxy` runs the real gevent server, in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+TESTS_DIR = Path(__file__).parent
+REPO_ROOT = TESTS_DIR.parent
+if str(TESTS_DIR) not in sys.path:  # `import fakes` works whether or not tests/ is a package
+    sys.path.insert(0, str(TESTS_DIR))
+
+from fakes import FakeUpstream  # noqa: E402
+from openai_schema import assert_openai_schema  # noqa: E402,F401  (re-exported for tests)
+
+
+# --------------------------------------------------------------------------------------------
+# fake upstream
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_upstream():
+    """A FakeUpstream started for this test and stopped after it."""
+    fake = FakeUpstream().start()
+    yield fake
+    fake.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# proxy in-process (werkzeug threaded server)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunningProxy:
+    url: str
+    app: Any
+    settings: Any
+    env: dict[str, str]
+    _server: Any = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def _base_env(fake: FakeUpstream, tmp_path: Path, n: int) -> dict[str, str]:
+    return {
+        "BACKEND_TYPE": "openai",
+        "BACKEND_URL": fake.url,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/proxy-{n}.db",
+        "LOG_LEVEL": "WARNING",
+        "LOG_CLEANUP_MINUTES": "0",
+    }
+
+
+@pytest.fixture
+def make_proxy(fake_upstream, tmp_path):
+    """Factory: `make_proxy(**env)` -> RunningProxy serving `create_app(Settings.from_env(env))`.
+
+    Defaults: BACKEND_TYPE=openai, BACKEND_URL=the fake upstream, a fresh SQLite file under
+    tmp_path. Keyword arguments are environment variables (values str()-ed).
+    """
+    from werkzeug.serving import make_server
+
+    started: list[RunningProxy] = []
+
+    def factory(**env: Any) -> RunningProxy:
+        from proxy import create_app
+        from proxy.config import Settings
+
+        full = {**_base_env(fake_upstream, tmp_path, len(started)),
+                **{k: str(v) for k, v in env.items()}}
+        settings = Settings.from_env(full)
+        app = create_app(settings)
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                  daemon=True)
+        thread.start()
+        proxy = RunningProxy(url=f"http://127.0.0.1:{server.server_port}", app=app,
+                             settings=settings, env=full, _server=server, _thread=thread)
+        started.append(proxy)
+        return proxy
+
+    yield factory
+    for proxy in started:
+        proxy.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# proxy as `python wsgi.py` (real gevent server) in a subprocess
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class WsgiProxy:
+    url: str
+    env: dict[str, str]
+    process: subprocess.Popen
+    log_path: Path
+    extra: dict = field(default_factory=dict)
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+@pytest.fixture
+def wsgi_proxy(fake_upstream, tmp_path):
+    """Factory: `wsgi_proxy(**env)` -> WsgiProxy running `python wsgi.py` (gevent) on a free
+    port, once GET /health answers OK. Same defaults as make_proxy."""
+    started: list[WsgiProxy] = []
+
+    def factory(**env: Any) -> WsgiProxy:
+        port = free_port()
+        full = {**_base_env(fake_upstream, tmp_path, 100 + len(started)),
+                "HOST": "127.0.0.1", "PORT": str(port),
+                **{k: str(v) for k, v in env.items()}}
+        proc_env = {**os.environ, **full, "PYTHONUNBUFFERED": "1"}
+        log_path = tmp_path / f"wsgi-{len(started)}.log"
+        log = open(log_path, "wb")
+        proc = subprocess.Popen([sys.executable, "wsgi.py"], cwd=REPO_ROOT, env=proc_env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        proxy = WsgiProxy(url=f"http://127.0.0.1:{port}", env=full, process=proc,
+                          log_path=log_path)
+        started.append(proxy)
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"wsgi.py exited with {proc.returncode}:\n{proxy.output()}")
+            try:
+                r = requests.get(proxy.url + "/health", timeout=1)
+                if r.status_code == 200 and r.text.strip() == "OK":
+                    return proxy
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"wsgi.py did not answer /health in 30 s:\n{proxy.output()}")
+            time.sleep(0.1)
+
+    yield factory
+    for proxy in started:
+        proxy.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# official clients
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def openai_client():
+    """Factory: `openai_client(proxy)` -> openai.OpenAI on proxy.url/v1, no retries."""
+    import openai
+
+    clients = []
+
+    def factory(proxy, **kw: Any):
+        client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="x", max_retries=0,
+                               timeout=kw.pop("timeout", 30), **kw)
+        clients.append(client)
+        return client
+
+    yield factory
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
+def ollama_client():
+    """Factory: `ollama_client(proxy)` -> ollama.Client on proxy.url."""
+    import ollama
+
+    clients = []
+
+    def factory(proxy, **kw: Any):
+        client = ollama.Client(host=proxy.url, timeout=kw.pop("timeout", 30), **kw)
+        clients.append(client)
+        return client
+
+    yield factory
+    for c in clients:
+        c._client.close()
