@@ -1,0 +1,127 @@
+"""Stdout logging: the format (text or JSON lines), request ids, and one access line per request.
+
+``AccessLog`` is WSGI middleware: it assigns the request id (a well-formed client `X-Request-ID`
+is kept), returns it on every response, and writes the access line when the response body is
+done — for streams that is when the last chunk left. Secrets never appear: only the path is
+logged, never headers or query strings.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any, Callable, Iterable
+
+from .config import Settings
+
+access_log = logging.getLogger("proxy.access")
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+ENVIRON_REQUEST_ID = "llm_proxy.request_id"
+ENVIRON_EXCHANGE = "llm_proxy.exchange"
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+                                   "level": record.levelname, "logger": record.name}
+        fields = getattr(record, "fields", None)
+        if fields:
+            payload.update(fields)
+        else:
+            payload["message"] = record.getMessage()
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, ensure_ascii=False, default=str)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    if settings.log_format == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if getattr(existing, "_llm_proxy", False):
+            root.removeHandler(existing)
+    handler._llm_proxy = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+
+
+def request_id_from(environ: dict) -> str:
+    given = environ.get("HTTP_X_REQUEST_ID", "")
+    return given if REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+
+
+class _Body:
+    """Wraps the response body to count bytes and log when it is closed."""
+
+    def __init__(self, body: Iterable[bytes], done: Callable[[int], None]):
+        self._body = body
+        self._done = done
+        self._sent = 0
+
+    def __iter__(self):
+        for chunk in self._body:
+            self._sent += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._done(self._sent)
+
+
+class AccessLog:
+    def __init__(self, app: Callable, settings: Settings):
+        self.app = app
+        self.json = settings.log_format == "json"
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.perf_counter()
+        request_id = request_id_from(environ)
+        environ[ENVIRON_REQUEST_ID] = request_id
+        status_holder: list[str] = []
+
+        def _start_response(status: str, headers: list, exc_info: Any = None):
+            status_holder.append(status)
+            headers.append(("X-Request-ID", request_id))
+            return start_response(status, headers, exc_info)
+
+        def done(sent: int) -> None:
+            if access_log.isEnabledFor(logging.INFO):
+                status = int(status_holder[0].split(" ", 1)[0]) if status_holder else 0
+                self._write(environ, request_id, status, sent, time.perf_counter() - started)
+
+        body = self.app(environ, _start_response)
+        return _Body(body, done)
+
+    def _write(self, environ: dict, request_id: str, status: int, sent: int, seconds: float) -> None:
+        client = environ.get("REMOTE_ADDR", "-")
+        method = environ.get("REQUEST_METHOD", "-")
+        path = environ.get("PATH_INFO", "")
+        exchange = environ.get(ENVIRON_EXCHANGE)
+        extra = exchange.summary() if exchange is not None else {}
+        if self.json:
+            fields = {"event": "access", "request_id": request_id, "client": client, "method": method, "path": path,
+                      "status": status, "bytes": sent, "duration_ms": round(seconds * 1000, 2)}
+            fields.update({k: v for k, v in extra.items() if v is not None and k not in fields})
+            access_log.info("access", extra={"fields": fields})
+            return
+        tail = ""
+        if extra:
+            tokens = ""
+            if extra.get("prompt_tokens") is not None or extra.get("completion_tokens") is not None:
+                tokens = f" tokens={extra.get('prompt_tokens') or 0}/{extra.get('completion_tokens') or 0}"
+            tail = f" model={extra.get('model') or '-'} outcome={extra.get('outcome')}{tokens}"
+        access_log.info('%s "%s %s" %s %d %.1fms id=%s%s', client, method, path, status, sent, seconds * 1000,
+                        request_id, tail)

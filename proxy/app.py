@@ -1,0 +1,55 @@
+"""The application factory: settings -> backend, catalog, log sinks, blueprints, error rendering."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, request
+from flask_cors import CORS
+from werkzeug.exceptions import HTTPException
+
+from .accesslog import AccessLog, configure_logging
+from .backends import make_backend
+from .catalog import Catalog
+from .config import Settings
+from .errors import ProxyError
+from .views import register_blueprints
+from .views.common import Services, dialect_of_path, http_exception_to_proxy_error, render_error
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    configure_logging(settings)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = None
+    backend = make_backend(settings)
+    catalog = Catalog(backend.list_models, settings.client_aliases(), settings.backend_model_for,
+                      settings.model_list_ttl)
+    app.extensions["llm_proxy"] = Services(settings=settings, backend=backend, catalog=catalog)
+    if settings.cors_origins:
+        origins = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
+        CORS(app, resources={r"/api/*": {"origins": origins}, r"/v1/*": {"origins": origins}},
+             supports_credentials=False, expose_headers=["X-Request-ID"], max_age=600)
+    register_blueprints(app)
+    _register_error_handlers(app)
+    app.wsgi_app = AccessLog(app.wsgi_app, settings)  # type: ignore[method-assign]
+    log.info("LLM Proxy ready: %s backend at %s", settings.backend_type, settings.backend_url)
+    return app
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ProxyError)
+    def proxy_error(exc: ProxyError) -> Response:
+        return render_error(exc, dialect_of_path(request.path))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        if not (request.path.startswith(("/api", "/v1")) or request.path == "/"):
+            return exc  # type: ignore[return-value]
+        return render_error(http_exception_to_proxy_error(exc), dialect_of_path(request.path))
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return render_error(ProxyError("internal proxy error; see the proxy's log"), dialect_of_path(request.path))

@@ -1,0 +1,127 @@
+"""The model catalog: the backend's model list, cached, with aliases, and name resolution.
+
+Model lists are fetched at most every MODEL_LIST_TTL seconds; a stale list is served at once
+while a background refresh runs, so `/api/tags` never waits on a slow backend (Home Assistant
+gives it 5 s). `foo` and `foo:latest` are the same model everywhere.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from .dialects.ollama import canonical
+from .errors import ModelNotFound, ProxyError
+
+log = logging.getLogger(__name__)
+FIRST_FETCH_TIMEOUT = 4.0  # under Home Assistant's 5 s
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model as the backend describes it (fields it does not give stay empty)."""
+
+    id: str
+    created: int = 0
+    owned_by: str = "llm-proxy"
+    context_length: int | None = None
+    size: int = 0
+    parameter_count: int = 0
+    parameter_size: str = ""
+    quantization: str = ""
+    family: str = ""
+    capabilities: tuple[str, ...] = ("completion", "tools")
+    ollama_entry: dict[str, Any] | None = field(default=None, compare=False, hash=False)  # /api/tags entry as is
+    alias_of: str | None = None  # set on alias entries: the backend name
+
+
+class Catalog:
+    def __init__(self, fetch: Callable[[float | None], list[ModelInfo]], aliases: tuple[tuple[str, str], ...],
+                 resolve_alias: Callable[[str], str], ttl: float, clock: Callable[[], float] = time.monotonic):
+        self._fetch = fetch
+        self._aliases = aliases
+        self._resolve_alias = resolve_alias
+        self._ttl = ttl
+        self._clock = clock
+        self._models: list[ModelInfo] | None = None
+        self._fetched_at = 0.0
+        self._lock = threading.Lock()
+        self._refreshing = False
+        self.last_error: str | None = None
+
+    # --- fetching ---------------------------------------------------------------------------
+    def _refresh(self, timeout: float | None) -> None:
+        try:
+            models = self._fetch(timeout)
+        except ProxyError as exc:
+            self.last_error = exc.message
+            log.warning("model list: %s", exc.message)
+            raise
+        finally:
+            self._refreshing = False
+        self._models = models
+        self._fetched_at = self._clock()
+        self.last_error = None
+
+    def _background_refresh(self) -> None:
+        try:
+            self._refresh(None)
+        except ProxyError:
+            pass  # already logged in _refresh; the stale list keeps being served
+
+    def backend_models(self) -> list[ModelInfo]:
+        """The backend's list: fresh, or stale while a refresh runs; raises only with no list at all."""
+        if self._models is None:
+            with self._lock:
+                if self._models is None:
+                    self._refresh(FIRST_FETCH_TIMEOUT)
+        elif self._clock() - self._fetched_at > self._ttl and not self._refreshing:
+            self._refreshing = True
+            threading.Thread(target=self._background_refresh, name="model-list-refresh", daemon=True).start()
+        return self._models or []
+
+    def invalidate(self) -> None:
+        self._fetched_at = 0.0
+
+    # --- views of the list -----------------------------------------------------------------
+    def models(self) -> list[ModelInfo]:
+        """What clients see: backend models plus an entry per exact alias whose target exists."""
+        backend = self.backend_models()
+        by_name = {canonical(m.id): m for m in backend}
+        listed = list(backend)
+        for alias, target in self._aliases:
+            base = by_name.get(canonical(target))
+            if base is not None and canonical(alias) not in by_name:
+                listed.append(replace(base, id=alias, alias_of=base.id, ollama_entry=None))
+        return listed
+
+    def find(self, client_name: str) -> ModelInfo:
+        """The model a client name means (alias applied); ModelNotFound when the backend lacks it."""
+        wanted = canonical(client_name)
+        for model in self.models():
+            if canonical(model.id) == wanted:
+                return model
+        target = self._resolve_alias(client_name)
+        if target == client_name:
+            target = self._resolve_alias(wanted)
+        if canonical(target) != wanted:  # a glob alias
+            for model in self.backend_models():
+                if canonical(model.id) == canonical(target):
+                    return replace(model, id=client_name, alias_of=model.id, ollama_entry=None)
+        raise ModelNotFound(f"model '{client_name}' not found")
+
+    def upstream_name(self, client_name: str) -> str:
+        """The backend's name for a client's model name; raises ModelNotFound for unknown models.
+
+        When the backend's list cannot be had at all, the (aliased) name is used as given: the backend
+        will say if it does not know it.
+        """
+        try:
+            model = self.find(client_name)
+        except ModelNotFound:
+            raise
+        except ProxyError:  # no model list at all: let the backend judge the name
+            return self._resolve_alias(client_name)
+        return model.alias_of or model.id

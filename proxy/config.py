@@ -1,0 +1,225 @@
+"""Settings: one frozen object built from an environment mapping.
+
+This is the only module that knows environment variable names. ``SETTINGS`` is the
+table (variable, default, parser, help) that README and ``.env.example`` mirror; a test
+keeps them in step. ``Settings.from_env`` collects every bad value and raises one
+``ConfigError`` naming each variable and what it accepts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message names the variable."""
+
+
+# --- parsers: each takes the raw string and returns the typed value or raises ValueError ---
+
+def _str(raw: str) -> str:
+    return raw
+
+
+def _int_min(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"an integer >= {minimum}") from None
+        if value < minimum:
+            raise ValueError(f"an integer >= {minimum}")
+        return value
+    return parse
+
+
+def _float_pos(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("a number of seconds > 0") from None
+    if not value > 0:
+        raise ValueError("a number of seconds > 0")
+    return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError("true or false")
+
+
+def _choice(*choices: str, lower: bool = True) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower() if lower else raw.strip()
+        if value not in choices:
+            raise ValueError("one of " + ", ".join(choices))
+        return value
+    return parse
+
+
+def _http_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("an http:// or https:// URL")
+    return value
+
+
+def _database_url(raw: str) -> str:
+    value = raw.strip()
+    if not value.startswith(("sqlite://", "postgresql://", "postgres://", "mysql://", "sqlite+")):
+        raise ValueError("a sqlite:///path, postgresql://… or mysql://… URL")
+    return value
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _model_map(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in _csv(raw):
+        client, sep, backend = item.partition("=")
+        if not sep or not client.strip() or not backend.strip():
+            raise ValueError("comma-separated client-name=backend-name pairs")
+        pairs.append((client.strip(), backend.strip()))
+    return tuple(pairs)
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+
+    @property
+    def attr(self) -> str:
+        return self.env.lower()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("HOST", "127.0.0.1", _str, "address to bind (0.0.0.0 to serve the network)"),
+    Setting("PORT", "11434", _int_min(0), "port to listen on (Ollama's, so Ollama clients need no change)"),
+    Setting("BACKEND_TYPE", "openai", _choice("openai", "ollama", "stub"), "openai, ollama or stub"),
+    Setting("BACKEND_URL", "http://127.0.0.1:8080", _http_url, "base URL of the backend"),
+    Setting("BACKEND_FLAVOR", "auto", _choice("auto", "llamacpp", "vllm", "openai", "generic"),
+            "which OpenAI-compatible server: decides the extra sampler and thinking fields sent (auto = detect)"),
+    Setting("BACKEND_API_KEY", "", _str, "sent upstream as Authorization: Bearer; never shown or logged", secret=True),
+    Setting("BACKEND_TIMEOUT", "300", _float_pos, "seconds to wait for the backend (first byte and between chunks)"),
+    Setting("BACKEND_CONNECT_TIMEOUT", "5", _float_pos, "seconds to wait for a connection to the backend"),
+    Setting("MODEL_MAP", "", _model_map, "client-name=backend-name pairs, comma-separated; * globs on the left"),
+    Setting("MODEL_LIST_TTL", "10", _float_pos, "seconds a backend model list is reused before it is fetched again"),
+    Setting("DEFAULT_CONTEXT_LENGTH", "8192", _int_min(1), "context length reported when the backend does not say"),
+    Setting("STUB_DELAY_MS", "30", _int_min(0), "stub backend: pause between streamed words, in milliseconds"),
+    Setting("INJECT_TEXT", "", _str, "text appended to a user message of chat requests (off when empty)"),
+    Setting("INJECT_MODE", "last", _choice("first", "last"), "first or last user message"),
+    Setting("DATABASE_URL", "sqlite:///data/proxy.db", _database_url, "log database (postgresql://…, mysql://… also)"),
+    Setting("LOG_MAX_REQUESTS", "10000", _int_min(0), "rows kept; oldest deleted by the cleanup (0 = unlimited)"),
+    Setting("LOG_MAX_AGE_DAYS", "0", _int_min(0), "rows older than this deleted (0 = keep)"),
+    Setting("LOG_CLEANUP_MINUTES", "5", _int_min(0), "cleanup interval; first run at start-up (0 = never)"),
+    Setting("LOG_MAX_BODY_BYTES", "1048576", _int_min(0), "larger bodies are stored truncated, marked as such"),
+    Setting("LOG_LEVEL", "INFO", _log_level, "stdout log level"),
+    Setting("LOG_FORMAT", "text", _choice("text", "json"), "text (one access line per request) or json"),
+    Setting("LOG_MESSAGES", "false", _bool, "print a summary of each chat request's messages"),
+    Setting("LOG_RAW_REQUESTS", "false", _bool, "print raw request bodies"),
+    Setting("LOG_RAW_RESPONSES", "false", _bool, "print raw response bodies"),
+    Setting("CORS_ORIGINS", "", _csv, "comma-separated allowed origins for /api and /v1 (empty = CORS off)"),
+    Setting("ADMIN_TOKEN", "", _str, "protects /ui and its JSON; when empty the UI answers loopback clients only", secret=True),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    backend_type: str
+    backend_url: str
+    backend_flavor: str
+    backend_api_key: str
+    backend_timeout: float
+    backend_connect_timeout: float
+    model_map: tuple[tuple[str, str], ...]
+    model_list_ttl: float
+    default_context_length: int
+    stub_delay_ms: int
+    inject_text: str
+    inject_mode: str
+    database_url: str
+    log_max_requests: int
+    log_max_age_days: int
+    log_cleanup_minutes: int
+    log_max_body_bytes: int
+    log_level: str
+    log_format: str
+    log_messages: bool
+    log_raw_requests: bool
+    log_raw_responses: bool
+    cors_origins: tuple[str, ...]
+    admin_token: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from a mapping (``os.environ`` when omitted); unknown keys are ignored."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for setting in SETTINGS:
+            raw = environ.get(setting.env)
+            raw = setting.default if raw is None else raw
+            try:
+                values[setting.attr] = setting.parse(raw)
+            except ValueError as exc:
+                shown = "<hidden>" if setting.secret else repr(raw)
+                problems.append(f"{setting.env}={shown} is not valid: expected {exc}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def public_items(self) -> list[tuple[str, str]]:
+        """(variable, value) pairs for display, secrets masked."""
+        items = []
+        for setting in SETTINGS:
+            value = getattr(self, setting.attr)
+            if setting.secret:
+                shown = "********" if value else "(not set)"
+            elif isinstance(value, tuple):
+                shown = ", ".join("=".join(v) if isinstance(v, tuple) else v for v in value)
+            else:
+                shown = str(value)
+            items.append((setting.env, shown))
+        return items
+
+    def backend_model_for(self, client_model: str) -> str:
+        """Apply MODEL_MAP: the first matching pair wins; `*` globs on the left."""
+        for pattern, target in self.model_map:
+            if pattern == client_model or ("*" in pattern and fnmatch.fnmatchcase(client_model, pattern)):
+                return target
+        return client_model
+
+    def client_aliases(self) -> tuple[tuple[str, str], ...]:
+        """Exact (non-glob) aliases as (client-name, backend-name)."""
+        return tuple((c, b) for c, b in self.model_map if not any(ch in c for ch in "*?["))

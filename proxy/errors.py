@@ -1,0 +1,143 @@
+"""Typed errors and their rendering in each dialect.
+
+    ProxyError (status, message)
+    ├── BadRequest            400  malformed JSON, wrong types, missing fields
+    │   └── PayloadTooLarge   413
+    ├── Unauthorized          401
+    ├── ModelNotFound         404  model unknown to the backend
+    ├── NotFound              404  unknown route / endpoint not served
+    ├── MethodNotAllowed      405
+    ├── RateLimited           429  (carries retry_after seconds)
+    ├── NotSupported          501  feature the configured backend cannot do
+    └── BackendError               anything the upstream did
+        ├── BackendUnavailable 502 refused / unreachable / broken connection
+        ├── BackendTimeout     504 no answer within BACKEND_TIMEOUT
+        └── UpstreamStatus     upstream answered with an error status (status passed through)
+
+Backends raise these (never requests/urllib3 exceptions); views render them with
+``ollama_error_body`` / ``openai_error_body``. Messages are meant for people: clients such as
+Open WebUI show them as they are.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class ProxyError(Exception):
+    status = 500
+    code: str | None = None
+    param: str | None = None
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 param: str | None = None, retry_after: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        if param is not None:
+            self.param = param
+        self.retry_after = retry_after
+
+    @property
+    def outcome(self) -> str:
+        if isinstance(self, BackendTimeout):
+            return "timeout"
+        if isinstance(self, BackendError):
+            return "backend_error"
+        return "client_error" if self.status < 500 else "error"
+
+
+class BadRequest(ProxyError):
+    status = 400
+
+
+class PayloadTooLarge(BadRequest):
+    status = 413
+
+
+class Unauthorized(ProxyError):
+    status = 401
+    code = "invalid_api_key"
+
+
+class ModelNotFound(ProxyError):
+    status = 404
+    code = "model_not_found"
+    param = "model"
+
+
+class NotFound(ProxyError):
+    status = 404
+
+
+class MethodNotAllowed(ProxyError):
+    status = 405
+
+
+class RateLimited(ProxyError):
+    status = 429
+
+
+class NotSupported(ProxyError):
+    status = 501
+
+
+class BackendError(ProxyError):
+    status = 502
+
+
+class BackendUnavailable(BackendError):
+    status = 502
+
+
+class BackendTimeout(BackendError):
+    status = 504
+
+
+class UpstreamStatus(BackendError):
+    """The backend answered with an error status; its status is passed through."""
+
+
+def openai_error_object(exc: ProxyError) -> dict[str, Any]:
+    err_type = OPENAI_TYPES.get(exc.status) or ("server_error" if exc.status >= 500 else "invalid_request_error")
+    return {"message": exc.message, "type": err_type, "param": exc.param, "code": exc.code}
+
+
+def openai_error_body(exc: ProxyError) -> dict[str, Any]:
+    return {"error": openai_error_object(exc)}
+
+
+def ollama_error_body(exc: ProxyError) -> dict[str, Any]:
+    return {"error": exc.message}
+
+
+def message_from_upstream_body(body: bytes, fallback: str) -> str:
+    """Best human-readable message from an upstream error body of either dialect."""
+    from . import jsonio  # local: errors must stay importable without orjson at import time
+
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data = jsonio.loads(body)
+    except ValueError:
+        return text[:500] or fallback
+    if isinstance(data, dict):
+        err = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(err, dict):
+            err = err.get("message") or err.get("msg")
+        if isinstance(err, str) and err:
+            return err
+        if isinstance(err, list) and err:  # FastAPI-style validation details
+            return "; ".join(str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in err)
+    return text[:500] or fallback

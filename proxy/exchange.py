@@ -1,0 +1,189 @@
+"""The record of one exchange (client request -> upstream -> client response) and its relay.
+
+An ``Exchange`` is filled in as the request runs: the four bodies (bounded by LOG_MAX_BODY_BYTES),
+timings, tokens, outcome. When it finishes it is handed, once, to the sinks (the log writer, the
+access line). ``Relay`` is the streamed response body: it forwards chunks as they come, turns a
+failure after the first byte into an error chunk, and on any end — including a client that went
+away — closes the upstream response and finishes the exchange.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+from .errors import ProxyError
+from .streaming import Answer, error_chunk
+
+log = logging.getLogger(__name__)
+
+
+class BodyBuffer:
+    """Chunks kept for the log, up to a byte limit; past it, counted and marked truncated."""
+
+    __slots__ = ("chunks", "size", "limit", "truncated")
+
+    def __init__(self, limit: int):
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.limit = limit
+        self.truncated = False
+
+    def add(self, data: bytes) -> None:
+        room = self.limit - self.size
+        if room >= len(data):
+            self.chunks.append(data)
+        elif room > 0:
+            self.chunks.append(data[:room])
+            self.truncated = True
+        else:
+            self.truncated = True
+        self.size += len(data)
+
+    def value(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+class Exchange:
+    def __init__(self, *, request_id: str, front: str, endpoint: str, method: str, client: str, user_agent: str,
+                 client_body: bytes, max_body: int, sinks: Iterable[Callable[["Exchange"], None]],
+                 clock: Callable[[], float] = time.time):
+        self.clock = clock
+        self.started = clock()
+        self.request_id = request_id
+        self.front = front
+        self.endpoint = endpoint
+        self.method = method
+        self.client = client
+        self.user_agent = user_agent
+        self.key_name: str | None = None
+        self.max_body = max_body
+        self.client_request = BodyBuffer(max_body)
+        self.client_request.add(client_body)
+        self.upstream_request = BodyBuffer(max_body)
+        self.upstream_response = BodyBuffer(max_body)
+        self.client_response = BodyBuffer(max_body)
+        self.backend_name = ""
+        self.backend_type = ""
+        self.model_requested: str | None = None
+        self.model_upstream: str | None = None
+        self.stream = False
+        self.status: int | None = None
+        self.outcome = "ok"
+        self.error: str | None = None
+        self.answer: Answer | None = None
+        self.answer_parser: Callable[[bytes], Answer] | None = None  # passthrough: parse upstream copy at the end
+        self.upstream_first_byte_at: float | None = None
+        self.client_first_chunk_at: float | None = None
+        self.ended_at: float | None = None
+        self.local = False  # answered without the backend (probes, model lists)
+        self._sinks = tuple(sinks)
+        self._finished = False
+
+    # --- filled in as the exchange runs ------------------------------------------------------
+    def sent_upstream(self, body: bytes) -> None:
+        self.upstream_request.add(body)
+
+    def tap_upstream(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """Pass upstream chunks through, noting first-byte time and keeping a copy for the log."""
+        keep = self.upstream_response.add
+        for chunk in chunks:
+            if self.upstream_first_byte_at is None:
+                self.upstream_first_byte_at = self.clock()
+            keep(chunk)
+            yield chunk
+
+    def fail(self, exc: ProxyError) -> None:
+        self.outcome = exc.outcome
+        self.error = exc.message
+        if self.status is None or self.status < 400 and not self.stream:
+            self.status = exc.status
+
+    # --- the end -------------------------------------------------------------------------------
+    def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.ended_at = self.clock()
+        if self.answer is None and self.answer_parser is not None and self.upstream_response.chunks:
+            try:
+                self.answer = self.answer_parser(self.upstream_response.value())
+            except Exception:  # the log must not lose the exchange over an unreadable answer
+                log.exception("could not assemble the answer of %s for the log", self.request_id)
+        if self.answer is not None and self.answer.error and self.error is None:
+            self.error = self.answer.error
+            if self.outcome == "ok":
+                self.outcome = "backend_error"
+        for sink in self._sinks:
+            try:
+                sink(self)
+            except Exception:  # one broken sink must not stop the others or the response
+                log.exception("log sink %r failed for %s", sink, self.request_id)
+
+    # --- derived figures -----------------------------------------------------------------------
+    @property
+    def duration(self) -> float:
+        return (self.ended_at or self.clock()) - self.started
+
+    def tokens(self) -> tuple[int | None, int | None]:
+        if self.answer is None:
+            return None, None
+        return self.answer.prompt_tokens, self.answer.completion_tokens
+
+    def summary(self) -> dict[str, Any]:
+        """The fields an access line or a metrics sink needs (no bodies)."""
+        prompt, completion = self.tokens()
+        return {"request_id": self.request_id, "front": self.front, "endpoint": self.endpoint,
+                "model": self.model_requested, "upstream_model": self.model_upstream, "stream": self.stream,
+                "status": self.status, "outcome": self.outcome, "error": self.error,
+                "prompt_tokens": prompt, "completion_tokens": completion,
+                "duration_ms": round(self.duration * 1000, 2)}
+
+
+class Relay:
+    """A streamed response body: forwards ``chunks`` and always cleans up, even if never iterated."""
+
+    def __init__(self, exchange: Exchange, upstream: Any, chunks: Iterable[bytes], dialect: str):
+        self.exchange = exchange
+        self.upstream = upstream
+        self.dialect = dialect
+        self._chunks = chunks
+        self._closed = False
+        self._completed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        exchange = self.exchange
+        keep = exchange.client_response.add
+        try:
+            for out in self._chunks:
+                if exchange.client_first_chunk_at is None:
+                    exchange.client_first_chunk_at = exchange.clock()
+                keep(out)
+                yield out
+            self._completed = True
+        except ProxyError as exc:
+            exchange.fail(exc)
+            log.warning("%s: stream failed after the first byte: %s", exchange.request_id, exc.message)
+            tail = error_chunk(self.dialect, exc)
+            self._completed = True
+            keep(tail)
+            yield tail
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        close = getattr(self._chunks, "close", None)
+        try:
+            if close is not None:
+                close()
+        finally:
+            try:
+                self.upstream.close()
+            finally:
+                if not self._completed and self.exchange.outcome == "ok":
+                    self.exchange.outcome = "cancelled"
+                    self.exchange.error = "the client closed the connection"
+                self.exchange.finish()

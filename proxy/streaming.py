@@ -1,0 +1,432 @@
+"""Stream framing and translation, as generators over any iterable of bytes. No network, no Flask.
+
+Layers: ``iter_lines`` (bytes -> lines, split anywhere) -> ``iter_sse_data`` / ``iter_ndjson`` (lines ->
+events) -> a per-stream translator object (``OpenAIToOllama``, ``OllamaToOpenAI``) -> bytes out.
+``passthrough_*`` forward upstream bytes untouched except for the few byte-level edits the proxy owes
+the client (alias names, an extra usage chunk the client did not ask for).
+Each translator also keeps the assembled answer (text, thinking, tool calls, usage) for the log.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+from . import jsonio
+from .dialects import ollama as ol
+from .dialects import openai as oa
+from .errors import BackendError, ProxyError
+
+
+class StreamFormatError(BackendError):
+    """The backend sent something that is not its dialect's stream format."""
+
+
+# --- framing --------------------------------------------------------------------------------
+
+def iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Split a byte stream into lines (LF or CRLF), wherever the chunk boundaries fall."""
+    pending = b""
+    for chunk in chunks:
+        if pending:
+            chunk = pending + chunk
+        if b"\n" not in chunk:
+            pending = chunk
+            continue
+        lines = chunk.split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line[:-1] if line.endswith(b"\r") else line
+    if pending:
+        yield pending[:-1] if pending.endswith(b"\r") else pending
+
+
+def iter_sse_data(lines: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
+    """SSE lines -> (event name, data) per event; comments ignored, multi-line data joined."""
+    event = ""
+    data: list[bytes] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield event, b"\n".join(data)
+            event, data = "", []
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+        elif line.startswith(b"event:"):
+            event = line[6:].strip().decode("utf-8", "replace")
+        # ':' comments, 'id:' and 'retry:' fields are ignored
+    if data:
+        yield event, b"\n".join(data)
+
+
+def iter_ndjson(lines: Iterable[bytes]) -> Iterator[bytes]:
+    for line in lines:
+        if line.strip():
+            yield line
+
+
+def _load(payload: bytes, what: str) -> Any:
+    try:
+        return jsonio.loads(payload)
+    except ValueError:
+        raise StreamFormatError(f"the backend sent a malformed {what} chunk: {payload[:200]!r}") from None
+
+
+def _error_message(error: Any) -> str:
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error)
+
+
+# --- the answer, assembled (shared by translators and the log recorder) ----------------------
+
+class Answer:
+    """What the model said in one response, as it is assembled from a stream."""
+
+    __slots__ = ("content", "thinking", "tool_calls", "finish_reason", "prompt_tokens", "completion_tokens",
+                 "usage_estimated", "deltas", "timings", "first_token_at", "last_token_at", "error")
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.thinking: list[str] = []
+        self.tool_calls: list[dict] = []
+        self.finish_reason: str | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self.usage_estimated = False
+        self.deltas = 0
+        self.timings: dict | None = None
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+        self.error: str | None = None
+
+    def mark_token(self, now: float) -> None:
+        self.deltas += 1
+        if self.first_token_at is None:
+            self.first_token_at = now
+        self.last_token_at = now
+
+    def as_dict(self) -> dict:
+        return {"content": "".join(self.content), "thinking": "".join(self.thinking),
+                "tool_calls": self.tool_calls, "finish_reason": self.finish_reason,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "usage_estimated": self.usage_estimated, "error": self.error}
+
+    def take_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            if isinstance(usage.get("prompt_tokens"), int):
+                self.prompt_tokens = usage["prompt_tokens"]
+            if isinstance(usage.get("completion_tokens"), int):
+                self.completion_tokens = usage["completion_tokens"]
+
+    def settle_counts(self) -> None:
+        """If the backend reported no completion tokens, count deltas and say it is an estimate."""
+        if self.completion_tokens is None:
+            self.completion_tokens = self.deltas
+            self.usage_estimated = True
+
+
+# --- OpenAI SSE -> Ollama NDJSON ---------------------------------------------------------------
+
+class OpenAIToOllama:
+    """Translate OpenAI chat/text-completion chunks into Ollama /api/chat or /api/generate lines."""
+
+    def __init__(self, kind: str, model: str, started: float, clock: Callable[[], float] = time.time):
+        self.kind = kind  # "chat" or "generate"
+        self.model = model
+        self.started = started
+        self.clock = clock
+        self.answer = Answer()
+        self._calls: dict[int, dict] = {}
+
+    def _line(self, content: str = "", thinking: str | None = None, tool_calls: list | None = None) -> dict:
+        created_at = ol.rfc3339(self.clock())
+        if self.kind == "chat":
+            return ol.chat_line(self.model, created_at, content, thinking, tool_calls)
+        return ol.generate_line(self.model, created_at, content, thinking)
+
+    def feed(self, chunk: dict) -> list[bytes]:
+        if "error" in chunk and chunk["error"]:
+            raise BackendError(_error_message(chunk["error"]))
+        answer = self.answer
+        if "usage" in chunk:
+            answer.take_usage(chunk["usage"])
+        if isinstance(chunk.get("timings"), dict):
+            answer.timings = chunk["timings"]
+        out: list[bytes] = []
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if delta is None:  # text-completion chunks carry `text` instead of a delta
+                delta = {"content": choice.get("text")}
+            text = delta.get("content")
+            thinking = oa.reasoning_of(delta)
+            if text or thinking:
+                answer.mark_token(self.clock())
+                if thinking:
+                    answer.thinking.append(thinking)
+                if text:
+                    answer.content.append(text)
+                out.append(jsonio.dumps_line(self._line(text or "", thinking)))
+            for fragment in delta.get("tool_calls") or ():
+                self._merge_call(fragment)
+            if choice.get("finish_reason"):
+                answer.finish_reason = choice["finish_reason"]
+        return out
+
+    def _merge_call(self, fragment: dict) -> None:
+        index = fragment.get("index", len(self._calls))
+        call = self._calls.setdefault(index, {"id": None, "name": "", "arguments": []})
+        if fragment.get("id"):
+            call["id"] = fragment["id"]
+        function = fragment.get("function") or {}
+        if function.get("name"):
+            call["name"] = function["name"]
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            call["arguments"].append(arguments)
+        elif isinstance(arguments, dict):
+            call["arguments"] = [jsonio.dumps_str(arguments)]
+
+    def finish(self, complete: bool) -> list[bytes]:
+        """Lines after the last chunk; ``complete`` says the backend ended the stream properly."""
+        out: list[bytes] = []
+        answer = self.answer
+        if self._calls:
+            calls = []
+            for index in sorted(self._calls):
+                call = self._calls[index]
+                arguments, _ = ol.parse_arguments("".join(call["arguments"]))
+                entry: dict[str, Any] = {"function": {"index": index, "name": call["name"], "arguments": arguments}}
+                if call["id"]:
+                    entry["id"] = call["id"]
+                calls.append(entry)
+            answer.tool_calls = calls
+            if self.kind == "chat":
+                out.append(jsonio.dumps_line(self._line(tool_calls=calls)))
+        if not complete and answer.finish_reason is None:
+            answer.error = "the backend closed the stream before it finished"
+            out.append(jsonio.dumps_line({"error": answer.error}))
+            return out
+        out.append(jsonio.dumps_line(self.final_line()))
+        return out
+
+    def final_line(self, content: str = "") -> dict:
+        answer = self.answer
+        answer.settle_counts()
+        now = self.clock()
+        prompt_s = eval_s = None
+        timings = answer.timings
+        if timings and isinstance(timings.get("prompt_ms"), (int, float)):
+            prompt_s = timings["prompt_ms"] / 1000
+            eval_s = (timings.get("predicted_ms") or 0) / 1000
+        elif answer.first_token_at is not None:
+            prompt_s = answer.first_token_at - self.started
+            eval_s = (answer.last_token_at or answer.first_token_at) - answer.first_token_at
+        line = self._line(content)
+        return ol.final_line(line, ol.done_reason_from_finish(answer.finish_reason),
+                             ol.metrics(answer.prompt_tokens, answer.completion_tokens,
+                                        total_s=now - self.started, prompt_s=prompt_s, eval_s=eval_s))
+
+
+def openai_sse_to_ollama(chunks: Iterable[bytes], translator: OpenAIToOllama) -> Iterator[bytes]:
+    complete = False
+    for event, data in iter_sse_data(iter_lines(chunks)):
+        if data == b"[DONE]":
+            complete = True
+            break
+        chunk = _load(data, "SSE")
+        if event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
+            chunk = {"error": chunk}
+        if not isinstance(chunk, dict):
+            raise StreamFormatError(f"the backend sent a non-object SSE chunk: {data[:200]!r}")
+        yield from translator.feed(chunk)
+    yield from translator.finish(complete)
+
+
+# --- Ollama NDJSON -> OpenAI SSE ---------------------------------------------------------------
+
+class OllamaToOpenAI:
+    """Translate Ollama /api/chat or /api/generate lines into OpenAI chat or text-completion chunks."""
+
+    def __init__(self, kind: str, model: str, cid: str, created: int, include_usage: bool,
+                 clock: Callable[[], float] = time.time):
+        self.kind = kind  # "chat" or "completion"
+        self.model = model
+        self.cid = cid
+        self.created = created
+        self.include_usage = include_usage
+        self.clock = clock
+        self.answer = Answer()
+        self._sent_role = False
+        self._call_index = 0
+
+    def _chunk(self, delta: dict, finish_reason: str | None = None) -> bytes:
+        if self.kind == "chat":
+            body = oa.chat_chunk(self.cid, self.created, self.model, delta, finish_reason,
+                                 with_usage_field=self.include_usage)
+        else:
+            body = oa.completion_chunk(self.cid, self.created, self.model, delta.get("content", ""), finish_reason)
+        return oa.sse_event(jsonio.dumps(body))
+
+    def feed(self, line: dict) -> list[bytes]:
+        if line.get("error"):
+            raise BackendError(_error_message(line["error"]))
+        answer = self.answer
+        out: list[bytes] = []
+        if self.kind == "chat" and not self._sent_role:
+            self._sent_role = True
+            out.append(self._chunk({"role": "assistant", "content": ""}))
+        if self.kind == "chat":
+            message = line.get("message") or {}
+            text, thinking, calls = message.get("content"), message.get("thinking"), message.get("tool_calls")
+        else:
+            text, thinking, calls = line.get("response"), line.get("thinking"), None
+        if thinking or text:
+            answer.mark_token(self.clock())
+        if thinking:
+            answer.thinking.append(thinking)
+            out.append(self._chunk({"reasoning_content": thinking}))
+        if text:
+            answer.content.append(text)
+            out.append(self._chunk({"content": text}))
+        if calls:
+            converted = ol.tool_calls_to_openai(calls, self._call_index)
+            self._call_index += len(converted)
+            answer.tool_calls.extend(converted)
+            out.append(self._chunk({"tool_calls": converted}))
+        if line.get("done"):
+            answer.prompt_tokens = int(line.get("prompt_eval_count") or 0)
+            answer.completion_tokens = int(line.get("eval_count") or 0)
+            finish = ol.finish_from_done_reason(line.get("done_reason"), bool(answer.tool_calls))
+            answer.finish_reason = finish
+            out.append(self._chunk({}, finish))
+            if self.include_usage:
+                usage = oa.usage(answer.prompt_tokens, answer.completion_tokens)
+                if self.kind == "chat":
+                    body = oa.usage_chunk(self.cid, self.created, self.model, usage)
+                else:
+                    body = {**oa.completion_chunk(self.cid, self.created, self.model, ""), "choices": [], "usage": usage}
+                out.append(oa.sse_event(jsonio.dumps(body)))
+            out.append(oa.SSE_DONE)
+        return out
+
+    def finish(self) -> list[bytes]:
+        if self.answer.finish_reason is None:
+            self.answer.error = "the backend closed the stream before it finished"
+            return [openai_error_event(self.answer.error), oa.SSE_DONE]
+        return []
+
+
+def ollama_ndjson_to_openai(chunks: Iterable[bytes], translator: OllamaToOpenAI) -> Iterator[bytes]:
+    for raw in iter_ndjson(iter_lines(chunks)):
+        line = _load(raw, "NDJSON")
+        if not isinstance(line, dict):
+            raise StreamFormatError(f"the backend sent a non-object NDJSON line: {raw[:200]!r}")
+        yield from translator.feed(line)
+        if line.get("done"):
+            return
+    yield from translator.finish()
+
+
+# --- error chunks after the first byte --------------------------------------------------------
+
+def openai_error_event(message: str, err_type: str = "server_error") -> bytes:
+    return oa.sse_event(jsonio.dumps({"error": {"message": message, "type": err_type, "param": None, "code": None}}))
+
+
+def ollama_error_line(message: str) -> bytes:
+    return jsonio.dumps_line({"error": message})
+
+
+def error_chunk(dialect: str, exc: ProxyError) -> bytes:
+    if dialect == "openai":
+        return openai_error_event(exc.message) + oa.SSE_DONE
+    return ollama_error_line(exc.message)
+
+
+# --- passthrough (same dialect on both sides) --------------------------------------------------
+
+def _rename_model(data: bytes, renames: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    for old, new in renames:
+        if old in data:
+            data = data.replace(old, new)
+    return data
+
+
+def model_renames(backend_model: str, client_model: str) -> tuple[tuple[bytes, bytes], ...]:
+    """Byte patterns that put the client's model name back into upstream JSON."""
+    if backend_model == client_model:
+        return ()
+    old, new = jsonio.dumps(backend_model), jsonio.dumps(client_model)
+    return ((b'"model":' + old, b'"model":' + new), (b'"model": ' + old, b'"model": ' + new))
+
+
+_EMPTY_CHOICES = (b'"choices":[]', b'"choices": []')
+
+
+def passthrough_sse(chunks: Iterable[bytes], *, strip_usage_chunk: bool,
+                    renames: tuple[tuple[bytes, bytes], ...] = ()) -> Iterator[bytes]:
+    """Forward SSE as it arrives. Event framing only when an edit is needed."""
+    if not strip_usage_chunk and not renames:
+        yield from chunks
+        return
+    pending = b""
+    for chunk in chunks:
+        data = pending + chunk if pending else chunk
+        cut = max(data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n"))
+        if cut < 0:
+            pending = data
+            continue
+        end = cut + (4 if data[cut:cut + 4] == b"\r\n\r\n" else 2)
+        ready, pending = data[:end], data[end:]
+        if strip_usage_chunk and (_EMPTY_CHOICES[0] in ready or _EMPTY_CHOICES[1] in ready):
+            ready = b"".join(ev + b"\n\n" for ev in ready.replace(b"\r\n", b"\n").split(b"\n\n")
+                             if ev and not (_EMPTY_CHOICES[0] in ev or _EMPTY_CHOICES[1] in ev))
+        if renames:
+            ready = _rename_model(ready, renames)
+        if ready:
+            yield ready
+    if pending:
+        yield _rename_model(pending, renames) if renames else pending
+
+
+def passthrough_lines(chunks: Iterable[bytes], renames: tuple[tuple[bytes, bytes], ...] = ()) -> Iterator[bytes]:
+    """Forward NDJSON as it arrives; with renames, whole lines only."""
+    if not renames:
+        yield from chunks
+        return
+    pending = b""
+    for chunk in chunks:
+        data = pending + chunk if pending else chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            pending = data
+            continue
+        ready, pending = data[:cut + 1], data[cut + 1:]
+        yield _rename_model(ready, renames)
+    if pending:
+        yield _rename_model(pending, renames)
+
+
+# --- assembling a passthrough stream afterwards (for the log, off the client's path) ----------
+
+def assemble_openai_sse(raw: bytes) -> Answer:
+    translator = OpenAIToOllama("chat", "", 0.0, clock=lambda: 0.0)
+    try:
+        for _ in openai_sse_to_ollama([raw], translator):
+            pass
+    except ProxyError as exc:
+        translator.answer.error = exc.message
+    return translator.answer
+
+
+def assemble_ollama_ndjson(raw: bytes, kind: str = "chat") -> Answer:
+    translator = OllamaToOpenAI("chat" if kind == "chat" else "completion", "", "", 0, False, clock=lambda: 0.0)
+    try:
+        for _ in ollama_ndjson_to_openai([raw], translator):
+            pass
+    except ProxyError as exc:
+        translator.answer.error = exc.message
+    return translator.answer

@@ -1,0 +1,111 @@
+"""What both front doors share: the services object, reading the JSON body, starting an exchange,
+relaying an upstream answer (streamed or whole), and rendering errors in the caller's dialect."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from flask import Response, current_app, request
+from werkzeug.exceptions import HTTPException
+
+from .. import jsonio
+from ..accesslog import ENVIRON_EXCHANGE, ENVIRON_REQUEST_ID
+from ..catalog import Catalog
+from ..config import Settings
+from ..errors import BadRequest, NotFound, ProxyError, ollama_error_body, openai_error_body
+from ..exchange import Exchange, Relay
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
+JSON = "application/json; charset=utf-8"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    backend: Any
+    catalog: Catalog
+    sinks: list[Callable[[Exchange], None]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def services() -> Services:
+    return current_app.extensions["llm_proxy"]
+
+
+def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(jsonio.dumps(obj), status=status, mimetype=None, content_type=JSON, headers=headers)
+
+
+def raw_json_response(raw: bytes, status: int = 200) -> Response:
+    return Response(raw, status=status, content_type=JSON)
+
+
+def read_json() -> Any:
+    """The request body as JSON, or BadRequest with a message a person can act on."""
+    data = request.get_data(cache=True)
+    if not data.strip():
+        raise BadRequest("the request body is empty; send a JSON object")
+    try:
+        return jsonio.loads(data)
+    except ValueError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+def start_exchange(front: str) -> Exchange:
+    svc = services()
+    exchange = Exchange(
+        request_id=request.environ.get(ENVIRON_REQUEST_ID, ""), front=front, endpoint=request.path,
+        method=request.method, client=request.remote_addr or "", user_agent=request.user_agent.string[:300],
+        client_body=request.get_data(cache=True), max_body=svc.settings.log_max_body_bytes, sinks=svc.sinks)
+    exchange.backend_name = svc.backend.describe()
+    exchange.backend_type = svc.backend.type
+    request.environ[ENVIRON_EXCHANGE] = exchange
+    return exchange
+
+
+def current_exchange() -> Exchange | None:
+    return request.environ.get(ENVIRON_EXCHANGE)
+
+
+def stream_response(exchange: Exchange, upstream: Any, chunks: Iterable[bytes], dialect: str) -> Response:
+    exchange.stream = True
+    exchange.status = 200
+    relay = Relay(exchange, upstream, chunks, dialect)
+    mimetype = SSE if dialect == "openai" else NDJSON
+    return Response(relay, status=200, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
+
+
+def finish_whole(exchange: Exchange, response: Response, client_body: bytes) -> Response:
+    exchange.status = response.status_code
+    exchange.client_response.add(client_body)
+    exchange.finish()
+    return response
+
+
+def render_error(exc: ProxyError, dialect: str) -> Response:
+    body = openai_error_body(exc) if dialect == "openai" else ollama_error_body(exc)
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    response = json_response(body, exc.status, headers)
+    exchange = current_exchange()
+    if exchange is not None and not exchange._finished:
+        exchange.fail(exc)
+        exchange.status = exc.status
+        exchange.client_response.add(response.get_data())
+        exchange.finish()
+    return response
+
+
+def dialect_of_path(path: str) -> str:
+    return "openai" if path.startswith("/v1") else "ollama"
+
+
+def http_exception_to_proxy_error(exc: HTTPException) -> ProxyError:
+    if exc.code == 404:
+        return NotFound(f"{request.method} {request.path} is not served by this proxy")
+    if exc.code == 405:
+        return ProxyError(f"{request.method} is not allowed on {request.path}", status=405)
+    if exc.code == 413:
+        return ProxyError("the request body is too large", status=413)
+    return ProxyError(exc.description or exc.name, status=exc.code or 400)

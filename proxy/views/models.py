@@ -1,0 +1,69 @@
+"""Model entries in each dialect, built from the catalog's ``ModelInfo`` (pure, no I/O).
+
+Ollama clients are strict about `/api/tags` and `/api/show` (types, `capabilities`, a non-null
+`model_info` with `<arch>.context_length`); these builders always fill every field.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..catalog import ModelInfo
+from ..dialects import ollama as ol
+from ..dialects import openai as oa
+
+EPOCH_2025 = 1735689600
+FAR_FUTURE = 4102444800  # 2100-01-01: "loaded" models never expire from a proxy's point of view
+KNOWN_CAPABILITIES = ("completion", "tools", "insert", "vision", "embedding", "thinking", "audio")
+COPILOT_UA_PREFIX = "GitHubCopilotChat/"
+
+
+def _details(model: ModelInfo) -> dict[str, Any]:
+    family = model.family or "llm"
+    return {"parent_model": "", "format": "gguf", "family": family, "families": [family],
+            "parameter_size": model.parameter_size or "unknown", "quantization_level": model.quantization or "unknown"}
+
+
+def tag_entry(model: ModelInfo) -> dict[str, Any]:
+    if model.ollama_entry is not None:
+        return model.ollama_entry
+    name = ol.with_tag(model.id)
+    return {"name": name, "model": name, "modified_at": ol.rfc3339(model.created or EPOCH_2025),
+            "size": int(model.size), "digest": ol.digest_of(model.alias_of or model.id), "details": _details(model)}
+
+
+def ps_entry(model: ModelInfo, now: float) -> dict[str, Any]:
+    entry = dict(tag_entry(model))
+    entry.pop("modified_at", None)
+    entry["expires_at"] = ol.rfc3339(FAR_FUTURE)
+    entry["size_vram"] = entry.get("size", 0)
+    if model.context_length:
+        entry["context_length"] = model.context_length
+    return entry
+
+
+def show_body(model: ModelInfo, default_context: int, user_agent: str = "") -> dict[str, Any]:
+    context = model.context_length or default_context
+    details = _details(model)
+    arch = details["family"]
+    basename = model.alias_of or model.id
+    if user_agent.startswith(COPILOT_UA_PREFIX):
+        basename = model.id  # Copilot shows general.basename as the model's name
+    model_info: dict[str, Any] = {"general.architecture": arch, "general.basename": basename,
+                                  f"{arch}.context_length": context}
+    if model.parameter_count:
+        model_info["general.parameter_count"] = model.parameter_count
+    capabilities = [c for c in model.capabilities if c in KNOWN_CAPABILITIES]
+    return {
+        "license": "",
+        "modelfile": f"# served by llm-proxy\nFROM {basename}\nPARAMETER num_ctx {context}\n",
+        "parameters": f"num_ctx                        {context}",
+        "template": "{{ .Prompt }}",
+        "details": details,
+        "model_info": model_info,
+        "capabilities": capabilities,
+        "modified_at": ol.rfc3339(model.created or EPOCH_2025),
+    }
+
+
+def openai_model(model: ModelInfo) -> dict[str, Any]:
+    return oa.model_object(model.id, model.created or EPOCH_2025, model.owned_by, model.context_length)

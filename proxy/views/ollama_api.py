@@ -1,0 +1,273 @@
+"""The Ollama front door: `/` and `/api/*`, over Ollama backends (passthrough) or OpenAI ones (translated)."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, request
+
+from .. import jsonio
+from ..dialects import ollama as ol
+from ..errors import BadRequest, NotSupported
+from ..rewrite import inject_text
+from ..streaming import OpenAIToOllama, model_renames, openai_sse_to_ollama, passthrough_lines
+from . import models as model_views
+from .common import (NDJSON, finish_whole, json_response, raw_json_response, read_json, services, start_exchange,
+                     stream_response)
+
+bp = Blueprint("ollama_api", __name__)
+OLLAMA_VERSION = "0.12.10"  # what Ollama clients are told; numeric and >= 0.6.4 (Copilot, Open WebUI)
+MANAGEMENT = ("pull", "push", "create", "copy", "delete")
+
+
+@bp.route("/", methods=["GET", "HEAD"])
+def root() -> Response:
+    return Response("Ollama is running", content_type="text/plain; charset=utf-8")
+
+
+@bp.route("/api/version", methods=["GET", "HEAD"])
+def version() -> Response:
+    return json_response({"version": OLLAMA_VERSION})
+
+
+@bp.route("/api/tags", methods=["GET", "HEAD"])
+def tags() -> Response:
+    return json_response({"models": [model_views.tag_entry(m) for m in services().catalog.models()]})
+
+
+@bp.route("/api/ps", methods=["GET"])
+def ps() -> Response:
+    return json_response({"models": [model_views.ps_entry(m, time.time()) for m in services().catalog.models()]})
+
+
+@bp.route("/api/show", methods=["POST"])
+def show() -> Response:
+    svc = services()
+    body = read_json()
+    name = ol.check_model(body)
+    model = svc.catalog.find(name)
+    if svc.backend.dialect == "ollama":
+        upstream_body = {**body, "model": model.alias_of or model.id}
+        upstream_body.pop("name", None)
+        _, shown = svc.backend.post_json("/api/show", upstream_body, request_id=_rid())
+        if isinstance(shown, dict):
+            shown.setdefault("capabilities", list(model.capabilities))
+            if shown.get("model_info") is None:
+                shown["model_info"] = {}
+        return json_response(shown)
+    return json_response(model_views.show_body(model, svc.settings.default_context_length,
+                                                request.user_agent.string))
+
+
+def _rid() -> str:
+    from ..accesslog import ENVIRON_REQUEST_ID
+    return request.environ.get(ENVIRON_REQUEST_ID, "")
+
+
+# --- generation ---------------------------------------------------------------------------------
+
+@bp.route("/api/chat", methods=["POST"])
+def chat() -> Response:
+    exchange = start_exchange("ollama")
+    body = read_json()
+    exchange.model_requested = ol.check_chat_request(body)
+    exchange.stream = ol.is_streaming(body)
+    messages = body.get("messages") or []
+    if not messages:
+        return _probe(exchange, "chat", body)
+    svc = services()
+    settings = svc.settings
+    upstream_model = svc.catalog.upstream_name(exchange.model_requested)
+    exchange.model_upstream = upstream_model
+    messages, _ = inject_text(messages, settings.inject_text, settings.inject_mode)
+    if svc.backend.dialect == "ollama":
+        return _passthrough(exchange, "/api/chat", {**body, "model": upstream_model, "messages": messages})
+    out = ol.chat_to_openai({**body, "messages": messages}, upstream_model, svc.backend.flavor)
+    return _translated(exchange, "chat", "/v1/chat/completions", out)
+
+
+@bp.route("/api/generate", methods=["POST"])
+def generate() -> Response:
+    exchange = start_exchange("ollama")
+    body = read_json()
+    exchange.model_requested = ol.check_generate_request(body)
+    exchange.stream = ol.is_streaming(body)
+    if not body.get("prompt") and not body.get("images") and not body.get("suffix"):
+        return _probe(exchange, "generate", body)
+    svc = services()
+    upstream_model = svc.catalog.upstream_name(exchange.model_requested)
+    exchange.model_upstream = upstream_model
+    if svc.backend.dialect == "ollama":
+        return _passthrough(exchange, "/api/generate", {**body, "model": upstream_model})
+    path, out = ol.generate_to_openai(body, upstream_model, svc.backend.flavor)
+    return _translated(exchange, "generate", path, out)
+
+
+def _probe(exchange, kind: str, body: dict) -> Response:
+    """Load/unload probes are answered here: an empty generation is never sent upstream."""
+    services().catalog.find(exchange.model_requested)
+    exchange.local = True
+    reply = ol.probe_reply(kind, exchange.model_requested, ol.rfc3339(time.time()), ol.is_unload(body))
+    raw = jsonio.dumps(reply)
+    return finish_whole(exchange, raw_json_response(raw), raw)
+
+
+def _passthrough(exchange, path: str, out: dict) -> Response:
+    svc = services()
+    payload = jsonio.dumps(out)
+    exchange.sent_upstream(payload)
+    upstream = svc.backend.open("POST", path, payload, request_id=exchange.request_id)
+    renames = model_renames(out["model"], exchange.model_requested)
+    exchange.answer_parser = _ollama_parser(path)
+    if exchange.stream:
+        chunks = passthrough_lines(exchange.tap_upstream(upstream.iter_bytes()), renames)
+        return stream_response(exchange, upstream, chunks, "ollama")
+    try:
+        raw = b"".join(exchange.tap_upstream(upstream.iter_bytes()))
+    finally:
+        upstream.close()
+    for old, new in renames:
+        raw = raw.replace(old, new)
+    content_type = upstream.headers.get("Content-Type", "application/json; charset=utf-8")
+    return finish_whole(exchange, Response(raw, content_type=content_type), raw)
+
+
+def _ollama_parser(path: str):
+    from ..streaming import assemble_ollama_ndjson
+
+    kind = "chat" if path.endswith("chat") else "generate"
+    return lambda raw: assemble_ollama_ndjson(raw, kind)
+
+
+def _translated(exchange, kind: str, path: str, out: dict) -> Response:
+    svc = services()
+    payload = jsonio.dumps(out)
+    exchange.sent_upstream(payload)
+    upstream = svc.backend.open("POST", path, payload, request_id=exchange.request_id)
+    translator = OpenAIToOllama(kind, exchange.model_requested, exchange.started)
+    exchange.answer = translator.answer
+    if exchange.stream:
+        chunks = openai_sse_to_ollama(exchange.tap_upstream(upstream.iter_bytes()), translator)
+        return stream_response(exchange, upstream, chunks, "ollama")
+    try:
+        raw = b"".join(exchange.tap_upstream(upstream.iter_bytes()))
+    finally:
+        upstream.close()
+    try:
+        resp = jsonio.loads(raw)
+    except ValueError:
+        from ..errors import BackendUnavailable
+        raise BackendUnavailable(f"{svc.backend.describe()} sent a body that is not JSON: {raw[:200]!r}") from None
+    reply = whole_reply_from_openai(translator, kind, resp)
+    data = jsonio.dumps(reply)
+    return finish_whole(exchange, raw_json_response(data), data)
+
+
+def whole_reply_from_openai(translator: OpenAIToOllama, kind: str, resp: dict) -> dict:
+    """A non-streamed OpenAI answer as one Ollama object, through the same translator as streams."""
+    choices = resp.get("choices") if isinstance(resp, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {"content": choice.get("text")}
+    chunk = {"choices": [{"delta": {k: v for k, v in message.items() if k != "tool_calls"},
+                          "finish_reason": choice.get("finish_reason") or "stop"}],
+             "usage": resp.get("usage"), "timings": resp.get("timings")}
+    translator.feed(chunk)
+    for index, call in enumerate(message.get("tool_calls") or ()):
+        translator.feed({"choices": [{"delta": {"tool_calls": [{"index": index, **call}]}}]})
+    translator.finish(True)  # settles tool calls and counts; its lines are not used
+    answer = translator.answer
+    reply = translator.final_line("".join(answer.content))
+    if kind == "chat":
+        if answer.thinking:
+            reply["message"]["thinking"] = "".join(answer.thinking)
+        if answer.tool_calls:
+            reply["message"]["tool_calls"] = answer.tool_calls
+    elif answer.thinking:
+        reply["thinking"] = "".join(answer.thinking)
+    return reply
+
+
+# --- embeddings ---------------------------------------------------------------------------------
+
+@bp.route("/api/embed", methods=["POST"])
+@bp.route("/api/embeddings", methods=["POST"])
+def embed() -> Response:
+    legacy = request.path.endswith("embeddings")
+    exchange = start_exchange("ollama")
+    body = read_json()
+    exchange.model_requested = ol.check_model(body)
+    svc = services()
+    upstream_model = svc.catalog.upstream_name(exchange.model_requested)
+    exchange.model_upstream = upstream_model
+    if svc.backend.dialect == "ollama":
+        exchange.stream = False
+        return _passthrough(exchange, request.path, {**body, "model": upstream_model})
+    if legacy and not isinstance(body.get("prompt"), str):
+        raise BadRequest("prompt must be a string")
+    out = ol.embed_to_openai(body, upstream_model)
+    payload = jsonio.dumps(out)
+    exchange.sent_upstream(payload)
+    started = time.time()
+    raw, resp = svc.backend.post_json("/v1/embeddings", out, request_id=exchange.request_id)
+    exchange.upstream_response.add(raw)
+    from ..dialects.openai import decode_embedding
+    data = resp.get("data") if isinstance(resp, dict) else None
+    vectors = [decode_embedding(item.get("embedding")) for item in data or () if isinstance(item, dict)]
+    if legacy:
+        reply = {"embedding": vectors[0] if vectors else []}
+    else:
+        usage = resp.get("usage") if isinstance(resp.get("usage"), dict) else {}
+        reply = {"model": exchange.model_requested, "embeddings": vectors,
+                 "total_duration": ol.ns(time.time() - started),
+                 "prompt_eval_count": int(usage.get("prompt_tokens") or 0)}
+    data_out = jsonio.dumps(reply)
+    return finish_whole(exchange, raw_json_response(data_out), data_out)
+
+
+# --- model management ---------------------------------------------------------------------------
+
+@bp.route("/api/pull", methods=["POST"])
+@bp.route("/api/push", methods=["POST"])
+@bp.route("/api/create", methods=["POST"])
+@bp.route("/api/copy", methods=["POST"])
+@bp.route("/api/delete", methods=["DELETE"])
+def manage() -> Response:
+    svc = services()
+    action = request.path.rsplit("/", 1)[-1]
+    body = read_json()
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    if svc.backend.dialect == "ollama":
+        payload = request.get_data(cache=True)
+        upstream = svc.backend.open(request.method, request.path, payload, request_id=_rid())
+        if body.get("stream") is False or action in ("copy", "delete"):
+            try:
+                raw = upstream.read()
+            finally:
+                upstream.close()
+            return Response(raw, status=upstream.status,
+                            content_type=upstream.headers.get("Content-Type", "application/json"))
+        exchange = start_exchange("ollama")
+        exchange.model_requested = body.get("model") or body.get("name")
+        return stream_response(exchange, upstream, upstream.iter_bytes(), "ollama")
+    if action == "pull":
+        name = ol.check_model(body)
+        svc.catalog.find(name)  # 404 if the backend does not have it
+        if body.get("stream") is False:
+            return json_response({"status": "success"})
+        lines = b"".join(jsonio.dumps_line(x) for x in ({"status": "pulling manifest"}, {"status": "success"}))
+        return Response(lines, content_type=NDJSON)
+    raise NotSupported(f"/api/{action} is not supported by the {svc.backend.describe()}; "
+                       "manage models on the backend itself")
+
+
+@bp.route("/api/blobs/<path:digest>", methods=["HEAD", "POST"])
+def blobs(digest: str) -> Response:
+    svc = services()
+    if svc.backend.dialect != "ollama":
+        raise NotSupported(f"blobs are not supported by the {svc.backend.describe()}")
+    upstream = svc.backend.open(request.method, request.path, request.get_data() or None, request_id=_rid())
+    try:
+        raw = upstream.read()
+    finally:
+        upstream.close()
+    return Response(raw, status=upstream.status)

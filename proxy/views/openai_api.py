@@ -1,0 +1,169 @@
+"""The OpenAI front door: `/v1/*`, over OpenAI-compatible backends (passthrough) or Ollama (translated)."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, request
+
+from .. import jsonio
+from ..dialects import ollama as ol
+from ..dialects import openai as oa
+from ..errors import BackendUnavailable, NotFound
+from ..rewrite import inject_text
+from ..streaming import (OllamaToOpenAI, assemble_openai_sse, model_renames, ollama_ndjson_to_openai,
+                         passthrough_sse)
+from . import models as model_views
+from .common import finish_whole, json_response, raw_json_response, read_json, services, start_exchange, stream_response
+
+bp = Blueprint("openai_api", __name__, url_prefix="/v1")
+OUT_OF_SCOPE = {"responses": "the Responses API", "messages": "the Anthropic Messages API"}
+
+
+@bp.route("/models", methods=["GET"])
+def list_models() -> Response:
+    return json_response(oa.model_list([model_views.openai_model(m) for m in services().catalog.models()]))
+
+
+@bp.route("/models/<path:model_id>", methods=["GET"])
+def get_model(model_id: str) -> Response:
+    return json_response(model_views.openai_model(services().catalog.find(model_id)))
+
+
+@bp.route("/chat/completions", methods=["POST"])
+def chat_completions() -> Response:
+    exchange = start_exchange("openai")
+    body = read_json()
+    exchange.model_requested = oa.check_chat_request(body)
+    exchange.stream = bool(body.get("stream"))
+    svc = services()
+    settings = svc.settings
+    upstream_model = svc.catalog.upstream_name(exchange.model_requested)
+    exchange.model_upstream = upstream_model
+    messages, _ = inject_text(body["messages"], settings.inject_text, settings.inject_mode)
+    body = {**body, "messages": messages}
+    if svc.backend.dialect == "ollama":
+        return _translated(exchange, "chat", "/api/chat", ol.chat_from_openai(body, upstream_model), body)
+    return _passthrough(exchange, "/v1/chat/completions", {**body, "model": upstream_model})
+
+
+@bp.route("/completions", methods=["POST"])
+def completions() -> Response:
+    exchange = start_exchange("openai")
+    body = read_json()
+    exchange.model_requested = oa.check_completion_request(body)
+    exchange.stream = bool(body.get("stream"))
+    svc = services()
+    upstream_model = svc.catalog.upstream_name(exchange.model_requested)
+    exchange.model_upstream = upstream_model
+    if svc.backend.dialect == "ollama":
+        return _translated(exchange, "completion", "/api/generate", ol.completion_from_openai(body, upstream_model),
+                           body)
+    return _passthrough(exchange, "/v1/completions", {**body, "model": upstream_model})
+
+
+@bp.route("/embeddings", methods=["POST"])
+def embeddings() -> Response:
+    exchange = start_exchange("openai")
+    body = read_json()
+    exchange.model_requested = oa.check_embedding_request(body)
+    svc = services()
+    upstream_model = svc.catalog.upstream_name(exchange.model_requested)
+    exchange.model_upstream = upstream_model
+    if svc.backend.dialect != "ollama":
+        return _passthrough(exchange, "/v1/embeddings", {**body, "model": upstream_model})
+    out = ol.embed_from_openai(body, upstream_model)
+    exchange.sent_upstream(jsonio.dumps(out))
+    raw, resp = svc.backend.post_json("/api/embed", out, request_id=exchange.request_id)
+    exchange.upstream_response.add(raw)
+    reply = ol.embed_response_to_openai(resp if isinstance(resp, dict) else {}, exchange.model_requested,
+                                        body.get("encoding_format"))
+    data = jsonio.dumps(reply)
+    return finish_whole(exchange, raw_json_response(data), data)
+
+
+@bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+def not_served(rest: str) -> Response:
+    what = OUT_OF_SCOPE.get(rest.split("/", 1)[0])
+    if what:
+        raise NotFound(f"{what} (/v1/{rest}) is not served by this proxy; use /v1/chat/completions")
+    raise NotFound(f"{request.method} /v1/{rest} is not served by this proxy")
+
+
+def _passthrough(exchange, path: str, out: dict) -> Response:
+    """Same dialect both sides: bytes go through; usage is always asked for (for the log) and the
+    extra usage chunk is removed again when the client did not ask for it."""
+    svc = services()
+    client_wants_usage = oa.wants_usage(out)
+    if exchange.stream:
+        out = {**out, "stream_options": {**(out.get("stream_options") or {}), "include_usage": True}}
+    payload = jsonio.dumps(out)
+    exchange.sent_upstream(payload)
+    upstream = svc.backend.open("POST", path, payload, request_id=exchange.request_id)
+    renames = model_renames(out["model"], exchange.model_requested)
+    if exchange.stream:
+        exchange.answer_parser = assemble_openai_sse
+        chunks = passthrough_sse(exchange.tap_upstream(upstream.iter_bytes()),
+                                 strip_usage_chunk=not client_wants_usage, renames=renames)
+        return stream_response(exchange, upstream, chunks, "openai")
+    exchange.answer_parser = _whole_answer
+    try:
+        raw = b"".join(exchange.tap_upstream(upstream.iter_bytes()))
+    finally:
+        upstream.close()
+    for old, new in renames:
+        raw = raw.replace(old, new)
+    return finish_whole(exchange, raw_json_response(raw), raw)
+
+
+def _whole_answer(raw: bytes):
+    from ..streaming import Answer
+
+    answer = Answer()
+    resp = jsonio.loads(raw)
+    if not isinstance(resp, dict):
+        return answer
+    answer.take_usage(resp.get("usage"))
+    for choice in resp.get("choices") or ():
+        message = choice.get("message") or {}
+        text = message.get("content") if message else choice.get("text")
+        if isinstance(text, str):
+            answer.content.append(text)
+        reasoning = oa.reasoning_of(message) if message else None
+        if reasoning:
+            answer.thinking.append(reasoning)
+        answer.tool_calls.extend(message.get("tool_calls") or ())
+        answer.finish_reason = choice.get("finish_reason")
+    return answer
+
+
+def _translated(exchange, kind: str, path: str, out: dict, client_body: dict) -> Response:
+    svc = services()
+    payload = jsonio.dumps(out)
+    exchange.sent_upstream(payload)
+    upstream = svc.backend.open("POST", path, payload, request_id=exchange.request_id)
+    cid = oa.new_id("chatcmpl-" if kind == "chat" else "cmpl-")
+    created = int(time.time())
+    if exchange.stream:
+        translator = OllamaToOpenAI(kind, exchange.model_requested, cid, created, oa.wants_usage(client_body))
+        exchange.answer = translator.answer
+        chunks = ollama_ndjson_to_openai(exchange.tap_upstream(upstream.iter_bytes()), translator)
+        return stream_response(exchange, upstream, chunks, "openai")
+    try:
+        raw = b"".join(exchange.tap_upstream(upstream.iter_bytes()))
+    finally:
+        upstream.close()
+    try:
+        resp = jsonio.loads(raw)
+    except ValueError:
+        raise BackendUnavailable(f"{svc.backend.describe()} sent a body that is not JSON: {raw[:200]!r}") from None
+    if not isinstance(resp, dict):
+        raise BackendUnavailable(f"{svc.backend.describe()} sent a body that is not a JSON object")
+    if resp.get("error"):
+        raise BackendUnavailable(str(resp["error"]))
+    if kind == "chat":
+        reply = ol.chat_response_to_openai(resp, cid, created, exchange.model_requested)
+    else:
+        reply = ol.generate_response_to_openai(resp, cid, created, exchange.model_requested)
+    data = jsonio.dumps(reply)
+    exchange.answer = _whole_answer(data)
+    return finish_whole(exchange, raw_json_response(data), data)

@@ -1,0 +1,46 @@
+"""Entry point. `python wsgi.py` serves with gevent's WSGIServer; `gunicorn -k gevent wsgi:app` works too."""
+from gevent import monkey
+
+monkey.patch_all()
+
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+
+from dotenv import load_dotenv  # noqa: E402
+
+load_dotenv()
+
+from proxy import create_app  # noqa: E402
+from proxy.config import ConfigError, Settings  # noqa: E402
+
+try:
+    settings = Settings.from_env()
+except ConfigError as exc:
+    print(f"llm-proxy: configuration error: {exc}", file=sys.stderr)
+    sys.exit(2)
+
+app = create_app(settings)
+
+
+def main() -> None:
+    from gevent.pywsgi import WSGIServer
+
+    log = logging.getLogger("proxy")
+    server = WSGIServer((settings.host, settings.port), app, log=None, error_log=logging.getLogger("proxy.wsgi"))
+
+    def stop(signum, frame):
+        log.info("signal %s: stopping", signum)
+        server.stop(timeout=5)
+        shutdown = app.extensions["llm_proxy"].extras.get("shutdown")
+        if shutdown:
+            shutdown()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("listening on http://%s:%d", settings.host, settings.port)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
