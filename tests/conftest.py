@@ -67,6 +67,11 @@ class RunningProxy:
             self._server = None
         if self._thread is not None:
             self._thread.join(timeout=5)
+        # the app's own shutdown hook (log writer etc.), as wsgi.py calls it, when present
+        ext = getattr(self.app, "extensions", {}).get("llm_proxy")
+        shutdown = (getattr(ext, "extras", None) or {}).get("shutdown")
+        if callable(shutdown):
+            shutdown()
 
 
 def _base_env(fake: FakeUpstream, tmp_path: Path, n: int) -> dict[str, str]:
@@ -225,3 +230,88 @@ def ollama_client():
     yield factory
     for c in clients:
         c._client.close()
+
+
+# --------------------------------------------------------------------------------------------
+# a proxy in front of a scripted backend of either type
+# --------------------------------------------------------------------------------------------
+
+OPENAI_MODELS = ("qwen3-8b", "text-embed-3")
+OLLAMA_MODELS = ("llama3.2:latest", "nomic-embed-text:latest")
+
+
+@dataclass
+class BackendSetup:
+    """A proxy plus the fake backend behind it. `model`/`embed_model` are the names a client
+    uses; `chat_path`/`embed_path` are where the proxy talks to the backend."""
+
+    kind: str
+    fake: FakeUpstream
+    proxy: RunningProxy
+    model: str
+    embed_model: str
+
+    @property
+    def chat_path(self) -> str:
+        return "/v1/chat/completions" if self.kind == "openai" else "/api/chat"
+
+    @property
+    def embed_path(self) -> str:
+        return "/v1/embeddings" if self.kind == "openai" else "/api/embed"
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+    def script_chat(self, pieces=("Hello", " world"), **kw: Any) -> None:
+        """Answer chat requests with `pieces`, in the backend's dialect, streamed or not as
+        asked. OpenAI kw: reasoning, tool_calls=[(name, args_json, id)]; Ollama kw: thinking,
+        tool_calls=[ollama_tool_call(...)]; both: delay/gate/close_after/hang."""
+        import fakes
+
+        if self.kind == "openai":
+            self.fake.default("POST", self.chat_path, fakes.openai_chat_responder(pieces, **kw))
+        else:
+            self.fake.default("POST", self.chat_path, fakes.ollama_chat_responder(pieces, **kw))
+
+    def upstream_chat(self) -> dict:
+        return self.fake.last(self.chat_path).json
+
+    def chat_calls(self) -> list:
+        return self.fake.calls(self.chat_path, "POST")
+
+
+@pytest.fixture
+def backend_setup(fake_upstream, make_proxy):
+    """Factory: `backend_setup("openai" | "ollama", **env)` -> BackendSetup with a model list
+    served by the fake (OpenAI: qwen3-8b, text-embed-3; Ollama: llama3.2:latest,
+    nomic-embed-text:latest)."""
+
+    def factory(kind: str, **env: Any) -> BackendSetup:
+        if kind == "openai":
+            fake_upstream.serve_openai_models(*OPENAI_MODELS)
+            model, embed = OPENAI_MODELS
+        else:
+            fake_upstream.serve_ollama_models(*OLLAMA_MODELS)
+            model, embed = "llama3.2", "nomic-embed-text"
+        proxy = make_proxy(BACKEND_TYPE=kind, **env)
+        return BackendSetup(kind=kind, fake=fake_upstream, proxy=proxy, model=model,
+                            embed_model=embed)
+
+    return factory
+
+
+@pytest.fixture(params=["openai", "ollama"])
+def backend(request, backend_setup) -> BackendSetup:
+    """The proxy in front of each backend type in turn."""
+    return backend_setup(request.param)
+
+
+@pytest.fixture
+def openai_backend(backend_setup) -> BackendSetup:
+    return backend_setup("openai")
+
+
+@pytest.fixture
+def ollama_backend(backend_setup) -> BackendSetup:
+    return backend_setup("ollama")

@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Union
 from urllib.parse import parse_qs, urlsplit
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -106,6 +106,9 @@ class Exchange:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+ReplyOrResponder = Union[Reply, Callable[[RecordedRequest], Reply]]
+
+
 class RequestLog(list):
     """The recorded requests; a list with a few finders."""
 
@@ -170,6 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         exchange = Exchange(request=req)
         reply = fake._take_reply(self.command, split.path)
+        if not isinstance(reply, Reply):  # a responder: builds the reply from the request
+            reply = reply(req)
         exchange.reply = reply
         fake._record(exchange)
         try:
@@ -295,8 +300,8 @@ class FakeUpstream:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._queues: dict[tuple[str, str], collections.deque[Reply]] = {}
-        self._defaults: dict[tuple[str, str], Reply] = {}
+        self._queues: dict[tuple[str, str], collections.deque[ReplyOrResponder]] = {}
+        self._defaults: dict[tuple[str, str], ReplyOrResponder] = {}
         self._stopping = threading.Event()
         self.exchanges: list[Exchange] = []
         self.requests = RequestLog()
@@ -337,19 +342,20 @@ class FakeUpstream:
         return f"http://127.0.0.1:{self.port}"
 
     # -- scripting ----------------------------------------------------------------------
-    def expect(self, method: str, path: str, *replies: Reply) -> "FakeUpstream":
-        """Queue replies for (method, path); each is used once, in order, before the default."""
+    def expect(self, method: str, path: str, *replies: ReplyOrResponder) -> "FakeUpstream":
+        """Queue replies for (method, path); each is used once, in order, before the default.
+        A reply may be a responder: a callable taking the RecordedRequest and returning a Reply."""
         with self._lock:
             self._queues.setdefault((method.upper(), path), collections.deque()).extend(replies)
         return self
 
-    def default(self, method: str, path: str, reply: Reply) -> "FakeUpstream":
+    def default(self, method: str, path: str, reply: ReplyOrResponder) -> "FakeUpstream":
         """Reply used for (method, path) whenever its queue is empty (reused, never consumed)."""
         with self._lock:
             self._defaults[(method.upper(), path)] = reply
         return self
 
-    def _take_reply(self, method: str, path: str) -> Reply:
+    def _take_reply(self, method: str, path: str) -> ReplyOrResponder:
         key = (method.upper(), path)
         with self._lock:
             q = self._queues.get(key)
@@ -840,3 +846,117 @@ PNG_1PX = base64.b64encode(
 JPEG_MAGIC = base64.b64encode(bytes.fromhex("ffd8ffe000104a46494600010100000100010000ffd9")).decode()
 GIF_1PX = base64.b64encode(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;").decode()
 WEBP_MAGIC = base64.b64encode(b"RIFF\x1a\x00\x00\x00WEBPVP8L\x0d\x00\x00\x00/\x00\x00\x00\x00").decode()
+
+
+# --------------------------------------------------------------------------------------------
+# Responders: one script that answers stream and non-stream requests alike
+# --------------------------------------------------------------------------------------------
+
+_REPLY_KW = ("delay", "gate", "gate_at", "close_after", "hang")
+
+
+def _split_reply_kw(kw: dict) -> dict:
+    return {k: kw.pop(k) for k in _REPLY_KW if k in kw}
+
+
+def openai_chat_responder(pieces: Iterable[str] = ("Hello", " world"), *,
+                          reasoning: Iterable[str] = (), reasoning_field: str = "reasoning_content",
+                          tool_calls: Iterable[tuple[str, str, str]] = (), finish: str | None = None,
+                          prompt_tokens: int = 7, completion_tokens: int | None = None,
+                          usage_on_finish_chunk: bool = False, model: str = "up-model",
+                          **reply_kw: Any) -> Callable[[RecordedRequest], Reply]:
+    """An OpenAI /v1/chat/completions upstream answering like a real one: SSE when the request
+    says `stream: true` (usage-only chunk only if `stream_options.include_usage`, or usage on
+    the finish chunk like llama.cpp when `usage_on_finish_chunk`), JSON otherwise.
+    `tool_calls` holds (name, arguments JSON string, id) triples."""
+    pieces, reasoning, tool_calls = list(pieces), list(reasoning), list(tool_calls)
+    finish = finish or ("tool_calls" if tool_calls else "stop")
+    n_completion = completion_tokens if completion_tokens is not None else len(pieces) + len(reasoning)
+
+    def respond(req: RecordedRequest) -> Reply:
+        body = req.json or {}
+        if not body.get("stream"):
+            msg_reasoning = "".join(reasoning) or None
+            return json_reply(openai_completion(
+                "".join(pieces) if pieces or not tool_calls else None,
+                tool_calls=[openai_tool_call(n, a, i) for n, a, i in tool_calls] or None,
+                finish=finish, prompt_tokens=prompt_tokens, completion_tokens=n_completion,
+                model=model, **({reasoning_field: msg_reasoning} if msg_reasoning else {})))
+        frags = [f for idx, (n, a, i) in enumerate(tool_calls)
+                 for f in tool_call_fragments(n, a, index=idx, id=i)]
+        include = bool((body.get("stream_options") or {}).get("include_usage"))
+        events = openai_stream_events(pieces, finish=finish, prompt_tokens=prompt_tokens,
+                                      completion_tokens=n_completion, reasoning=reasoning,
+                                      reasoning_field=reasoning_field, tool_calls=frags,
+                                      usage_chunk=include and not usage_on_finish_chunk,
+                                      model=model)
+        if usage_on_finish_chunk:
+            events[-2]["usage"] = usage(prompt_tokens, n_completion)
+        return sse_reply(events, **dict(reply_kw))
+
+    return respond
+
+
+def ollama_chat_responder(pieces: Iterable[str] = ("Hello", " world"), *,
+                          thinking: Iterable[str] = (), tool_calls: list | None = None,
+                          done_reason: str = "stop", model: str = "up-model",
+                          **kw: Any) -> Callable[[RecordedRequest], Reply]:
+    """An Ollama /api/chat upstream: NDJSON unless the request says `stream: false`."""
+    reply_kw = _split_reply_kw(kw)
+    pieces, thinking = list(pieces), list(thinking)
+
+    def respond(req: RecordedRequest) -> Reply:
+        body = req.json or {}
+        if body.get("stream", True) is False:
+            return json_reply(ollama_chat_response(
+                "".join(pieces), thinking="".join(thinking) or None, tool_calls=tool_calls,
+                done_reason=done_reason, model=model, **kw))
+        return ndjson_reply(ollama_chat_stream_objects(
+            pieces, thinking=thinking, tool_calls=tool_calls, done_reason=done_reason,
+            model=model, **kw), **reply_kw)
+
+    return respond
+
+
+def ollama_generate_responder(pieces: Iterable[str] = ("Hello", " world"), *,
+                              model: str = "up-model", **kw: Any) -> Callable[[RecordedRequest], Reply]:
+    """An Ollama /api/generate upstream: NDJSON unless the request says `stream: false`."""
+    reply_kw = _split_reply_kw(kw)
+    pieces = list(pieces)
+
+    def respond(req: RecordedRequest) -> Reply:
+        if (req.json or {}).get("stream", True) is False:
+            return json_reply(ollama_generate_response("".join(pieces), model=model, **kw))
+        return ndjson_reply(ollama_generate_stream_objects(pieces, model=model, **kw), **reply_kw)
+
+    return respond
+
+
+def openai_text_completion_responder(pieces: Iterable[str] = ("Hello", " world"), *,
+                                     model: str = "up-model",
+                                     **reply_kw: Any) -> Callable[[RecordedRequest], Reply]:
+    """An OpenAI /v1/completions upstream: SSE when `stream: true`, JSON otherwise."""
+    pieces = list(pieces)
+
+    def respond(req: RecordedRequest) -> Reply:
+        body = req.json or {}
+        if not body.get("stream"):
+            return json_reply(openai_text_completion("".join(pieces), model=model,
+                                                     completion_tokens=len(pieces)))
+        include = bool((body.get("stream_options") or {}).get("include_usage"))
+        events = openai_text_completion_events(pieces, model=model,
+                                               prompt_tokens=5 if include else None)
+        return sse_reply(events, **dict(reply_kw))
+
+    return respond
+
+
+def openai_embeddings_responder(vectors: list[list[float]], *, model: str = "up-embed",
+                                prompt_tokens: int = 3) -> Callable[[RecordedRequest], Reply]:
+    """An OpenAI /v1/embeddings upstream honouring `encoding_format`."""
+    def respond(req: RecordedRequest) -> Reply:
+        fmt = (req.json or {}).get("encoding_format") or "float"
+        return json_reply(openai_embeddings(vectors, model=model, encoding_format=fmt,
+                                            prompt_tokens=prompt_tokens))
+
+    return respond

@@ -235,3 +235,31 @@ def test_image_constants_carry_the_magic_bytes_the_proxy_sniffs():
     assert fakes.JPEG_MAGIC.startswith("/9j/")
     assert fakes.GIF_1PX.startswith("R0lGOD")
     assert fakes.WEBP_MAGIC.startswith("UklGR")
+
+
+# -- responders ---------------------------------------------------------------------------------
+
+
+def test_openai_responder_answers_stream_and_non_stream_requests(fake_upstream):
+    fake_upstream.default("POST", "/v1/chat/completions", fakes.openai_chat_responder(
+        ["Hi", "!"], tool_calls=[("f", '{"a":1}', "call_1")]))
+    url = fake_upstream.url + "/v1/chat/completions"
+    whole = requests.post(url, json={"model": "m"}, timeout=5).json()
+    assert_openai_schema(whole, "CreateChatCompletionResponse")
+    assert whole["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == '{"a":1}'
+    plain = fakes.sse_payloads(requests.post(url, json={"stream": True}, timeout=5).content)
+    assert plain[-1] == "[DONE]" and all(p["choices"] for p in plain[:-1])
+    with_usage = fakes.sse_payloads(requests.post(
+        url, json={"stream": True, "stream_options": {"include_usage": True}}, timeout=5).content)
+    assert with_usage[-2]["choices"] == [] and with_usage[-2]["usage"]["prompt_tokens"] == 7
+
+
+def test_ollama_responder_streams_unless_told_not_to(fake_upstream):
+    fake_upstream.default("POST", "/api/chat", fakes.ollama_chat_responder(["a", "b"]))
+    url = fake_upstream.url + "/api/chat"
+    r = requests.post(url, json={"model": "m"}, timeout=5)
+    assert r.headers["Content-Type"] == fakes.NDJSON
+    lines = fakes.ndjson_objects(r.content)
+    assert [l["message"]["content"] for l in lines] == ["a", "b", ""] and lines[-1]["done"]
+    one = requests.post(url, json={"model": "m", "stream": False}, timeout=5).json()
+    assert one["message"]["content"] == "ab" and one["done"] is True
