@@ -136,6 +136,7 @@ def usage_chunk(cid: str, created: int, model: str, usage_obj: dict) -> dict[str
 
 def chat_completion(cid: str, created: int, model: str, message: dict, finish_reason: str,
                     usage_obj: dict) -> dict[str, Any]:
+    message = {"role": "assistant", "content": None, "refusal": None, **message}
     return {"id": cid, "object": "chat.completion", "created": created, "model": model,
             "system_fingerprint": "fp_llm_proxy",
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
