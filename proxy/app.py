@@ -12,6 +12,7 @@ from .backends import make_backend
 from .catalog import Catalog
 from .config import Settings
 from .errors import ProxyError
+from .store import init_app as init_store
 from .views import register_blueprints
 from .views.common import Services, dialect_of_path, http_exception_to_proxy_error, render_error
 
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     catalog = Catalog(backend.list_models, settings.client_aliases(), settings.backend_model_for,
                       settings.model_list_ttl)
     app.extensions["llm_proxy"] = Services(settings=settings, backend=backend, catalog=catalog)
+    init_store(app, app.extensions["llm_proxy"])
     if settings.cors_origins:
         origins = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
         CORS(app, resources={r"/api/*": {"origins": origins}, r"/v1/*": {"origins": origins}},

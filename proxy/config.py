@@ -139,6 +139,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_MAX_AGE_DAYS", "0", _int_min(0), "rows older than this deleted (0 = keep)"),
     Setting("LOG_CLEANUP_MINUTES", "5", _int_min(0), "cleanup interval; first run at start-up (0 = never)"),
     Setting("LOG_MAX_BODY_BYTES", "1048576", _int_min(0), "larger bodies are stored truncated, marked as such"),
+    Setting("LOG_ENABLED", "true", _bool, "record every exchange in the log database (false: no database, no log view)"),
+    Setting("LOG_POLLING", "false", _bool,
+            "store polling (/api/tags, /api/ps, /api/version, /v1/models) row by row; by default only counted"),
+    Setting("LOG_QUEUE_SIZE", "2000", _int_min(1),
+            "records waiting for the log writer; when full, new records are dropped and counted"),
     Setting("LOG_LEVEL", "INFO", _log_level, "stdout log level"),
     Setting("LOG_FORMAT", "text", _choice("text", "json"), "text (one access line per request) or json"),
     Setting("LOG_MESSAGES", "false", _bool, "print a summary of each chat request's messages"),
@@ -170,6 +175,9 @@ class Settings:
     log_max_age_days: int
     log_cleanup_minutes: int
     log_max_body_bytes: int
+    log_enabled: bool
+    log_polling: bool
+    log_queue_size: int
     log_level: str
     log_format: str
     log_messages: bool

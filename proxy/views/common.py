@@ -89,6 +89,8 @@ def render_error(exc: ProxyError, dialect: str) -> Response:
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
     response = json_response(body, exc.status, headers)
     exchange = current_exchange()
+    if exchange is None and request.path.startswith(("/api/", "/v1/")) and request.method != "OPTIONS":
+        exchange = start_exchange(dialect)  # rejected before a view started one: still recorded
     if exchange is not None and not exchange._finished:
         exchange.fail(exc)
         exchange.status = exc.status

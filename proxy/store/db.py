@@ -1,0 +1,105 @@
+"""Opening the log database from DATABASE_URL, and running blocking database calls off the gevent hub.
+
+SQLite gets WAL mode, a busy timeout and ``BEGIN IMMEDIATE`` writes, so several gunicorn workers can
+share one file. Database drivers block the thread they run in; under gevent, ``offload`` runs a call
+in the hub's native thread pool so streams keep flowing while a query runs. Nothing here knows the
+schema.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit
+
+import peewee
+from playhouse import db_url
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_S = 10
+# MySQL's TEXT holds 64 KiB; bodies go up to LOG_MAX_BODY_BYTES (1 MiB by default).
+FIELD_TYPES = {"sqlite": {"BIGTEXT": "TEXT"}, "postgres": {"BIGTEXT": "TEXT"}, "mysql": {"BIGTEXT": "LONGTEXT"}}
+
+
+def kind_of(url: str) -> str:
+    scheme = urlsplit(url).scheme.split("+", 1)[0]
+    if scheme.startswith("sqlite"):
+        return "sqlite"
+    if scheme in ("postgres", "postgresql", "postgresext", "postgresqlext", "psycopg3"):
+        return "postgres"
+    if scheme in ("mysql", "mariadb", "mysqlconnector", "mariadbconnector"):
+        return "mysql"
+    raise ValueError(f"unsupported database URL scheme {scheme!r}")
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a sqlite:/// URL (relative to the working directory), or ':memory:'."""
+    parsed = urlsplit(url)
+    path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
+    if parsed.netloc and parsed.netloc not in ("", "localhost"):
+        path = parsed.netloc + "/" + path  # sqlite://data/x.db (two slashes) read as a relative path
+    return path or ":memory:"
+
+
+def open_database(url: str) -> peewee.Database:
+    """A peewee database for ``url``; not connected yet. Raises ValueError for an unusable URL."""
+    kind = kind_of(url)
+    if kind == "sqlite":
+        path = sqlite_path(url)
+        if path != ":memory:":
+            folder = os.path.dirname(os.path.abspath(path))
+            os.makedirs(folder, exist_ok=True)
+        pragmas = {"journal_mode": "wal", "synchronous": "normal", "busy_timeout": BUSY_TIMEOUT_S * 1000,
+                   "foreign_keys": 0, "temp_store": "memory"}
+        return peewee.SqliteDatabase(path, pragmas=pragmas, timeout=BUSY_TIMEOUT_S, lock_type="IMMEDIATE",
+                                     check_same_thread=False, field_types=FIELD_TYPES["sqlite"])
+    extra: dict[str, Any] = {"field_types": FIELD_TYPES[kind]}
+    if kind == "postgres" and "connect_timeout" not in url:
+        extra["connect_timeout"] = 5
+    if kind == "mysql" and "connect_timeout" not in url:
+        extra["connect_timeout"] = 5
+    return db_url.connect(url, unquote_password=True, unquote_user=True, **extra)
+
+
+def kind_of_database(db: peewee.Database) -> str:
+    if isinstance(db, peewee.SqliteDatabase):
+        return "sqlite"
+    if isinstance(db, peewee.PostgresqlDatabase):
+        return "postgres"
+    return "mysql"
+
+
+# --- gevent-aware execution -------------------------------------------------------------------
+
+def gevent_patched() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey and monkey.is_module_patched("threading"))
+
+
+def native_sleep() -> Callable[[float], None]:
+    """time.sleep of the real OS (for code running in a native thread under gevent)."""
+    if gevent_patched():
+        from gevent import monkey
+        return monkey.get_original("time", "sleep")
+    return time.sleep
+
+
+def start_native_thread(target: Callable[[], None], name: str) -> None:
+    """Run ``target`` in a real OS thread, also when gevent has patched ``threading``."""
+    if gevent_patched():
+        from gevent import monkey
+        start_new_thread = monkey.get_original("_thread", "start_new_thread")
+        start_new_thread(target, ())
+        return
+    import threading
+    threading.Thread(target=target, name=name, daemon=True).start()
+
+
+def offload(fn: Callable[..., T], *args: Any) -> T:
+    """Call ``fn(*args)`` where blocking is harmless: gevent's native thread pool when patched."""
+    if gevent_patched():
+        import gevent
+        return gevent.get_hub().threadpool.apply(fn, args)
+    return fn(*args)

@@ -1,0 +1,95 @@
+"""Creating the log schema on first start and migrating older ones (playhouse.migrate).
+
+``ensure_schema`` runs under a database-wide lock (SQLite's write lock, a PostgreSQL advisory lock,
+MySQL's GET_LOCK) so several workers starting together do it once. A fresh database gets the
+current tables and ``SCHEMA_VERSION``; an older one gets each step of ``MIGRATIONS`` above its version.
+A new schema change is: change the model, add one step here, bump ``SCHEMA_VERSION``, add a test.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import peewee as pw
+from playhouse.migrate import SchemaMigrator, migrate
+
+from .db import kind_of_database
+from .models import Models
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+LOCK_KEY = 0x11A9_0C5E  # PostgreSQL advisory lock id for schema work
+FTS_TABLE = "exchange_fts"  # SQLite FTS5: rowid = exchanges.id, one column of searchable text
+SEARCH_TABLE = "exchange_search"  # PostgreSQL: exchange_id, tsvector
+
+
+def _add_key_name(models: Models, migrator: SchemaMigrator) -> None:
+    """Version 2: the API key's name (set by the keys feature) on each exchange."""
+    migrate(migrator.add_column("exchanges", "key_name", pw.CharField(max_length=100, null=True)))
+
+
+# version reached -> step; each step takes the database from version-1 to version.
+MIGRATIONS: dict[int, Callable[[Models, SchemaMigrator], None]] = {
+    2: _add_key_name,
+}
+
+
+@contextmanager
+def schema_lock(db: pw.Database) -> Iterator[None]:
+    kind = kind_of_database(db)
+    if kind == "mysql":
+        db.execute_sql("SELECT GET_LOCK('llm_proxy_schema', 60)")
+        try:
+            yield
+        finally:
+            db.execute_sql("SELECT RELEASE_LOCK('llm_proxy_schema')")
+        return
+    with db.atomic():
+        if kind == "postgres":
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)" % LOCK_KEY)
+        yield
+
+
+def ensure_schema(models: Models) -> int:
+    """Create or migrate the schema; returns the version found before (0 for a new database)."""
+    db = models.database
+    with schema_lock(db):
+        tables = set(db.get_tables())
+        if models.SchemaVersion._meta.table_name not in tables:
+            found = 1 if models.Exchange._meta.table_name in tables else 0
+        else:
+            row = models.SchemaVersion.get_or_none(models.SchemaVersion.id == 1)
+            found = row.version if row else 0
+        if found == 0:
+            db.create_tables(models.all, safe=True)
+        else:
+            db.create_tables([models.SchemaVersion], safe=True)
+            migrator = SchemaMigrator.from_database(db)
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                log.info("log database: migrating schema to version %d", version)
+                MIGRATIONS[version](models, migrator)
+            db.create_tables(models.all, safe=True)  # tables added since that version
+        _create_search(db)
+        if found != SCHEMA_VERSION:
+            models.SchemaVersion.delete().execute()
+            models.SchemaVersion.insert(id=1, version=SCHEMA_VERSION, updated=time.time()).execute()
+    return found
+
+
+def _create_search(db: pw.Database) -> None:
+    kind = kind_of_database(db)
+    if kind == "sqlite":
+        db.execute_sql(f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5("
+                       "body, tokenize = 'unicode61 remove_diacritics 2')")
+    elif kind == "postgres":
+        db.execute_sql(f"CREATE TABLE IF NOT EXISTS {SEARCH_TABLE} "
+                       "(exchange_id BIGINT PRIMARY KEY, doc TSVECTOR NOT NULL)")
+        db.execute_sql(f"CREATE INDEX IF NOT EXISTS {SEARCH_TABLE}_doc ON {SEARCH_TABLE} USING GIN (doc)")
+
+
+def schema_version(models: Models) -> int:
+    row = models.SchemaVersion.get_or_none(models.SchemaVersion.id == 1)
+    return row.version if row else 0

@@ -1,0 +1,221 @@
+"""Reading the log: the filtered, newest-first list (keyset pages), one exchange, counts, export.
+
+Functions take the ``Models`` first and run inside ``LogStore.read`` (their own connection, off the
+gevent hub). Full-text search uses SQLite FTS5 or PostgreSQL's tsvector; elsewhere a LIKE scan.
+Nothing here renders HTML.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+import peewee as pw
+
+from .. import jsonio
+from .db import kind_of_database
+from .models import BODY_NAMES, Models
+from .schema import FTS_TABLE, SEARCH_TABLE
+
+PAGE = 50
+MAX_PAGE = 500
+LIST_FIELDS = ("id", "started", "ended", "request_id", "client", "user_agent", "key_name", "front", "endpoint",
+               "method", "backend_name", "backend_type", "model", "upstream_model", "stream", "status", "outcome",
+               "error", "duration_ms", "ttfb_ms", "ttfc_ms", "overhead_ms", "prompt_tokens", "completion_tokens",
+               "tokens_estimated", "tokens_per_second", "tool_calls", "truncated", "preview")
+STATUS_CLASS = re.compile(r"^([1-5])xx$", re.I)
+_WORD = re.compile(r'"[^"]*"|\S+')
+
+
+@dataclass(frozen=True)
+class Filters:
+    model: str = ""
+    endpoint: str = ""
+    status: str = ""  # "200", "4xx", "error" (>= 400)
+    client: str = ""
+    outcome: str = ""
+    q: str = ""
+    before: str = ""  # cursor "<started>_<id>": rows older than it
+    after_id: int = 0  # live mode: rows inserted after this id
+    since: float | None = None
+    until: float | None = None
+    limit: int = PAGE
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> "Filters":
+        def num(name: str, cast: Any, default: Any) -> Any:
+            try:
+                return cast(args.get(name)) if args.get(name) not in (None, "") else default
+            except (TypeError, ValueError):
+                return default
+        limit = max(1, min(MAX_PAGE, num("limit", int, PAGE)))
+        return cls(model=args.get("model", "").strip(), endpoint=args.get("endpoint", "").strip(),
+                   status=args.get("status", "").strip(), client=args.get("client", "").strip(),
+                   outcome=args.get("outcome", "").strip(), q=args.get("q", "").strip()[:500],
+                   before=args.get("before", "").strip(), after_id=num("after_id", int, 0),
+                   since=num("since", float, None), until=num("until", float, None), limit=limit)
+
+    def query_args(self, **changes: Any) -> dict[str, str]:
+        """The non-empty filters as URL arguments (for links), with ``changes`` applied."""
+        f = replace(self, **changes) if changes else self
+        out = {name: getattr(f, name) for name in ("model", "endpoint", "status", "client", "outcome", "q", "before")}
+        if f.limit != PAGE:
+            out["limit"] = f.limit
+        return {k: str(v) for k, v in out.items() if v not in ("", None, 0)}
+
+    @property
+    def active(self) -> bool:
+        return any((self.model, self.endpoint, self.status, self.client, self.outcome, self.q))
+
+
+def cursor_of(row: dict) -> str:
+    return f"{row['started']!r}_{row['id']}"
+
+
+def _parse_cursor(value: str) -> tuple[float, int] | None:
+    started, _, ident = value.partition("_")
+    try:
+        return float(started), int(ident)
+    except ValueError:
+        return None
+
+
+def fts5_query(text: str) -> str:
+    """User words as an FTS5 query: each word quoted (no syntax errors), all required; a trailing * is a prefix."""
+    terms = []
+    for word in _WORD.findall(text):
+        prefix = word.endswith("*") and not word.startswith('"')
+        word = word.strip('"').rstrip("*")
+        if word:
+            terms.append('"' + word.replace('"', '""') + '"' + ("*" if prefix else ""))
+    return " ".join(terms)
+
+
+def _search_condition(models: Models, q: str) -> pw.Expression | None:
+    e = models.Exchange
+    db = models.database
+    kind = kind_of_database(db)
+    if kind == "sqlite":
+        query = fts5_query(q)
+        if not query:
+            return None
+        return e.id.in_(pw.SQL(f"(SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?)", [query]))
+    if kind == "postgres":
+        return e.id.in_(pw.SQL(f"(SELECT exchange_id FROM {SEARCH_TABLE} WHERE doc @@ plainto_tsquery('simple', %s))",
+                               [q]))
+    b = models.ExchangeBody
+    return e.id.in_(b.select(b.exchange_id).where(b.client_request.contains(q) | b.client_response.contains(q)))
+
+
+def _conditions(models: Models, f: Filters) -> list[pw.Expression]:
+    e = models.Exchange
+    out: list[pw.Expression] = []
+    if f.model:
+        out.append((e.model == f.model) | (e.upstream_model == f.model))
+    if f.endpoint:
+        out.append(e.endpoint == f.endpoint)
+    if f.client:
+        out.append(e.client == f.client)
+    if f.outcome:
+        out.append(e.outcome == f.outcome)
+    if f.status:
+        match = STATUS_CLASS.match(f.status)
+        if match:
+            low = int(match.group(1)) * 100
+            out.append((e.status >= low) & (e.status < low + 100))
+        elif f.status.lower() in ("error", "errors"):
+            out.append(e.status >= 400)
+        elif f.status.isdigit():
+            out.append(e.status == int(f.status))
+    if f.since is not None:
+        out.append(e.started >= f.since)
+    if f.until is not None:
+        out.append(e.started < f.until)
+    if f.q:
+        condition = _search_condition(models, f.q)
+        if condition is not None:
+            out.append(condition)
+    return out
+
+
+def list_exchanges(models: Models, f: Filters) -> dict[str, Any]:
+    """One page, newest first: {"items": [...], "next": cursor or None}."""
+    e = models.Exchange
+    columns = [getattr(e, name) for name in LIST_FIELDS]
+    query = e.select(*columns)
+    conditions = _conditions(models, f)
+    if f.after_id:
+        conditions.append(e.id > f.after_id)
+    cursor = _parse_cursor(f.before) if f.before else None
+    if cursor is not None:
+        started, ident = cursor
+        conditions.append((e.started < started) | ((e.started == started) & (e.id < ident)))
+    if conditions:
+        query = query.where(*conditions)
+    rows = list(query.order_by(e.started.desc(), e.id.desc()).limit(f.limit + 1).dicts())
+    more = len(rows) > f.limit
+    rows = rows[:f.limit]
+    return {"items": rows, "next": cursor_of(rows[-1]) if more and rows else None}
+
+
+def get_exchange(models: Models, ident: int) -> dict[str, Any] | None:
+    """One exchange with its four bodies and assembled answer, or None."""
+    e, b = models.Exchange, models.ExchangeBody
+    row = e.select().where(e.id == ident).dicts().first()
+    if row is None:
+        return None
+    body = b.select().where(b.exchange_id == ident).dicts().first() or {}
+    row["bodies"] = {name: {"text": body.get(name, ""), "size": body.get(f"{name}_size", 0),
+                            "truncated": bool(body.get(f"{name}_truncated", False))} for name in BODY_NAMES}
+    answer = body.get("answer")
+    row["answer"] = jsonio.loads(answer) if answer else None
+    return row
+
+
+def neighbours(models: Models, row: dict) -> dict[str, int | None]:
+    """Ids of the next newer and next older exchange (for links on the exchange page)."""
+    e = models.Exchange
+    newer = e.select(e.id).where((e.started > row["started"]) | ((e.started == row["started"]) & (e.id > row["id"]))) \
+        .order_by(e.started.asc(), e.id.asc()).limit(1).tuples().first()
+    older = e.select(e.id).where((e.started < row["started"]) | ((e.started == row["started"]) & (e.id < row["id"]))) \
+        .order_by(e.started.desc(), e.id.desc()).limit(1).tuples().first()
+    return {"newer": newer[0] if newer else None, "older": older[0] if older else None}
+
+
+def suggestions(models: Models, recent: int = 2000) -> dict[str, list[str]]:
+    """Values seen in the newest rows, for the filter fields (cheap at any table size)."""
+    e = models.Exchange
+    rows = list(e.select(e.model, e.endpoint, e.client).order_by(e.id.desc()).limit(recent).tuples())
+    return {"model": sorted({r[0] for r in rows if r[0]}), "endpoint": sorted({r[1] for r in rows if r[1]}),
+            "client": sorted({r[2] for r in rows if r[2]})}
+
+
+def counts(models: Models, now: float) -> dict[str, Any]:
+    """Requests, errors, tokens and polls of the last hour and day."""
+    e, p = models.Exchange, models.PollCount
+    out: dict[str, Any] = {}
+    for name, seconds in (("hour", 3600), ("day", 86400)):
+        since = now - seconds
+        row = e.select(pw.fn.COUNT(e.id), pw.fn.SUM(pw.Case(None, [(e.status >= 400, 1)], 0)),
+                       pw.fn.SUM(e.prompt_tokens), pw.fn.SUM(e.completion_tokens)) \
+            .where(e.started >= since).tuples().first() or (0, 0, 0, 0)
+        polls = p.select(pw.fn.SUM(p.count)).where(p.minute >= int(since // 60)).scalar() or 0
+        out[name] = {"requests": row[0] or 0, "errors": int(row[1] or 0), "prompt_tokens": int(row[2] or 0),
+                     "completion_tokens": int(row[3] or 0), "polls": int(polls)}
+    out["total"] = e.select(pw.fn.MAX(e.id)).scalar() or 0
+    return out
+
+
+def export_batch(models: Models, since: float | None, until: float | None, after_id: int,
+                 batch: int = 100) -> list[dict[str, Any]]:
+    """Up to ``batch`` exchanges in [since, until) with ids above ``after_id``, oldest first, with bodies.
+    The caller pages with the last id (each batch is one short read, so an export never holds a connection)."""
+    e = models.Exchange
+    query = e.select(e.id).where(e.id > after_id)
+    if since is not None:
+        query = query.where(e.started >= since)
+    if until is not None:
+        query = query.where(e.started < until)
+    ids = [r[0] for r in query.order_by(e.id).limit(batch).tuples()]
+    return [row for row in (get_exchange(models, ident) for ident in ids) if row is not None]

@@ -1,0 +1,282 @@
+"""The log writer: one per process, in a native thread, batching finished records into the database.
+
+``submit`` is what the request path calls: an append to a bounded deque, or — when it is full — a
+counted drop with a warning; it never blocks and never touches the database. The writer thread
+drains the deque in batches (one transaction, ``executemany``), counts polling requests per minute,
+retries while the database is unavailable and runs retention between batches. ``close`` writes what
+is left (SIGTERM, worker exit, atexit).
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+import peewee as pw
+
+from .db import kind_of_database, native_sleep, start_native_thread
+from .models import BODY_COLUMNS, EXCHANGE_COLUMNS, POLL_COLUMNS, Models
+from .record import Record
+from .schema import FTS_TABLE, SEARCH_TABLE, ensure_schema
+
+log = logging.getLogger(__name__)
+
+BATCH = 200
+IDLE_S = 0.05  # how often an idle writer looks at the queue
+POLL_FLUSH_S = 10.0
+RETRY_MAX_S = 30.0
+WARN_EVERY_S = 60.0
+UNAVAILABLE = (pw.OperationalError, pw.InterfaceError)
+
+
+class LogWriter:
+    def __init__(self, models: Models, *, queue_size: int, retention: Any = None, cleanup_minutes: int = 0,
+                 clock: Callable[[], float] = time.time):
+        self.models = models
+        self.db = models.database
+        self.kind = kind_of_database(self.db)
+        self.queue_size = queue_size
+        self.retention = retention
+        self.cleanup_s = cleanup_minutes * 60
+        self.clock = clock
+        self._queue: collections.deque = collections.deque()
+        self._polls: collections.deque = collections.deque()
+        self._poll_counts: dict[tuple[int, str, str], int] = {}
+        self._lock = threading.Lock()
+        self._sleep = native_sleep()
+        self._stop = False
+        self._running = False
+        self._done = False
+        self._last_warning = 0.0
+        self._last_poll_flush = 0.0
+        self._next_cleanup = 0.0
+        self.schema_ready = False
+        self.written = 0
+        self.dropped_full = 0
+        self.dropped_failed = 0
+        self.polls_dropped = 0
+        self.write_errors = 0
+        self.last_error: str | None = None
+        self._insert_sql = self._statements()
+
+    # --- the request path -----------------------------------------------------------------------
+    def submit(self, record: Record) -> bool:
+        if len(self._queue) >= self.queue_size or self._done:
+            with self._lock:
+                self.dropped_full += 1
+            self._warn(f"log queue full ({self.queue_size} records): record {record.request_id} dropped; "
+                       f"{self.dropped_full} dropped so far")
+            return False
+        self._queue.append(record)
+        return True
+
+    def count_poll(self, endpoint: str, client: str, at: float) -> None:
+        if len(self._polls) >= self.queue_size * 10:
+            self.polls_dropped += 1
+            return
+        self._polls.append((int(at // 60), endpoint, client or ""))
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def stats(self) -> dict[str, Any]:
+        return {"queued": len(self._queue), "written": self.written, "dropped_queue_full": self.dropped_full,
+                "dropped_write_failed": self.dropped_failed, "write_errors": self.write_errors,
+                "last_error": self.last_error, "schema_ready": self.schema_ready, "running": self._running}
+
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY_S or self._last_warning == 0.0:
+            self._last_warning = now
+            log.warning(message)
+
+    # --- the thread -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        self._stop = False
+        start_native_thread(self._run, "llm-proxy-log-writer")
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the thread and write everything still queued (one attempt if the database fails)."""
+        if self._done:
+            return
+        self._stop = True
+        deadline = time.monotonic() + timeout
+        while self._running and time.monotonic() < deadline:
+            self._sleep(0.01)
+        self._done = True
+        try:
+            if not self.schema_ready:
+                self._prepare()
+            while self._queue:
+                batch = self._take(BATCH)
+                try:
+                    self._write(batch)
+                except Exception as exc:  # noqa: BLE001 - counted and logged: the process is exiting
+                    self._lost(batch, exc)
+            self._flush_polls(force=True)
+        except Exception as exc:  # noqa: BLE001
+            self._lost(list(self._queue), exc)
+            self._queue.clear()
+        finally:
+            self.db.close()
+
+    def _run(self) -> None:
+        delay = 0.5
+        batch: list[Record] = []
+        try:
+            while not self._stop:
+                try:
+                    if not self.schema_ready:
+                        self._prepare()
+                    if not batch:
+                        batch = self._take(BATCH)
+                    if batch:
+                        self._write(batch)
+                        batch = []
+                    self._flush_polls()
+                    if self._cleanup_step() or self._queue:
+                        continue
+                    delay = 0.5
+                    self._sleep(IDLE_S)
+                except UNAVAILABLE as exc:
+                    self._unavailable(exc)
+                    self._pause(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
+                except Exception as exc:  # noqa: BLE001 - a bad record must not stop the writer
+                    self.last_error = str(exc)
+                    if not self.schema_ready or not batch:
+                        log.exception("log writer: the log database cannot be prepared or cleaned")
+                        self._close_connection()
+                        self._pause(delay)
+                        delay = min(delay * 2, RETRY_MAX_S)
+                        continue
+                    log.exception("log writer: batch failed; writing its records one by one")
+                    self._one_by_one(batch)
+                    batch = []
+        finally:
+            if batch:
+                self._queue.extendleft(reversed(batch))
+            self._close_connection()
+            self._running = False
+
+    def _pause(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self._stop and time.monotonic() < end:
+            self._sleep(min(0.05, seconds))
+
+    def _close_connection(self) -> None:
+        try:
+            self.db.close()
+        except pw.PeeweeException:
+            pass
+
+    def _unavailable(self, exc: Exception) -> None:
+        self.write_errors += 1
+        self.last_error = str(exc).strip() or type(exc).__name__
+        self._warn(f"log database unavailable ({self.last_error}); records wait in the queue "
+                   f"({len(self._queue)} queued, {self.dropped_full} dropped)")
+        self._close_connection()
+
+    def _prepare(self) -> None:
+        ensure_schema(self.models)
+        self.schema_ready = True
+        self._next_cleanup = 0.0
+
+    def _take(self, n: int) -> list[Record]:
+        out = []
+        queue = self._queue
+        while queue and len(out) < n:
+            out.append(queue.popleft())
+        return out
+
+    def _lost(self, batch: list, exc: Exception) -> None:
+        if batch:
+            self.dropped_failed += len(batch)
+            log.error("log writer: %d records could not be written and are lost: %s", len(batch), exc)
+
+    def _one_by_one(self, batch: list[Record]) -> None:
+        for record in batch:
+            try:
+                self._write([record])
+            except Exception as exc:  # noqa: BLE001
+                self._lost([record], exc)
+                self._close_connection()
+
+    # --- writing --------------------------------------------------------------------------------
+    def _statements(self) -> dict[str, str]:
+        p = self.db.param
+        e = ", ".join(EXCHANGE_COLUMNS)
+        b = ", ".join(BODY_COLUMNS)
+        auto = ", ".join(EXCHANGE_COLUMNS[1:])
+        out = {"exchange": f"INSERT INTO exchanges ({e}) VALUES ({', '.join([p] * len(EXCHANGE_COLUMNS))})",
+               "exchange_auto_id": f"INSERT INTO exchanges ({auto}) VALUES "
+                                   f"({', '.join([p] * (len(EXCHANGE_COLUMNS) - 1))})",
+               "body": f"INSERT INTO exchange_bodies ({b}) VALUES ({', '.join([p] * len(BODY_COLUMNS))})",
+               "poll": f"INSERT INTO poll_counts ({', '.join(POLL_COLUMNS)}) VALUES ({', '.join([p] * 4)})"}
+        if self.kind == "sqlite":
+            out["search"] = f"INSERT INTO {FTS_TABLE} (rowid, body) VALUES (?, ?)"
+        elif self.kind == "postgres":
+            out["search"] = f"INSERT INTO {SEARCH_TABLE} (exchange_id, doc) VALUES (%s, to_tsvector('simple', %s))"
+        return out
+
+    def _write(self, batch: list[Record]) -> None:
+        nul_free = self.kind == "postgres"
+        prepared = [record.rows(nul_free) for record in batch]
+        sql = self._insert_sql
+        with self.db.atomic():
+            ids = self._allocate_ids(len(prepared))
+            cursor = self.db.cursor()
+            if ids is None:  # MySQL: one insert at a time, ids from the driver
+                ids = []
+                for entry, _, _ in prepared:
+                    cursor.execute(sql["exchange_auto_id"], entry)
+                    ids.append(cursor.lastrowid)
+            else:
+                cursor.executemany(sql["exchange"], [(i, *entry) for i, (entry, _, _) in zip(ids, prepared)])
+            cursor.executemany(sql["body"], [(i, *body) for i, (_, body, _) in zip(ids, prepared)])
+            if "search" in sql:
+                cursor.executemany(sql["search"], [(i, text) for i, (_, _, text) in zip(ids, prepared)])
+        self.written += len(batch)
+
+    def _allocate_ids(self, n: int) -> list[int] | None:
+        """Ids for ``n`` new rows, inside the write transaction (SQLite holds its write lock there)."""
+        if self.kind == "sqlite":
+            top = self.db.execute_sql("SELECT COALESCE(MAX(id), 0) FROM exchanges").fetchone()[0]
+            return list(range(top + 1, top + 1 + n))
+        if self.kind == "postgres":
+            rows = self.db.execute_sql("SELECT nextval(pg_get_serial_sequence('exchanges', 'id')) "
+                                       "FROM generate_series(1, %s)", (n,)).fetchall()
+            return [row[0] for row in rows]
+        return None
+
+    def _flush_polls(self, force: bool = False) -> None:
+        polls = self._polls
+        counts = self._poll_counts
+        while polls:
+            key = polls.popleft()
+            counts[key] = counts.get(key, 0) + 1
+        now = time.monotonic()
+        if not counts or (not force and now - self._last_poll_flush < POLL_FLUSH_S):
+            return
+        rows = [(minute, endpoint[:100], client[:64], n) for (minute, endpoint, client), n in counts.items()]
+        with self.db.atomic():
+            self.db.cursor().executemany(self._insert_sql["poll"], rows)
+        counts.clear()
+        self._last_poll_flush = now
+
+    def _cleanup_step(self) -> bool:
+        """One small retention batch when one is due; True while there is more to delete."""
+        if self.retention is None or self.cleanup_s <= 0:
+            return False
+        now = time.monotonic()
+        if now < self._next_cleanup:
+            return False
+        more = self.retention.step(self.clock())
+        if not more:
+            self._next_cleanup = now + self.cleanup_s if self.cleanup_s > 0 else float("inf")
+        return more
