@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, redirect, request
 
 from .. import jsonio
 from ..dialects import ollama as ol
@@ -21,6 +21,8 @@ MANAGEMENT = ("pull", "push", "create", "copy", "delete")
 
 @bp.route("/", methods=["GET", "HEAD"])
 def root() -> Response:
+    if request.method == "GET" and any(kind == "text/html" for kind, _ in request.accept_mimetypes):
+        return redirect("/ui/")  # a browser; API clients (Accept: */* or JSON) get the usual answer
     return Response("Ollama is running", content_type="text/plain; charset=utf-8")
 
 

@@ -1,0 +1,221 @@
+"""The log view: `/ui/` overview, `/ui/logs` list, `/ui/logs/<id>` one exchange, `/ui/stats`, and the
+JSON at `/ui/api/*`. Pages are Jinja templates (autoescaped) with a vendored stylesheet and script;
+every route passes ``ui_auth.gate`` first. Queries go through ``LogStore.read`` (off the gevent hub).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+import peewee as pw
+from flask import Blueprint, Response, abort, redirect, render_template, request, stream_with_context, url_for
+from werkzeug.exceptions import HTTPException
+
+from .. import jsonio
+from ..store import search, stats
+from . import ui_auth, ui_charts, ui_render
+from .common import json_response, services
+
+log = logging.getLogger(__name__)
+bp = Blueprint("ui", __name__, url_prefix="/ui", static_folder="../static", static_url_path="/static",
+               template_folder="../templates")
+WINDOWS = {"1h": (3600, 60), "6h": (6 * 3600, 300), "24h": (86400, 900), "7d": (7 * 86400, 3 * 3600)}
+BODY_TITLES = {"client_request": "what the client sent", "upstream_request": "what went upstream",
+               "upstream_response": "what the backend answered", "client_response": "what the client received"}
+
+
+@bp.before_request
+def check_access() -> Response | None:
+    return ui_auth.gate(services().settings.admin_token)
+
+
+@bp.after_request
+def security_headers(response: Response) -> Response:
+    return ui_auth.add_security_headers(response)
+
+
+@bp.errorhandler(Exception)
+def failure(exc: Exception) -> Any:
+    """Errors of the log view as a page (or JSON under /ui/api), never as an API error body."""
+    if isinstance(exc, HTTPException):
+        return exc
+    log.exception("log view: %s %s failed", request.method, request.path)
+    message = "The log view failed; the proxy's log has the details."
+    if isinstance(exc, pw.PeeweeException):
+        message = f"The log database cannot be read: {exc}"
+    return ui_auth.refuse(500, message)
+
+
+@bp.app_template_filter("utc")
+def utc(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@bp.app_template_filter("ms")
+def ms(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.1f} ms"
+
+
+def _store() -> Any:
+    return services().extras.get("log_store")
+
+
+def _store_or_off() -> Any:
+    store = _store()
+    if store is None:
+        abort(Response(render_template("ui/denied.html", status=404, title="Log off",
+                                       message="The exchange log is off (LOG_ENABLED=false)."), 404))
+    return store
+
+
+def _page(template: str, **context: Any) -> str:
+    return render_template(template, token_set=bool(services().settings.admin_token), **context)
+
+
+# --- log in / out -----------------------------------------------------------------------------------
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    token = services().settings.admin_token
+    target = ui_auth.safe_next(request.values.get("next"))
+    if not token:
+        return redirect(target)
+    error = ""
+    if request.method == "POST":
+        if ui_auth.token_matches(token, request.form.get("token", "")):
+            return ui_auth.set_session(redirect(target), token)
+        error = "That is not the proxy's ADMIN_TOKEN."
+    status = 401 if error else 200
+    return render_template("ui/login.html", next=target, error=error, token_set=False), status
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> Response:
+    return ui_auth.clear_session(redirect(url_for("ui.login")))
+
+
+# --- pages ---------------------------------------------------------------------------------------------
+
+@bp.route("/")
+def overview() -> str:
+    from .. import __version__
+    from .ollama_api import OLLAMA_VERSION
+
+    svc = services()
+
+    store = _store()
+    reachable, detail = svc.backend.reachable()
+    figures = store.read(search.counts, time.time()) if store else None
+    return _page("ui/overview.html", version=__version__, ollama_version=OLLAMA_VERSION,
+                 settings=svc.settings.public_items(), backend=svc.backend, reachable=reachable, detail=detail,
+                 figures=figures, writer=store.writer.stats() if store else None,
+                 database=store.describe() if store else None, loopback_only=not svc.settings.admin_token)
+
+
+@bp.route("/logs")
+def logs() -> str:
+    store = _store_or_off()
+    filters = search.Filters.from_args(request.args)
+    page = store.read(search.list_exchanges, filters)
+    hints = store.read(search.suggestions)
+    max_id = max((row["id"] for row in page["items"]), default=0)
+    return _page("ui/logs.html", page=page, filters=filters, hints=hints, max_id=max_id,
+                 query=filters.query_args(before=""), outcomes=("ok", "client_error", "backend_error", "timeout",
+                                                                 "cancelled", "error"))
+
+
+@bp.route("/logs/<int:ident>")
+def exchange(ident: int) -> str:
+    store = _store_or_off()
+    row = store.read(search.get_exchange, ident)
+    if row is None:
+        abort(Response(render_template("ui/denied.html", status=404, title="Not found",
+                                       message=f"There is no exchange {ident} (retention may have deleted it)."),
+                       404))
+    bodies = row["bodies"]
+    return _page("ui/exchange.html", row=row, near=store.read(search.neighbours, row),
+                 convo=ui_render.conversation(bodies["client_request"]["text"]),
+                 answer=ui_render.answer_view(row["answer"]),
+                 diff=ui_render.side_by_side(bodies["client_request"]["text"], bodies["upstream_request"]["text"]),
+                 raw=[(name, BODY_TITLES[name], ui_render.pretty(b["text"]), b) for name, b in bodies.items()])
+
+
+@bp.route("/stats")
+def stats_page() -> str:
+    store = _store_or_off()
+    window = request.args.get("window", "1h")
+    seconds, bucket = WINDOWS.get(window, WINDOWS["1h"])
+    figures = store.read(stats.window_stats, time.time(), seconds, bucket)
+    models = figures["models"]
+    return _page("ui/stats.html", window=window if window in WINDOWS else "1h", windows=WINDOWS, s=figures,
+                 per_time=ui_charts.time_bars(figures["series"]),
+                 tokens=ui_charts.hbars([(m["model"], m["prompt_tokens"] + m["completion_tokens"]) for m in models]))
+
+
+# --- JSON ------------------------------------------------------------------------------------------------
+
+@bp.route("/api/logs")
+def api_logs() -> Response:
+    store = _store_or_off()
+    filters = search.Filters.from_args(request.args)
+    page = store.read(search.list_exchanges, filters)
+    return json_response({"items": page["items"], "next": page["next"],
+                          "next_url": url_for("ui.api_logs", **filters.query_args(before=page["next"]))
+                          if page["next"] else None})
+
+
+@bp.route("/api/logs/<int:ident>")
+def api_log(ident: int) -> Response:
+    store = _store_or_off()
+    row = store.read(search.get_exchange, ident)
+    if row is None:
+        return json_response({"error": f"there is no exchange {ident}"}, 404)
+    headers = None
+    if request.args.get("download"):
+        headers = {"Content-Disposition": f'attachment; filename="exchange-{ident}.json"'}
+    return json_response(row, headers=headers)
+
+
+def _time_arg(name: str) -> float | None:
+    """Epoch seconds, or an ISO date/time (UTC unless it says otherwise)."""
+    value = request.args.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        abort(json_response({"error": f"{name} must be epoch seconds or an ISO date/time, not {value!r}"}, 400))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+@bp.route("/api/export")
+def api_export() -> Response:
+    """Exchanges in [since, until) as JSON Lines, oldest first, streamed in small reads."""
+    store = _store_or_off()
+    since, until = _time_arg("since"), _time_arg("until")
+
+    def lines() -> Iterator[bytes]:
+        last = 0
+        while True:
+            rows = store.read(search.export_batch, since, until, last)
+            if not rows:
+                return
+            for row in rows:
+                yield jsonio.dumps_line(row)
+            last = rows[-1]["id"]
+
+    name = f"exchanges-{int(since or 0)}-{int(until or time.time())}.jsonl"
+    return Response(stream_with_context(lines()), content_type="application/x-ndjson",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
