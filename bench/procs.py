@@ -48,11 +48,16 @@ def raise_fd_limit():
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+NICE = 0  # set by run.py (--nice); applied to every child
+
+
 def _preexec(cpus):
     def run():
         os.setsid()  # own process group: a stop reaches the process and its children only
         if cpus:
             os.sched_setaffinity(0, cpus)
+        if NICE:
+            os.setpriority(os.PRIO_PROCESS, 0, NICE)
     return run
 
 
@@ -135,9 +140,23 @@ def start_proxy(repo, python, backend_type, backend_port, db_dir, extra_env, cpu
         "LOG_LEVEL": "WARNING",
     })
     env.update(extra_env)
+    return _start_server(f"proxy-{backend_type}-{port}", [python, "wsgi.py"], env, repo, cpus,
+                         log_dir, port, timeout)
+
+
+def start_reference(mode, backend_port, cpus, log_dir, timeout=30):
+    """bench/reference_app.py in `hello` or `relay` mode; (Proc, port, seconds to ready)."""
+    port = free_port()
+    env = dict(os.environ, HOST="127.0.0.1", PORT=str(port),
+               BACKEND_URL=f"http://127.0.0.1:{backend_port}")
+    argv = [sys.executable, str(BENCH_DIR / "reference_app.py"), mode]
+    return _start_server(f"reference-{mode}-{port}", argv, env, str(BENCH_DIR), cpus, log_dir,
+                         port, timeout)
+
+
+def _start_server(name, argv, env, cwd, cpus, log_dir, port, timeout):
     t0 = time.monotonic()
-    proc = Proc(f"proxy-{backend_type}-{port}", [python, "wsgi.py"], env=env, cwd=repo,
-                cpus=cpus, log_dir=log_dir)
+    proc = Proc(name, argv, env=env, cwd=cwd, cpus=cpus, log_dir=log_dir)
     while time.monotonic() - t0 < timeout:
         if not proc.alive():
             break
@@ -146,7 +165,7 @@ def start_proxy(repo, python, backend_type, backend_port, db_dir, extra_env, cpu
             return proc, port, time.monotonic() - t0
         time.sleep(0.05)
     proc.stop()
-    raise RuntimeError(f"proxy did not become ready (GET /health):\n{proc.output()}")
+    raise RuntimeError(f"{name} did not become ready (GET /health):\n{proc.output()}")
 
 
 def rss_kib(pid):

@@ -137,6 +137,28 @@ class Bench:
             if not a.direct_only:
                 self.measure_proxy(loop, path, fast)
             self.add_rows(path, direct[PATHS[path][0]], self.raw.get(path, {}))
+        if a.reference and {"latency", "throughput"} & set(a.scenarios):
+            for mode in ("hello", "relay"):
+                self.measure_reference(loop, mode, fast)
+                self.add_rows(f"ref-{mode}", direct.get("openai") or {},
+                              self.raw[f"ref-{mode}"], reference=True)
+
+    def measure_reference(self, loop, mode, fast_port):
+        """bench/reference_app.py on the proxy's CPU: latency and throughput, no targets."""
+        a, out = self.args, self.raw.setdefault(f"ref-{mode}", {})
+        proc, port, _ready = procs.start_reference(mode, fast_port, self.proxy_cpus, self.tmp.name)
+        try:
+            plain = chat_target(f"ref-{mode}", port, ROUTE["openai"], "openai", False)
+            if "latency" in a.scenarios:
+                out["latency"] = loop.run_until_complete(
+                    loadgen.latency(plain, a.requests, a.requests // 10))
+            if "throughput" in a.scenarios:
+                cpu0 = procs.cpu_seconds(proc.pid)
+                out["throughput"] = loop.run_until_complete(
+                    loadgen.throughput(plain, a.concurrency, a.duration, self.warmup))
+                out["throughput"]["proxy_cpu_seconds"] = procs.cpu_seconds(proc.pid) - cpu0
+        finally:
+            proc.stop()
 
     async def measure_direct(self, backend, fast_port):
         a, out = self.args, {}
@@ -239,9 +261,16 @@ class Bench:
         else:
             self.problems.setdefault(path, []).append(f"py-spy failed: {err.decode()[-500:]}")
 
-    def add_rows(self, path, d, p):
-        """Table rows of one path from its direct (d) and proxy (p) raw results."""
-        a, rows, Row = self.args, self.rows, report.Row
+    def add_rows(self, path, d, p, reference=False):
+        """Table rows of one path from its direct (d) and proxy (p) raw results; a reference
+        server's rows carry no target."""
+        a, rows = self.args, self.rows
+
+        def Row(*args, **kwargs):
+            if reference:
+                kwargs.pop("check", None)
+                kwargs["target"] = "(reference)"
+            return report.Row(*args, **kwargs)
 
         def get(src, scenario, *keys):
             value = src.get(scenario)
@@ -249,7 +278,7 @@ class Bench:
                 value = value.get(key) if isinstance(value, dict) else None
             return value
 
-        if "latency" in a.scenarios:
+        if "latency" in a.scenarios and (get(p, "latency") or not reference):
             ds, ps = (report.summary(get(s, "latency", "latencies") or []) for s in (d, p))
             err = (get(p, "latency", "errors") or 0) + (get(d, "latency", "errors") or 0)
             note = f"{err} errors" if err else ""
@@ -259,7 +288,7 @@ class Bench:
             rows.append(Row("c=1 latency", path, "p99", "ms", ds.get("p99"), ps.get("p99"),
                             target="+<=3 ms", check=lambda r: r.delta <= 3 and not err,
                             note=note))
-        if "throughput" in a.scenarios:
+        if "throughput" in a.scenarios and (get(p, "throughput") or not reference):
             perr = get(p, "throughput", "errors") or 0
             cpu, done = get(p, "throughput", "proxy_cpu_seconds"), get(p, "throughput",
                                                                         "completed")
@@ -270,7 +299,7 @@ class Bench:
                             get(d, "throughput", "rps"), get(p, "throughput", "rps"),
                             compare="ratio", target=">=1000 req/s",
                             check=lambda r: r.proxy >= 1000 and not perr, note=note))
-        if "ttfc" in a.scenarios:
+        if "ttfc" in a.scenarios and not reference:
             ds, ps = (report.summary(get(s, "ttfc", "ttfe") or []) for s in (d, p))
             perr = get(p, "ttfc", "errors") or 0
             rows.append(Row(f"{a.streams} streams TTFC", path, "p50", "ms", ds.get("p50"),
@@ -279,7 +308,7 @@ class Bench:
                             note=f"{perr} errors" if perr else ""))
             rows.append(Row(f"{a.streams} streams TTFC", path, "p99", "ms", ds.get("p99"),
                             ps.get("p99")))
-        if "slow" in a.scenarios:
+        if "slow" in a.scenarios and not reference:
             name = f"{a.slow_streams} slow streams"
             rows.append(Row(name, path, "errors", "", get(d, "slow", "errors"),
                             get(p, "slow", "errors"), target="0",
@@ -332,8 +361,13 @@ def parse_args(argv):
                         help="extra environment for the proxy (repeatable)")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin proxy / mock+client to separate CPUs")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="scheduling priority for the proxy, mock and client (e.g. -10 as "
+                             "root on a machine shared with other work)")
     parser.add_argument("--direct-only", action="store_true",
                         help="measure the mock directly only (no proxy)")
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="skip the reference servers (bare gevent 'hello' and 'relay')")
     parser.add_argument("--profile", action="store_true",
                         help="after the throughput figure, repeat it under py-spy")
     parser.add_argument("--repo", default=str(procs.BENCH_DIR.parent))
@@ -371,6 +405,9 @@ def parse_args(argv):
 def main(argv=None):
     a = parse_args(argv)
     nofile = procs.raise_fd_limit()
+    if a.nice:
+        procs.NICE = a.nice
+        os.setpriority(os.PRIO_PROCESS, 0, a.nice)
     loop_name = install_loop()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
