@@ -1,0 +1,127 @@
+"""Fixtures for the log store tests: a database URL per backend (SQLite file; PostgreSQL when
+TEST_POSTGRES_URL is set, in a schema of its own that is dropped afterwards), a proxy recording
+into it, and helpers that wait for the writer. Import the fixtures into a test module with
+`from store_fixtures import *`.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any, Callable
+from urllib.parse import quote
+
+import pytest
+
+from proxy.store import search
+
+__all__ = ["db_url", "sqlite_url", "logged_proxy", "store_of", "wait_rows", "rows", "one", "pg_url_or_skip"]
+
+PG_ENV = "TEST_POSTGRES_URL"
+
+
+def pg_url_or_skip() -> str:
+    """The PostgreSQL server to test against; skip when not configured, fail when configured but down."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"{PG_ENV} is not set (e.g. postgresql://postgres@127.0.0.1:5432/test); "
+                    "PostgreSQL store tests skipped")
+    import psycopg2
+
+    try:
+        psycopg2.connect(url, connect_timeout=5).close()
+    except psycopg2.OperationalError as exc:
+        pytest.fail(f"{PG_ENV}={url} is set but the server cannot be reached: {exc}")
+    return url
+
+
+def _pg_schema_url(base: str) -> tuple[str, str]:
+    schema = "llmproxy_test_" + uuid.uuid4().hex[:10]
+    import psycopg2
+
+    conn = psycopg2.connect(base)
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE SCHEMA {schema}")
+    conn.close()
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options={quote('-c search_path=' + schema)}", schema
+
+
+def _drop_pg_schema(base: str, schema: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(base)
+    conn.autocommit = True
+    conn.cursor().execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    conn.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path}/log.db"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path) -> Any:
+    """The log database URL, once per kind of database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/log.db"
+        return
+    base = pg_url_or_skip()
+    url, schema = _pg_schema_url(base)
+    yield url
+    _drop_pg_schema(base, schema)
+
+
+@pytest.fixture
+def logged_proxy(backend_setup, db_url) -> Any:
+    """Factory: `logged_proxy(kind, **env)` -> BackendSetup whose proxy records into `db_url`.
+    Stores are closed after the test (before a PostgreSQL schema is dropped)."""
+    made: list[Any] = []
+
+    def factory(kind: str = "openai", **env: Any):
+        setup = backend_setup(kind, DATABASE_URL=db_url, **env)
+        made.append(setup)
+        return setup
+
+    yield factory
+    for setup in made:
+        store = store_of(setup.proxy)
+        if store is not None:
+            store.close()
+
+
+def store_of(proxy: Any) -> Any:
+    app = proxy.app if hasattr(proxy, "app") else proxy
+    return app.extensions["llm_proxy"].extras.get("log_store")
+
+
+def rows(store: Any, **filters: Any) -> list[dict]:
+    """All listed rows (newest first) matching the filters."""
+    f = search.Filters(limit=500, **filters)
+    return store.read(search.list_exchanges, f)["items"]
+
+
+def one(store: Any, ident: int) -> dict:
+    return store.read(search.get_exchange, ident)
+
+
+def wait_rows(store: Any, count: int, timeout: float = 15.0, **filters: Any) -> list[dict]:
+    """Wait until at least `count` rows are listed (the writer batches off the request path)."""
+    deadline = time.monotonic() + timeout
+    found: list[dict] = []
+    while time.monotonic() < deadline:
+        found = rows(store, **filters)
+        if len(found) >= count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} log rows, found {len(found)}; writer: {store.writer.stats()}")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
