@@ -1,4 +1,4 @@
-"""Operations endpoints: `/health` (liveness) and `/healthz` (backend reachability as JSON)."""
+"""Operations endpoints: `/health` (liveness), `/healthz` (backend reachability as JSON), `/metrics`."""
 from __future__ import annotations
 
 from flask import Blueprint, Response
@@ -20,3 +20,9 @@ def healthz() -> Response:
     return json_response({"status": "ok" if ok else "unavailable",
                           "backend": {"type": backend.type, "url": backend.base_url, "reachable": ok, "detail": detail}},
                          200 if ok else 503)
+
+
+@bp.route("/metrics", methods=["GET"])
+def metrics() -> Response:
+    metrics = services().extras["metrics"]
+    return Response(metrics.render(), content_type=metrics.content_type)
