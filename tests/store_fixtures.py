@@ -15,7 +15,8 @@ import pytest
 
 from proxy.store import search
 
-__all__ = ["db_url", "sqlite_url", "logged_proxy", "store_of", "wait_rows", "rows", "one", "pg_url_or_skip"]
+__all__ = ["db_url", "sqlite_url", "logged_proxy", "store_of", "wait_rows", "rows", "one", "pg_url_or_skip",
+           "make_exchange", "open_store", "wait_for"]
 
 PG_ENV = "TEST_POSTGRES_URL"
 
@@ -125,3 +126,33 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
+
+
+def make_exchange(text: str = "hello", *, endpoint: str = "/v1/chat/completions", model: str = "m",
+                  started: float | None = None, status: int = 200, outcome: str = "ok", **fields: Any) -> Any:
+    """A finished Exchange without a request (for writer, retention and search tests)."""
+    import orjson
+
+    from proxy.exchange import Exchange
+
+    body = orjson.dumps({"model": model, "messages": [{"role": "user", "content": text}]})
+    exchange = Exchange(request_id=uuid.uuid4().hex, front="openai", endpoint=endpoint, method="POST",
+                        client="127.0.0.1", user_agent="test", client_body=body, max_body=1 << 20, sinks=())
+    if started is not None:
+        exchange.started = started
+    exchange.model_requested = exchange.model_upstream = model
+    exchange.status, exchange.outcome = status, outcome
+    for name, value in fields.items():
+        setattr(exchange, name, value)
+    exchange.finish()
+    return exchange
+
+
+def open_store(url: str, **env: Any) -> Any:
+    """A LogStore (schema created, writer running) for `url`; close it when done."""
+    from proxy.config import Settings
+    from proxy.store import LogStore
+
+    settings = Settings.from_env({"DATABASE_URL": url, "LOG_CLEANUP_MINUTES": "0",
+                                  **{k: str(v) for k, v in env.items()}})
+    return LogStore(settings).open()

@@ -49,8 +49,10 @@ def open_database(url: str) -> peewee.Database:
     if kind == "sqlite":
         path = sqlite_path(url)
         if path != ":memory:":
-            folder = os.path.dirname(os.path.abspath(path))
-            os.makedirs(folder, exist_ok=True)
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            except OSError:
+                pass  # connecting fails with SQLite's own message; the writer reports it and retries
         pragmas = {"journal_mode": "wal", "synchronous": "normal", "busy_timeout": BUSY_TIMEOUT_S * 1000,
                    "foreign_keys": 0, "temp_store": "memory"}
         return peewee.SqliteDatabase(path, pragmas=pragmas, timeout=BUSY_TIMEOUT_S, lock_type="IMMEDIATE",

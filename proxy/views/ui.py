@@ -111,11 +111,17 @@ def overview() -> str:
 
     store = _store()
     reachable, detail = svc.backend.reachable()
-    figures = store.read(search.counts, time.time()) if store else None
+    figures, db_error = None, None
+    if store:
+        try:
+            figures = store.read(search.counts, time.time())
+        except pw.PeeweeException as exc:  # the overview must show even when the database is down
+            db_error = str(exc) or type(exc).__name__
     return _page("ui/overview.html", version=__version__, ollama_version=OLLAMA_VERSION,
                  settings=svc.settings.public_items(), backend=svc.backend, reachable=reachable, detail=detail,
                  figures=figures, writer=store.writer.stats() if store else None,
-                 database=store.describe() if store else None, loopback_only=not svc.settings.admin_token)
+                 database=store.describe() if store else None, db_error=db_error,
+                 loopback_only=not svc.settings.admin_token)
 
 
 @bp.route("/logs")

@@ -1,0 +1,152 @@
+"""The log writer: a burst loses nothing, a full queue drops and counts (never blocks), a database that
+is down does not fail requests, and shutdown — close(), SIGTERM under gevent, gunicorn worker exit —
+writes what is still queued."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from conftest import REPO_ROOT, free_port
+from proxy.store.record import Record
+from store_fixtures import *  # noqa: F401,F403 - fixtures
+from store_fixtures import make_exchange, open_store, store_of, wait_for
+
+BODY = {"model": "stub", "messages": [{"role": "user", "content": "burst"}], "stream": False}
+
+
+def count(store) -> int:
+    return store.read(lambda m: m.Exchange.select().count())
+
+
+def test_burst_of_1000_requests_gives_1000_rows(make_proxy, db_url):
+    proxy = make_proxy(BACKEND_TYPE="stub", STUB_DELAY_MS=0, DATABASE_URL=db_url)
+    store = store_of(proxy)
+    session = requests.Session()
+
+    def send(i: int) -> int:
+        return requests.post(proxy.url + "/api/chat", json={**BODY, "messages": [
+            {"role": "user", "content": f"burst {i}"}]}).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(send, range(1000)))
+    session.close()
+    assert statuses == [200] * 1000
+    try:
+        wait_for(lambda: count(store) >= 1000, timeout=30)
+        assert count(store) == 1000
+        previews = store.read(lambda m: {r.preview for r in m.Exchange.select(m.Exchange.preview)})
+        assert previews == {f"burst {i}" for i in range(1000)}
+        assert store.writer.stats()["dropped_queue_full"] == 0
+    finally:
+        store.close()
+
+
+def test_full_queue_drops_and_counts_with_a_warning_without_blocking(sqlite_url, caplog):
+    store = open_store(sqlite_url, LOG_QUEUE_SIZE=3)
+    writer = store.writer
+    writer._stop = True  # hold the writer so the queue fills
+    wait_for(lambda: not writer._running)
+    with caplog.at_level(logging.WARNING, logger="proxy.store.writer"):
+        started = time.perf_counter()
+        accepted = [writer.submit(Record.of(make_exchange(f"n{i}"))) for i in range(10)]
+        elapsed = time.perf_counter() - started
+    assert accepted == [True] * 3 + [False] * 7
+    assert writer.stats()["dropped_queue_full"] == 7
+    assert elapsed < 0.5
+    assert any("log queue full" in r.getMessage() for r in caplog.records)
+    store.close()  # the three accepted ones are written
+    assert store.read(lambda m: m.Exchange.select().count()) == 3
+
+
+def test_database_down_requests_still_succeed_and_drops_are_counted(make_proxy, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the database folder should be")
+    proxy = make_proxy(BACKEND_TYPE="stub", STUB_DELAY_MS=0, LOG_QUEUE_SIZE=5,
+                       DATABASE_URL=f"sqlite:///{blocker}/log.db")
+    store = store_of(proxy)
+    for i in range(20):
+        r = requests.post(proxy.url + "/api/chat", json=BODY)
+        assert r.status_code == 200 and r.json()["done"] is True
+    stats = store.writer.stats()
+    assert stats["dropped_queue_full"] >= 15
+    assert stats["written"] == 0 and stats["last_error"]
+    page = requests.get(proxy.url + "/ui/")
+    assert page.status_code == 200 and "Dropped" in page.text
+    store.writer._stop = True
+
+
+def test_postgres_down_requests_still_succeed(make_proxy):
+    proxy = make_proxy(BACKEND_TYPE="stub", STUB_DELAY_MS=0, LOG_QUEUE_SIZE=2,
+                       DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/test")
+    for _ in range(6):
+        assert requests.post(proxy.url + "/v1/chat/completions", json=BODY).status_code == 200
+    assert store_of(proxy).writer.stats()["dropped_queue_full"] >= 4
+    store_of(proxy).writer._stop = True
+
+
+def test_close_writes_everything_still_queued(db_url):
+    store = open_store(db_url)
+    writer = store.writer
+    writer._stop = True
+    wait_for(lambda: not writer._running)
+    for i in range(250):
+        assert writer.submit(Record.of(make_exchange(f"queued {i}")))
+    assert writer.pending() == 250
+    store.close()
+    assert store.read(lambda m: m.Exchange.select().count()) == 250
+
+
+def _sqlite_count(path) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT COUNT(*) FROM exchanges").fetchone()[0]
+
+
+def test_sigterm_flushes_the_queue_of_the_gevent_server(wsgi_proxy, tmp_path):
+    db = tmp_path / "wsgi.db"
+    proxy = wsgi_proxy(BACKEND_TYPE="stub", STUB_DELAY_MS=0, DATABASE_URL=f"sqlite:///{db}")
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda i: requests.post(proxy.url + "/api/chat", json=BODY).status_code,
+                                 range(200)))
+    assert statuses == [200] * 200
+    proxy.process.send_signal(signal.SIGTERM)
+    assert proxy.process.wait(timeout=20) is not None
+    assert _sqlite_count(db) == 200, proxy.output()
+
+
+def test_gunicorn_workers_flush_on_exit_and_share_one_sqlite_file(fake_upstream, tmp_path):
+    db = tmp_path / "gunicorn.db"
+    port = free_port()
+    env = {**os.environ, "BACKEND_TYPE": "stub", "STUB_DELAY_MS": "0", "DATABASE_URL": f"sqlite:///{db}",
+           "LOG_LEVEL": "WARNING", "LOG_CLEANUP_MINUTES": "0"}
+    log = open(tmp_path / "gunicorn.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "--bind",
+                             f"127.0.0.1:{port}", "--graceful-timeout", "10", "wsgi:app"],
+                            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "gunicorn.log").read_text()
+            time.sleep(0.2)
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda i: requests.post(url + "/api/chat", json=BODY).status_code,
+                                     range(300)))
+        assert statuses == [200] * 300
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+    assert _sqlite_count(db) == 300, (tmp_path / "gunicorn.log").read_text()
