@@ -12,6 +12,7 @@ from .backends import make_backend
 from .catalog import Catalog
 from .config import Settings
 from .errors import ProxyError
+from .policy.gate import install_policy
 from .store import init_app as init_store
 from .views import register_blueprints
 from .views.common import Services, dialect_of_path, http_exception_to_proxy_error, render_error
@@ -29,10 +30,11 @@ def create_app(settings: Settings | None = None) -> Flask:
                       settings.model_list_ttl)
     app.extensions["llm_proxy"] = Services(settings=settings, backend=backend, catalog=catalog)
     init_store(app, app.extensions["llm_proxy"])
+    install_policy(app, settings)
     if settings.cors_origins:
         origins = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
         CORS(app, resources={r"/api/*": {"origins": origins}, r"/v1/*": {"origins": origins}},
-             supports_credentials=False, expose_headers=["X-Request-ID"], max_age=600)
+             supports_credentials=False, expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
     register_blueprints(app)
     _register_error_handlers(app)
     app.wsgi_app = AccessLog(app.wsgi_app, settings)  # type: ignore[method-assign]

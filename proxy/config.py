@@ -98,6 +98,40 @@ def _model_map(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _api_keys(raw: str) -> tuple[tuple[str, str], ...]:
+    from .policy.keys import parse_api_keys
+    return parse_api_keys(raw)
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    from .policy.keys import parse_networks
+    return parse_networks(raw)
+
+
+def _keys_file(raw: str) -> str:
+    from .policy.keysfile import check_path
+    return check_path(raw)
+
+
+def _rate_limit(raw: str) -> str:
+    from .policy.limits import check_rate
+    return check_rate(raw)
+
+
+def _redis_url(raw: str) -> str:
+    from .policy.limits import check_redis_url
+    return check_redis_url(raw)
+
+
+def _key_names(pairs: tuple[tuple[str, str], ...]) -> str:
+    return ", ".join(name for name, _ in pairs) + " (keys hidden)" if pairs else "(not set)"
+
+
+def _masked_url(value: str) -> str:
+    from .policy.limits import mask_url
+    return mask_url(value)
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -112,6 +146,7 @@ class Setting:
     parse: Callable[[str], Any]
     help: str
     secret: bool = False
+    show: Callable[[Any], str] | None = None  # how public_items displays the value (e.g. a URL with its password masked)
 
     @property
     def attr(self) -> str:
@@ -151,6 +186,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_RAW_RESPONSES", "false", _bool, "print raw response bodies"),
     Setting("CORS_ORIGINS", "", _csv, "comma-separated allowed origins for /api and /v1 (empty = CORS off)"),
     Setting("ADMIN_TOKEN", "", _str, "protects /ui and its JSON; when empty the UI answers loopback clients only", secret=True),
+    Setting("API_KEYS", "", _api_keys, "comma-separated name:key pairs (a bare key is named key1, key2…); when set, "
+            "/api/* and /v1/* need Authorization: Bearer <key> or X-API-Key: <key>", secret=True, show=_key_names),
+    Setting("ALLOWED_NETWORKS", "", _networks, "comma-separated CIDRs whose clients need no API key "
+            "(when set without keys, only these networks are served)"),
+    Setting("KEYS_FILE", "", _keys_file, "TOML file of per-key settings (models, networks, rpm, tpm, concurrency, "
+            "daily_tokens); reloaded when it changes"),
+    Setting("RATE_LIMIT", "", _rate_limit, "requests per key (per client address without keys), e.g. 60/minute or "
+            "10/second;1000/hour (empty = none)"),
+    Setting("RATE_LIMIT_STRATEGY", "moving-window", _choice("moving-window", "fixed-window"),
+            "how request windows are counted: moving-window (exact) or fixed-window (cheaper)"),
+    Setting("REDIS_URL", "", _redis_url, "keep limit counters in Redis, shared by workers and hosts "
+            "(redis://[:password@]host:port/db); empty = in process memory", show=_masked_url),
+    Setting("REDIS_TIMEOUT", "1", _float_pos, "seconds to wait for Redis before the request is decided by LIMITS_FAIL_OPEN"),
+    Setting("LIMITS_FAIL_OPEN", "true", _bool, "when Redis is unreachable: true = admit without limits (with a "
+            "warning), false = refuse with 503"),
+    Setting("MAX_REQUEST_BYTES", "33554432", _int_min(0), "larger request bodies get 413 without being read "
+            "(0 = no limit)"),
 )
 
 
@@ -185,6 +237,15 @@ class Settings:
     log_raw_responses: bool
     cors_origins: tuple[str, ...]
     admin_token: str
+    api_keys: tuple[tuple[str, str], ...]
+    allowed_networks: tuple[str, ...]
+    keys_file: str
+    rate_limit: str
+    rate_limit_strategy: str
+    redis_url: str
+    redis_timeout: float
+    limits_fail_open: bool
+    max_request_bytes: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -212,7 +273,9 @@ class Settings:
         items = []
         for setting in SETTINGS:
             value = getattr(self, setting.attr)
-            if setting.secret:
+            if setting.show is not None:
+                shown = setting.show(value)
+            elif setting.secret:
                 shown = "********" if value else "(not set)"
             elif isinstance(value, tuple):
                 shown = ", ".join("=".join(v) if isinstance(v, tuple) else v for v in value)

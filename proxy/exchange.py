@@ -133,7 +133,7 @@ class Exchange:
     def summary(self) -> dict[str, Any]:
         """The fields an access line or a metrics sink needs (no bodies)."""
         prompt, completion = self.tokens()
-        return {"request_id": self.request_id, "front": self.front, "endpoint": self.endpoint,
+        return {"request_id": self.request_id, "front": self.front, "endpoint": self.endpoint, "key": self.key_name,
                 "model": self.model_requested, "upstream_model": self.model_upstream, "stream": self.stream,
                 "status": self.status, "outcome": self.outcome, "error": self.error,
                 "prompt_tokens": prompt, "completion_tokens": completion,

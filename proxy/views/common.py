@@ -12,8 +12,9 @@ from .. import jsonio
 from ..accesslog import ENVIRON_EXCHANGE, ENVIRON_REQUEST_ID
 from ..catalog import Catalog
 from ..config import Settings
-from ..errors import BadRequest, NotFound, ProxyError, ollama_error_body, openai_error_body
+from ..errors import BadRequest, NotFound, PayloadTooLarge, ProxyError, ollama_error_body, openai_error_body
 from ..exchange import Exchange, Relay
+from ..policy import ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 NDJSON = "application/x-ndjson"
@@ -44,6 +45,9 @@ def raw_json_response(raw: bytes, status: int = 200) -> Response:
 
 def read_json() -> Any:
     """The request body as JSON, or BadRequest with a message a person can act on."""
+    parsed = request.environ.get(ENVIRON_JSON)
+    if parsed is not None:  # the gate parsed it already (to check the model)
+        return parsed
     data = request.get_data(cache=True)
     if not data.strip():
         raise BadRequest("the request body is empty; send a JSON object")
@@ -53,12 +57,24 @@ def read_json() -> Any:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
 
 
+def _body_for_log() -> bytes:
+    """The request body for the record: not read when the gate refused the request (it may be huge), and
+    empty when it cannot be read (too large, client gone) — the view's own read then fails in the dialect."""
+    if request.environ.get(ENVIRON_REFUSED):
+        return b""
+    try:
+        return request.get_data(cache=True)
+    except HTTPException:
+        return b""
+
+
 def start_exchange(front: str) -> Exchange:
     svc = services()
     exchange = Exchange(
         request_id=request.environ.get(ENVIRON_REQUEST_ID, ""), front=front, endpoint=request.path,
         method=request.method, client=request.remote_addr or "", user_agent=request.user_agent.string[:300],
-        client_body=request.get_data(cache=True), max_body=svc.settings.log_max_body_bytes, sinks=svc.sinks)
+        client_body=_body_for_log(), max_body=svc.settings.log_max_body_bytes, sinks=svc.sinks)
+    exchange.key_name = request.environ.get(ENVIRON_KEY_NAME)
     exchange.backend_name = svc.backend.describe()
     exchange.backend_type = svc.backend.type
     request.environ[ENVIRON_EXCHANGE] = exchange
@@ -109,5 +125,5 @@ def http_exception_to_proxy_error(exc: HTTPException) -> ProxyError:
     if exc.code == 405:
         return ProxyError(f"{request.method} is not allowed on {request.path}", status=405)
     if exc.code == 413:
-        return ProxyError("the request body is too large", status=413)
+        return PayloadTooLarge("the request body is larger than this proxy accepts (MAX_REQUEST_BYTES)")
     return ProxyError(exc.description or exc.name, status=exc.code or 400)

@@ -1,0 +1,268 @@
+"""The gate in front of `/api/*` and `/v1/*`: who is calling (key or address), may they, is there room.
+
+One ``before_request`` hook decides, in this order: key (401), the key's networks (403), body size
+(413, from Content-Length, before anything is read), allowed models (403), limits (429/503). Refusals
+are rendered in the caller's dialect. `/`, `/health`, `/api/version` and CORS preflights pass untouched.
+An admitted request holds a ``Ticket``; it is settled — tokens charged, concurrency slot freed — when the
+WSGI response is closed: after the last chunk of a stream, on client disconnect, or after an error.
+Only key *names* leave this module (``exchange.key_name`` via the WSGI environ), never keys.
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import dataclass
+from flask import Flask, Request, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from .. import jsonio
+from ..accesslog import ENVIRON_EXCHANGE
+from ..config import Settings
+from ..errors import PayloadTooLarge, ProxyError, Unauthorized
+from ..views.common import dialect_of_path, render_error, services
+from . import ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
+from .keys import KeyRing, Networks, presented_keys
+from .keysfile import KeyRules, KeysFile, KeysFileWatcher
+from .limits import Limiter, Rules, Ticket, parse_rate
+
+log = logging.getLogger(__name__)
+ENVIRON_TICKET = "llm_proxy.ticket"
+ENVIRON_CALLER = "llm_proxy.caller"
+OPEN_PATHS = frozenset({"/api/version"})
+MODEL_LISTS = {"/api/tags": ("models", "name"), "/api/ps": ("models", "name"), "/v1/models": ("data", "id")}
+MODEL_FIELDS = ("model", "name", "source", "destination")
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str | None                 # key name; None when admitted without a key
+    who: str                         # what limits count against: key:<name> or addr:<ip>
+    label: str                       # how messages name the caller
+    models: tuple[str, ...] | None   # globs of allowed model names; None = all
+    rules: Rules
+
+
+@dataclass(frozen=True)
+class _Profile:
+    """Everything decided per key name (and per KEYS_FILE version), computed once."""
+
+    models: tuple[str, ...] | None
+    networks: Networks | None
+    rules: Rules
+
+
+def model_allowed(name: str, patterns: tuple[str, ...]) -> bool:
+    """Globs match the name as given, and with Ollama's `:latest` tag added or removed."""
+    candidates = [name]
+    if name.endswith(":latest"):
+        candidates.append(name[:-7])
+    elif ":" not in name:
+        candidates.append(name + ":latest")
+    return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in patterns)
+
+
+class Policy:
+    def __init__(self, settings: Settings, limiter: Limiter | None = None):
+        self.env_keys = settings.api_keys
+        self.networks = Networks(settings.allowed_networks)
+        self.env_rate = settings.rate_limit
+        self.max_bytes = settings.max_request_bytes
+        self.watcher = KeysFileWatcher(settings.keys_file) if settings.keys_file else None
+        self.limiter = limiter or Limiter(settings.redis_url, settings.rate_limit_strategy, settings.limits_fail_open,
+                                          settings.redis_timeout)
+        self._file: KeysFile | None = None
+        self._ring = KeyRing.from_pairs(self.env_keys)
+        self._profiles: dict[str | None, _Profile] = {}
+        self._sync()
+
+    def _sync(self) -> KeysFile | None:
+        """Follow KEYS_FILE: when it was reloaded, rebuild the key ring and forget cached profiles."""
+        if self.watcher is None:
+            return None
+        current = self.watcher.get()
+        if current is not self._file:
+            self._file = current
+            self._ring = KeyRing(list(KeyRing.from_pairs(self.env_keys)._entries) + list(current.keys))
+            self._profiles = {}
+        return current
+
+    def key_names(self) -> tuple[str, ...]:
+        self._sync()
+        return self._ring.names()
+
+    def describe(self) -> str:
+        names = self.key_names()
+        keys = f"{len(names)} API key(s): {', '.join(names)}" if names else "no API keys"
+        nets = f"; key-less networks: {len(tuple(self.networks._nets))}" if self.networks else ""
+        return f"{keys}{nets}; limit counters in {self.limiter.describe()}"
+
+    def _profile(self, name: str | None) -> _Profile:
+        profile = self._profiles.get(name)
+        if profile is None:
+            own = self._file.rules_for(name) if self._file is not None else KeyRules()
+            requests = self.env_rate if own.requests is None else own.requests
+            rules = Rules(rate=parse_rate(requests), tokens=parse_rate(own.tokens or ""),
+                          daily_tokens=own.daily_tokens or 0, concurrency=own.concurrency or 0)
+            networks = Networks(own.networks) if own.networks is not None else None
+            profile = _Profile(own.models, networks, rules)
+            self._profiles[name] = profile
+        return profile
+
+    # --- the decisions ----------------------------------------------------------------------------
+    def authenticate(self, environ: dict, address: str | None) -> Caller:
+        self._sync()
+        ring = self._ring
+        name = None
+        offered = presented_keys(environ) if ring else ()
+        for key in offered:
+            name = ring.identify(key)
+            if name is not None:
+                break
+        address = address or "-"
+        if name is None:
+            if (ring or self.networks) and not self.networks.contains(address):
+                if offered:
+                    raise Unauthorized("the API key sent is not valid for this proxy")
+                raise Unauthorized("this proxy needs an API key: send Authorization: Bearer <key> or X-API-Key: <key>")
+            profile = self._profile(None)
+            return Caller(None, f"addr:{address}", f"client {address}", profile.models, profile.rules)
+        profile = self._profile(name)
+        if profile.networks is not None and not profile.networks.contains(address):
+            raise ProxyError(f"the API key '{name}' may not be used from {address}", status=403,
+                             code="address_not_allowed")
+        return Caller(name, f"key:{name}", f"key '{name}'", profile.models, profile.rules)
+
+    def check_size(self, req: Request) -> None:
+        """413 from Content-Length, before a byte is read; a chunked body is read here under the cap
+        (werkzeug stops at MAX_REQUEST_BYTES), so nothing larger is ever held in memory."""
+        if not self.max_bytes:
+            return
+        length = req.content_length
+        if length is not None:
+            if length > self.max_bytes:
+                raise PayloadTooLarge(f"the request body is {length} bytes; this proxy accepts at most "
+                                      f"{self.max_bytes} bytes (MAX_REQUEST_BYTES)", code="request_too_large")
+        elif "chunked" in req.environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            try:
+                req.get_data(cache=True)
+            except RequestEntityTooLarge:
+                raise PayloadTooLarge(f"the request body is larger than the {self.max_bytes} bytes this proxy "
+                                      "accepts (MAX_REQUEST_BYTES)", code="request_too_large") from None
+
+    def check_models(self, caller: Caller, req: Request) -> None:
+        patterns = caller.models or ()
+        for name in requested_models(req):
+            if not model_allowed(name, patterns):
+                raise ProxyError(f"the API key '{caller.name}' may not use the model '{name}'; it may use: "
+                                 f"{', '.join(patterns) or 'no model'}" if caller.name else
+                                 f"{caller.label} may not use the model '{name}'; allowed: "
+                                 f"{', '.join(patterns) or 'no model'}", status=403, code="model_not_allowed",
+                                 param="model")
+
+    def admit(self, caller: Caller) -> Ticket:
+        return self.limiter.admit(caller.who, caller.label, caller.rules)
+
+    def settle(self, ticket: Ticket, environ: dict) -> None:
+        exchange = environ.get(ENVIRON_EXCHANGE)
+        tokens = 0
+        if exchange is not None:
+            prompt, completion = exchange.tokens()
+            tokens = (prompt or 0) + (completion or 0)
+        self.limiter.settle(ticket, tokens)
+
+
+def requested_models(req: Request) -> list[str]:
+    """Model names a request names: `/v1/models/<id>`, or the body's model/name (source/destination of a copy)."""
+    path = req.path
+    if path.startswith("/v1/models/"):
+        return [path[len("/v1/models/"):]]
+    if req.method not in ("POST", "DELETE", "PUT", "PATCH"):
+        return []
+    body = req.environ.get(ENVIRON_JSON)
+    if body is None:
+        raw = req.get_data(cache=True)
+        try:
+            body = jsonio.loads(raw) if raw.strip() else None
+        except ValueError:
+            return []  # the view answers 400 for a body that is not JSON
+        req.environ[ENVIRON_JSON] = body
+    if not isinstance(body, dict):
+        return []
+    return [body[f] for f in MODEL_FIELDS if isinstance(body.get(f), str) and body[f]]
+
+
+# --- Flask hooks ---------------------------------------------------------------------------------------
+
+def _policy() -> Policy:
+    return services().extras["policy"]
+
+
+def before_request() -> Response | None:
+    path = request.path
+    if request.method == "OPTIONS" or not path.startswith(("/api/", "/v1/")) or path in OPEN_PATHS:
+        return None
+    policy = _policy()
+    environ = request.environ
+    try:
+        caller = policy.authenticate(environ, request.remote_addr)
+        environ[ENVIRON_KEY_NAME] = caller.name
+        environ[ENVIRON_CALLER] = caller
+        policy.check_size(request)
+        if caller.models is not None:
+            policy.check_models(caller, request)
+        ticket = policy.admit(caller)
+    except ProxyError as exc:
+        environ[ENVIRON_REFUSED] = True
+        response = render_error(exc, dialect_of_path(path))
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="llm-proxy"'
+        return response
+    if not ticket.settled and ticket.rules:
+        environ[ENVIRON_TICKET] = ticket
+    return None
+
+
+def after_request(response: Response) -> Response:
+    environ = request.environ
+    ticket = environ.pop(ENVIRON_TICKET, None)
+    if ticket is not None:
+        policy = _policy()
+        response.call_on_close(lambda: policy.settle(ticket, environ))
+    caller = environ.get(ENVIRON_CALLER)
+    if caller is not None and caller.models is not None and request.method == "GET" and response.status_code == 200:
+        spec = MODEL_LISTS.get(request.path)
+        if spec is not None and not response.is_streamed:
+            _filter_list(response, spec, caller.models)
+    return response
+
+
+def teardown_request(exc: BaseException | None) -> None:
+    """A ticket no response took (the after-request hooks never ran) is settled here, at once."""
+    ticket = request.environ.pop(ENVIRON_TICKET, None)
+    if ticket is not None:
+        _policy().settle(ticket, request.environ)
+
+
+def _filter_list(response: Response, spec: tuple[str, str], patterns: tuple[str, ...]) -> None:
+    field, id_field = spec
+    try:
+        data = jsonio.loads(response.get_data())
+    except ValueError:
+        return
+    if isinstance(data, dict) and isinstance(data.get(field), list):
+        data[field] = [m for m in data[field] if isinstance(m, dict) and isinstance(m.get(id_field), str)
+                       and model_allowed(m[id_field], patterns)]
+        response.set_data(jsonio.dumps(data))
+
+
+def install_policy(app: Flask, settings: Settings) -> Policy:
+    """Create the policy for ``app`` and hook it in; the app's services must exist already."""
+    policy = Policy(settings)
+    app.extensions["llm_proxy"].extras["policy"] = policy
+    app.before_request(before_request)
+    app.after_request(after_request)
+    app.teardown_request(teardown_request)
+    if settings.max_request_bytes:
+        app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes  # caps chunked bodies while they are read
+    log.info("gate: %s", policy.describe())
+    return policy

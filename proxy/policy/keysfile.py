@@ -1,0 +1,212 @@
+"""KEYS_FILE: per-key settings in TOML, read with ``tomllib`` and reloaded when the file changes.
+
+    [defaults]                      # every key (and every client admitted without one)
+    rpm = 120
+    [keys.alice]
+    key = "sk-alice-…"              # optional: or a list; or key_sha256 = "<hex>"; names from API_KEYS need none
+    models = ["qwen3-*", "llama3.2*"]   # globs on the model names clients use
+    networks = ["10.0.0.0/8"]       # the key is accepted only from these addresses
+    rpm = 60                        # requests per minute (replaces RATE_LIMIT for this key; 0 = none)
+    tpm = 100000                    # tokens per minute, counted from finished requests (0 = none)
+    # or, instead of rpm / tpm, any windows: requests = "10/second;500/hour", tokens = "1000000/hour"
+    concurrency = 2                 # requests running at once (0 = none)
+    daily_tokens = 2000000          # tokens per UTC day (0 = none)
+
+Loading validates everything and names the table and field at fault. A file that turns bad while the
+proxy runs is not taken: the previous version stays in force and an error is logged.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from .keys import NAME_RE, digest, parse_network
+from .limits import check_rate
+
+log = logging.getLogger(__name__)
+LIMIT_FIELDS = ("rpm", "tpm", "concurrency", "daily_tokens")
+RULE_FIELDS = ("models", "networks", "requests", "tokens") + LIMIT_FIELDS
+KEY_FIELDS = ("key", "key_sha256") + RULE_FIELDS
+
+
+class KeysFileError(ValueError):
+    """The file cannot be used; the message names the path, the table and the field."""
+
+
+@dataclass(frozen=True)
+class KeyRules:
+    """Per-key settings; None means "not said here" (the defaults or the environment decide)."""
+
+    models: tuple[str, ...] | None = None
+    networks: tuple[str, ...] | None = None
+    requests: str | None = None   # request windows in limits syntax ("" = none)
+    tokens: str | None = None     # token windows in limits syntax ("" = none)
+    concurrency: int | None = None
+    daily_tokens: int | None = None
+
+    def over(self, base: "KeyRules") -> "KeyRules":
+        """These rules where set, ``base`` elsewhere."""
+        return KeyRules(**{f.name: getattr(base, f.name) if getattr(self, f.name) is None else getattr(self, f.name)
+                           for f in fields(self)})
+
+
+@dataclass(frozen=True)
+class KeysFile:
+    path: str
+    defaults: KeyRules = KeyRules()
+    rules: Mapping[str, KeyRules] = field(default_factory=dict)
+    keys: tuple[tuple[str, bytes], ...] = ()  # (name, SHA-256 digest of the key)
+
+    def rules_for(self, name: str | None) -> KeyRules:
+        own = self.rules.get(name) if name is not None else None
+        return own.over(self.defaults) if own is not None else self.defaults
+
+
+def _ints(where: str, table: Mapping[str, Any]) -> dict[str, int]:
+    out = {}
+    for name in LIMIT_FIELDS:
+        if name in table:
+            value = table[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise KeysFileError(f"{where}.{name} must be an integer >= 0 (0 = no limit), not {value!r}")
+            out[name] = value
+    return out
+
+
+def _strings(where: str, name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise KeysFileError(f"{where}.{name} must be a string or a list of non-empty strings")
+    return tuple(v.strip() for v in value)
+
+
+def _rules(where: str, table: Any, allowed: tuple[str, ...]) -> KeyRules:
+    if not isinstance(table, dict):
+        raise KeysFileError(f"{where} must be a table")
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise KeysFileError(f"{where} has unknown field(s) {', '.join(unknown)}; known: {', '.join(allowed)}")
+    values: dict[str, Any] = _ints(where, table)
+    for count, windows in (("rpm", "requests"), ("tpm", "tokens")):
+        if count in values and windows in table:
+            raise KeysFileError(f"{where} gives both {count} and {windows}; use one")
+        if count in values:
+            amount = values.pop(count)
+            values[windows] = f"{amount}/minute" if amount else ""
+        elif windows in table:
+            text = table[windows]
+            try:
+                if not isinstance(text, str):
+                    raise ValueError(windows)
+                values[windows] = check_rate(text)
+            except ValueError:
+                raise KeysFileError(f"{where}.{windows} must be windows such as \"60/minute\" or "
+                                    "\"10/second;500/hour\" (\"\" = none)") from None
+    if "models" in table:
+        values["models"] = _strings(where, "models", table["models"])
+    if "networks" in table:
+        nets = _strings(where, "networks", table["networks"])
+        try:
+            values["networks"] = tuple(str(parse_network(n)) for n in nets)
+        except ValueError as exc:
+            raise KeysFileError(f"{where}.networks must hold {exc}") from None
+    return KeyRules(**values)
+
+
+def _key_digests(where: str, table: Mapping[str, Any]) -> list[bytes]:
+    found = [digest(k) for k in _strings(where, "key", table["key"])] if "key" in table else []
+    for hexed in _strings(where, "key_sha256", table["key_sha256"]) if "key_sha256" in table else ():
+        try:
+            raw = bytes.fromhex(hexed)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise KeysFileError(f"{where}.key_sha256 must be 64 hex digits (sha256 of the key)")
+        found.append(raw)
+    return found
+
+
+def parse(text: str, path: str = "<keys file>") -> KeysFile:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise KeysFileError(f"{path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - {"defaults", "keys"})
+    if unknown:
+        raise KeysFileError(f"{path}: unknown table(s) {', '.join(unknown)}; known: defaults, keys")
+    defaults = _rules(f"{path}: [defaults]", data.get("defaults", {}), RULE_FIELDS)
+    tables = data.get("keys", {})
+    if not isinstance(tables, dict):
+        raise KeysFileError(f"{path}: keys must be a table of [keys.<name>] tables")
+    rules: dict[str, KeyRules] = {}
+    keys: list[tuple[str, bytes]] = []
+    for name, table in tables.items():
+        where = f"{path}: [keys.{name}]"
+        if not NAME_RE.match(name):
+            raise KeysFileError(f"{where}: a key name uses letters, digits and . _ @ + - (at most 64)")
+        rules[name] = _rules(where, table, KEY_FIELDS)
+        keys.extend((name, d) for d in _key_digests(where, table))
+    digests = [d for _, d in keys]
+    if len(set(digests)) != len(digests):
+        raise KeysFileError(f"{path}: the same key is given to two names")
+    return KeysFile(path=path, defaults=defaults, rules=rules, keys=tuple(keys))
+
+
+def load(path: str) -> KeysFile:
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise KeysFileError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    return parse(raw.decode("utf-8", "replace"), path)
+
+
+def check_path(raw: str) -> str:
+    """Settings parser for KEYS_FILE: empty, or a file that loads."""
+    path = raw.strip()
+    if path:
+        try:
+            load(path)
+        except KeysFileError as exc:
+            raise ValueError(f"a readable TOML keys file ({exc})") from None
+    return path
+
+
+class KeysFileWatcher:
+    """The file's current content; ``get`` re-reads it when its mtime, size or inode changed."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._signature = self._stat()
+        self.current = load(path)
+        self.version = 1
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def get(self) -> KeysFile:
+        signature = self._stat()
+        if signature != self._signature:
+            self._signature = signature
+            self._reload(signature)
+        return self.current
+
+    def _reload(self, signature: tuple[int, int, int] | None) -> None:
+        if signature is None:
+            log.error("KEYS_FILE %s is gone; the version read before stays in force", self.path)
+            return
+        try:
+            self.current = load(self.path)
+        except KeysFileError as exc:
+            log.error("KEYS_FILE not reloaded, the previous version stays in force: %s", exc)
+            return
+        self.version += 1
+        log.info("KEYS_FILE %s reloaded: %d key table(s)", self.path, len(self.current.rules))

@@ -1,0 +1,345 @@
+"""Counters behind the limits: request rate, tokens per window, daily token quota, concurrency.
+
+Windows come from the ``limits`` library (MemoryStorage, or RedisStorage when REDIS_URL is set, so that
+workers and hosts share them): requests use a moving (or fixed) window, tokens a fixed window charged
+with the real usage of each finished request, the daily quota a fixed window per UTC date. Admission
+asks only "is there room now?" — a running stream is never cut. With Redis, all admission checks travel
+in one pipeline (one round trip) using the library's own Lua scripts and key layout, so its
+``get_window_stats`` reads them back for Retry-After. If the store is unreachable the request is admitted
+(``LIMITS_FAIL_OPEN``, with a warning) or refused with 503 — never a 500.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import limits
+from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage
+from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+
+from ..errors import ProxyError, RateLimited
+from .slots import MemorySlots, RedisSlots, new_slot_id
+
+log = logging.getLogger(__name__)
+KEY_PREFIX = "llm-proxy"
+DOWN_PAUSE = 1.0  # seconds Redis is left alone after a failure (requests are decided by LIMITS_FAIL_OPEN)
+STRATEGIES = ("moving-window", "fixed-window")
+
+try:  # the store's own failures; anything else is a bug and must surface
+    from redis.exceptions import RedisError as _RedisError
+except ImportError:  # pragma: no cover - redis is installed whenever REDIS_URL can be used
+    _RedisError = StorageError
+STORE_ERRORS = (StorageError, _RedisError, OSError)
+
+
+# --- settings parsers --------------------------------------------------------------------------
+
+def parse_rate(raw: str) -> tuple[RateLimitItem, ...]:
+    """`60/minute`, `10/second;1000/hour`, `100 per 2 seconds`…, parsed by the limits library."""
+    text = raw.strip()
+    if not text:
+        return ()
+    try:
+        return tuple(limits.parse_many(text))
+    except ValueError:
+        raise ValueError("a rate such as 60/minute or 10/second;1000/hour") from None
+
+
+def check_rate(raw: str) -> str:
+    parse_rate(raw)
+    return raw.strip()
+
+
+def check_redis_url(raw: str) -> str:
+    value = raw.strip()
+    if value and urlsplit(value).scheme not in ("redis", "rediss", "unix", "redis+unix"):
+        raise ValueError("a redis://[:password@]host:port[/db], rediss://… or unix://… URL")
+    return value
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (if any) replaced by ***."""
+    if not url:
+        return "(not set)"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+# --- what one caller may do ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rules:
+    rate: tuple[RateLimitItem, ...] = ()      # request windows
+    tokens: tuple[RateLimitItem, ...] = ()    # token windows (tokens per minute…)
+    daily_tokens: int = 0                     # tokens per UTC day; 0 = none
+    concurrency: int = 0                      # requests at once; 0 = none
+
+    def __bool__(self) -> bool:
+        return bool(self.rate or self.tokens or self.daily_tokens or self.concurrency)
+
+
+@dataclass
+class Ticket:
+    """An admitted request: what to charge and release when it ends (``Limiter.settle``)."""
+
+    who: str
+    rules: Rules
+    slot: str | None = None
+    settled: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class StoreUnavailable(ProxyError):
+    status = 503
+
+
+def _per(item: RateLimitItem) -> str:
+    unit = item.GRANULARITY.name
+    return f"{item.multiples} {unit}s" if item.multiples != 1 else unit
+
+
+def _wait(seconds: float) -> str:
+    seconds = max(1, math.ceil(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def _stamp(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Limiter:
+    """Admission (``admit``) and settlement (``settle``) against one store."""
+
+    def __init__(self, redis_url: str = "", strategy: str = "moving-window", fail_open: bool = True,
+                 timeout: float = 1.0, clock: Callable[[], float] = time.time):
+        self.clock = clock
+        self.fail_open = fail_open
+        self.redis_url = redis_url
+        if redis_url:
+            self.storage: Any = RedisStorage(redis_url, key_prefix=KEY_PREFIX, wrap_exceptions=True,
+                                             socket_timeout=timeout, socket_connect_timeout=timeout)
+            self.redis = self.storage.get_connection()
+            self.slots: Any = RedisSlots(self.redis, KEY_PREFIX, clock)
+        else:
+            self.storage = MemoryStorage()
+            self.redis = None
+            self.slots = MemorySlots()
+        self.window = (FixedWindowRateLimiter if strategy == "fixed-window" else MovingWindowRateLimiter)(self.storage)
+        self.moving = not isinstance(self.window, FixedWindowRateLimiter)
+        self.counter = FixedWindowRateLimiter(self.storage)
+        self._down_until = 0.0
+        self._down_since: float | None = None
+
+    def describe(self) -> str:
+        return f"Redis at {mask_url(self.redis_url)}" if self.redis_url else "memory"
+
+    # --- keys -------------------------------------------------------------------------------------
+    def _day(self) -> tuple[str, float]:
+        """Today's UTC date and the epoch second it ends."""
+        today = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).date()
+        end = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), dt.timezone.utc).timestamp()
+        return today.isoformat(), end
+
+    @staticmethod
+    def _day_item(quota: int) -> RateLimitItem:
+        return RateLimitItemPerDay(quota)
+
+    @staticmethod
+    def per_minute(amount: int) -> RateLimitItem:
+        return RateLimitItemPerMinute(amount)
+
+    # --- admission ----------------------------------------------------------------------------------
+    def admit(self, who: str, label: str, rules: Rules) -> Ticket:
+        """Room for one more request of ``who``? A Ticket, or RateLimited / StoreUnavailable."""
+        ticket = Ticket(who, rules)
+        if not rules:
+            return ticket
+        if self.redis is not None and self.clock() < self._down_until:
+            return self._store_failed(ticket, None)
+        try:
+            if self.redis is not None:
+                self._admit_redis(ticket, label)
+            else:
+                self._admit_memory(ticket, label)
+        except STORE_ERRORS as exc:
+            return self._store_failed(ticket, exc)
+        self._store_ok()
+        return ticket
+
+    def _admit_memory(self, ticket: Ticket, label: str) -> None:
+        who, rules = ticket.who, ticket.rules
+        for item in rules.tokens:
+            if not self.counter.test(item, who, "tokens"):
+                raise self._tokens_denied(label, who, item)
+        if rules.daily_tokens:
+            day, _ = self._day()
+            if not self.counter.test(self._day_item(rules.daily_tokens), who, "daily-tokens", day):
+                raise self._daily_denied(label, rules.daily_tokens)
+        for item in rules.rate:
+            if not self.window.hit(item, who, "requests"):
+                raise self._rate_denied(label, who, item)
+        if rules.concurrency:
+            ticket.slot = self.slots.acquire(who, rules.concurrency)
+            if ticket.slot is None:
+                raise self._concurrency_denied(label, rules.concurrency)
+
+    def _admit_redis(self, ticket: Ticket, label: str) -> None:
+        who, rules, store = ticket.who, ticket.rules, self.storage
+        day, _ = self._day()
+        pipe = self.redis.pipeline(transaction=False)
+        for item in rules.tokens:
+            pipe.get(store.prefixed_key(item.key_for(who, "tokens")))
+        if rules.daily_tokens:
+            pipe.get(store.prefixed_key(self._day_item(rules.daily_tokens).key_for(who, "daily-tokens", day)))
+        now = self.clock()
+        for item in rules.rate:
+            key = store.prefixed_key(item.key_for(who, "requests"))
+            if self.moving:
+                pipe.eval(store.SCRIPT_ACQUIRE_MOVING_WINDOW, 1, key, now, item.amount, item.get_expiry(), 1)
+            else:
+                pipe.eval(store.SCRIPT_INCR_EXPIRE, 1, key, item.get_expiry(), 1)
+        slot = new_slot_id() if rules.concurrency else None
+        if slot:
+            self.slots.queue_acquire(pipe, who, rules.concurrency, slot)
+        replies = pipe.execute()
+        got_slot = bool(slot and replies[-1])
+        if got_slot:
+            ticket.slot = slot
+            self.slots.held(who, slot)
+        try:
+            self._judge_redis(ticket, label, replies)
+        except RateLimited:
+            if got_slot:
+                self._release_now(ticket)
+            raise
+
+    def _judge_redis(self, ticket: Ticket, label: str, replies: list) -> None:
+        who, rules = ticket.who, ticket.rules
+        position = 0
+        for item in rules.tokens:
+            if int(replies[position] or 0) >= item.amount:
+                raise self._tokens_denied(label, who, item)
+            position += 1
+        if rules.daily_tokens:
+            if int(replies[position] or 0) >= rules.daily_tokens:
+                raise self._daily_denied(label, rules.daily_tokens)
+            position += 1
+        for item in rules.rate:
+            reply = replies[position]
+            ok = bool(reply) if self.moving else int(reply) <= item.amount
+            if not ok:
+                raise self._rate_denied(label, who, item)
+            position += 1
+        if rules.concurrency and not ticket.slot:
+            raise self._concurrency_denied(label, rules.concurrency)
+
+    def _release_now(self, ticket: Ticket) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        self.slots.queue_release(pipe, ticket.who, ticket.slot)
+        pipe.execute()
+        ticket.slot = None
+
+    # --- refusals: the message names the limit and when it resets ---------------------------------
+    def _reset_in(self, limiter: Any, item: RateLimitItem, *ids: str) -> float:
+        stats = limiter.get_window_stats(item, *ids)
+        return max(1.0, stats.reset_time - time.time())
+
+    def _rate_denied(self, label: str, who: str, item: RateLimitItem) -> RateLimited:
+        wait = self._reset_in(self.window, item, who, "requests")
+        return RateLimited(f"rate limit reached for {label}: {item.amount} requests per {_per(item)}; "
+                           f"resets in {_wait(wait)}", code="rate_limit_exceeded", retry_after=math.ceil(wait))
+
+    def _tokens_denied(self, label: str, who: str, item: RateLimitItem) -> RateLimited:
+        wait = self._reset_in(self.counter, item, who, "tokens")
+        return RateLimited(f"token limit reached for {label}: {item.amount} tokens per {_per(item)}; "
+                           f"resets in {_wait(wait)}", code="tokens_exceeded", retry_after=math.ceil(wait))
+
+    def _daily_denied(self, label: str, quota: int) -> RateLimited:
+        _, end = self._day()
+        wait = max(1.0, end - self.clock())
+        return RateLimited(f"daily token quota used up for {label}: {quota} tokens per day (UTC); "
+                           f"resets at {_stamp(end)} (in {_wait(wait)})", code="insufficient_quota",
+                           retry_after=math.ceil(wait))
+
+    def _concurrency_denied(self, label: str, limit: int) -> RateLimited:
+        return RateLimited(f"concurrency limit reached for {label}: {limit} request(s) at once; "
+                           "retry when one of them has finished", code="concurrency_exceeded", retry_after=1)
+
+    # --- settlement -----------------------------------------------------------------------------------
+    def settle(self, ticket: Ticket, tokens: int) -> None:
+        """The request ended: charge its tokens, free its slot. Safe to call twice (the second does nothing)."""
+        if ticket.settled:
+            return
+        ticket.settled = True
+        rules, who = ticket.rules, ticket.who
+        charge = tokens > 0 and bool(rules.tokens or rules.daily_tokens)
+        if not charge and not ticket.slot:
+            return
+        try:
+            if self.redis is not None:
+                self._settle_redis(ticket, tokens if charge else 0)
+            else:
+                if ticket.slot:
+                    self.slots.release(ticket.slot)
+                if charge:
+                    for item in rules.tokens:
+                        self.counter.hit(item, who, "tokens", cost=tokens)
+                    if rules.daily_tokens:
+                        day, _ = self._day()
+                        self.counter.hit(self._day_item(rules.daily_tokens), who, "daily-tokens", day, cost=tokens)
+        except STORE_ERRORS as exc:
+            log.warning("could not settle the limits of %s in %s (%s); a concurrency slot lapses after its lease",
+                        who, self.describe(), exc)
+
+    def _settle_redis(self, ticket: Ticket, tokens: int) -> None:
+        store, rules, who = self.storage, ticket.rules, ticket.who
+        pipe = self.redis.pipeline(transaction=False)
+        if ticket.slot:
+            self.slots.queue_release(pipe, who, ticket.slot)
+        if tokens:
+            for item in rules.tokens:
+                pipe.eval(store.SCRIPT_INCR_EXPIRE, 1, store.prefixed_key(item.key_for(who, "tokens")),
+                          item.get_expiry(), tokens)
+            if rules.daily_tokens:
+                day, _ = self._day()
+                key = store.prefixed_key(self._day_item(rules.daily_tokens).key_for(who, "daily-tokens", day))
+                pipe.eval(store.SCRIPT_INCR_EXPIRE, 1, key, 2 * 86400, tokens)
+        pipe.execute()
+
+    # --- the store going away and coming back -------------------------------------------------------
+    def _store_failed(self, ticket: Ticket, exc: Exception | None) -> Ticket:
+        now = self.clock()
+        if exc is not None:
+            self._down_until = now + DOWN_PAUSE
+            if self._down_since is None:
+                self._down_since = now
+                log.warning("limits store %s unreachable (%s): requests are %s until it answers again "
+                            "(LIMITS_FAIL_OPEN=%s)", self.describe(), exc,
+                            "admitted without limits" if self.fail_open else "refused with 503",
+                            "true" if self.fail_open else "false")
+        if self.fail_open:
+            ticket.settled = True  # nothing was taken: nothing to give back
+            return ticket
+        raise StoreUnavailable("the limits store is unreachable and this proxy is set to refuse requests then "
+                               "(LIMITS_FAIL_OPEN=false); retry shortly", retry_after=math.ceil(DOWN_PAUSE))
+
+    def _store_ok(self) -> None:
+        if self._down_since is not None:
+            log.warning("limits store %s answers again after %.1f s; limits enforced", self.describe(),
+                        self.clock() - self._down_since)
+            self._down_since = None

@@ -1,0 +1,114 @@
+"""Concurrency slots: how many requests of one caller are running at once, in memory or in Redis.
+
+In Redis a caller's slots are a sorted set of leases (member = slot id, score = lease end). Leases of a
+process that died run out after ``LEASE`` seconds; a background thread renews the leases this process
+holds, so a stream longer than ``LEASE`` keeps its slot. ``acquire`` is one Lua call and can ride in a
+pipeline with the other admission checks (one round trip); ``release`` is a ZREM.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+LEASE = 60.0  # seconds a slot lives in Redis without renewal
+RENEW_EVERY = LEASE / 3
+
+ACQUIRE_LUA = """
+local now = tonumber(ARGV[1])
+redis.call('zremrangebyscore', KEYS[1], '-inf', now)
+if redis.call('zcard', KEYS[1]) < tonumber(ARGV[3]) then
+    redis.call('zadd', KEYS[1], now + tonumber(ARGV[2]), ARGV[4])
+    redis.call('expire', KEYS[1], math.ceil(tonumber(ARGV[2])) + 1)
+    return 1
+end
+return 0
+"""
+
+
+def new_slot_id() -> str:
+    return uuid.uuid4().hex
+
+
+class MemorySlots:
+    """Per-process counters (one gunicorn worker = its own counts; use Redis to share)."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str, limit: int) -> str | None:
+        with self._lock:
+            running = self._running.get(key, 0)
+            if running >= limit:
+                return None
+            self._running[key] = running + 1
+        return key
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            running = self._running.get(key, 0) - 1
+            if running > 0:
+                self._running[key] = running
+            else:
+                self._running.pop(key, None)
+
+    def running(self, key: str) -> int:
+        return self._running.get(key, 0)
+
+
+class RedisSlots:
+    """Leases in Redis sorted sets; ``queue_acquire`` adds the Lua call to a pipeline."""
+
+    def __init__(self, client: Any, prefix: str, clock: Callable[[], float] = time.time):
+        self.client = client
+        self.prefix = prefix
+        self.clock = clock
+        self._held: dict[str, str] = {}  # slot id -> redis key, for lease renewal
+        self._lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
+
+    def key(self, who: str) -> str:
+        return f"{self.prefix}:slots:{who}"
+
+    def queue_acquire(self, pipe: Any, who: str, limit: int, slot_id: str) -> None:
+        pipe.eval(ACQUIRE_LUA, 1, self.key(who), self.clock(), LEASE, limit, slot_id)
+
+    def held(self, who: str, slot_id: str) -> None:
+        """Note a slot the pipeline acquired, so its lease is renewed until release."""
+        with self._lock:
+            self._held[slot_id] = self.key(who)
+            if self._renewer is None or not self._renewer.is_alive():
+                self._renewer = threading.Thread(target=self._renew_forever, name="slot-lease-renewer", daemon=True)
+                self._renewer.start()
+
+    def queue_release(self, pipe: Any, who: str, slot_id: str) -> None:
+        with self._lock:
+            self._held.pop(slot_id, None)
+        pipe.zrem(self.key(who), slot_id)
+
+    def running(self, who: str) -> int:
+        return int(self.client.zcount(self.key(who), self.clock(), "+inf"))
+
+    def _renew_forever(self) -> None:
+        while True:
+            time.sleep(RENEW_EVERY)
+            with self._lock:
+                held = list(self._held.items())
+            if not held:
+                continue
+            try:
+                self.renew(held)
+            except Exception as exc:  # noqa: BLE001 - a thread must not die; leases then lapse after LEASE s
+                log.warning("could not renew %d concurrency lease(s) in Redis: %s", len(held), exc)
+
+    def renew(self, held: list[tuple[str, str]]) -> None:
+        until = self.clock() + LEASE
+        pipe = self.client.pipeline(transaction=False)
+        for slot_id, key in held:
+            pipe.zadd(key, {slot_id: until}, xx=True)
+            pipe.expire(key, int(LEASE) + 1)
+        pipe.execute()
