@@ -252,6 +252,9 @@ def test_api_lists_newest_first_with_filters_and_pages(app, client):
     data = client.get(data["next_url"]).json
     assert [r["preview"] for r in data["items"]] == ["n2", "n1"]
     assert [r["preview"] for r in client.get("/ui/api/logs?model=b").json["items"]] == ["n4", "n2", "n0"]
+    data = client.get("/ui/api/logs?endpoint=/api/chat&limit=4").json  # a filter named like url_for's argument
+    assert "endpoint=%2Fapi%2Fchat" in data["next_url"] and len(client.get(data["next_url"]).json["items"]) == 1
+    assert client.get("/ui/logs?endpoint=/api/chat&limit=2").status_code == 200
 
 
 def test_api_one_exchange_has_bodies_timings_and_tokens(app, client):

@@ -8,6 +8,7 @@ import logging
 import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
+from urllib.parse import urlencode
 
 import peewee as pw
 from flask import Blueprint, Response, abort, redirect, render_template, request, stream_with_context, url_for
@@ -53,6 +54,12 @@ def utc(ts: float | None) -> str:
     if ts is None:
         return ""
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@bp.app_template_filter("with_query")
+def with_query(base: str, args: dict[str, str]) -> str:
+    """A URL with query arguments (url_for cannot take a filter named ``endpoint``)."""
+    return f"{base}?{urlencode(args)}" if args else base
 
 
 @bp.app_template_filter("ms")
@@ -172,7 +179,7 @@ def api_logs() -> Response:
     filters = search.Filters.from_args(request.args)
     page = store.read(search.list_exchanges, filters)
     return json_response({"items": page["items"], "next": page["next"],
-                          "next_url": url_for("ui.api_logs", **filters.query_args(before=page["next"]))
+                          "next_url": with_query(url_for("ui.api_logs"), filters.query_args(before=page["next"]))
                           if page["next"] else None})
 
 

@@ -1,0 +1,138 @@
+"""The log view in a real browser (headless Debian Chromium driven by Playwright): open the list, filter,
+search, open an exchange and see its system prompt and tool call, live mode, that a stored <script>
+never runs, and that the token is demanded when set."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import requests
+
+from store_fixtures import store_of, wait_rows
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+EVIL = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">"
+SYSTEM = "You are a voice assistant for Home Assistant. Answer briefly."
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.dialogs = dialogs
+    yield page
+    context.close()
+
+
+def chat(setup, text: str, *, system: str | None = None, tools: list | None = None, front: str = "openai"):
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+    body = {"model": setup.model, "messages": messages, "stream": False, **({"tools": tools} if tools else {})}
+    path = "/v1/chat/completions" if front == "openai" else "/api/chat"
+    r = requests.post(setup.url + path, json=body)
+    assert r.status_code == 200, r.text
+    return r
+
+
+@pytest.fixture
+def recorded(backend_setup, tmp_path):
+    """A proxy (OpenAI fake behind it) with three exchanges: a tool call, a stored <script>, a plain one."""
+    setup = backend_setup("openai", DATABASE_URL=f"sqlite:///{tmp_path}/browser.db")
+    tools = [{"type": "function", "function": {"name": "HassTurnOn", "description": "Turns on a device",
+                                               "parameters": {"type": "object"}}}]
+    setup.script_chat((), tool_calls=[("HassTurnOn", '{"name": "kitchen light"}', "call_7")])
+    chat(setup, "turn on the kitchen light", system=SYSTEM, tools=tools, front="ollama")
+    setup.script_chat(("Fine.",))
+    chat(setup, EVIL)
+    chat(setup, "what is the capital of France")
+    wait_rows(store_of(setup.proxy), 3)
+    yield setup
+    store_of(setup.proxy).close()
+
+
+def rows(page):
+    return page.locator("#log-rows tr[data-id]")
+
+
+def test_list_filter_search_and_open_an_exchange(recorded, page):
+    page.goto(recorded.url + "/ui/logs")
+    assert rows(page).count() == 3
+    page.fill("#f-q", "kitchen")
+    page.click("#apply")
+    page.wait_for_url("**q=kitchen**")
+    assert rows(page).count() == 1
+    page.fill("#f-q", "")
+    page.fill("#f-endpoint", "/v1/chat/completions")
+    page.click("#apply")
+    page.wait_for_url("**endpoint=**")
+    assert rows(page).count() == 2
+    page.goto(recorded.url + "/ui/logs?endpoint=/api/chat")
+    rows(page).first.locator("td.preview a").click()
+    page.wait_for_url("**/ui/logs/*")
+    system = page.locator(".msg.role-system")
+    assert SYSTEM in system.inner_text()
+    answer = page.locator("#answer")
+    assert "HassTurnOn" in answer.inner_text() and "kitchen light" in answer.inner_text()
+    assert "HassTurnOn" in page.locator("#tools summary").inner_text()
+    assert page.locator("#diff").is_visible()  # translated to the OpenAI backend: the proxy changed it
+    button = page.locator("button.copy").first
+    button.click()
+    assert page.locator("button.copy.done").count() == 1
+
+
+def test_a_stored_script_does_not_run(recorded, page):
+    messages: list[str] = []
+    page.on("console", lambda m: messages.append(m.text))
+    page.goto(recorded.url + "/ui/logs")
+    assert page.evaluate("window.__pwned") is None
+    assert EVIL[:20] in page.locator("#log-rows").inner_text()  # shown as text
+    page.locator("td.preview a", has_text="window.__pwned").first.click()
+    page.wait_for_url("**/ui/logs/*")
+    page.wait_for_load_state("load")
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("img[src=x]").count() == 0
+    assert page.dialogs == []
+    assert "<script>window.__pwned = 1</script>" in page.locator(".msg.role-user").inner_text()
+
+
+def test_live_mode_shows_new_exchanges_as_they_arrive(recorded, page):
+    page.goto(recorded.url + "/ui/logs")
+    page.check("#live")
+    chat(recorded, "a brand new question")
+    page.wait_for_selector("#log-rows tr.new", timeout=10_000)
+    assert "a brand new question" in rows(page).first.inner_text()
+    assert rows(page).count() == 4
+
+
+def test_the_token_is_demanded_when_set(backend_setup, tmp_path, page):
+    setup = backend_setup("openai", DATABASE_URL=f"sqlite:///{tmp_path}/token.db", ADMIN_TOKEN="letmein-42")
+    try:
+        page.goto(setup.url + "/ui/logs")
+        page.wait_for_url("**/ui/login**")
+        page.fill("#token", "wrong")
+        page.click("form.login button")
+        assert "not the proxy" in page.locator("#login-error").inner_text()
+        page.fill("#token", "letmein-42")
+        page.click("form.login button")
+        page.wait_for_url("**/ui/logs")
+        assert page.locator("h1").inner_text() == "Log"
+        page.click("form.logout button")
+        page.wait_for_url("**/ui/login**")
+    finally:
+        store_of(setup.proxy).close()
