@@ -687,3 +687,80 @@ def test_stub_embeddings_are_deterministic(make_proxy, ollama_client):
     a = client.embed(model=embed_model, input=["x", "y"]).embeddings
     b = client.embed(model=embed_model, input=["x", "y"]).embeddings
     assert len(a) == 2 and a == b and a[0] != a[1]
+
+
+# =============================================================================================
+# more: `:latest` everywhere, injection idempotence, raw/suffix generate, slow model lists
+# =============================================================================================
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/chat", {"messages": [{"role": "user", "content": "hi"}], "stream": False}),
+    ("/api/generate", {"prompt": "hi", "stream": False}),
+    ("/api/show", {}),
+], ids=["chat", "generate", "show"])
+def test_latest_suffix_names_the_same_openai_backend_model(openai_backend, path, body):
+    openai_backend.script_chat(["ok"])
+    r = post(openai_backend.url + path, {"model": openai_backend.model + ":latest", **body})
+    assert r.status_code == 200, r.text
+    if path != "/api/show":
+        assert openai_backend.upstream_chat()["model"] == OPENAI_MODELS[0]
+
+
+def test_latest_suffix_names_the_same_embedding_model(openai_backend):
+    openai_backend.fake.default("POST", "/v1/embeddings", fakes.openai_embeddings_responder([[1.0]]))
+    r = post(openai_backend.url + "/api/embed", {"model": OPENAI_MODELS[1] + ":latest", "input": "x"})
+    assert r.status_code == 200, r.text
+    assert openai_backend.fake.last("/v1/embeddings").json["model"] == OPENAI_MODELS[1]
+
+
+@pytest.mark.parametrize("kind", ["openai", "ollama"])
+def test_inject_text_already_present_is_not_added_again(backend_setup, kind):
+    setup = backend_setup(kind, INJECT_TEXT="/nothink")
+    setup.script_chat(["ok"])
+    post(setup.url + "/api/chat", {"model": setup.model, "stream": False, "messages": [
+        {"role": "user", "content": "hello /nothink"}]})
+    assert json.dumps(setup.upstream_chat()).count("/nothink") == 1
+
+
+def test_raw_generate_goes_to_v1_completions_verbatim(openai_backend, ollama_client):
+    openai_backend.fake.default("POST", "/v1/completions",
+                                fakes.openai_text_completion_responder(["<|im_end|>"]))
+    prompt = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    resp = ollama_client(openai_backend.proxy).generate(model=openai_backend.model, prompt=prompt,
+                                                        raw=True)
+    assert resp.response == "<|im_end|>" and resp.done
+    up = openai_backend.fake.last("/v1/completions").json
+    assert up["prompt"] == prompt and up["model"] == OPENAI_MODELS[0]
+    assert not openai_backend.chat_calls()
+
+
+def test_generate_with_suffix_goes_to_v1_completions_with_suffix(openai_backend):
+    openai_backend.fake.default("POST", "/v1/completions",
+                                fakes.openai_text_completion_responder(["return a + b"]))
+    r = post(openai_backend.url + "/api/generate", {
+        "model": openai_backend.model, "prompt": "def add(a, b):\n    ", "suffix": "\n\nprint(add(1, 2))",
+        "options": {"num_predict": 32, "temperature": 0}})
+    lines = ndjson_strict(r.content)
+    assert "".join(l["response"] for l in lines) == "return a + b" and lines[-1]["done"]
+    up = openai_backend.fake.last("/v1/completions").json
+    assert up["prompt"] == "def add(a, b):\n    " and up["suffix"] == "\n\nprint(add(1, 2))"
+    assert up["max_tokens"] == 32 and up["temperature"] == 0
+
+
+def test_api_tags_stays_fast_when_the_backend_model_list_hangs(fake_upstream, make_proxy):
+    # Home Assistant gives /api/tags 5 s and polls it every 30 s (api-surface trap 12)
+    fake_upstream.serve_openai_models(*OPENAI_MODELS)
+    proxy = make_proxy(BACKEND_TYPE="openai", MODEL_LIST_TTL="0.2")
+    assert requests.get(proxy.url + "/api/tags", timeout=5).status_code == 200  # primes the cache
+    import math
+    import time
+    fake_upstream.default("GET", "/v1/models", fakes.Reply(chunks=[b"{}"], hang=math.inf))
+    time.sleep(0.4)  # the cached list is now stale
+    for path in ("/api/tags", "/api/ps", "/v1/models"):
+        t0 = time.monotonic()
+        r = requests.get(proxy.url + path, timeout=10)
+        assert time.monotonic() - t0 < 5, f"{path} waited on the slow backend"
+        assert r.status_code == 200, (path, r.text)
+    names = {bare(m["model"]) for m in requests.get(proxy.url + "/api/tags", timeout=10).json()["models"]}
+    assert OPENAI_MODELS[0] in names

@@ -519,3 +519,85 @@ def test_stub_embeddings_base64_and_float_agree(stub, openai_client):
     assert_openai_schema(floats, "CreateEmbeddingResponse")
     for got, want in zip(via_sdk.data, floats["data"]):
         assert got.embedding == pytest.approx(want["embedding"], rel=1e-6)
+
+
+def test_inject_text_already_in_a_text_part_is_not_added_again(backend_setup):
+    setup = backend_setup("openai", INJECT_TEXT="/nothink")
+    setup.script_chat(["ok"])
+    post(setup.url + "/v1/chat/completions", {"model": setup.model, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "hi /nothink"}]}]})
+    assert json.dumps(setup.upstream_chat()).count("/nothink") == 1
+
+
+def test_n_greater_than_one_for_ollama_backend_is_refused_or_honoured(ollama_backend):
+    ollama_backend.script_chat(["one answer"])
+    r = post(ollama_backend.url + "/v1/chat/completions", {
+        "model": ollama_backend.model, "n": 2, "messages": [{"role": "user", "content": "hi"}]})
+    if r.status_code == 200:
+        body = r.json()
+        assert_openai_schema(body, "CreateChatCompletionResponse")
+        assert [c["index"] for c in body["choices"]] == [0, 1]
+    else:
+        assert r.status_code == 400, r.text
+        assert_openai_schema(r.json(), "ErrorResponse")
+
+
+def test_tool_results_map_to_the_names_of_their_own_calls(ollama_backend):
+    ollama_backend.script_chat(["done"])
+    post(ollama_backend.url + "/v1/chat/completions", {"model": ollama_backend.model, "tools": TOOLS,
+                                                       "messages": [
+        {"role": "user", "content": "weather and time"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_w", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}},
+            {"id": "call_t", "type": "function",
+             "function": {"name": "get_time", "arguments": '{"tz":"CET"}'}}]},
+        {"role": "tool", "tool_call_id": "call_t", "content": "12:00"},
+        {"role": "tool", "tool_call_id": "call_w", "content": "cold"}]})
+    msgs = ollama_backend.upstream_chat()["messages"]
+    assert [c["function"]["arguments"] for c in msgs[1]["tool_calls"]] == [{"city": "Oslo"},
+                                                                           {"tz": "CET"}]
+    tools = [(m["tool_name"], m["content"]) for m in msgs if m["role"] == "tool"]
+    assert tools == [("get_time", "12:00"), ("get_weather", "cold")]
+
+
+def test_remote_image_url_is_never_sent_to_ollama_as_an_image(ollama_backend):
+    from conftest import free_port
+
+    ollama_backend.script_chat(["a cat"])
+    url = f"http://127.0.0.1:{free_port()}/cat.png"  # nothing there; no internet either
+    r = post(ollama_backend.url + "/v1/chat/completions", {
+        "model": ollama_backend.model, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": url}}]}]})
+    if r.status_code == 200:  # fetched: then it must arrive as bare base64
+        (user,) = [m for m in ollama_backend.upstream_chat()["messages"] if m["role"] == "user"]
+        assert all(not i.startswith(("http", "data:")) for i in user.get("images", []))
+    else:
+        assert 400 <= r.status_code < 600 and r.status_code != 500, r.status_code
+        assert_openai_schema(r.json(), "ErrorResponse")
+        assert not ollama_backend.chat_calls()
+
+
+def test_stub_text_completions_are_schema_valid(stub, openai_client):
+    proxy, model, _ = stub
+    whole = post(proxy.url + "/v1/completions", {"model": model, "prompt": "one two three"})
+    assert whole.status_code == 200, whole.text
+    assert_openai_schema(whole.json(), "CreateCompletionResponse")
+    r = post(proxy.url + "/v1/completions", {"model": model, "prompt": "one two", "stream": True})
+    payloads = sse_strict(r.content)
+    sse_ends_with_done(payloads)
+    for p in payloads[:-1]:
+        assert_openai_schema(p, "CreateCompletionStreamResponse")
+    assert openai_client(proxy).completions.create(model=model, prompt="a b").choices[0].text
+
+
+def test_stub_errors_are_openai_shaped(stub):
+    proxy, model, _ = stub
+    unknown = post(proxy.url + "/v1/chat/completions", {
+        "model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]})
+    assert unknown.status_code == 404
+    assert_openai_schema(unknown.json(), "ErrorResponse")
+    bad = post(proxy.url + "/v1/chat/completions", raw=b"{nope")
+    assert bad.status_code == 400
+    assert_openai_schema(bad.json(), "ErrorResponse")

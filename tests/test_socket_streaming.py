@@ -36,7 +36,7 @@ def read_until(chunks, needle: bytes, limit: int = 1 << 20) -> bytes:
     return got
 
 
-def open_stream(url: str, body: dict, read_timeout: float = 5) -> requests.Response:
+def open_stream(url: str, body: dict, read_timeout: float = 10) -> requests.Response:
     r = requests.post(url, json=body, stream=True, timeout=(3, read_timeout))
     assert r.status_code == 200, r.text
     return r
@@ -57,7 +57,6 @@ def first_chunk_arrives_while_upstream_paused(url: str, model: str, fake, chat_p
     else:
         # FIRSTPIECE, <gate> second, third, done
         fake.default("POST", chat_path, fakes.ollama_chat_responder(pieces, gate=gate, gate_at=1))
-    t0 = time.monotonic()
     with open_stream(url + CHAT[front], chat_body(model)) as r:
         chunks = r.iter_content(chunk_size=None)
         try:
@@ -68,7 +67,6 @@ def first_chunk_arrives_while_upstream_paused(url: str, model: str, fake, chat_p
         assert not gate.is_set()
         (ex,) = fake.exchanges_to(chat_path)
         assert not ex.completed, "upstream finished already: the test proves nothing"
-        assert time.monotonic() - t0 < 5
         gate.set()
         rest = head + b"".join(chunks)
     assert b"third" in rest
