@@ -160,11 +160,16 @@ def wsgi_proxy(fake_upstream, tmp_path):
     started: list[WsgiProxy] = []
 
     def factory(**env: Any) -> WsgiProxy:
+        from proxy.config import SETTINGS
+
         port = free_port()
         full = {**_base_env(fake_upstream, tmp_path, 100 + len(started)),
                 "HOST": "127.0.0.1", "PORT": str(port),
                 **{k: str(v) for k, v in env.items()}}
-        proc_env = {**os.environ, **full, "PYTHONUNBUFFERED": "1"}
+        # every setting explicit, so neither the caller's environment nor a .env file in the
+        # repository (real environment wins over .env) can change what the test runs
+        defaults = {s.env: s.default for s in SETTINGS}
+        proc_env = {**os.environ, **defaults, **full, "PYTHONUNBUFFERED": "1"}
         log_path = tmp_path / f"wsgi-{len(started)}.log"
         log = open(log_path, "wb")
         proc = subprocess.Popen([sys.executable, "wsgi.py"], cwd=REPO_ROOT, env=proc_env,
