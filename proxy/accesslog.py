@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterable
 from .config import Settings
 
 access_log = logging.getLogger("proxy.access")
+body_log = logging.getLogger("proxy.bodies")
+SUMMARY_CHARS = 120
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 ENVIRON_REQUEST_ID = "llm_proxy.request_id"
 ENVIRON_EXCHANGE = "llm_proxy.exchange"
@@ -125,3 +127,78 @@ class AccessLog:
             tail = f" model={extra.get('model') or '-'} outcome={extra.get('outcome')}{tokens}"
         access_log.info('%s "%s %s" %s %d %.1fms id=%s%s', client, method, path, status, sent, seconds * 1000,
                         request_id, tail)
+
+
+def _summarise_messages(body: Any) -> list[str]:
+    """One short line per chat message: role, size, the start of its text, tool calls and images."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    lines = []
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            text = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+            images = sum(1 for p in content if isinstance(p, dict) and p.get("type") == "image_url")
+        else:
+            text = "" if content is None else str(content)
+            images = len(message.get("images") or ()) if isinstance(message.get("images"), list) else 0
+        flat = " ".join(text.split())
+        short = flat if len(flat) <= SUMMARY_CHARS else flat[:SUMMARY_CHARS] + "…"
+        extra = ""
+        calls = message.get("tool_calls")
+        if isinstance(calls, list) and calls:
+            names = [str((c.get("function") or {}).get("name", "?")) for c in calls if isinstance(c, dict)]
+            extra += f" tool_calls={','.join(names)}"
+        if images:
+            extra += f" images={images}"
+        lines.append(f"{message.get('role', '?')}[{len(text)}]: {short}{extra}")
+    return lines
+
+
+class BodyLog:
+    """Exchange sink for LOG_MESSAGES / LOG_RAW_REQUESTS / LOG_RAW_RESPONSES: printed when an exchange
+    is finished, never chunk by chunk. Bodies never carry headers, so keys cannot appear."""
+
+    def __init__(self, settings: Settings):
+        self.messages = settings.log_messages
+        self.raw_requests = settings.log_raw_requests
+        self.raw_responses = settings.log_raw_responses
+        self.json = settings.log_format == "json"
+
+    @property
+    def enabled(self) -> bool:
+        return self.messages or self.raw_requests or self.raw_responses
+
+    def __call__(self, exchange: Any) -> None:
+        rid = exchange.request_id
+        if self.messages:
+            try:
+                body = json.loads(exchange.client_request.value() or b"null")
+            except ValueError:
+                body = None
+            lines = _summarise_messages(body)
+            if lines:
+                self._emit(rid, "messages", "\n  ".join([""] + lines), exchange.model_requested)
+        if self.raw_requests:
+            self._emit(rid, "client_request", self._text(exchange.client_request))
+            if exchange.upstream_request.size:
+                self._emit(rid, "upstream_request", self._text(exchange.upstream_request))
+        if self.raw_responses:
+            if exchange.upstream_response.size:
+                self._emit(rid, "upstream_response", self._text(exchange.upstream_response))
+            self._emit(rid, "client_response", self._text(exchange.client_response))
+
+    @staticmethod
+    def _text(buffer: Any) -> str:
+        text = buffer.value().decode("utf-8", "replace")
+        return text + (f" …[truncated, {buffer.size} bytes in all]" if buffer.truncated else "")
+
+    def _emit(self, rid: str, what: str, text: str, model: str | None = None) -> None:
+        if self.json:
+            fields = {"event": what, "request_id": rid, "body": text}
+            if model:
+                fields["model"] = model
+            body_log.info(what, extra={"fields": fields})
+        else:
+            body_log.info("id=%s %s%s: %s", rid, what, f" model={model}" if model else "", text)

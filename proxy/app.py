@@ -7,11 +7,12 @@ from flask import Flask, Response, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from .accesslog import AccessLog, configure_logging
+from .accesslog import AccessLog, BodyLog, configure_logging
 from .backends import make_backend
 from .catalog import Catalog
 from .config import Settings
 from .errors import ProxyError
+from .metrics import Metrics
 from .policy.gate import install_policy
 from .store import init_app as init_store
 from .views import register_blueprints
@@ -29,12 +30,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     catalog = Catalog(backend.list_models, settings.client_aliases(), settings.backend_model_for,
                       settings.model_list_ttl)
     app.extensions["llm_proxy"] = Services(settings=settings, backend=backend, catalog=catalog)
+    metrics = Metrics()
+    app.extensions["llm_proxy"].extras["metrics"] = metrics
+    app.extensions["llm_proxy"].sinks.append(metrics.observe)
+    body_log = BodyLog(settings)
+    if body_log.enabled:
+        app.extensions["llm_proxy"].sinks.append(body_log)
     init_store(app, app.extensions["llm_proxy"])
     install_policy(app, settings)
     if settings.cors_origins:
         origins = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
         CORS(app, resources={r"/api/*": {"origins": origins}, r"/v1/*": {"origins": origins}},
-             supports_credentials=False, expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
+             supports_credentials=False, send_wildcard=True, expose_headers=["X-Request-ID", "Retry-After"],
+             max_age=600)
     register_blueprints(app)
     _register_error_handlers(app)
     app.wsgi_app = AccessLog(app.wsgi_app, settings)  # type: ignore[method-assign]

@@ -1,0 +1,73 @@
+"""Stdout logging: one access line per request, JSON lines with request ids, optional bodies, no secrets."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_proxy(tmp_path, port, **env):
+    full = {"PATH": "/usr/bin:/bin", "HOST": "127.0.0.1", "PORT": str(port), "BACKEND_TYPE": "stub",
+            "STUB_DELAY_MS": "0", "DATABASE_URL": f"sqlite:///{tmp_path}/log.db", "LOG_CLEANUP_MINUTES": "0", **env}
+    proc = subprocess.Popen([sys.executable, "wsgi.py"], cwd=ROOT, env=full, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if requests.get(url + "/health", timeout=0.5).text == "OK":
+                return proc, url
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(proc.stdout.read())
+
+
+def stop(proc) -> str:
+    proc.terminate()
+    out, _ = proc.communicate(timeout=15)
+    return out
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_text_access_line_per_request_with_status_bytes_and_model(tmp_path):
+    proc, url = run_proxy(tmp_path, free_port())
+    try:
+        requests.post(url + "/api/chat", json={"model": "stub", "messages": [{"role": "user", "content": "hi"}]},
+                      headers={"Authorization": "Bearer sk-client-secret"})
+        requests.get(url + "/api/tags")
+    finally:
+        out = stop(proc)
+    lines = [l for l in out.splitlines() if "proxy.access" in l]
+    chat = next(l for l in lines if '"POST /api/chat"' in l)
+    assert "127.0.0.1" in chat and " 200 " in chat and "model=stub" in chat and "tokens=" in chat and "ms id=" in chat
+    assert any('"GET /api/tags" 200' in l for l in lines)
+    assert "sk-client-secret" not in out
+
+
+def test_json_lines_carry_the_request_id_and_optional_bodies(tmp_path):
+    proc, url = run_proxy(tmp_path, free_port(), LOG_FORMAT="json", LOG_MESSAGES="true", LOG_RAW_REQUESTS="true",
+                          LOG_RAW_RESPONSES="true", BACKEND_API_KEY="sk-backend-secret")
+    try:
+        r = requests.post(url + "/api/chat", headers={"X-Request-ID": "req-42", "X-API-Key": "sk-client-secret"},
+                          json={"model": "stub", "stream": False, "messages": [{"role": "user", "content": "hello"}]})
+        assert r.headers["X-Request-ID"] == "req-42"
+    finally:
+        out = stop(proc)
+    records = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    access = next(r for r in records if r.get("event") == "access" and r.get("path") == "/api/chat")
+    assert access["request_id"] == "req-42" and access["status"] == 200 and access["model"] == "stub"
+    events = {r["event"] for r in records if r.get("request_id") == "req-42"}
+    assert {"messages", "client_request", "upstream_request", "upstream_response", "client_response"} <= events
+    summary = next(r for r in records if r.get("event") == "messages")
+    assert "user[5]: hello" in summary["body"]
+    assert "sk-backend-secret" not in out and "sk-client-secret" not in out
