@@ -3,17 +3,20 @@
 One ``before_request`` hook decides, in this order: key (401), the key's networks (403), body size
 (413, from Content-Length, before anything is read), allowed models (403), limits (429/503). Refusals
 are rendered in the caller's dialect. `/`, `/health`, `/api/version` and CORS preflights pass untouched.
-An admitted request holds a ``Ticket``; it is settled — tokens charged, concurrency slot freed — when the
-WSGI response is closed: after the last chunk of a stream, on client disconnect, or after an error.
+An admitted request holds a ``Ticket``; it is settled — tokens charged, concurrency slot freed — when its
+answer is done: a whole answer before it is sent, a stream when the server closes it (after the last chunk,
+on client disconnect, or after an error); a request no response took is settled at teardown.
 Only key *names* leave this module (``exchange.key_name`` via the WSGI environ), never keys.
 """
 from __future__ import annotations
 
 import fnmatch
+import io
 import logging
 from dataclasses import dataclass
+from typing import Any
 from flask import Flask, Request, Response, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wsgi import ClosingIterator
 
 from .. import jsonio
 from ..accesslog import ENVIRON_EXCHANGE
@@ -133,8 +136,9 @@ class Policy:
         return Caller(name, f"key:{name}", f"key '{name}'", profile.models, profile.rules)
 
     def check_size(self, req: Request) -> None:
-        """413 from Content-Length, before a byte is read; a chunked body is read here under the cap
-        (werkzeug stops at MAX_REQUEST_BYTES), so nothing larger is ever held in memory."""
+        """413 from Content-Length, before a byte is read. A chunked body is read here, and refused as soon
+        as it passes MAX_REQUEST_BYTES, so nothing larger is ever held in memory. (werkzeug's own cap
+        would silently cut such a body at the limit instead.)"""
         if not self.max_bytes:
             return
         length = req.content_length
@@ -143,11 +147,18 @@ class Policy:
                 raise PayloadTooLarge(f"the request body is {length} bytes; this proxy accepts at most "
                                       f"{self.max_bytes} bytes (MAX_REQUEST_BYTES)", code="request_too_large")
         elif "chunked" in req.environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            try:
-                req.get_data(cache=True)
-            except RequestEntityTooLarge:
+            req.environ["wsgi.input"] = io.BytesIO(self._read_capped(req.environ["wsgi.input"]))
+
+    def _read_capped(self, stream: Any) -> bytes:
+        body = bytearray()
+        while True:
+            piece = stream.read(min(65536, self.max_bytes + 1 - len(body)))
+            if not piece:
+                return bytes(body)
+            body += piece
+            if len(body) > self.max_bytes:
                 raise PayloadTooLarge(f"the request body is larger than the {self.max_bytes} bytes this proxy "
-                                      "accepts (MAX_REQUEST_BYTES)", code="request_too_large") from None
+                                      "accepts (MAX_REQUEST_BYTES)", code="request_too_large")
 
     def check_models(self, caller: Caller, req: Request) -> None:
         patterns = caller.models or ()
@@ -227,13 +238,23 @@ def after_request(response: Response) -> Response:
     ticket = environ.pop(ENVIRON_TICKET, None)
     if ticket is not None:
         policy = _policy()
-        response.call_on_close(lambda: policy.settle(ticket, environ))
+        if response.direct_passthrough:  # a stream: settled when the server closes it
+            _when_closed(response, lambda: policy.settle(ticket, environ))
+        else:  # a whole answer: its exchange is finished, so settle before the client can ask again
+            policy.settle(ticket, environ)
     caller = environ.get(ENVIRON_CALLER)
     if caller is not None and caller.models is not None and request.method == "GET" and response.status_code == 200:
         spec = MODEL_LISTS.get(request.path)
         if spec is not None and not response.is_streamed:
             _filter_list(response, spec, caller.models)
     return response
+
+
+def _when_closed(response: Response, callback: Any) -> None:
+    """Run ``callback`` when the server closes the response: after the last byte, or when the client left.
+    werkzeug hands a direct-passthrough body (our streams) to the server as it is, without the wrapper that
+    runs ``call_on_close`` callbacks, so the body is wrapped here; its own close (the Relay's) runs first."""
+    response.response = ClosingIterator(response.response, callback)
 
 
 def teardown_request(exc: BaseException | None) -> None:
