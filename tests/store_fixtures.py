@@ -19,6 +19,7 @@ __all__ = ["db_url", "sqlite_url", "logged_proxy", "store_of", "wait_rows", "row
            "make_exchange", "open_store", "wait_for"]
 
 PG_ENV = "TEST_POSTGRES_URL"
+MYSQL_ENV = "TEST_MYSQL_URL"
 
 
 def pg_url_or_skip() -> str:
@@ -62,11 +63,40 @@ def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path}/log.db"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+def mysql_url_or_skip() -> str:
+    """A MySQL/MariaDB server (optional: the store supports it, CI tests SQLite and PostgreSQL)."""
+    url = os.environ.get(MYSQL_ENV)
+    if not url:
+        pytest.skip(f"{MYSQL_ENV} is not set (e.g. mysql://root@127.0.0.1:3306/test); MySQL store tests skipped")
+    pytest.importorskip("pymysql", reason="MySQL needs the pymysql driver")
+    return url
+
+
+def _mysql_database(base: str, create: bool, name: str = "") -> str:
+    import pymysql
+    from playhouse.db_url import parse
+
+    params = parse(base)
+    conn = pymysql.connect(host=params.get("host", "127.0.0.1"), port=params.get("port", 3306),
+                           user=params.get("user", "root"), password=params.get("passwd", ""))
+    name = name or "llmproxy_test_" + uuid.uuid4().hex[:10]
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4" if create else f"DROP DATABASE IF EXISTS {name}")
+    conn.close()
+    return name
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 def db_url(request, tmp_path) -> Any:
     """The log database URL, once per kind of database."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/log.db"
+        return
+    if request.param == "mysql":
+        base = mysql_url_or_skip()
+        name = _mysql_database(base, create=True)
+        yield base.rsplit("/", 1)[0] + "/" + name
+        _mysql_database(base, create=False, name=name)
         return
     base = pg_url_or_skip()
     url, schema = _pg_schema_url(base)

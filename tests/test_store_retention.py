@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from proxy.store import search
+from proxy.store.db import kind_of_database
 from proxy.store.record import Record
 from proxy.store.retention import Retention
 from store_fixtures import *  # noqa: F401,F403 - fixtures
@@ -23,11 +24,13 @@ def fill(store, n: int, start: float, step: float = 1.0, text: str = "row") -> N
 def table_counts(store) -> tuple[int, int, int]:
     def counts(m):
         db = m.database
-        kind = db.__class__.__name__
-        if kind.startswith("Sqlite"):
+        kind = kind_of_database(db)
+        if kind == "sqlite":
             fts = db.execute_sql("SELECT COUNT(*) FROM exchange_fts").fetchone()[0]
-        else:
+        elif kind == "postgres":
             fts = db.execute_sql("SELECT COUNT(*) FROM exchange_search").fetchone()[0]
+        else:  # MySQL searches the bodies themselves
+            fts = m.ExchangeBody.select().count()
         return m.Exchange.select().count(), m.ExchangeBody.select().count(), fts
     return store.read(counts)
 

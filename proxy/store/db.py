@@ -80,14 +80,6 @@ def gevent_patched() -> bool:
     return bool(monkey and monkey.is_module_patched("threading"))
 
 
-def native_sleep() -> Callable[[float], None]:
-    """time.sleep of the real OS (for code running in a native thread under gevent)."""
-    if gevent_patched():
-        from gevent import monkey
-        return monkey.get_original("time", "sleep")
-    return time.sleep
-
-
 def start_native_thread(target: Callable[[], None], name: str) -> None:
     """Run ``target`` in a real OS thread, also when gevent has patched ``threading``."""
     if gevent_patched():

@@ -184,22 +184,24 @@ def _preview_from_raw(raw: str) -> str:
         return match.group(1)
 
 
-def _strings(value: Any, depth: int = 0) -> Iterator[str]:
-    if isinstance(value, str):
-        if len(value) < LONG_WORD or " " in value[:LONG_WORD] and not value.startswith("data:"):
-            yield value
-    elif isinstance(value, dict) and depth < 32:
-        for key, item in value.items():
-            if key not in SEARCH_SKIP_KEYS:
-                yield from _strings(item, depth + 1)
-    elif isinstance(value, list) and depth < 32:
-        for item in value:
-            yield from _strings(item, depth + 1)
+def _strings(value: Any) -> Iterator[str]:
+    """Every string value in a JSON document (not the keys), skipping images and vectors."""
+    stack = [value]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        if isinstance(item, str):
+            if len(item) < LONG_WORD or " " in item[:LONG_WORD] and not item.startswith("data:"):
+                yield item
+        elif isinstance(item, dict):
+            push(v for k, v in item.items() if k not in SEARCH_SKIP_KEYS and not isinstance(v, (int, float)))
+        elif isinstance(item, list):
+            push(v for v in item if not isinstance(v, (int, float)))
 
 
 def search_text(record: Record, request: Any, raw_request: str, answer: dict | None) -> str:
     """What full-text search sees: every string the client sent, the answer, tool calls, the error."""
-    parts = [record.model or "", record.upstream_model or ""]
+    parts = [record.request_id, record.model or "", record.upstream_model or ""]
     if request is not None:
         parts.extend(_strings(request))
     else:

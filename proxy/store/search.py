@@ -104,8 +104,12 @@ def _search_condition(models: Models, q: str) -> pw.Expression | None:
     if kind == "postgres":
         return e.id.in_(pw.SQL(f"(SELECT exchange_id FROM {SEARCH_TABLE} WHERE doc @@ plainto_tsquery('simple', %s))",
                                [q]))
-    b = models.ExchangeBody
-    return e.id.in_(b.select(b.exchange_id).where(b.client_request.contains(q) | b.client_response.contains(q)))
+    b = models.ExchangeBody  # MySQL and others: every word somewhere in the request, response or answer
+    words = [w.strip('"') for w in _WORD.findall(q) if w.strip('"*')][:10]
+    if not words:
+        return None
+    found = [b.client_request.contains(w) | b.client_response.contains(w) | b.answer.contains(w) for w in words]
+    return e.id.in_(b.select(b.exchange_id).where(*found))
 
 
 def _conditions(models: Models, f: Filters) -> list[pw.Expression]:

@@ -1,22 +1,28 @@
-"""The log writer: one per process, in a native thread, batching finished records into the database.
+"""The log writer: one per process, batching finished records into the database.
 
 ``submit`` is what the request path calls: an append to a bounded deque, or — when it is full — a
-counted drop with a warning; it never blocks and never touches the database. The writer thread
-drains the deque in batches (one transaction, ``executemany``), counts polling requests per minute,
+counted drop with a warning; it never blocks and never touches the database. The writer loop drains
+the deque in batches (one transaction, multi-row INSERTs), counts polling requests per minute,
 retries while the database is unavailable and runs retention between batches. ``close`` writes what
 is left (SIGTERM, worker exit, atexit).
+
+Under gevent the loop is a greenlet that prepares rows and hands each database call to a one-thread
+pool: the driver blocks a native thread (with the GIL released), never the hub, and no Python code
+of the writer runs outside the hub (a second Python thread would fight the hub for the GIL on every
+socket call). Without gevent (tests, threaded servers) the loop is a plain daemon thread.
 """
 from __future__ import annotations
 
 import collections
 import logging
+import sqlite3
 import threading
 import time
 from typing import Any, Callable
 
 import peewee as pw
 
-from .db import kind_of_database, native_sleep, start_native_thread
+from .db import gevent_patched, kind_of_database, start_native_thread
 from .models import BODY_COLUMNS, EXCHANGE_COLUMNS, POLL_COLUMNS, Models
 from .record import Record
 from .schema import FTS_TABLE, SEARCH_TABLE, ensure_schema
@@ -45,7 +51,9 @@ class LogWriter:
         self._polls: collections.deque = collections.deque()
         self._poll_counts: dict[tuple[int, str, str], int] = {}
         self._lock = threading.Lock()
-        self._sleep = native_sleep()
+        self._gevent = gevent_patched()
+        self._pool: Any = None
+        self._greenlet: Any = None
         self._stop = False
         self._running = False
         self._done = False
@@ -98,10 +106,30 @@ class LogWriter:
             return
         self._running = True
         self._stop = False
-        start_native_thread(self._run, "llm-proxy-log-writer")
+        if self._gevent:
+            import gevent
+            from gevent.threadpool import ThreadPool
+
+            self._pool = ThreadPool(1)  # one native thread: one connection, calls in order
+            self._greenlet = gevent.spawn(self._run)
+        else:
+            start_native_thread(self._run, "llm-proxy-log-writer")
+
+    def _sleep(self, seconds: float) -> None:
+        if self._gevent:
+            import gevent
+            gevent.sleep(seconds)
+        else:
+            time.sleep(seconds)
+
+    def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a database call where blocking is harmless (the writer's own native thread under gevent)."""
+        if self._pool is not None:
+            return self._pool.apply(fn, args)
+        return fn(*args)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the thread and write everything still queued (one attempt if the database fails)."""
+        """Stop the loop and write everything still queued (one attempt if the database fails)."""
         if self._done:
             return
         self._stop = True
@@ -123,7 +151,10 @@ class LogWriter:
             self._lost(list(self._queue), exc)
             self._queue.clear()
         finally:
-            self.db.close()
+            self._close_connection()
+            if self._pool is not None:
+                self._pool.kill()
+                self._pool = None
 
     def _run(self) -> None:
         delay = 0.5
@@ -170,10 +201,15 @@ class LogWriter:
             self._sleep(min(0.05, seconds))
 
     def _close_connection(self) -> None:
+        def close() -> None:
+            try:
+                self.db.close()
+            except pw.PeeweeException:
+                pass
         try:
-            self.db.close()
-        except pw.PeeweeException:
-            pass
+            self._blocking(close)
+        except Exception:  # noqa: BLE001 - the pool itself may be gone at exit
+            close()
 
     def _unavailable(self, exc: Exception) -> None:
         self.write_errors += 1
@@ -183,7 +219,7 @@ class LogWriter:
         self._close_connection()
 
     def _prepare(self) -> None:
-        ensure_schema(self.models)
+        self._blocking(ensure_schema, self.models)
         self.schema_ready = True
         self._next_cleanup = 0.0
 
@@ -208,40 +244,57 @@ class LogWriter:
                 self._close_connection()
 
     # --- writing --------------------------------------------------------------------------------
-    def _statements(self) -> dict[str, str]:
+    def _statements(self) -> dict[str, tuple[str, str, int]]:
+        """(INSERT head, one row's placeholders, rows per statement) per table."""
         p = self.db.param
-        e = ", ".join(EXCHANGE_COLUMNS)
-        b = ", ".join(BODY_COLUMNS)
-        auto = ", ".join(EXCHANGE_COLUMNS[1:])
-        out = {"exchange": f"INSERT INTO exchanges ({e}) VALUES ({', '.join([p] * len(EXCHANGE_COLUMNS))})",
-               "exchange_auto_id": f"INSERT INTO exchanges ({auto}) VALUES "
-                                   f"({', '.join([p] * (len(EXCHANGE_COLUMNS) - 1))})",
-               "body": f"INSERT INTO exchange_bodies ({b}) VALUES ({', '.join([p] * len(BODY_COLUMNS))})",
-               "poll": f"INSERT INTO poll_counts ({', '.join(POLL_COLUMNS)}) VALUES ({', '.join([p] * 4)})"}
+        limit = 999 if self.kind == "sqlite" and sqlite3.sqlite_version_info < (3, 32, 0) else 30000
+
+        def spec(table: str, columns: tuple[str, ...], row: str | None = None) -> tuple[str, str, int]:
+            row = row or "(" + ", ".join([p] * len(columns)) + ")"
+            return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ", row, max(1, limit // len(columns))
+
+        out = {"exchange": spec("exchanges", EXCHANGE_COLUMNS),
+               "exchange_auto_id": spec("exchanges", EXCHANGE_COLUMNS[1:]),
+               "body": spec("exchange_bodies", BODY_COLUMNS),
+               "poll": spec("poll_counts", POLL_COLUMNS)}
         if self.kind == "sqlite":
-            out["search"] = f"INSERT INTO {FTS_TABLE} (rowid, body) VALUES (?, ?)"
+            out["search"] = spec(FTS_TABLE, ("rowid", "body"))
         elif self.kind == "postgres":
-            out["search"] = f"INSERT INTO {SEARCH_TABLE} (exchange_id, doc) VALUES (%s, to_tsvector('simple', %s))"
+            out["search"] = spec(SEARCH_TABLE, ("exchange_id", "doc"), "(%s, to_tsvector('simple', %s))")
         return out
+
+    def _insert_rows(self, cursor: Any, name: str, rows: list[tuple]) -> None:
+        """Multi-row INSERTs: one statement (one driver round trip) per chunk instead of one per row."""
+        head, one, per = self._insert_sql[name]
+        for start in range(0, len(rows), per):
+            chunk = rows[start:start + per]
+            cursor.execute(head + ", ".join([one] * len(chunk)), [v for row in chunk for v in row])
 
     def _write(self, batch: list[Record]) -> None:
         nul_free = self.kind == "postgres"
         prepared = [record.rows(nul_free) for record in batch]
-        sql = self._insert_sql
-        with self.db.atomic():
-            ids = self._allocate_ids(len(prepared))
-            cursor = self.db.cursor()
-            if ids is None:  # MySQL: one insert at a time, ids from the driver
-                ids = []
-                for entry, _, _ in prepared:
-                    cursor.execute(sql["exchange_auto_id"], entry)
-                    ids.append(cursor.lastrowid)
-            else:
-                cursor.executemany(sql["exchange"], [(i, *entry) for i, (entry, _, _) in zip(ids, prepared)])
-            cursor.executemany(sql["body"], [(i, *body) for i, (_, body, _) in zip(ids, prepared)])
-            if "search" in sql:
-                cursor.executemany(sql["search"], [(i, text) for i, (_, _, text) in zip(ids, prepared)])
+        self._blocking(self._insert, prepared)
         self.written += len(batch)
+
+    def _insert(self, prepared: list[tuple]) -> None:
+        try:
+            with self.db.atomic():
+                ids = self._allocate_ids(len(prepared))
+                cursor = self.db.cursor()
+                if ids is None:  # MySQL: one insert at a time, ids from the driver
+                    ids = []
+                    head, one, _ = self._insert_sql["exchange_auto_id"]
+                    for entry, _, _ in prepared:
+                        cursor.execute(head + one, entry)
+                        ids.append(cursor.lastrowid)
+                else:
+                    self._insert_rows(cursor, "exchange", [(i, *entry) for i, (entry, _, _) in zip(ids, prepared)])
+                self._insert_rows(cursor, "body", [(i, *body) for i, (_, body, _) in zip(ids, prepared)])
+                if "search" in self._insert_sql:
+                    self._insert_rows(cursor, "search", [(i, text) for i, (_, _, text) in zip(ids, prepared)])
+        except UNAVAILABLE:
+            self.db.close()  # in this thread: the next call reconnects
+            raise
 
     def _allocate_ids(self, n: int) -> list[int] | None:
         """Ids for ``n`` new rows, inside the write transaction (SQLite holds its write lock there)."""
@@ -264,10 +317,13 @@ class LogWriter:
         if not counts or (not force and now - self._last_poll_flush < POLL_FLUSH_S):
             return
         rows = [(minute, endpoint[:100], client[:64], n) for (minute, endpoint, client), n in counts.items()]
-        with self.db.atomic():
-            self.db.cursor().executemany(self._insert_sql["poll"], rows)
+        self._blocking(self._insert_polls, rows)
         counts.clear()
         self._last_poll_flush = now
+
+    def _insert_polls(self, rows: list[tuple]) -> None:
+        with self.db.atomic():
+            self._insert_rows(self.db.cursor(), "poll", rows)
 
     def _cleanup_step(self) -> bool:
         """One small retention batch when one is due; True while there is more to delete."""
@@ -276,7 +332,7 @@ class LogWriter:
         now = time.monotonic()
         if now < self._next_cleanup:
             return False
-        more = self.retention.step(self.clock())
+        more = self._blocking(self.retention.step, self.clock())
         if not more:
             self._next_cleanup = now + self.cleanup_s if self.cleanup_s > 0 else float("inf")
         return more
