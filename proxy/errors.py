@@ -123,6 +123,28 @@ def ollama_error_body(exc: ProxyError) -> dict[str, Any]:
     return {"error": exc.message}
 
 
+UPSTREAM_CODES = {"exceed_context_size_error": "context_length_exceeded",
+                  "context_length_exceeded": "context_length_exceeded", "model_not_found": "model_not_found"}
+
+
+def code_from_upstream_body(body: bytes) -> str | None:
+    """A well-known OpenAI error code for an upstream error body (llama.cpp's own types mapped)."""
+    from . import jsonio
+
+    try:
+        data = jsonio.loads(body)
+    except ValueError:
+        return None
+    err = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(err, dict):
+        return None
+    for key in ("code", "type"):
+        value = err.get(key)
+        if isinstance(value, str) and value in UPSTREAM_CODES:
+            return UPSTREAM_CODES[value]
+    return None
+
+
 def message_from_upstream_body(body: bytes, fallback: str) -> str:
     """Best human-readable message from an upstream error body of either dialect."""
     from . import jsonio  # local: errors must stay importable without orjson at import time

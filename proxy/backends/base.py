@@ -17,7 +17,8 @@ from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionErr
 
 from .. import jsonio
 from ..config import Settings
-from ..errors import BackendTimeout, BackendUnavailable, ProxyError, UpstreamStatus, message_from_upstream_body
+from ..errors import (BackendTimeout, BackendUnavailable, ProxyError, UpstreamStatus, code_from_upstream_body,
+                      message_from_upstream_body)
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class HTTPBackend:
             finally:
                 upstream.close()
             message = message_from_upstream_body(raw, f"{self.describe()} answered HTTP {resp.status}")
-            raise UpstreamStatus(message, status=resp.status)
+            raise UpstreamStatus(message, status=resp.status, code=code_from_upstream_body(raw))
         return upstream
 
     def get_json(self, path: str, timeout: float | None = None) -> Any:

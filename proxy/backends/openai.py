@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from typing import Any
 
 from ..catalog import ModelInfo
@@ -58,6 +59,7 @@ class OpenAIBackend(HTTPBackend):
         super().__init__(settings, session)
         self._flavor = None if settings.backend_flavor == "auto" else settings.backend_flavor
         self._props: dict[str, Any] | None = None
+        self._first_seen: dict[str, int] = {}  # llama-server reports `created` as the time of each request
 
     @property
     def flavor(self) -> str:
@@ -84,6 +86,7 @@ class OpenAIBackend(HTTPBackend):
         if not isinstance(data, list):
             raise BackendUnavailable(f"{self.describe()} sent a model list without 'data'")
         models = [model_from_openai(e, self.type) for e in data if isinstance(e, dict) and e.get("id")]
+        models = [replace(m, created=self._first_seen.setdefault(m.id, m.created)) for m in models]
         if self._flavor is None and models:
             self._flavor = FLAVOR_BY_OWNER.get(models[0].owned_by, "generic")
         if self.flavor == "llamacpp":
@@ -91,15 +94,16 @@ class OpenAIBackend(HTTPBackend):
         return models
 
     def _with_props(self, models: list[ModelInfo]) -> list[ModelInfo]:
-        from dataclasses import replace
-
         props = self._server_props()
         settings = props.get("default_generation_settings") if isinstance(props, dict) else None
         n_ctx = (settings or {}).get("n_ctx") or props.get("n_ctx")
-        vision = bool((props.get("modalities") or {}).get("vision")) if isinstance(props.get("modalities"), dict) else False
+        modalities = props.get("modalities") if isinstance(props.get("modalities"), dict) else {}
+        template_caps = props.get("chat_template_caps") if isinstance(props.get("chat_template_caps"), dict) else {}
+        no_tools = template_caps.get("supports_tools") is False  # the chat template would drop `tools`
         out = []
         for model in models:
-            caps = model.capabilities + (("vision",) if vision and "vision" not in model.capabilities else ())
+            caps = tuple(c for c in model.capabilities if not (no_tools and c == "tools"))
+            caps += ("vision",) if modalities.get("vision") and "vision" not in caps else ()
             out.append(replace(model, context_length=model.context_length or (n_ctx if isinstance(n_ctx, int) else None),
                                capabilities=caps))
         return out
