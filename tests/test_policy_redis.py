@@ -1,0 +1,209 @@
+"""Limits in Redis: the limiter against a real server (TEST_REDIS_URL), two `python wsgi.py` processes
+enforcing one limit together, and a Redis that goes away mid-run (a private redis-server this test kills)
+deciding by LIMITS_FAIL_OPEN — never a 500. Also the limiter's day boundary, with a clock of our own."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import pytest
+import requests
+
+import fakes
+from policy_support import *  # noqa: F401,F403
+from policy_support import assert_ollama_error, assert_openai_error, call, chat_body, unique, write_keys
+from proxy.errors import RateLimited
+from proxy.policy.limits import Limiter, Rules, parse_rate
+from proxy.policy.slots import RedisSlots
+
+DAY = 86400
+
+
+class Clock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- the limiter itself ------------------------------------------------------------------------------------
+
+@pytest.fixture(params=["memory", "redis"])
+def limiter_factory(request):
+    def make(**kw):
+        if request.param == "redis":
+            return Limiter(request.getfixturevalue("shared_redis_url"), **kw)
+        return Limiter(**kw)
+    return make
+
+
+def test_daily_quota_resets_at_the_next_utc_day(limiter_factory):
+    start = dt.datetime(2030, 5, 17, 23, 59, 0, tzinfo=dt.timezone.utc).timestamp()
+    clock = Clock(start)
+    limiter = limiter_factory(clock=clock)
+    who, rules = unique("day"), Rules(daily_tokens=100)
+    limiter.settle(limiter.admit(who, "key 'd'", rules), 150)
+    with pytest.raises(RateLimited) as info:
+        limiter.admit(who, "key 'd'", rules)
+    assert "resets at 2030-05-18T00:00:00Z (in 60 s)" in info.value.message
+    assert info.value.retry_after == 60
+    clock.now = start + 61  # 00:00:01 the next day
+    limiter.settle(limiter.admit(who, "key 'd'", rules), 10)
+
+
+def test_tokens_are_charged_at_settle_and_checked_at_admission(limiter_factory):
+    limiter = limiter_factory()
+    who, rules = unique("tok"), Rules(tokens=parse_rate("100/minute"))
+    first = limiter.admit(who, "x", rules)
+    second = limiter.admit(who, "x", rules)  # nothing charged yet: a running request never blocks another
+    limiter.settle(first, 60)
+    limiter.settle(second, 60)
+    limiter.settle(second, 60)  # settling twice charges once
+    with pytest.raises(RateLimited) as info:
+        limiter.admit(who, "x", rules)
+    assert "100 tokens per minute" in info.value.message and 1 <= info.value.retry_after <= 60
+
+
+def test_concurrency_slots_are_taken_and_given_back(limiter_factory):
+    limiter = limiter_factory()
+    who, rules = unique("conc"), Rules(concurrency=2)
+    a, b = limiter.admit(who, "x", rules), limiter.admit(who, "x", rules)
+    with pytest.raises(RateLimited):
+        limiter.admit(who, "x", rules)
+    limiter.settle(a, 0)
+    c = limiter.admit(who, "x", rules)
+    limiter.settle(b, 0)
+    limiter.settle(c, 0)
+    assert limiter.slots.running(who) == 0
+
+
+def test_a_refused_request_holds_no_slot_and_leaves_no_token_charge(limiter_factory):
+    limiter = limiter_factory()
+    who = unique("mix")
+    rules = Rules(rate=parse_rate("1/minute"), concurrency=1)
+    limiter.settle(limiter.admit(who, "x", rules), 0)
+    with pytest.raises(RateLimited) as info:
+        limiter.admit(who, "x", rules)
+    assert "1 requests per minute" in info.value.message
+    assert limiter.slots.running(who) == 0
+
+
+def test_redis_slot_leases_are_renewed_and_lapse_when_not(shared_redis_url):
+    limiter = Limiter(shared_redis_url)
+    who, rules = unique("lease"), Rules(concurrency=1)
+    ticket = limiter.admit(who, "x", rules)
+    slots: RedisSlots = limiter.slots
+    key = slots.key(who)
+    renewed_until = time.time() + 60
+    slots.renew([(ticket.slot, key)])
+    assert limiter.redis.zscore(key, ticket.slot) >= renewed_until - 1
+    # a lease that was not renewed (its process died) no longer counts
+    limiter.redis.zadd(key, {ticket.slot: time.time() - 1})
+    limiter.settle(limiter.admit(who, "x", rules), 0)
+
+
+# --- two processes, one Redis ------------------------------------------------------------------------------
+
+@pytest.fixture
+def two_proxies(wsgi_proxy, fake_upstream, shared_redis_url, tmp_path):
+    """Two `python wsgi.py` processes sharing TEST_REDIS_URL, with one fresh key name."""
+    fake_upstream.serve_openai_models("m1")
+    name, key = unique("two"), "sk-" + unique()
+
+    def start(keys_toml: str = "", **env):
+        extra = {}
+        if keys_toml:
+            extra["KEYS_FILE"] = write_keys(tmp_path / "keys.toml", keys_toml.replace("NAME", name))
+        return [wsgi_proxy(REDIS_URL=shared_redis_url, API_KEYS=f"{name}:{key}", **extra, **env) for _ in range(2)]
+
+    start.key = key
+    return start
+
+
+def test_two_processes_sharing_redis_enforce_one_rate_limit(two_proxies):
+    a, b = two_proxies(RATE_LIMIT="5/minute")
+    statuses = [call(p, "GET", "/v1/models", two_proxies.key).status_code for p in (a, b, a, b, a, b, a)]
+    assert statuses == [200] * 5 + [429, 429]
+    assert_ollama_error(call(b, "GET", "/api/tags", two_proxies.key), 429)
+
+
+def test_two_processes_sharing_redis_enforce_one_concurrency_limit(two_proxies, fake_upstream):
+    gate = threading.Event()
+    fake_upstream.default("POST", "/v1/chat/completions", fakes.openai_chat_responder(("a", "b"), gate=gate))
+    a, b = two_proxies("[keys.NAME]\nconcurrency = 1\n")
+    stream = requests.post(a.url + "/v1/chat/completions", json=chat_body("m1", stream=True), stream=True,
+                           headers={"Authorization": f"Bearer {two_proxies.key}"}, timeout=10)
+    chunks = stream.iter_content(chunk_size=None)
+    assert next(chunks)
+    err = assert_openai_error(call(b, "POST", "/v1/chat/completions", two_proxies.key, json=chat_body("m1")), 429)
+    assert "concurrency limit" in err["message"]
+    gate.set()
+    assert b"[DONE]" in b"".join(chunks)
+    deadline = time.monotonic() + 5
+    while call(b, "GET", "/v1/models", two_proxies.key).status_code != 200:
+        assert time.monotonic() < deadline, "the slot taken through process A was not given back"
+        time.sleep(0.05)
+
+
+def test_two_processes_sharing_redis_enforce_one_token_quota(two_proxies, fake_upstream):
+    fake_upstream.default("POST", "/v1/chat/completions", fakes.openai_chat_responder(prompt_tokens=7,
+                                                                                      completion_tokens=2))
+    a, b = two_proxies("[keys.NAME]\ntpm = 10\ndaily_tokens = 1000\n")
+    assert call(a, "POST", "/v1/chat/completions", two_proxies.key, json=chat_body("m1")).status_code == 200
+    assert call(b, "POST", "/v1/chat/completions", two_proxies.key, json=chat_body("m1")).status_code == 200
+    err = assert_openai_error(call(a, "GET", "/v1/models", two_proxies.key), 429)
+    assert "10 tokens per minute" in err["message"]
+
+
+# --- Redis going away -------------------------------------------------------------------------------------
+
+def _never_500(statuses):
+    assert 500 not in statuses, statuses
+
+
+def test_redis_going_away_mid_run_fails_open_and_limits_return_with_it(wsgi_proxy, fake_upstream, private_redis):
+    fake_upstream.serve_openai_models("m1")
+    gate = threading.Event()
+    fake_upstream.default("POST", "/v1/chat/completions", fakes.openai_chat_responder(("x", "y"), gate=gate))
+    redis_server = private_redis()
+    proxy = wsgi_proxy(REDIS_URL=redis_server.url, API_KEYS="ci:sk-ci", RATE_LIMIT="3/minute", REDIS_TIMEOUT="0.5",
+                       LOG_LEVEL="WARNING")
+    stream = requests.post(proxy.url + "/v1/chat/completions", json=chat_body("m1", stream=True), stream=True,
+                           headers={"Authorization": "Bearer sk-ci"}, timeout=10)
+    assert stream.status_code == 200
+    assert [call(proxy, "GET", "/v1/models", "sk-ci").status_code for _ in range(3)] == [200, 200, 429]
+    redis_server.stop()  # Redis goes away while a stream runs and limits were reached
+    gate.set()
+    assert b"[DONE]" in b"".join(stream.iter_content(chunk_size=None))
+    statuses = [call(proxy, "GET", "/v1/models", "sk-ci").status_code for _ in range(5)]
+    statuses += [call(proxy, "GET", "/api/tags", "sk-ci").status_code for _ in range(2)]
+    _never_500(statuses)
+    assert statuses == [200] * 7  # open: admitted without limits
+    assert "unreachable" in proxy.output() and "admitted without limits" in proxy.output()
+    redis_server.start()  # back (empty): limits apply again once the pause after the failure has passed
+    time.sleep(1.2)
+    again = [call(proxy, "GET", "/v1/models", "sk-ci").status_code for _ in range(5)]
+    assert again == [200, 200, 200, 429, 429], again
+
+
+def test_redis_going_away_mid_run_fails_closed_with_503_in_both_dialects(wsgi_proxy, fake_upstream, private_redis):
+    fake_upstream.serve_openai_models("m1")
+    redis_server = private_redis()
+    proxy = wsgi_proxy(REDIS_URL=redis_server.url, API_KEYS="ci:sk-ci", RATE_LIMIT="100/minute",
+                       LIMITS_FAIL_OPEN="false", REDIS_TIMEOUT="0.5")
+    assert call(proxy, "GET", "/v1/models", "sk-ci").status_code == 200
+    redis_server.stop()
+    statuses = []
+    for _ in range(3):
+        resp = call(proxy, "GET", "/v1/models", "sk-ci")
+        statuses.append(resp.status_code)
+        assert "LIMITS_FAIL_OPEN" in assert_openai_error(resp, 503)["message"]
+        resp = call(proxy, "POST", "/api/chat", "sk-ci", json=chat_body("m1"))
+        statuses.append(resp.status_code)
+        assert "LIMITS_FAIL_OPEN" in assert_ollama_error(resp, 503)
+        assert resp.headers["Retry-After"] == "1"
+    _never_500(statuses)
+    assert call(proxy, "GET", "/api/version").status_code == 200
+    assert call(proxy, "GET", "/health").status_code == 200
