@@ -115,3 +115,23 @@ def test_counts_of_the_last_hour_and_day(filled):
     figures = filled.read(search.counts, time.time())
     assert figures["hour"]["requests"] == 4 and figures["hour"]["errors"] == 2
     assert figures["day"]["requests"] == 4
+
+
+def test_search_results_page_through_every_match_once(db_url):
+    store = open_store(db_url)
+    try:
+        base = time.time() - 1000
+        for i in range(30):
+            word = "needle" if i % 3 == 0 else "hay"
+            store.writer.submit(Record.of(make_exchange(f"{word} {i}", started=base + i)))
+        wait_for(lambda: store.writer.written == 30)
+        seen, cursor = [], ""
+        while True:
+            page = store.read(search.list_exchanges, search.Filters(q="needle", limit=3, before=cursor))
+            seen.extend(r["preview"] for r in page["items"])
+            if not page["next"]:
+                break
+            cursor = page["next"]
+        assert seen == [f"needle {i}" for i in range(27, -1, -3)]
+    finally:
+        store.close()

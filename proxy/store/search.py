@@ -144,20 +144,36 @@ def _conditions(models: Models, f: Filters) -> list[pw.Expression]:
 
 
 def list_exchanges(models: Models, f: Filters) -> dict[str, Any]:
-    """One page, newest first: {"items": [...], "next": cursor or None}."""
+    """One page, newest first: {"items": [...], "next": cursor or None}.
+
+    Without a search, newest means by start time (an index range per filter). With one, results come in
+    id order (the order they were recorded), so SQLite can walk the FTS index backwards and stop after a
+    page instead of sorting every match of a common word."""
     e = models.Exchange
     columns = [getattr(e, name) for name in LIST_FIELDS]
-    query = e.select(*columns)
-    conditions = _conditions(models, f)
+    search_first = bool(f.q) and kind_of_database(models.database) == "sqlite" and fts5_query(f.q)
+    if search_first:
+        fts = pw.Table(FTS_TABLE, alias="fts")
+        query = e.select(*columns).join(fts, on=(fts.c.rowid == e.id)) \
+            .where(pw.SQL(f'"fts"."{FTS_TABLE}" MATCH ?', [fts5_query(f.q)]))
+        conditions = _conditions(models, replace(f, q=""))
+        order = (fts.c.rowid.desc(),)
+    else:
+        query = e.select(*columns)
+        conditions = _conditions(models, f)
+        order = (e.id.desc(),) if f.q else (e.started.desc(), e.id.desc())
     if f.after_id:
         conditions.append(e.id > f.after_id)
     cursor = _parse_cursor(f.before) if f.before else None
     if cursor is not None:
         started, ident = cursor
-        conditions.append((e.started < started) | ((e.started == started) & (e.id < ident)))
+        if f.q:
+            conditions.append((fts.c.rowid if search_first else e.id) < ident)
+        else:
+            conditions.append(pw.Tuple(e.started, e.id) < pw.Tuple(started, ident))  # row value: an index range
     if conditions:
         query = query.where(*conditions)
-    rows = list(query.order_by(e.started.desc(), e.id.desc()).limit(f.limit + 1).dicts())
+    rows = list(query.order_by(*order).limit(f.limit + 1).dicts())
     more = len(rows) > f.limit
     rows = rows[:f.limit]
     return {"items": rows, "next": cursor_of(rows[-1]) if more and rows else None}
@@ -180,9 +196,10 @@ def get_exchange(models: Models, ident: int) -> dict[str, Any] | None:
 def neighbours(models: Models, row: dict) -> dict[str, int | None]:
     """Ids of the next newer and next older exchange (for links on the exchange page)."""
     e = models.Exchange
-    newer = e.select(e.id).where((e.started > row["started"]) | ((e.started == row["started"]) & (e.id > row["id"]))) \
+    here = pw.Tuple(row["started"], row["id"])
+    newer = e.select(e.id).where(pw.Tuple(e.started, e.id) > here) \
         .order_by(e.started.asc(), e.id.asc()).limit(1).tuples().first()
-    older = e.select(e.id).where((e.started < row["started"]) | ((e.started == row["started"]) & (e.id < row["id"]))) \
+    older = e.select(e.id).where(pw.Tuple(e.started, e.id) < here) \
         .order_by(e.started.desc(), e.id.desc()).limit(1).tuples().first()
     return {"newer": newer[0] if newer else None, "older": older[0] if older else None}
 
