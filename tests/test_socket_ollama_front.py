@@ -8,15 +8,14 @@ from __future__ import annotations
 import json
 import re
 
-import ollama
 import pytest
 import requests
 
 import fakes
 from conftest import OPENAI_MODELS
-from fakes import json_reply, ndjson_reply, sse_reply
+from fakes import json_reply, sse_reply
 from wire_checks import (KOOG_CAPABILITIES, assert_ollama_chat_line, assert_ollama_generate_line,
-                         assert_rfc3339_utc, assert_tags_entry, bare, ndjson_strict, post,
+                         assert_tags_entry, bare, ndjson_strict, post,
                          user_texts)
 
 TOOLS = [{"type": "function", "function": {

@@ -14,7 +14,6 @@ import pytest
 import requests
 
 import fakes
-from conftest import OLLAMA_MODELS
 from fakes import ndjson_reply
 from openai_schema import assert_openai_schema
 from wire_checks import bare, post, sse_ends_with_done, sse_strict, user_texts

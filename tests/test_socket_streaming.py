@@ -14,7 +14,7 @@ import requests
 
 import fakes
 from conftest import OLLAMA_MODELS, OPENAI_MODELS
-from fakes import Reply, ndjson_reply, sse_reply
+from fakes import Reply, sse_reply
 from wire_checks import assert_ollama_chat_line, ndjson_strict, post, sse_strict
 
 CHAT = {"ollama": "/api/chat", "openai": "/v1/chat/completions"}
