@@ -112,12 +112,12 @@ class HTTPBackend:
         try:
             resp = self.pool.urlopen(method, self._path_prefix + path, body=body, headers=headers, retries=False,
                                      redirect=False, preload_content=False, timeout=t, decode_content=True)
+        except NewConnectionError as exc:  # before ConnectTimeoutError: urllib3 2 subclasses it
+            reason = str(exc).rsplit(":", 1)[-1].strip() or "connection failed"
+            raise BackendUnavailable(f"cannot connect to {self.describe()}: {reason}") from None
         except (ConnectTimeoutError, ReadTimeoutError, socket.timeout):
             raise BackendTimeout(f"{self.describe()} did not answer within "
                                  f"{t.read_timeout if t.read_timeout else self.read_timeout:g} s") from None
-        except NewConnectionError as exc:
-            reason = str(exc).rsplit(":", 1)[-1].strip() or "connection failed"
-            raise BackendUnavailable(f"cannot connect to {self.describe()}: {reason}") from None
         except (HTTPError, OSError) as exc:
             raise BackendUnavailable(f"cannot reach {self.describe()}: {exc}") from None
         upstream = Upstream(resp, self)
