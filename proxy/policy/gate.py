@@ -4,8 +4,9 @@ One ``before_request`` hook decides, in this order: key (401), the key's network
 (413, from Content-Length, before anything is read), allowed models (403), limits (429/503). Refusals
 are rendered in the caller's dialect. `/`, `/health`, `/api/version` and CORS preflights pass untouched.
 An admitted request holds a ``Ticket``; it is settled — tokens charged, concurrency slot freed — when its
-answer is done: a whole answer before it is sent, a stream when the server closes it (after the last chunk,
-on client disconnect, or after an error); a request no response took is settled at teardown.
+answer is done: a stream when the server closes it (after the last chunk, on client disconnect, or after an
+error); a whole answer before it is sent (memory) or right after (Redis: its round trip is not on the client's
+clock); a request no response took is settled at teardown.
 Only key *names* leave this module (``exchange.key_name`` via the WSGI environ), never keys.
 """
 from __future__ import annotations
@@ -238,10 +239,13 @@ def after_request(response: Response) -> Response:
     ticket = environ.pop(ENVIRON_TICKET, None)
     if ticket is not None:
         policy = _policy()
+        settle = lambda: policy.settle(ticket, environ)  # noqa: E731
         if response.direct_passthrough:  # a stream: settled when the server closes it
-            _when_closed(response, lambda: policy.settle(ticket, environ))
-        else:  # a whole answer: its exchange is finished, so settle before the client can ask again
-            policy.settle(ticket, environ)
+            _when_closed(response, settle)
+        elif policy.limiter.redis is not None:  # a whole answer: after it is sent, off the client's clock (the
+            response.call_on_close(settle)       # next request on this connection is read only after that)
+        else:  # in memory settling costs microseconds: before the client can ask again
+            settle()
     caller = environ.get(ENVIRON_CALLER)
     if caller is not None and caller.models is not None and request.method == "GET" and response.status_code == 200:
         spec = MODEL_LISTS.get(request.path)

@@ -2,8 +2,8 @@
 
 In Redis a caller's slots are a sorted set of leases (member = slot id, score = lease end). Leases of a
 process that died run out after ``LEASE`` seconds; a background thread renews the leases this process
-holds, so a stream longer than ``LEASE`` keeps its slot. ``acquire`` is one Lua call and can ride in a
-pipeline with the other admission checks (one round trip); ``release`` is a ZREM.
+holds, so a stream longer than ``LEASE`` keeps its slot. Acquiring is one Lua call that travels with the
+other admission checks (one round trip); releasing is a ZREM.
 """
 from __future__ import annotations
 
@@ -61,10 +61,11 @@ class MemorySlots:
 
 
 class RedisSlots:
-    """Leases in Redis sorted sets; ``queue_acquire`` adds the Lua call to a pipeline."""
+    """Leases in Redis sorted sets; acquire/release are commands the limiter sends with its others."""
 
-    def __init__(self, client: Any, prefix: str, clock: Callable[[], float] = time.time):
+    def __init__(self, client: Any, prefix: str, clock: Callable[[], float] = time.time, sha: str = ""):
         self.client = client
+        self.sha = sha  # SHA1 of ACQUIRE_LUA (the limiter loads it when Redis does not know it)
         self.prefix = prefix
         self.clock = clock
         self._held: dict[str, str] = {}  # slot id -> redis key, for lease renewal
@@ -74,8 +75,8 @@ class RedisSlots:
     def key(self, who: str) -> str:
         return f"{self.prefix}:slots:{who}"
 
-    def queue_acquire(self, pipe: Any, who: str, limit: int, slot_id: str) -> None:
-        pipe.eval(ACQUIRE_LUA, 1, self.key(who), self.clock(), LEASE, limit, slot_id)
+    def acquire_command(self, who: str, limit: int, slot_id: str) -> tuple:
+        return ("EVALSHA", self.sha, 1, self.key(who), self.clock(), LEASE, limit, slot_id)
 
     def held(self, who: str, slot_id: str) -> None:
         """Note a slot the pipeline acquired, so its lease is renewed until release."""
@@ -85,10 +86,10 @@ class RedisSlots:
                 self._renewer = threading.Thread(target=self._renew_forever, name="slot-lease-renewer", daemon=True)
                 self._renewer.start()
 
-    def queue_release(self, pipe: Any, who: str, slot_id: str) -> None:
+    def release_command(self, who: str, slot_id: str) -> tuple:
         with self._lock:
             self._held.pop(slot_id, None)
-        pipe.zrem(self.key(who), slot_id)
+        return ("ZREM", self.key(who), slot_id)
 
     def running(self, who: str) -> int:
         return int(self.client.zcount(self.key(who), self.clock(), "+inf"))

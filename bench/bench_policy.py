@@ -1,0 +1,225 @@
+"""What the gate (API keys + limits) adds to a request, in-process: memory and Redis counters.
+
+Two measurements, each as p50/p90 over many calls, configurations interleaved in rounds so that machine
+noise hits them alike:
+
+* ``wsgi``: a whole request through the app's WSGI callable (access log, gate, view, stub backend) —
+  `GET /v1/models` and a non-streamed `POST /v1/chat/completions` — with the gate off and on; the
+  difference of the p50s is what the gate costs a request.
+* ``check``: the gate's own work alone — key lookup, size check, limits admission and settlement — called
+  directly, without Flask.
+
+    python bench/bench_policy.py [--rounds 20] [--per-round 200] [--redis redis://127.0.0.1:6379/0] [--json out.json]
+
+Redis comes from --redis, else BENCH_REDIS_URL / TEST_REDIS_URL, else redis://127.0.0.1:6379/0; its rows
+are left out (and said so) when it does not answer. The budget is 0.2 ms p50 (issue 4).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from werkzeug.test import EnvironBuilder  # noqa: E402
+
+from proxy import create_app  # noqa: E402
+from proxy.config import Settings  # noqa: E402
+
+SECRETS = [f"sk-bench-{i:04d}-{'x' * 24}" for i in range(50)]
+KEYS = ",".join(f"user{i}:{key}" for i, key in enumerate(SECRETS))
+BUDGET_MS = 0.2
+RATE = "6000/minute"  # per key; calls rotate over the 50 keys, so no call is refused
+ALL_LIMITS = """
+[defaults]
+models = ["stub*"]
+tpm = 100000000
+daily_tokens = 1000000000
+concurrency = 100
+"""
+
+
+def configs(redis_url: str | None, tmp: Path) -> dict[str, dict[str, str]]:
+    keys_file = tmp / "keys.toml"
+    keys_file.write_text(ALL_LIMITS)
+    keys = KEYS.replace("user", f"u{uuid.uuid4().hex[:6]}-")  # fresh names: no counters from earlier runs
+    out = {
+        "off": {},
+        "keys": {"API_KEYS": keys},
+        "keys+rate (memory)": {"API_KEYS": keys, "RATE_LIMIT": RATE},
+        "keys+all limits (memory)": {"API_KEYS": keys, "RATE_LIMIT": RATE, "KEYS_FILE": str(keys_file)},
+    }
+    if redis_url:
+        out["keys+rate (redis)"] = {**out["keys+rate (memory)"], "REDIS_URL": redis_url}
+        out["keys+rate fixed-window (redis)"] = {**out["keys+rate (redis)"], "RATE_LIMIT_STRATEGY": "fixed-window"}
+        out["keys+all limits (redis)"] = {**out["keys+all limits (memory)"], "REDIS_URL": redis_url}
+    return out
+
+
+def make_app(env: dict[str, str], tmp: Path):
+    base = {"BACKEND_TYPE": "stub", "STUB_DELAY_MS": "0", "LOG_LEVEL": "ERROR", "LOG_ENABLED": "false",
+            "DATABASE_URL": f"sqlite:///{tmp}/bench.db", "LOG_CLEANUP_MINUTES": "0"}
+    return create_app(Settings.from_env({**base, **env}))
+
+
+class Call:
+    """One prepared request: a fresh environ from a template (keys taken in turn), run through the WSGI app."""
+
+    def __init__(self, app: Any, method: str, path: str, body: bytes | None, keys: list[str | None]):
+        self.templates = []
+        for key in keys:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            builder = EnvironBuilder(path=path, method=method, data=body, headers=headers,
+                                     content_type="application/json" if body else None,
+                                     environ_base={"REMOTE_ADDR": "10.1.2.3"})
+            self.templates.append(builder.get_environ())
+        self.turn = 0
+        self.body = body or b""
+        self.app = app
+        self.status = ""
+
+    def _start(self, status, headers, exc_info=None):
+        self.status = status
+
+    def __call__(self) -> Callable[[], None]:
+        """Run the request up to its last byte; return the server's close(), which runs after the answer went
+        out (and is not on the client's clock)."""
+        self.turn = (self.turn + 1) % len(self.templates)
+        environ = dict(self.templates[self.turn])
+        environ["wsgi.input"] = io.BytesIO(self.body)
+        result = self.app(environ, self._start)
+        try:
+            for _ in result:
+                pass
+        except BaseException:
+            result.close()
+            raise
+        if not self.status.startswith("200"):
+            raise RuntimeError(f"benchmark request answered {self.status}")
+        return result.close
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    samples = sorted(samples)
+    return {"p50_ms": round(statistics.median(samples) * 1000, 4),
+            "p90_ms": round(samples[int(len(samples) * 0.9)] * 1000, 4), "n": len(samples)}
+
+
+def interleave(calls: dict[str, Callable[[], Any]], rounds: int, per_round: int) -> dict[str, dict[str, float]]:
+    """Time each call; a callable a call returns (a response's close) runs after the clock stopped."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    clock = time.perf_counter
+    for name, fn in calls.items():  # warm-up: catalogs, Redis scripts, connections
+        for _ in range(50):
+            after = fn()
+            if callable(after):
+                after()
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            bucket = samples[name]
+            for _ in range(per_round):
+                start = clock()
+                after = fn()
+                bucket.append(clock() - start)
+                if callable(after):
+                    after()
+    return {name: percentiles(values) for name, values in samples.items()}
+
+
+def check_calls(apps: dict[str, Any]) -> tuple[dict[str, Callable[[], None]], dict[str, Callable[[], None]]]:
+    """The gate's work without Flask: (authenticate + admit) — on the request's clock — and, apart, the
+    settlement of a finished request (12 tokens charged, slot freed)."""
+    environs = [{"HTTP_AUTHORIZATION": f"Bearer {key}"} for key in SECRETS]
+    admit, settle = {}, {}
+    for name, app in apps.items():
+        if name == "off":
+            continue
+        policy = app.extensions["llm_proxy"].extras["policy"]
+        turn = [0]
+        pending: list = []
+
+        def one(policy=policy, turn=turn, pending=pending) -> None:
+            turn[0] = (turn[0] + 1) % len(environs)
+            ticket = policy.admit(policy.authenticate(environs[turn[0]], "10.1.2.3"))
+            pending.append(ticket)
+
+        def done(policy=policy, pending=pending) -> None:
+            if pending:
+                policy.limiter.settle(pending.pop(), 12)
+        admit[name], settle[name] = one, done
+    return admit, settle
+
+
+def report(title: str, results: dict[str, dict[str, float]], baseline: str | None) -> list[str]:
+    lines = [f"\n{title}", f"{'configuration':28} {'p50 ms':>8} {'p90 ms':>8} {'+p50 ms':>8}  verdict"]
+    base = results[baseline]["p50_ms"] if baseline else 0.0
+    for name, row in results.items():
+        extra = row["p50_ms"] - base
+        verdict = "" if name == baseline else ("ok" if extra <= BUDGET_MS else "OVER 0.2 ms")
+        lines.append(f"{name:28} {row['p50_ms']:8.3f} {row['p90_ms']:8.3f} {extra:8.3f}  {verdict}")
+    return lines
+
+
+def redis_or_none(url: str) -> str | None:
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).ping()
+        return url
+    except Exception as exc:  # noqa: BLE001 - any failure just leaves the Redis rows out
+        print(f"(Redis at {url} does not answer: {exc}; Redis rows left out)")
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--per-round", type=int, default=200)
+    parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL") or os.environ.get("TEST_REDIS_URL")
+                        or "redis://127.0.0.1:6379/0")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-policy-"))
+    redis_url = redis_or_none(args.redis)
+    apps = {name: make_app(env, tmp) for name, env in configs(redis_url, tmp).items()}
+    results: dict[str, Any] = {}
+    lines = [f"gate cost, {args.rounds} rounds x {args.per_round} calls per configuration, interleaved"]
+    for label, method, path, body in (("GET /v1/models", "GET", "/v1/models", None),
+                                      ("POST /v1/chat/completions (stub, whole answer)", "POST",
+                                       "/v1/chat/completions",
+                                       json.dumps({"model": "stub", "messages": [{"role": "user",
+                                                                                  "content": "two words"}]}).encode())):
+        calls = {}
+        for name, app in apps.items():
+            names = app.extensions["llm_proxy"].extras["policy"].key_names()
+            calls[name] = Call(app, method, path, body, SECRETS if names else [None])
+        results[label] = interleave(calls, args.rounds, args.per_round)
+        lines += report(f"wsgi: {label}", results[label], "off")
+    if redis_url:
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        results["redis PING (reference)"] = interleave({"redis-py PING": client.ping}, args.rounds, args.per_round)
+        lines += report("reference: one redis-py round trip (PING)", results["redis PING (reference)"], None)
+    admit, settle = check_calls(apps)
+    results["check: admit"] = interleave(admit, args.rounds, args.per_round)
+    lines += report("check: authenticate + admit (on the request's clock), no Flask", results["check: admit"], None)
+    results["check: settle"] = interleave(settle, args.rounds, args.per_round)
+    lines += report("check: settle a finished request (after its answer for Redis)", results["check: settle"], None)
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
