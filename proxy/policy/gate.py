@@ -86,7 +86,7 @@ class Policy:
         current = self.watcher.get()
         if current is not self._file:
             self._file = current
-            self._ring = KeyRing(list(KeyRing.from_pairs(self.env_keys)._entries) + list(current.keys))
+            self._ring = KeyRing.from_pairs(self.env_keys).plus(current.keys)
             self._profiles = {}
         return current
 
@@ -97,7 +97,7 @@ class Policy:
     def describe(self) -> str:
         names = self.key_names()
         keys = f"{len(names)} API key(s): {', '.join(names)}" if names else "no API keys"
-        nets = f"; key-less networks: {len(tuple(self.networks._nets))}" if self.networks else ""
+        nets = f"; {len(self.networks)} network(s) admitted without a key" if self.networks else ""
         return f"{keys}{nets}; limit counters in {self.limiter.describe()}"
 
     def _profile(self, name: str | None) -> _Profile:
@@ -163,13 +163,11 @@ class Policy:
 
     def check_models(self, caller: Caller, req: Request) -> None:
         patterns = caller.models or ()
+        who = f"the API key '{caller.name}'" if caller.name else caller.label
         for name in requested_models(req):
             if not model_allowed(name, patterns):
-                raise ProxyError(f"the API key '{caller.name}' may not use the model '{name}'; it may use: "
-                                 f"{', '.join(patterns) or 'no model'}" if caller.name else
-                                 f"{caller.label} may not use the model '{name}'; allowed: "
-                                 f"{', '.join(patterns) or 'no model'}", status=403, code="model_not_allowed",
-                                 param="model")
+                raise ProxyError(f"{who} may not use the model '{name}'; it may use: {', '.join(patterns) or 'none'}",
+                                 status=403, code="model_not_allowed", param="model")
 
     def admit(self, caller: Caller) -> Ticket:
         return self.limiter.admit(caller.who, caller.label, caller.rules)

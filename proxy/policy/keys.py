@@ -72,6 +72,10 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def plus(self, entries: Iterable[tuple[str, bytes]]) -> "KeyRing":
+        """This ring with more (name, digest) entries."""
+        return KeyRing(self._entries + tuple(entries))
+
     def names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(name for name, _ in self._entries))
 
@@ -95,6 +99,9 @@ class Networks:
 
     def __bool__(self) -> bool:
         return bool(self._nets)
+
+    def __len__(self) -> int:
+        return len(self._nets)
 
     def contains(self, address: str | None) -> bool:
         if not self._nets or not address:
