@@ -78,6 +78,7 @@ class Exchange:
         self.ended_at: float | None = None
         self.local = False  # answered without the backend (probes, model lists)
         self._sinks = tuple(sinks)
+        self.on_finish: list[Callable[["Exchange"], None]] = []  # this exchange's own callbacks (e.g. limits)
         self._finished = False
 
     # --- filled in as the exchange runs ------------------------------------------------------
@@ -114,7 +115,7 @@ class Exchange:
             self.error = self.answer.error
             if self.outcome == "ok":
                 self.outcome = "backend_error"
-        for sink in self._sinks:
+        for sink in (*self.on_finish, *self._sinks):
             try:
                 sink(self)
             except Exception:  # one broken sink must not stop the others or the response

@@ -224,3 +224,15 @@ def test_limiter_reloads_its_scripts_when_redis_forgot_them(private_redis):
         limiter.admit(who, "x", rules)
     assert limiter.redis.get(limiter.storage.prefixed_key(rules.tokens[0].key_for(who, "tokens"))) == b"10"
     assert limiter.slots.running(who) == 0
+
+
+def test_switching_the_rate_strategy_keeps_limiting(shared_redis_url):
+    who, rules = unique("switch"), Rules(rate=parse_rate("2/minute"))
+    moving = Limiter(shared_redis_url)
+    moving.admit(who, "x", rules)
+    fixed = Limiter(shared_redis_url, strategy="fixed-window")  # e.g. after a restart with RATE_LIMIT_STRATEGY changed
+    fixed.admit(who, "x", rules)
+    fixed.admit(who, "x", rules)
+    with pytest.raises(RateLimited):
+        fixed.admit(who, "x", rules)
+    assert fixed._down_since is None  # limited, not failed open over a Redis type clash

@@ -238,7 +238,10 @@ def after_request(response: Response) -> Response:
     if ticket is not None:
         policy = _policy()
         settle = lambda: policy.settle(ticket, environ)  # noqa: E731
-        if response.direct_passthrough:  # a stream: settled when the server closes it
+        if response.direct_passthrough:  # a stream: settled when it ends (its exchange finishes) or is closed
+            exchange = environ.get(ENVIRON_EXCHANGE)
+            if exchange is not None:
+                exchange.on_finish.append(lambda _: settle())
             _when_closed(response, settle)
         elif policy.limiter.redis is not None:  # a whole answer: after it is sent, off the client's clock (the
             response.call_on_close(settle)       # next request on this connection is read only after that)
@@ -255,7 +258,8 @@ def after_request(response: Response) -> Response:
 def _when_closed(response: Response, callback: Any) -> None:
     """Run ``callback`` when the server closes the response: after the last byte, or when the client left.
     werkzeug hands a direct-passthrough body (our streams) to the server as it is, without the wrapper that
-    runs ``call_on_close`` callbacks, so the body is wrapped here; its own close (the Relay's) runs first."""
+    runs ``call_on_close`` callbacks, so the body is wrapped here; its own close (the Relay's) runs first.
+    (The exchange's end settles too: werkzeug's development server skips close() when the client resets.)"""
     response.response = ClosingIterator(response.response, callback)
 
 
