@@ -265,3 +265,17 @@ def test_retry_after_is_whole_seconds_never_zero(backend_setup):
         if resp.status_code == 429:
             assert resp.headers["Retry-After"].isdigit() and int(resp.headers["Retry-After"]) >= 1
     assert 429 in statuses
+
+
+def test_stream_slot_is_released_when_the_stream_ends_even_if_the_server_never_closes_it(backend_setup, tmp_path):
+    path = write_keys(tmp_path / "keys.toml", "[keys.alice]\nconcurrency = 1\n")
+    setup = backend_setup("openai", API_KEYS=KEYS, KEYS_FILE=path)
+    setup.script_chat(("a", "b"))
+    limiter = setup.proxy.app.extensions["llm_proxy"].extras["policy"].limiter
+    client = setup.proxy.app.test_client()
+    resp = client.post("/v1/chat/completions", json=chat_body(setup.model, stream=True), buffered=False,
+                       headers={"Authorization": f"Bearer {ALICE}"})
+    assert limiter.slots.running("key:alice") == 1
+    body = b"".join(resp.response)  # read to the end; close() deliberately never called
+    assert b"[DONE]" in body
+    assert limiter.slots.running("key:alice") == 0
