@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import jsonio
 from .dialects import ollama as ol
+from .dialects import ollama_openai as oo
 from .dialects import openai as oa
 from .errors import BackendError, ProxyError
 
@@ -225,7 +226,7 @@ class OpenAIToOllama:
             prompt_s = answer.first_token_at - self.started
             eval_s = (answer.last_token_at or answer.first_token_at) - answer.first_token_at
         line = self._line(content)
-        return ol.final_line(line, ol.done_reason_from_finish(answer.finish_reason),
+        return ol.final_line(line, oo.done_reason_from_finish(answer.finish_reason),
                              ol.metrics(answer.prompt_tokens, answer.completion_tokens,
                                         total_s=now - self.started, prompt_s=prompt_s, eval_s=eval_s))
 
@@ -292,14 +293,14 @@ class OllamaToOpenAI:
             answer.content.append(text)
             out.append(self._chunk({"content": text}))
         if calls:
-            converted = ol.tool_calls_to_openai(calls, self._call_index)
+            converted = oo.tool_calls_to_openai(calls, self._call_index)
             self._call_index += len(converted)
             answer.tool_calls.extend(converted)
             out.append(self._chunk({"tool_calls": converted}))
         if line.get("done"):
             answer.prompt_tokens = int(line.get("prompt_eval_count") or 0)
             answer.completion_tokens = int(line.get("eval_count") or 0)
-            finish = ol.finish_from_done_reason(line.get("done_reason"), bool(answer.tool_calls))
+            finish = oo.finish_from_done_reason(line.get("done_reason"), bool(answer.tool_calls))
             answer.finish_reason = finish
             out.append(self._chunk({}, finish))
             if self.include_usage:

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from proxy.dialects import ollama as ol
+from proxy.dialects import ollama_openai as oo
 from proxy.errors import BadRequest
 
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
@@ -19,7 +20,7 @@ PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
     ({"seed": 7, "presence_penalty": 0.5, "num_thread": 8}, "generic", {"seed": 7, "presence_penalty": 0.5}),
 ])
 def test_options_to_openai_table(options, flavour, expected):
-    assert ol.options_to_openai(options, flavour) == expected
+    assert oo.options_to_openai(options, flavour) == expected
 
 
 @pytest.mark.parametrize("fmt, expected", [
@@ -28,7 +29,7 @@ def test_options_to_openai_table(options, flavour, expected):
     ("", None), (None, None),
 ])
 def test_format_becomes_response_format(fmt, expected):
-    assert ol.format_to_response_format(fmt) == expected
+    assert oo.format_to_response_format(fmt) == expected
 
 
 @pytest.mark.parametrize("response_format, expected", [
@@ -37,7 +38,7 @@ def test_format_becomes_response_format(fmt, expected):
     ({"type": "text"}, None),
 ])
 def test_response_format_becomes_format(response_format, expected):
-    assert ol.response_format_to_format(response_format) == expected
+    assert oo.response_format_to_format(response_format) == expected
 
 
 @pytest.mark.parametrize("think, flavour, expected", [
@@ -48,20 +49,20 @@ def test_response_format_becomes_format(response_format, expected):
     ("high", "generic", {"reasoning_effort": "high"}),
 ])
 def test_think_to_openai_per_flavour(think, flavour, expected):
-    assert ol.think_to_openai(think, flavour) == expected
+    assert oo.think_to_openai(think, flavour) == expected
 
 
 @pytest.mark.parametrize("effort, think", [("none", False), ("minimal", "low"), ("medium", "medium"), ("xhigh", "max")])
 def test_reasoning_effort_becomes_think(effort, think):
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": effort}
-    assert ol.chat_from_openai(body, "m")["think"] == think
+    assert oo.chat_from_openai(body, "m")["think"] == think
 
 
 def test_stream_defaults_differ_between_dialects():
     assert ol.is_streaming({}) is True and ol.is_streaming({"stream": False}) is False
-    out = ol.chat_to_openai({"model": "m", "messages": []}, "m", "generic")
+    out = oo.chat_to_openai({"model": "m", "messages": []}, "m", "generic")
     assert out["stream"] is True and out["stream_options"] == {"include_usage": True}
-    assert ol.chat_from_openai({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "m")["stream"] is False
+    assert oo.chat_from_openai({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "m")["stream"] is False
 
 
 def test_tool_history_gets_ids_threaded_into_tool_results():
@@ -73,7 +74,7 @@ def test_tool_history_gets_ids_threaded_into_tool_results():
         {"role": "tool", "content": "12:00", "tool_name": "get_time"},
         {"role": "tool", "content": "{\"data\": \"sunny\"}"},  # Home Assistant sends no tool_name
     ]
-    out = ol.messages_to_openai(history)
+    out = oo.messages_to_openai(history)
     calls = out[1]["tool_calls"]
     assert out[1]["content"] is None
     assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Tokyo"}
@@ -88,24 +89,24 @@ def test_openai_tool_history_becomes_ollama_with_object_arguments_and_tool_name(
             {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "done"},
     ]
-    out = ol.messages_from_openai(history)
+    out = oo.messages_from_openai(history)
     assert out[0]["content"] == "" and out[0]["tool_calls"] == [{"id": "call_1", "function": {"name": "f", "arguments": {"a": 1}}}]
     assert out[1] == {"role": "tool", "content": "done", "tool_call_id": "call_1", "tool_name": "f"}
 
 
 def test_images_become_data_uris_with_sniffed_mime_and_back():
-    out = ol.messages_to_openai([{"role": "user", "content": "what is it", "images": [PNG_B64, "/9j/4AAQ"]}])
+    out = oo.messages_to_openai([{"role": "user", "content": "what is it", "images": [PNG_B64, "/9j/4AAQ"]}])
     parts = out[0]["content"]
     assert parts[0] == {"type": "text", "text": "what is it"}
     assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,iVBOR")
     assert parts[2]["image_url"]["url"].startswith("data:image/jpeg;base64,")
-    back = ol.messages_from_openai(out)
+    back = oo.messages_from_openai(out)
     assert back[0]["images"] == [PNG_B64, "/9j/4AAQ"] and back[0]["content"] == "what is it"
 
 
 def test_remote_image_urls_are_refused_clearly():
     with pytest.raises(BadRequest, match="data: URIs"):
-        ol.messages_from_openai([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}])
+        oo.messages_from_openai([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}])
 
 
 @pytest.mark.parametrize("raw, expected, ok", [
@@ -123,37 +124,37 @@ def test_tool_arguments_always_become_an_object(raw, expected, ok):
 @pytest.mark.parametrize("finish, done", [("stop", "stop"), ("length", "length"), ("tool_calls", "stop"),
                                           ("content_filter", "stop"), (None, "stop")])
 def test_finish_reason_to_done_reason(finish, done):
-    assert ol.done_reason_from_finish(finish) == done
+    assert oo.done_reason_from_finish(finish) == done
 
 
 @pytest.mark.parametrize("done, saw_tools, finish", [("stop", False, "stop"), ("length", False, "length"),
                                                      ("stop", True, "tool_calls"), (None, False, "stop")])
 def test_done_reason_to_finish_reason(done, saw_tools, finish):
-    assert ol.finish_from_done_reason(done, saw_tools) == finish
+    assert oo.finish_from_done_reason(done, saw_tools) == finish
 
 
 def test_generate_raw_or_suffix_goes_to_completions_else_chat():
-    path, out = ol.generate_to_openai({"model": "m", "prompt": "def f(", "suffix": "\n", "stream": False}, "b", "generic")
+    path, out = oo.generate_to_openai({"model": "m", "prompt": "def f(", "suffix": "\n", "stream": False}, "b", "generic")
     assert path == "/v1/completions" and out["suffix"] == "\n" and out["prompt"] == "def f(" and "stream_options" not in out
-    path, out = ol.generate_to_openai({"model": "m", "prompt": "hi", "system": "sys"}, "b", "generic")
+    path, out = oo.generate_to_openai({"model": "m", "prompt": "hi", "system": "sys"}, "b", "generic")
     assert path == "/v1/chat/completions"
     assert out["messages"] == [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}]
 
 
 def test_completion_from_openai_is_raw_generate():
-    out = ol.completion_from_openai({"model": "m", "prompt": ["text"], "max_tokens": 5}, "b")
+    out = oo.completion_from_openai({"model": "m", "prompt": ["text"], "max_tokens": 5}, "b")
     assert out == {"model": "b", "prompt": "text", "raw": True, "stream": False, "options": {"num_predict": 5}}
 
 
 def test_n_greater_than_one_is_refused_for_ollama():
     with pytest.raises(BadRequest):
-        ol.chat_from_openai({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2}, "m")
+        oo.chat_from_openai({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2}, "m")
 
 
 def test_tool_choice_none_drops_tools():
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}],
             "tool_choice": "none"}
-    assert "tools" not in ol.chat_from_openai(body, "m")
+    assert "tools" not in oo.chat_from_openai(body, "m")
 
 
 def test_timestamps_are_utc_with_z_and_microseconds():
@@ -168,7 +169,7 @@ def test_ollama_chat_response_to_openai_with_tool_calls():
     resp = {"model": "m", "message": {"role": "assistant", "content": "", "thinking": "hmm",
                                       "tool_calls": [{"function": {"name": "f", "arguments": {"x": 1}}}]},
             "done": True, "done_reason": "stop", "prompt_eval_count": 10, "eval_count": 3}
-    out = ol.chat_response_to_openai(resp, "chatcmpl-1", 100, "alias")
+    out = oo.chat_response_to_openai(resp, "chatcmpl-1", 100, "alias")
     choice = out["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
     assert choice["message"]["reasoning_content"] == "hmm"

@@ -12,7 +12,8 @@ from .. import jsonio
 from ..accesslog import ENVIRON_EXCHANGE, ENVIRON_REQUEST_ID
 from ..catalog import Catalog
 from ..config import Settings
-from ..errors import BadRequest, NotFound, PayloadTooLarge, ProxyError, ollama_error_body, openai_error_body
+from ..errors import (BackendUnavailable, BadRequest, NotFound, PayloadTooLarge, ProxyError, ollama_error_body,
+                      openai_error_body)
 from ..exchange import Exchange, Relay
 from ..policy import ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
 
@@ -83,6 +84,32 @@ def start_exchange(front: str) -> Exchange:
 
 def current_exchange() -> Exchange | None:
     return request.environ.get(ENVIRON_EXCHANGE)
+
+
+def open_upstream(exchange: Exchange, path: str, out: dict) -> Any:
+    """POST `out` to the backend, noting the body sent for the log; error statuses raise."""
+    payload = jsonio.dumps(out)
+    exchange.sent_upstream(payload)
+    return services().backend.open("POST", path, payload, request_id=exchange.request_id)
+
+
+def read_whole(exchange: Exchange, upstream: Any) -> bytes:
+    """The rest of a non-streamed upstream answer (kept for the log), connection released."""
+    try:
+        return b"".join(exchange.tap_upstream(upstream.iter_bytes()))
+    finally:
+        upstream.close()
+
+
+def upstream_object(raw: bytes) -> dict:
+    """A non-streamed upstream answer as a JSON object, or a 502 naming the backend."""
+    try:
+        value = jsonio.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise BackendUnavailable(f"{services().backend.describe()} sent a body that is not a JSON object: {raw[:200]!r}")
+    return value
 
 
 def stream_response(exchange: Exchange, upstream: Any, chunks: Iterable[bytes], dialect: str) -> Response:

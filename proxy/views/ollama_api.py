@@ -7,12 +7,13 @@ from flask import Blueprint, Response, redirect, request
 
 from .. import jsonio
 from ..dialects import ollama as ol
+from ..dialects import ollama_openai as oo
 from ..errors import BadRequest, NotSupported
 from ..rewrite import inject_text
 from ..streaming import OpenAIToOllama, model_renames, openai_sse_to_ollama, passthrough_lines
 from . import models as model_views
-from .common import (NDJSON, finish_whole, json_response, raw_json_response, read_json, services, start_exchange,
-                     stream_response)
+from .common import (NDJSON, finish_whole, json_response, open_upstream, raw_json_response, read_json, read_whole,
+                     services, start_exchange, stream_response, upstream_object)
 
 bp = Blueprint("ollama_api", __name__)
 OLLAMA_VERSION = "0.12.10"  # what Ollama clients are told; numeric and >= 0.6.4 (Copilot, Open WebUI)
@@ -83,7 +84,7 @@ def chat() -> Response:
     messages, _ = inject_text(messages, settings.inject_text, settings.inject_mode)
     if svc.backend.dialect == "ollama":
         return _passthrough(exchange, "/api/chat", {**body, "model": upstream_model, "messages": messages})
-    out = ol.chat_to_openai({**body, "messages": messages}, upstream_model, svc.backend.flavor)
+    out = oo.chat_to_openai({**body, "messages": messages}, upstream_model, svc.backend.flavor)
     return _translated(exchange, "chat", "/v1/chat/completions", out)
 
 
@@ -100,7 +101,7 @@ def generate() -> Response:
     exchange.model_upstream = upstream_model
     if svc.backend.dialect == "ollama":
         return _passthrough(exchange, "/api/generate", {**body, "model": upstream_model})
-    path, out = ol.generate_to_openai(body, upstream_model, svc.backend.flavor)
+    path, out = oo.generate_to_openai(body, upstream_model, svc.backend.flavor)
     return _translated(exchange, "generate", path, out)
 
 
@@ -114,19 +115,13 @@ def _probe(exchange, kind: str, body: dict) -> Response:
 
 
 def _passthrough(exchange, path: str, out: dict) -> Response:
-    svc = services()
-    payload = jsonio.dumps(out)
-    exchange.sent_upstream(payload)
-    upstream = svc.backend.open("POST", path, payload, request_id=exchange.request_id)
+    upstream = open_upstream(exchange, path, out)
     renames = model_renames(out["model"], exchange.model_requested)
     exchange.answer_parser = _ollama_parser(path)
     if exchange.stream:
         chunks = passthrough_lines(exchange.tap_upstream(upstream.iter_bytes()), renames)
         return stream_response(exchange, upstream, chunks, "ollama")
-    try:
-        raw = b"".join(exchange.tap_upstream(upstream.iter_bytes()))
-    finally:
-        upstream.close()
+    raw = read_whole(exchange, upstream)
     for old, new in renames:
         raw = raw.replace(old, new)
     content_type = upstream.headers.get("Content-Type", "application/json; charset=utf-8")
@@ -141,25 +136,13 @@ def _ollama_parser(path: str):
 
 
 def _translated(exchange, kind: str, path: str, out: dict) -> Response:
-    svc = services()
-    payload = jsonio.dumps(out)
-    exchange.sent_upstream(payload)
-    upstream = svc.backend.open("POST", path, payload, request_id=exchange.request_id)
+    upstream = open_upstream(exchange, path, out)
     translator = OpenAIToOllama(kind, exchange.model_requested, exchange.started)
     exchange.answer = translator.answer
     if exchange.stream:
         chunks = openai_sse_to_ollama(exchange.tap_upstream(upstream.iter_bytes()), translator)
         return stream_response(exchange, upstream, chunks, "ollama")
-    try:
-        raw = b"".join(exchange.tap_upstream(upstream.iter_bytes()))
-    finally:
-        upstream.close()
-    try:
-        resp = jsonio.loads(raw)
-    except ValueError:
-        from ..errors import BackendUnavailable
-        raise BackendUnavailable(f"{svc.backend.describe()} sent a body that is not JSON: {raw[:200]!r}") from None
-    reply = whole_reply_from_openai(translator, kind, resp)
+    reply = whole_reply_from_openai(translator, kind, upstream_object(read_whole(exchange, upstream)))
     data = jsonio.dumps(reply)
     return finish_whole(exchange, raw_json_response(data), data)
 
@@ -205,7 +188,7 @@ def embed() -> Response:
         return _passthrough(exchange, request.path, {**body, "model": upstream_model})
     if legacy and not isinstance(body.get("prompt"), str):
         raise BadRequest("prompt must be a string")
-    out = ol.embed_to_openai(body, upstream_model)
+    out = oo.embed_to_openai(body, upstream_model)
     payload = jsonio.dumps(out)
     exchange.sent_upstream(payload)
     started = time.time()

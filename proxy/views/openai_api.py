@@ -6,14 +6,15 @@ import time
 from flask import Blueprint, Response, request
 
 from .. import jsonio
-from ..dialects import ollama as ol
+from ..dialects import ollama_openai as oo
 from ..dialects import openai as oa
 from ..errors import BackendUnavailable, NotFound
 from ..rewrite import inject_text
 from ..streaming import (OllamaToOpenAI, assemble_openai_sse, model_renames, ollama_ndjson_to_openai,
                          passthrough_sse)
 from . import models as model_views
-from .common import finish_whole, json_response, raw_json_response, read_json, services, start_exchange, stream_response
+from .common import (finish_whole, json_response, open_upstream, raw_json_response, read_json, read_whole, services,
+                     start_exchange, stream_response, upstream_object)
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
 OUT_OF_SCOPE = {"responses": "the Responses API", "messages": "the Anthropic Messages API"}
@@ -42,7 +43,7 @@ def chat_completions() -> Response:
     messages, _ = inject_text(body["messages"], settings.inject_text, settings.inject_mode)
     body = {**body, "messages": messages}
     if svc.backend.dialect == "ollama":
-        return _translated(exchange, "chat", "/api/chat", ol.chat_from_openai(body, upstream_model), body)
+        return _translated(exchange, "chat", "/api/chat", oo.chat_from_openai(body, upstream_model), body)
     return _passthrough(exchange, "/v1/chat/completions", {**body, "model": upstream_model})
 
 
@@ -56,7 +57,7 @@ def completions() -> Response:
     upstream_model = svc.catalog.upstream_name(exchange.model_requested)
     exchange.model_upstream = upstream_model
     if svc.backend.dialect == "ollama":
-        return _translated(exchange, "completion", "/api/generate", ol.completion_from_openai(body, upstream_model),
+        return _translated(exchange, "completion", "/api/generate", oo.completion_from_openai(body, upstream_model),
                            body)
     return _passthrough(exchange, "/v1/completions", {**body, "model": upstream_model})
 
@@ -71,11 +72,11 @@ def embeddings() -> Response:
     exchange.model_upstream = upstream_model
     if svc.backend.dialect != "ollama":
         return _passthrough(exchange, "/v1/embeddings", {**body, "model": upstream_model})
-    out = ol.embed_from_openai(body, upstream_model)
+    out = oo.embed_from_openai(body, upstream_model)
     exchange.sent_upstream(jsonio.dumps(out))
     raw, resp = svc.backend.post_json("/api/embed", out, request_id=exchange.request_id)
     exchange.upstream_response.add(raw)
-    reply = ol.embed_response_to_openai(resp if isinstance(resp, dict) else {}, exchange.model_requested,
+    reply = oo.embed_response_to_openai(resp if isinstance(resp, dict) else {}, exchange.model_requested,
                                         body.get("encoding_format"))
     data = jsonio.dumps(reply)
     return finish_whole(exchange, raw_json_response(data), data)
@@ -92,13 +93,10 @@ def not_served(rest: str) -> Response:
 def _passthrough(exchange, path: str, out: dict) -> Response:
     """Same dialect both sides: bytes go through; usage is always asked for (for the log) and the
     extra usage chunk is removed again when the client did not ask for it."""
-    svc = services()
     client_wants_usage = oa.wants_usage(out)
     if exchange.stream:
         out = {**out, "stream_options": {**(out.get("stream_options") or {}), "include_usage": True}}
-    payload = jsonio.dumps(out)
-    exchange.sent_upstream(payload)
-    upstream = svc.backend.open("POST", path, payload, request_id=exchange.request_id)
+    upstream = open_upstream(exchange, path, out)
     renames = model_renames(out["model"], exchange.model_requested)
     if exchange.stream:
         exchange.answer_parser = assemble_openai_sse
@@ -106,10 +104,7 @@ def _passthrough(exchange, path: str, out: dict) -> Response:
                                  strip_usage_chunk=not client_wants_usage, renames=renames)
         return stream_response(exchange, upstream, chunks, "openai")
     exchange.answer_parser = _whole_answer
-    try:
-        raw = b"".join(exchange.tap_upstream(upstream.iter_bytes()))
-    finally:
-        upstream.close()
+    raw = read_whole(exchange, upstream)
     for old, new in renames:
         raw = raw.replace(old, new)
     return finish_whole(exchange, raw_json_response(raw), raw)
@@ -137,10 +132,7 @@ def _whole_answer(raw: bytes):
 
 
 def _translated(exchange, kind: str, path: str, out: dict, client_body: dict) -> Response:
-    svc = services()
-    payload = jsonio.dumps(out)
-    exchange.sent_upstream(payload)
-    upstream = svc.backend.open("POST", path, payload, request_id=exchange.request_id)
+    upstream = open_upstream(exchange, path, out)
     cid = oa.new_id("chatcmpl-" if kind == "chat" else "cmpl-")
     created = int(time.time())
     if exchange.stream:
@@ -148,22 +140,13 @@ def _translated(exchange, kind: str, path: str, out: dict, client_body: dict) ->
         exchange.answer = translator.answer
         chunks = ollama_ndjson_to_openai(exchange.tap_upstream(upstream.iter_bytes()), translator)
         return stream_response(exchange, upstream, chunks, "openai")
-    try:
-        raw = b"".join(exchange.tap_upstream(upstream.iter_bytes()))
-    finally:
-        upstream.close()
-    try:
-        resp = jsonio.loads(raw)
-    except ValueError:
-        raise BackendUnavailable(f"{svc.backend.describe()} sent a body that is not JSON: {raw[:200]!r}") from None
-    if not isinstance(resp, dict):
-        raise BackendUnavailable(f"{svc.backend.describe()} sent a body that is not a JSON object")
+    resp = upstream_object(read_whole(exchange, upstream))
     if resp.get("error"):
         raise BackendUnavailable(str(resp["error"]))
     if kind == "chat":
-        reply = ol.chat_response_to_openai(resp, cid, created, exchange.model_requested)
+        reply = oo.chat_response_to_openai(resp, cid, created, exchange.model_requested)
     else:
-        reply = ol.generate_response_to_openai(resp, cid, created, exchange.model_requested)
+        reply = oo.generate_response_to_openai(resp, cid, created, exchange.model_requested)
     data = jsonio.dumps(reply)
     exchange.answer = _whole_answer(data)
     return finish_whole(exchange, raw_json_response(data), data)
