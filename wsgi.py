@@ -24,22 +24,27 @@ app = create_app(settings)
 
 
 def main() -> None:
+    import gevent
     from gevent.pywsgi import WSGIServer
 
     log = logging.getLogger("proxy")
     server = WSGIServer((settings.host, settings.port), app, log=None, error_log=logging.getLogger("proxy.wsgi"))
 
     def stop(signum, frame):
-        log.info("signal %s: stopping", signum)
-        server.stop(timeout=5)
-        shutdown = app.extensions["llm_proxy"].extras.get("shutdown")
-        if shutdown:
-            shutdown()
+        # Signal handlers run in gevent's hub, where nothing may block: stop from a greenlet.
+        log.info("signal %s: stopping (open streams get 5 s to finish)", signum)
+        gevent.spawn(server.stop, timeout=5)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("listening on http://%s:%d", settings.host, settings.port)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    finally:
+        shutdown = app.extensions["llm_proxy"].extras.get("shutdown")
+        if shutdown:
+            shutdown()  # flush the log writer's queue before exit
+        log.info("stopped")
 
 
 if __name__ == "__main__":
