@@ -8,7 +8,6 @@ threaded server; only `wsgi_proxy` runs the real gevent server, in a subprocess.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ if str(TESTS_DIR) not in sys.path:  # `import fakes` works whether or not tests/
 
 from fakes import FakeUpstream  # noqa: E402
 from openai_schema import assert_openai_schema  # noqa: E402,F401  (re-exported for tests)
+from support import OLLAMA_MODELS, OPENAI_MODELS, free_port  # noqa: E402,F401  (used by fixtures below)
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,12 +121,6 @@ def make_proxy(fake_upstream, tmp_path):
 # --------------------------------------------------------------------------------------------
 # proxy as `python wsgi.py` (real gevent server) in a subprocess
 # --------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -241,8 +235,6 @@ def ollama_client():
 # a proxy in front of a scripted backend of either type
 # --------------------------------------------------------------------------------------------
 
-OPENAI_MODELS = ("qwen3-8b", "text-embed-3")
-OLLAMA_MODELS = ("llama3.2:latest", "nomic-embed-text:latest")
 
 
 @dataclass

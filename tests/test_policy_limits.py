@@ -14,7 +14,7 @@ import pytest
 import requests
 
 import fakes
-from conftest import free_port
+from support import free_port
 from policy_support import *  # noqa: F401,F403
 from policy_support import ALICE, BOB, assert_ollama_error, assert_openai_error, call, chat_body, write_keys
 

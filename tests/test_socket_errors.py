@@ -16,7 +16,7 @@ import pytest
 import requests
 
 import fakes
-from conftest import free_port
+from support import free_port
 from fakes import Reply, json_reply, ndjson_reply, sse_reply, text_reply
 from openai_schema import assert_openai_schema
 from wire_checks import ndjson_strict, post, sse_strict

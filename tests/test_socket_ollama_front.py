@@ -12,7 +12,7 @@ import pytest
 import requests
 
 import fakes
-from conftest import OPENAI_MODELS
+from support import OPENAI_MODELS
 from fakes import json_reply, sse_reply
 from wire_checks import (KOOG_CAPABILITIES, assert_ollama_chat_line, assert_ollama_generate_line,
                          assert_tags_entry, bare, ndjson_strict, post,

@@ -561,7 +561,7 @@ def test_tool_results_map_to_the_names_of_their_own_calls(ollama_backend):
 
 
 def test_remote_image_url_is_never_sent_to_ollama_as_an_image(ollama_backend):
-    from conftest import free_port
+    from support import free_port
 
     ollama_backend.script_chat(["a cat"])
     url = f"http://127.0.0.1:{free_port()}/cat.png"  # nothing there; no internet either

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 import fakes
-from conftest import OPENAI_MODELS
+from support import OPENAI_MODELS
 from fakes import json_reply, ndjson_reply, sse_reply
 from openai_schema import assert_openai_schema
 from wire_checks import bare, ndjson_strict, post, sse_ends_with_done, sse_strict

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 import fakes
-from conftest import OLLAMA_MODELS, OPENAI_MODELS
+from support import OLLAMA_MODELS, OPENAI_MODELS
 from fakes import Reply, sse_reply
 from wire_checks import assert_ollama_chat_line, ndjson_strict, post, sse_strict
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from conftest import REPO_ROOT, free_port
+from support import REPO_ROOT, free_port
 from proxy.store.record import Record
 from store_fixtures import *  # noqa: F401,F403 - fixtures
 from store_fixtures import make_exchange, open_store, store_of, wait_for

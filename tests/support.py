@@ -1,0 +1,17 @@
+"""Plain helpers shared by test modules (imported by name; `conftest` is not importable by name
+because tests/ and tests/e2e/ each have one)."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+TESTS_DIR = Path(__file__).parent
+REPO_ROOT = TESTS_DIR.parent
+OPENAI_MODELS = ("qwen3-8b", "text-embed-3")
+OLLAMA_MODELS = ("llama3.2:latest", "nomic-embed-text:latest")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
