@@ -2,14 +2,16 @@
 
     python bench/bench_logs.py seed --rows 1000000 --db /tmp/bench-logs.db   # ~1-2 min, reused later
     python bench/bench_logs.py render --db /tmp/bench-logs.db                # times /ui pages and JSON
-    python bench/bench_logs.py overhead --rounds 2                           # bench/run.py, LOG_ENABLED off/on
-    python bench/bench_logs.py all                                           # the three above
+    python bench/bench_logs.py overhead --rounds 4                           # bench/run.py, LOG_ENABLED off/on
+    python bench/bench_logs.py latency --rounds 4                            # c=1 p50 with the stub backend
+    python bench/bench_logs.py all                                           # all of the above
 
 `render` serves the pages through Flask's test client (no network) and reports the median of
 repeated renders after a warm-up; the target is under 200 ms for the log list. `overhead` runs
 bench/run.py (path P: OpenAI client -> proxy -> OpenAI mock; c=1 latency and c=64 throughput) with
-`--proxy-env LOG_ENABLED=false` and `=true`, alternating, and reports the throughput ratio (target
->= 90%) and the latency p50 delta (target <= 0.3 ms). Prints a table and writes
+`--proxy-env LOG_ENABLED=false` and `=true` in ABBA order and reports medians of the per-round
+throughput ratio (target >= 90%) and latency p50 delta (target <= 0.3 ms); `latency` measures the
+same p50 delta against the stub backend (no upstream socket). Prints a table and writes
 bench/results/<timestamp>-logs.json.
 """
 from __future__ import annotations
@@ -137,29 +139,94 @@ def _cursor_at(db_path: str, ident: int) -> str:
     return f"{row[0]!r}_{row[1]}" if row else ""
 
 
+def _run_py(enabled: str, duration: float, requests: int, extra: list[str]) -> dict:
+    cmd = [sys.executable, str(BENCH_DIR / "run.py"), "--paths", "P", "--scenarios", "latency,throughput",
+           "--duration", str(duration), "--requests", str(requests), "--proxy-env", f"LOG_ENABLED={enabled}", *extra]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    path = next((line.split("results: ", 1)[1].strip() for line in proc.stdout.splitlines()
+                 if line.startswith("results: ")), None)
+    if not path:
+        raise SystemExit(f"bench/run.py failed:\n{proc.stdout}\n{proc.stderr}")
+    p = json.loads(Path(path).read_text())["summaries"]["P"]
+    return {"rps": p["throughput"]["rps"], "p50": p["latency"]["latencies"]["p50"],
+            "cpu_us_per_req": p["throughput"]["proxy_cpu_seconds"] / max(1, p["throughput"]["completed"]) * 1e6}
+
+
 def overhead(rounds: int, duration: float, requests: int, extra: list[str]) -> dict:
-    """bench/run.py path P with logging off and on, alternating; medians of the rounds."""
-    results: dict[str, list[dict]] = {"false": [], "true": []}
-    for _ in range(rounds):
-        for enabled in ("false", "true"):
-            cmd = [sys.executable, str(BENCH_DIR / "run.py"), "--paths", "P", "--scenarios", "latency,throughput",
-                   "--duration", str(duration), "--requests", str(requests), "--proxy-env",
-                   f"LOG_ENABLED={enabled}", *extra]
-            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-            path = next((line.split("results: ", 1)[1].strip() for line in proc.stdout.splitlines()
-                         if line.startswith("results: ")), None)
-            if not path:
-                raise SystemExit(f"bench/run.py failed:\n{proc.stdout}\n{proc.stderr}")
-            p = json.loads(Path(path).read_text())["summaries"]["P"]
-            results[enabled].append({"rps": p["throughput"]["rps"], "p50": p["latency"]["latencies"]["p50"],
-                                     "cpu_us_per_req": p["throughput"]["proxy_cpu_seconds"]
-                                     / max(1, p["throughput"]["completed"]) * 1e6})
-            print(f"  LOG_ENABLED={enabled}: {results[enabled][-1]}", file=sys.stderr)
-    med = {k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50", "cpu_us_per_req")}
-           for k, v in results.items()}
-    return {"rounds": results, "off": med["false"], "on": med["true"],
-            "throughput_ratio": med["true"]["rps"] / med["false"]["rps"],
-            "p50_delta_ms": med["true"]["p50"] - med["false"]["p50"]}
+    """bench/run.py path P with logging off and on, in ABBA order; the figures are medians of the
+    per-round comparisons, so load from other work on the machine cancels out as far as it can."""
+    pairs = []
+    for k in range(rounds):
+        order = ("false", "true") if k % 2 == 0 else ("true", "false")
+        got = {enabled: _run_py(enabled, duration, requests, extra) for enabled in order}
+        pairs.append(got)
+        print(f"  round {k + 1}: off {got['false']}  on {got['true']}", file=sys.stderr)
+    med = {k: {m: statistics.median(p[k][m] for p in pairs) for m in ("rps", "p50", "cpu_us_per_req")}
+           for k in ("false", "true")}
+    return {"rounds": pairs, "off": med["false"], "on": med["true"],
+            "throughput_ratio": statistics.median(p["true"]["rps"] / p["false"]["rps"] for p in pairs),
+            "p50_delta_ms": statistics.median(p["true"]["p50"] - p["false"]["p50"] for p in pairs),
+            "cpu_delta_us": statistics.median(p["true"]["cpu_us_per_req"] - p["false"]["cpu_us_per_req"]
+                                              for p in pairs)}
+
+
+def stub_latency(requests: int, rounds: int) -> dict:
+    """c=1 latency of `python wsgi.py` with the stub backend (no upstream socket at all), logging off vs on,
+    ABBA order; a new connection per request (a keep-alive connection stalls ~40 ms per request on the
+    server's split writes, logging on or off, which would hide a fraction of a millisecond). Isolates what
+    recording adds to one request."""
+    import http.client
+    import socket
+    import tempfile
+
+    body = json.dumps({"model": "stub", "messages": [{"role": "user", "content": "Say hello."}],
+                       "stream": False}).encode()
+
+    def one_run(enabled: str) -> float:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        tmp = tempfile.mkdtemp(prefix="bench-logs-")
+        env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "BACKEND_TYPE": "stub", "STUB_DELAY_MS": "0",
+               "LOG_ENABLED": enabled, "DATABASE_URL": f"sqlite:///{tmp}/p.db", "LOG_LEVEL": "WARNING"}
+        proc = subprocess.Popen([sys.executable, "wsgi.py"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    conn.request("GET", "/health")
+                    conn.getresponse().read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            conn.close()
+            times = []
+            for i in range(requests + requests // 10):
+                t0 = time.perf_counter()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+                conn.getresponse().read()
+                conn.close()
+                if i >= requests // 10:  # warm-up excluded
+                    times.append((time.perf_counter() - t0) * 1000)
+            return statistics.median(times)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+    pairs = []
+    for k in range(rounds):
+        order = ("false", "true") if k % 2 == 0 else ("true", "false")
+        got = {enabled: one_run(enabled) for enabled in order}
+        pairs.append(got)
+        print(f"  stub c=1 round {k + 1}: p50 off {got['false']:.3f} ms, on {got['true']:.3f} ms", file=sys.stderr)
+    return {"rounds": pairs, "off_p50": statistics.median(p["false"] for p in pairs),
+            "on_p50": statistics.median(p["true"] for p in pairs),
+            "p50_delta_ms": statistics.median(p["true"] - p["false"] for p in pairs)}
 
 
 def report(data: dict) -> str:
@@ -182,13 +249,18 @@ def report(data: dict) -> str:
                      f"delta {o['p50_delta_ms']:+.3f} ms  target <= 0.3 ms: "
                      + ("PASS" if o["p50_delta_ms"] <= 0.3 else "FAIL"))
         lines.append(f"  proxy CPU    off {o['off']['cpu_us_per_req']:8.0f} us/req    on "
-                     f"{o['on']['cpu_us_per_req']:8.0f} us/req")
+                     f"{o['on']['cpu_us_per_req']:8.0f} us/req   delta {o['cpu_delta_us']:+.0f} us/req")
+    if "stub_latency" in data:
+        o = data["stub_latency"]
+        lines.append("c=1 latency, stub backend (python wsgi.py, a new connection per request), medians:")
+        lines.append(f"  p50  off {o['off_p50']:.3f} ms   on {o['on_p50']:.3f} ms   delta {o['p50_delta_ms']:+.3f} ms"
+                     "  target <= 0.3 ms: " + ("PASS" if o["p50_delta_ms"] <= 0.3 else "FAIL"))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("seed", "render", "overhead", "all"))
+    parser.add_argument("what", choices=("seed", "render", "overhead", "latency", "all"))
     parser.add_argument("--db", default="/tmp/llm-proxy-bench-logs.db")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=15)
@@ -203,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seeded {a.rows:,} rows in {data['seed_seconds']:.0f} s", file=sys.stderr)
     if a.what in ("render", "all"):
         data["render"] = render(a.db, a.repeat)
+    if a.what in ("latency", "all"):
+        data["stub_latency"] = stub_latency(a.requests * 2, a.rounds)
     if a.what in ("overhead", "all"):
         data["overhead"] = overhead(a.rounds, a.duration, a.requests, a.run_arg)
     print(report(data))
