@@ -8,20 +8,30 @@ noise hits them alike:
   difference of the p50s is what the gate costs a request.
 * ``check``: the gate's own work alone — key lookup, size check, limits admission and settlement — called
   directly, without Flask.
+* ``http`` (with --http): a gevent WSGIServer per configuration in its own process (as `python wsgi.py`,
+  plus TCP_NODELAY: without it every keep-alive request waits ~40 ms for a delayed ACK, which would hide
+  everything else), one keep-alive connection each, `GET /v1/models` — the whole real path, noisier.
 
-    python bench/bench_policy.py [--rounds 20] [--per-round 200] [--redis redis://127.0.0.1:6379/0] [--json out.json]
+    python bench/bench_policy.py [--rounds 20] [--per-round 200] [--redis redis://127.0.0.1:6379/0] [--http]
+                                 [--json out.json]
 
 Redis comes from --redis, else BENCH_REDIS_URL / TEST_REDIS_URL, else redis://127.0.0.1:6379/0; its rows
 are left out (and said so) when it does not answer. The budget is 0.2 ms p50 (issue 4).
 """
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:  # a server process: patch before anything imports
+    from gevent import monkey
+
+    monkey.patch_all()
+
 import argparse
 import io
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -170,6 +180,60 @@ def report(title: str, results: dict[str, dict[str, float]], baseline: str | Non
     return lines
 
 
+def http_calls(envs: dict[str, dict[str, str]], tmp: Path) -> tuple[dict[str, Callable[[], None]], list]:
+    """`python wsgi.py` per configuration; a call is one GET /v1/models on that server's keep-alive connection."""
+    import http.client
+    import socket
+    import subprocess
+
+    procs, calls = [], {}
+    for n, (name, env) in enumerate(envs.items()):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        full = {**os.environ, "BACKEND_TYPE": "stub", "STUB_DELAY_MS": "0", "LOG_LEVEL": "WARNING",
+                "LOG_ENABLED": "false", "DATABASE_URL": f"sqlite:///{tmp}/http-{n}.db", "HOST": "127.0.0.1",
+                "PORT": str(port), **env}
+        procs.append(subprocess.Popen([sys.executable, __file__, "--serve"], cwd=ROOT, env=full,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        headers = {"Authorization": f"Bearer {SECRETS[n % len(SECRETS)]}"} if "API_KEYS" in env else {}
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", "/health")
+                conn.getresponse().read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+        def one(conn=conn, headers=headers) -> None:
+            conn.request("GET", "/v1/models", headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"benchmark request answered {resp.status}")
+        calls[name] = one
+    return calls, procs
+
+
+def serve() -> None:
+    """--serve: what `python wsgi.py` does (gevent, settings from the environment), with TCP_NODELAY."""
+    import socket
+
+    from gevent.pywsgi import WSGIHandler, WSGIServer
+
+    class NoDelay(WSGIHandler):
+        def handle(self):
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            super().handle()
+
+    settings = Settings.from_env()
+    WSGIServer((settings.host, settings.port), create_app(settings), log=None, handler_class=NoDelay).serve_forever()
+
+
 def redis_or_none(url: str) -> str | None:
     try:
         import redis
@@ -187,11 +251,13 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=200)
     parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL") or os.environ.get("TEST_REDIS_URL")
                         or "redis://127.0.0.1:6379/0")
+    parser.add_argument("--http", action="store_true", help="also measure through `python wsgi.py` on a socket")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-policy-"))
     redis_url = redis_or_none(args.redis)
-    apps = {name: make_app(env, tmp) for name, env in configs(redis_url, tmp).items()}
+    envs = configs(redis_url, tmp)
+    apps = {name: make_app(env, tmp) for name, env in envs.items()}
     results: dict[str, Any] = {}
     lines = [f"gate cost, {args.rounds} rounds x {args.per_round} calls per configuration, interleaved"]
     for label, method, path, body in (("GET /v1/models", "GET", "/v1/models", None),
@@ -217,9 +283,18 @@ def main() -> None:
     results["check: settle"] = interleave(settle, args.rounds, args.per_round)
     lines += report("check: settle a finished request (after its answer for Redis)", results["check: settle"], None)
     print("\n".join(lines))
+    if args.http:
+        calls, procs = http_calls(envs, tmp)
+        try:
+            results["http"] = interleave(calls, args.rounds, args.per_round)
+        finally:
+            for proc in procs:
+                proc.terminate()
+        lines += report("http: GET /v1/models through a gevent server (keep-alive socket)", results["http"], "off")
+        print("\n".join(lines[-(len(results["http"]) + 2):]))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    serve() if sys.argv[1:] == ["--serve"] else main()

@@ -245,12 +245,12 @@ class Limiter:
     def _admit_redis(self, ticket: Ticket, label: str) -> None:
         who, rules, store = ticket.who, ticket.rules, self.storage
         commands: list[tuple] = []
-        for item in rules.tokens:
-            commands.append(("GET", store.prefixed_key(item.key_for(who, "tokens"))))
+        used = [store.prefixed_key(item.key_for(who, "tokens")) for item in rules.tokens]
         if rules.daily_tokens:
             day, _ = self._day()
-            key = store.prefixed_key(self._day_item(rules.daily_tokens).key_for(who, "daily-tokens", day))
-            commands.append(("GET", key))
+            used.append(store.prefixed_key(self._day_item(rules.daily_tokens).key_for(who, "daily-tokens", day)))
+        if used:
+            commands.append(("MGET", *used))
         now = self.clock()
         for item in rules.rate:
             key = store.prefixed_key(item.key_for(who, self.requests_id))
@@ -262,6 +262,8 @@ class Limiter:
         if slot:
             commands.append(self.slots.acquire_command(who, rules.concurrency, slot))
         replies = self._roundtrip(commands)
+        if used:  # the MGET's list in place of one reply per counter
+            replies[:1] = replies[0]
         got_slot = bool(slot and replies[-1])
         if got_slot:
             ticket.slot = slot
