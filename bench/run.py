@@ -5,7 +5,7 @@ proxy /api/chat -> OpenAI mock), A2O (OpenAI client -> proxy /v1/chat/completion
 mock /api/chat). The direct baseline of a path is the same load sent straight to the mock
 endpoint the proxy itself calls. Prints one table and writes bench/results/<timestamp>.json.
 
-    python bench/run.py --quick          # about a minute
+    python bench/run.py --quick          # about a minute and a half
     python bench/run.py                  # full run, with 1,000 slow streams for 30 s
     python bench/run.py --proxy-env LOG_MESSAGES=true --paths P --scenarios throughput
 
@@ -214,7 +214,9 @@ class Bench:
                 cpu = procs.cpu_seconds(proc.pid) - cpu0
                 out["throughput"]["proxy_cpu_seconds"] = cpu
                 if a.profile:
-                    self.profile(loop, path, proc, plain)
+                    self.profile(loop, path, proc, f"{path}-throughput", a.duration + 1,
+                                 lambda: loadgen.throughput(plain, a.concurrency, a.duration,
+                                                            self.warmup))
             if not proc.alive():
                 problems.append("proxy exited during the run:\n" + proc.output())
         finally:
@@ -222,9 +224,14 @@ class Bench:
         if "ttfc" in a.scenarios:
             proc, port = self.proxy(path, self.mock(a.ttfc_chunks, a.ttfc_delay_ms))
             try:
+                target = self.proxy_target(path, port, True)
                 out["ttfc"] = loop.run_until_complete(loadgen.streams(
-                    self.proxy_target(path, port, True), a.streams, a.duration,
-                    self.ttfc_stream_s))
+                    target, a.streams, a.duration, self.ttfc_stream_s))
+                if a.profile:
+                    self.profile(loop, path, proc, f"{path}-ttfc",
+                                 a.duration + self.ttfc_stream_s * 1.5,
+                                 lambda: loadgen.streams(target, a.streams, a.duration,
+                                                         self.ttfc_stream_s))
             finally:
                 proc.stop()
         if "slow" in a.scenarios:
@@ -238,26 +245,31 @@ class Bench:
                     self.proxy_target(path, port, True), a.slow_streams, a.ramp,
                     a.slow_seconds, sample=lambda: procs.rss_kib(proc.pid)))
                 out["slow"]["rss_before_kib"] = before
+                if a.profile:
+                    target = self.proxy_target(path, port, True)
+                    self.profile(loop, path, proc, f"{path}-slow", a.ramp + a.slow_seconds + 2,
+                                 lambda: loadgen.slow_streams(target, a.slow_streams, a.ramp,
+                                                              a.slow_seconds))
                 if not proc.alive():
                     self.problems[path].append("proxy exited during slow streams:\n"
                                                + proc.output())
             finally:
                 proc.stop()
 
-    def profile(self, loop, path, proc, plain):
+    def profile(self, loop, path, proc, name, seconds, load):
+        """Repeat one load (a coroutine factory) under py-spy; keep the top functions."""
         a = self.args
-        raw_path = Path(a.results_dir) / f"{a.stamp}-pyspy-{path}.txt"
+        raw_path = Path(a.results_dir) / f"{a.stamp}-pyspy-{name}.txt"
         raw_path.parent.mkdir(parents=True, exist_ok=True)
-        spy = procs.start_py_spy(proc.pid, a.duration + 1, raw_path)
+        spy = procs.start_py_spy(proc.pid, seconds, raw_path)
         if spy is None:
             self.problems.setdefault(path, []).append("--profile: py-spy not found")
             return
-        loop.run_until_complete(loadgen.throughput(plain, a.concurrency, a.duration,
-                                                   self.warmup))
-        _out, err = spy.communicate(timeout=60)
+        loop.run_until_complete(load())
+        _out, err = spy.communicate(timeout=120)
         if raw_path.exists():
-            self.profiles[path] = report.py_spy_top(raw_path)
-            self.profiles[path]["raw"] = str(raw_path)
+            self.profiles[name] = report.py_spy_top(raw_path)
+            self.profiles[name]["raw"] = str(raw_path)
         else:
             self.problems.setdefault(path, []).append(f"py-spy failed: {err.decode()[-500:]}")
 
@@ -341,22 +353,24 @@ class Bench:
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="short run (~1 min): fewer requests, 200 slow streams for 4 s")
+                        help="short run (~1.5 min): fewer requests, 200 slow streams for 3 s")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {','.join(SCENARIOS)}")
     parser.add_argument("--paths", default=",".join(PATHS), help="subset of P,O2A,A2O")
-    parser.add_argument("--requests", type=int, help="c=1 latency: requests (2000; quick 300)")
+    parser.add_argument("--requests", type=int, help="c=1 latency: requests (2000; quick 200)")
     parser.add_argument("--duration", type=float,
                         help="seconds measured for throughput and TTFC (10; quick 2)")
     parser.add_argument("--concurrency", type=int, default=64, help="throughput connections")
     parser.add_argument("--streams", type=int, default=100, help="TTFC concurrent streams")
-    parser.add_argument("--ttfc-chunks", type=int, default=20)
+    parser.add_argument("--ttfc-chunks", type=int,
+                        help="chunks per TTFC stream (20)")
     parser.add_argument("--ttfc-delay-ms", type=int, default=50)
     parser.add_argument("--slow-streams", type=int, help="slow streams (1000; quick 200)")
-    parser.add_argument("--slow-seconds", type=float, help="slow stream length (30; quick 4)")
+    parser.add_argument("--slow-seconds", type=float, help="slow stream length (30; quick 3)")
     parser.add_argument("--slow-interval-ms", type=int, default=200)
-    parser.add_argument("--ramp", type=float, default=1.0,
-                        help="seconds over which the slow streams are opened")
+    parser.add_argument("--ramp", type=float,
+                        help="seconds over which the slow streams are opened (default: 200 "
+                             "new streams per second, so 5 s for 1,000)")
     parser.add_argument("--proxy-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for the proxy (repeatable)")
     parser.add_argument("--no-pin", action="store_true",
@@ -369,16 +383,19 @@ def parse_args(argv):
     parser.add_argument("--no-reference", dest="reference", action="store_false",
                         help="skip the reference servers (bare gevent 'hello' and 'relay')")
     parser.add_argument("--profile", action="store_true",
-                        help="after the throughput figure, repeat it under py-spy")
+                        help="repeat the throughput, TTFC and slow-stream loads under py-spy "
+                             "and print the proxy's hot spots")
     parser.add_argument("--repo", default=str(procs.BENCH_DIR.parent))
     parser.add_argument("--python", default=sys.executable, help="interpreter for the proxy")
     parser.add_argument("--results-dir", default=str(procs.BENCH_DIR / "results"))
     a = parser.parse_args(argv)
     q = a.quick
-    a.requests = a.requests or (300 if q else 2000)
+    a.requests = a.requests or (200 if q else 2000)
     a.duration = a.duration or (2.0 if q else 10.0)
     a.slow_streams = a.slow_streams or (200 if q else 1000)
-    a.slow_seconds = a.slow_seconds or (4.0 if q else 30.0)
+    a.slow_seconds = a.slow_seconds or (3.0 if q else 30.0)
+    a.ttfc_chunks = a.ttfc_chunks or 20
+    a.ramp = a.ramp if a.ramp is not None else a.slow_streams / 200.0
     a.scenarios = [s for s in a.scenarios.split(",") if s]
     a.paths = [p for p in a.paths.split(",") if p]
     for s in a.scenarios:
