@@ -19,12 +19,15 @@ log = logging.getLogger(__name__)
 
 
 class BodyBuffer:
-    """Chunks kept for the log, up to a byte limit; past it, counted and marked truncated."""
+    """A body kept for the log, up to a byte limit; past it, counted and marked truncated.
 
-    __slots__ = ("chunks", "size", "limit", "truncated")
+    Bytes are copied into one bytearray: orjson's small outputs each pin a 4 KiB allocation, so
+    keeping the chunk objects would cost 4 KiB per streamed line."""
+
+    __slots__ = ("data", "size", "limit", "truncated")
 
     def __init__(self, limit: int):
-        self.chunks: list[bytes] = []
+        self.data = bytearray()
         self.size = 0
         self.limit = limit
         self.truncated = False
@@ -32,16 +35,49 @@ class BodyBuffer:
     def add(self, data: bytes) -> None:
         room = self.limit - self.size
         if room >= len(data):
-            self.chunks.append(data)
-        elif room > 0:
-            self.chunks.append(data[:room])
-            self.truncated = True
+            self.data += data
         else:
+            if room > 0:
+                self.data += data[:room]
             self.truncated = True
         self.size += len(data)
 
     def value(self) -> bytes:
-        return b"".join(self.chunks)
+        return bytes(self.data)
+
+    add_tail = add  # an error chunk the proxy itself ends a stream with
+
+
+class DerivedBody:
+    """What the client received on a passthrough stream: the upstream copy with the proxy's byte
+    edits applied again, computed when the log writer asks — so a live stream keeps one copy."""
+
+    __slots__ = ("source", "derive", "tail", "_value")
+
+    def __init__(self, source: BodyBuffer, derive: Callable[[bytes], bytes]):
+        self.source = source
+        self.derive = derive
+        self.tail = b""
+        self._value: bytes | None = None
+
+    def add(self, data: bytes) -> None:  # the relay's copy is not needed
+        pass
+
+    def add_tail(self, data: bytes) -> None:
+        self.tail += data
+
+    def value(self) -> bytes:
+        if self._value is None:
+            self._value = self.derive(self.source.value()) + self.tail
+        return self._value
+
+    @property
+    def size(self) -> int:
+        return len(self.value()) if not self.source.truncated else self.source.size
+
+    @property
+    def truncated(self) -> bool:
+        return self.source.truncated
 
 
 class Exchange:
@@ -82,6 +118,9 @@ class Exchange:
         self._finished = False
 
     # --- filled in as the exchange runs ------------------------------------------------------
+    def client_copy_derived_from_upstream(self, derive: Callable[[bytes], bytes]) -> None:
+        self.client_response = DerivedBody(self.upstream_response, derive)
+
     def sent_upstream(self, body: bytes) -> None:
         self.upstream_request.add(body)
 
@@ -106,7 +145,7 @@ class Exchange:
             return
         self._finished = True
         self.ended_at = self.clock()
-        if self.answer is None and self.answer_parser is not None and self.upstream_response.chunks:
+        if self.answer is None and self.answer_parser is not None and self.upstream_response.size:
             try:
                 self.answer = self.answer_parser(self.upstream_response.value())
             except Exception:  # the log must not lose the exchange over an unreadable answer
@@ -167,7 +206,7 @@ class Relay:
             log.warning("%s: stream failed after the first byte: %s", exchange.request_id, exc.message)
             tail = error_chunk(self.dialect, exc)
             self._completed = True
-            keep(tail)
+            exchange.client_response.add_tail(tail)
             yield tail
         finally:
             self.close()

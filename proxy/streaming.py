@@ -132,8 +132,10 @@ class Answer:
 class OpenAIToOllama:
     """Translate OpenAI chat/text-completion chunks into Ollama /api/chat or /api/generate lines."""
 
-    def __init__(self, kind: str, model: str, started: float, clock: Callable[[], float] = time.time):
+    def __init__(self, kind: str, model: str, started: float, clock: Callable[[], float] = time.time,
+                 emit: bool = True):
         self.kind = kind  # "chat" or "generate"
+        self.emit = emit  # False: only assemble the answer (the log's copy of a passthrough stream)
         self.model = model
         self.started = started
         self.clock = clock
@@ -169,7 +171,8 @@ class OpenAIToOllama:
                     answer.thinking.append(thinking)
                 if text:
                     answer.content.append(text)
-                out.append(jsonio.dumps_line(self._line(text or "", thinking)))
+                if self.emit:
+                    out.append(jsonio.dumps_line(self._line(text or "", thinking)))
             for fragment in delta.get("tool_calls") or ():
                 self._merge_call(fragment)
             if choice.get("finish_reason"):
@@ -204,12 +207,15 @@ class OpenAIToOllama:
                     entry["id"] = call["id"]
                 calls.append(entry)
             answer.tool_calls = calls
-            if self.kind == "chat":
+            if self.kind == "chat" and self.emit:
                 out.append(jsonio.dumps_line(self._line(tool_calls=calls)))
         if not complete and answer.finish_reason is None:
             answer.error = "the backend closed the stream before it finished"
             out.append(jsonio.dumps_line({"error": answer.error}))
             return out
+        if not self.emit:
+            answer.settle_counts()
+            return []
         out.append(jsonio.dumps_line(self.final_line()))
         return out
 
@@ -231,7 +237,14 @@ class OpenAIToOllama:
                                         total_s=now - self.started, prompt_s=prompt_s, eval_s=eval_s))
 
 
+def _drain(chunks: Iterator[bytes]) -> None:
+    """Read an upstream body to its end (the chunked terminator) so its connection goes back to the pool."""
+    for _ in chunks:
+        pass
+
+
 def openai_sse_to_ollama(chunks: Iterable[bytes], translator: OpenAIToOllama) -> Iterator[bytes]:
+    chunks = iter(chunks)
     complete = False
     for event, data in iter_sse_data(iter_lines(chunks)):
         if data == b"[DONE]":
@@ -244,6 +257,7 @@ def openai_sse_to_ollama(chunks: Iterable[bytes], translator: OpenAIToOllama) ->
             raise StreamFormatError(f"the backend sent a non-object SSE chunk: {data[:200]!r}")
         yield from translator.feed(chunk)
     yield from translator.finish(complete)
+    _drain(chunks)
 
 
 # --- Ollama NDJSON -> OpenAI SSE ---------------------------------------------------------------
@@ -252,8 +266,9 @@ class OllamaToOpenAI:
     """Translate Ollama /api/chat or /api/generate lines into OpenAI chat or text-completion chunks."""
 
     def __init__(self, kind: str, model: str, cid: str, created: int, include_usage: bool,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, emit: bool = True):
         self.kind = kind  # "chat" or "completion"
+        self.emit = emit  # False: only assemble the answer
         self.model = model
         self.cid = cid
         self.created = created
@@ -264,6 +279,8 @@ class OllamaToOpenAI:
         self._call_index = 0
 
     def _chunk(self, delta: dict, finish_reason: str | None = None) -> bytes:
+        if not self.emit:
+            return b""
         if self.kind == "chat":
             body = oa.chat_chunk(self.cid, self.created, self.model, delta, finish_reason,
                                  with_usage_field=self.include_usage)
@@ -321,12 +338,14 @@ class OllamaToOpenAI:
 
 
 def ollama_ndjson_to_openai(chunks: Iterable[bytes], translator: OllamaToOpenAI) -> Iterator[bytes]:
+    chunks = iter(chunks)
     for raw in iter_ndjson(iter_lines(chunks)):
         line = _load(raw, "NDJSON")
         if not isinstance(line, dict):
             raise StreamFormatError(f"the backend sent a non-object NDJSON line: {raw[:200]!r}")
         yield from translator.feed(line)
         if line.get("done"):
+            _drain(chunks)
             return
     yield from translator.finish()
 
@@ -414,7 +433,7 @@ def passthrough_lines(chunks: Iterable[bytes], renames: tuple[tuple[bytes, bytes
 # --- assembling a passthrough stream afterwards (for the log, off the client's path) ----------
 
 def assemble_openai_sse(raw: bytes) -> Answer:
-    translator = OpenAIToOllama("chat", "", 0.0, clock=lambda: 0.0)
+    translator = OpenAIToOllama("chat", "", 0.0, clock=lambda: 0.0, emit=False)
     try:
         for _ in openai_sse_to_ollama([raw], translator):
             pass
@@ -424,7 +443,8 @@ def assemble_openai_sse(raw: bytes) -> Answer:
 
 
 def assemble_ollama_ndjson(raw: bytes, kind: str = "chat") -> Answer:
-    translator = OllamaToOpenAI("chat" if kind == "chat" else "completion", "", "", 0, False, clock=lambda: 0.0)
+    translator = OllamaToOpenAI("chat" if kind == "chat" else "completion", "", "", 0, False, clock=lambda: 0.0,
+                                emit=False)
     try:
         for _ in ollama_ndjson_to_openai([raw], translator):
             pass

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import string
 import struct
 from typing import Any
 
@@ -14,15 +13,14 @@ from ..errors import BadRequest
 
 SSE_DONE = b"data: [DONE]\n\n"
 FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "function_call")
-_ALNUM = string.ascii_lowercase + string.digits
 
 
-def new_id(prefix: str, length: int = 24) -> str:
-    return prefix + "".join(secrets.choice(_ALNUM) for _ in range(length))
+def new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(12)  # one getrandom call, not one per character
 
 
 def new_call_id() -> str:
-    return "call_" + "".join(secrets.choice(_ALNUM) for _ in range(8))
+    return "call_" + secrets.token_hex(4)
 
 
 def sse_event(payload: bytes) -> bytes:

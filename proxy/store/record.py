@@ -53,7 +53,7 @@ class Record:
     # --- in the writer ------------------------------------------------------------------------
     def rows(self, nul_free: bool) -> tuple[tuple, tuple, str]:
         """(exchanges row without id, exchange_bodies row without id, searchable text)."""
-        texts = [_text(b"".join(body.chunks), nul_free) for body in self.bodies]
+        texts = [_text(body.value(), nul_free) for body in self.bodies]
         request = _json_or_none(texts[0]) if not self.bodies[0].truncated else None
         answer = self.answer.as_dict() if self.answer is not None else None
         duration = max(0.0, self.ended - self.started) * 1000

@@ -119,6 +119,7 @@ def _passthrough(exchange, path: str, out: dict) -> Response:
     renames = model_renames(out["model"], exchange.model_requested)
     exchange.answer_parser = _ollama_parser(path)
     if exchange.stream:
+        exchange.client_copy_derived_from_upstream(lambda raw: b"".join(passthrough_lines([raw], renames)))
         chunks = passthrough_lines(exchange.tap_upstream(upstream.iter_bytes()), renames)
         return stream_response(exchange, upstream, chunks, "ollama")
     raw = read_whole(exchange, upstream)

@@ -100,8 +100,10 @@ def _passthrough(exchange, path: str, out: dict) -> Response:
     renames = model_renames(out["model"], exchange.model_requested)
     if exchange.stream:
         exchange.answer_parser = assemble_openai_sse
-        chunks = passthrough_sse(exchange.tap_upstream(upstream.iter_bytes()),
-                                 strip_usage_chunk=not client_wants_usage, renames=renames)
+        strip = not client_wants_usage
+        exchange.client_copy_derived_from_upstream(
+            lambda raw: b"".join(passthrough_sse([raw], strip_usage_chunk=strip, renames=renames)))
+        chunks = passthrough_sse(exchange.tap_upstream(upstream.iter_bytes()), strip_usage_chunk=strip, renames=renames)
         return stream_response(exchange, upstream, chunks, "openai")
     exchange.answer_parser = _whole_answer
     raw = read_whole(exchange, upstream)
