@@ -150,3 +150,23 @@ def test_gunicorn_workers_flush_on_exit_and_share_one_sqlite_file(fake_upstream,
         proc.wait(timeout=30)
         log.close()
     assert _sqlite_count(db) == 300, (tmp_path / "gunicorn.log").read_text()
+
+
+def test_log_disabled_opens_no_database_and_requests_work(make_proxy, tmp_path):
+    proxy = make_proxy(BACKEND_TYPE="stub", STUB_DELAY_MS=0, LOG_ENABLED="false",
+                       DATABASE_URL=f"sqlite:///{tmp_path}/never/log.db")
+    assert requests.post(proxy.url + "/api/chat", json=BODY).status_code == 200
+    assert store_of(proxy) is None
+    assert not (tmp_path / "never").exists()
+
+
+def test_log_pages_say_when_the_database_cannot_be_read(make_proxy, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proxy = make_proxy(BACKEND_TYPE="stub", DATABASE_URL=f"sqlite:///{blocker}/log.db")
+    r = requests.get(proxy.url + "/ui/logs")
+    assert r.status_code == 500 and "log database cannot be read" in r.text
+    assert r.headers["Content-Type"].startswith("text/html")
+    r = requests.get(proxy.url + "/ui/api/logs")
+    assert r.status_code == 500 and "log database cannot be read" in r.json()["error"]
+    store_of(proxy).writer._stop = True
