@@ -170,3 +170,26 @@ def test_log_pages_say_when_the_database_cannot_be_read(make_proxy, tmp_path):
     r = requests.get(proxy.url + "/ui/api/logs")
     assert r.status_code == 500 and "log database cannot be read" in r.json()["error"]
     store_of(proxy).writer._stop = True
+
+
+EXIT_SCRIPT = """
+from gevent import monkey; monkey.patch_all()
+import sys
+from proxy import create_app
+from proxy.config import Settings
+app = create_app(Settings.from_env({"BACKEND_TYPE": "stub", "STUB_DELAY_MS": "0", "LOG_LEVEL": "WARNING",
+                                    "DATABASE_URL": sys.argv[1]}))
+client = app.test_client()
+for i in range(300):
+    client.post("/api/chat", json={"model": "stub", "stream": False, "messages": [{"role": "user", "content": "x"}]})
+print(app.extensions["llm_proxy"].extras["log_store"].writer.pending())
+"""
+
+
+def test_records_still_queued_at_interpreter_exit_are_written_under_gevent(tmp_path):
+    db = tmp_path / "exit.db"
+    out = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, f"sqlite:///{db}"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) == 300  # nothing was written before exit (the hub never ran)...
+    assert _sqlite_count(db) == 300  # ...and atexit wrote them all
