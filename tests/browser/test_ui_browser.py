@@ -22,7 +22,10 @@ SYSTEM = "You are a voice assistant for Home Assistant. Answer briefly."
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("BROWSER_REQUIRED") == "1":  # .ci/run: the browser tier is mandatory
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield browser
