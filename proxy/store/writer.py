@@ -14,6 +14,7 @@ socket call). Without gevent (tests, threaded servers) the loop is a plain daemo
 from __future__ import annotations
 
 import collections
+from itertools import chain
 import logging
 import sqlite3
 import threading
@@ -29,8 +30,10 @@ from .schema import FTS_TABLE, SEARCH_TABLE, ensure_schema
 
 log = logging.getLogger(__name__)
 
-BATCH = 200
-IDLE_S = 0.05  # how often an idle writer looks at the queue
+BATCH = 1000
+PREPARE_SLICE = 50  # records prepared between two yields to the hub
+CHUNKS = (64, 16, 4, 1)  # rows per INSERT statement
+IDLE_S = 0.5  # pause between batches unless a full batch waits: big transactions cost far less per row
 POLL_FLUSH_S = 10.0
 RETRY_MAX_S = 30.0
 WARN_EVERY_S = 60.0
@@ -68,6 +71,7 @@ class LogWriter:
         self.write_errors = 0
         self.last_error: str | None = None
         self._insert_sql = self._statements()
+        self._sql_cache: dict[tuple[str, int], str] = {}
 
     # --- the request path -----------------------------------------------------------------------
     def submit(self, record: Record) -> bool:
@@ -170,7 +174,7 @@ class LogWriter:
                         self._write(batch)
                         batch = []
                     self._flush_polls()
-                    if self._cleanup_step() or self._queue:
+                    if self._cleanup_step() or len(self._queue) >= BATCH:
                         continue
                     delay = 0.5
                     self._sleep(IDLE_S)
@@ -264,15 +268,30 @@ class LogWriter:
         return out
 
     def _insert_rows(self, cursor: Any, name: str, rows: list[tuple]) -> None:
-        """Multi-row INSERTs: one statement (one driver round trip) per chunk instead of one per row."""
+        """Multi-row INSERTs: one statement (one driver round trip) per chunk instead of one per row.
+        Chunks have a few fixed sizes, so the driver's statement cache keeps them parsed."""
         head, one, per = self._insert_sql[name]
-        for start in range(0, len(rows), per):
-            chunk = rows[start:start + per]
-            cursor.execute(head + ", ".join([one] * len(chunk)), [v for row in chunk for v in row])
+        start = 0
+        while start < len(rows):
+            left = len(rows) - start
+            size = next(n for n in CHUNKS if n <= per and n <= left)
+            cursor.execute(self._sql_for(name, head, one, size), list(chain.from_iterable(rows[start:start + size])))
+            start += size
+
+    def _sql_for(self, name: str, head: str, one: str, size: int) -> str:
+        key = (name, size)
+        sql = self._sql_cache.get(key)
+        if sql is None:
+            sql = self._sql_cache[key] = head + ", ".join([one] * size)
+        return sql
 
     def _write(self, batch: list[Record]) -> None:
         nul_free = self.kind == "postgres"
-        prepared = [record.rows(nul_free) for record in batch]
+        prepared = []
+        for start in range(0, len(batch), PREPARE_SLICE):
+            if start:
+                self._sleep(0)  # under gevent: let streams run between slices
+            prepared.extend(record.rows(nul_free) for record in batch[start:start + PREPARE_SLICE])
         self._blocking(self._insert, prepared)
         self.written += len(batch)
 
