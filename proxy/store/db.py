@@ -43,6 +43,21 @@ def sqlite_path(url: str) -> str:
     return path or ":memory:"
 
 
+class _SqliteDatabase(peewee.SqliteDatabase):
+    """SQLite whose connection set-up waits out a writer: switching a new file to WAL takes a lock that
+    SQLite reports as busy at once (no busy handler) while another worker creates the schema."""
+
+    def _set_pragmas(self, conn: Any) -> None:
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                return super()._set_pragmas(conn)
+            except peewee.sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+
 def open_database(url: str) -> peewee.Database:
     """A peewee database for ``url``; not connected yet. Raises ValueError for an unusable URL."""
     kind = kind_of(url)
@@ -53,9 +68,9 @@ def open_database(url: str) -> peewee.Database:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             except OSError:
                 pass  # connecting fails with SQLite's own message; the writer reports it and retries
-        pragmas = {"journal_mode": "wal", "synchronous": "normal", "busy_timeout": BUSY_TIMEOUT_S * 1000,
+        pragmas = {"busy_timeout": BUSY_TIMEOUT_S * 1000, "journal_mode": "wal", "synchronous": "normal",
                    "foreign_keys": 0, "temp_store": "memory"}
-        return peewee.SqliteDatabase(path, pragmas=pragmas, timeout=BUSY_TIMEOUT_S, lock_type="IMMEDIATE",
+        return _SqliteDatabase(path, pragmas=pragmas, timeout=BUSY_TIMEOUT_S, lock_type="IMMEDIATE",
                                      check_same_thread=False, field_types=FIELD_TYPES["sqlite"])
     extra: dict[str, Any] = {"field_types": FIELD_TYPES[kind]}
     if kind == "postgres" and "connect_timeout" not in url:
