@@ -82,6 +82,20 @@ def start_exchange(front: str) -> Exchange:
     return exchange
 
 
+def begin(front: str, check: Callable[[Any], str]) -> tuple[Exchange, Any]:
+    """Start the exchange, read and check the body; the model asked for is noted."""
+    exchange = start_exchange(front)
+    body = read_json()
+    exchange.model_requested = check(body)
+    return exchange, body
+
+
+def route_model(exchange: Exchange) -> str:
+    """The backend's name for the model asked for (aliases applied); ModelNotFound if unknown."""
+    exchange.model_upstream = services().catalog.upstream_name(exchange.model_requested)
+    return exchange.model_upstream
+
+
 def current_exchange() -> Exchange | None:
     return request.environ.get(ENVIRON_EXCHANGE)
 

@@ -12,8 +12,8 @@ from ..errors import BadRequest, NotSupported
 from ..rewrite import inject_text
 from ..streaming import OpenAIToOllama, model_renames, openai_sse_to_ollama, passthrough_lines
 from . import models as model_views
-from .common import (NDJSON, finish_whole, json_response, open_upstream, raw_json_response, read_json, read_whole,
-                     services, start_exchange, stream_response, upstream_object)
+from .common import (NDJSON, begin, finish_whole, json_response, open_upstream, raw_json_response, read_json, read_whole,
+                     route_model, services, start_exchange, stream_response, upstream_object)
 
 bp = Blueprint("ollama_api", __name__)
 OLLAMA_VERSION = "0.12.10"  # what Ollama clients are told; numeric and >= 0.6.4 (Copilot, Open WebUI)
@@ -70,17 +70,14 @@ def _rid() -> str:
 
 @bp.route("/api/chat", methods=["POST"])
 def chat() -> Response:
-    exchange = start_exchange("ollama")
-    body = read_json()
-    exchange.model_requested = ol.check_chat_request(body)
+    exchange, body = begin("ollama", ol.check_chat_request)
     exchange.stream = ol.is_streaming(body)
     messages = body.get("messages") or []
     if not messages:
         return _probe(exchange, "chat", body)
     svc = services()
     settings = svc.settings
-    upstream_model = svc.catalog.upstream_name(exchange.model_requested)
-    exchange.model_upstream = upstream_model
+    upstream_model = route_model(exchange)
     messages, _ = inject_text(messages, settings.inject_text, settings.inject_mode)
     if svc.backend.dialect == "ollama":
         return _passthrough(exchange, "/api/chat", {**body, "model": upstream_model, "messages": messages})
@@ -90,15 +87,12 @@ def chat() -> Response:
 
 @bp.route("/api/generate", methods=["POST"])
 def generate() -> Response:
-    exchange = start_exchange("ollama")
-    body = read_json()
-    exchange.model_requested = ol.check_generate_request(body)
+    exchange, body = begin("ollama", ol.check_generate_request)
     exchange.stream = ol.is_streaming(body)
     if not body.get("prompt") and not body.get("images") and not body.get("suffix"):
         return _probe(exchange, "generate", body)
     svc = services()
-    upstream_model = svc.catalog.upstream_name(exchange.model_requested)
-    exchange.model_upstream = upstream_model
+    upstream_model = route_model(exchange)
     if svc.backend.dialect == "ollama":
         return _passthrough(exchange, "/api/generate", {**body, "model": upstream_model})
     path, out = oo.generate_to_openai(body, upstream_model, svc.backend.flavor)
@@ -178,12 +172,9 @@ def whole_reply_from_openai(translator: OpenAIToOllama, kind: str, resp: dict) -
 @bp.route("/api/embeddings", methods=["POST"])
 def embed() -> Response:
     legacy = request.path.endswith("embeddings")
-    exchange = start_exchange("ollama")
-    body = read_json()
-    exchange.model_requested = ol.check_model(body)
+    exchange, body = begin("ollama", ol.check_model)
     svc = services()
-    upstream_model = svc.catalog.upstream_name(exchange.model_requested)
-    exchange.model_upstream = upstream_model
+    upstream_model = route_model(exchange)
     if svc.backend.dialect == "ollama":
         exchange.stream = False
         return _passthrough(exchange, request.path, {**body, "model": upstream_model})

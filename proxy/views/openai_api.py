@@ -13,8 +13,8 @@ from ..rewrite import inject_text
 from ..streaming import (OllamaToOpenAI, assemble_openai_sse, model_renames, ollama_ndjson_to_openai,
                          passthrough_sse)
 from . import models as model_views
-from .common import (finish_whole, json_response, open_upstream, raw_json_response, read_json, read_whole, services,
-                     start_exchange, stream_response, upstream_object)
+from .common import (begin, finish_whole, json_response, open_upstream, raw_json_response, read_whole, route_model,
+                     services, stream_response, upstream_object)
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
 OUT_OF_SCOPE = {"responses": "the Responses API", "messages": "the Anthropic Messages API"}
@@ -32,14 +32,11 @@ def get_model(model_id: str) -> Response:
 
 @bp.route("/chat/completions", methods=["POST"])
 def chat_completions() -> Response:
-    exchange = start_exchange("openai")
-    body = read_json()
-    exchange.model_requested = oa.check_chat_request(body)
+    exchange, body = begin("openai", oa.check_chat_request)
     exchange.stream = bool(body.get("stream"))
     svc = services()
     settings = svc.settings
-    upstream_model = svc.catalog.upstream_name(exchange.model_requested)
-    exchange.model_upstream = upstream_model
+    upstream_model = route_model(exchange)
     messages, _ = inject_text(body["messages"], settings.inject_text, settings.inject_mode)
     body = {**body, "messages": messages}
     if svc.backend.dialect == "ollama":
@@ -49,13 +46,10 @@ def chat_completions() -> Response:
 
 @bp.route("/completions", methods=["POST"])
 def completions() -> Response:
-    exchange = start_exchange("openai")
-    body = read_json()
-    exchange.model_requested = oa.check_completion_request(body)
+    exchange, body = begin("openai", oa.check_completion_request)
     exchange.stream = bool(body.get("stream"))
     svc = services()
-    upstream_model = svc.catalog.upstream_name(exchange.model_requested)
-    exchange.model_upstream = upstream_model
+    upstream_model = route_model(exchange)
     if svc.backend.dialect == "ollama":
         return _translated(exchange, "completion", "/api/generate", oo.completion_from_openai(body, upstream_model),
                            body)
@@ -64,12 +58,9 @@ def completions() -> Response:
 
 @bp.route("/embeddings", methods=["POST"])
 def embeddings() -> Response:
-    exchange = start_exchange("openai")
-    body = read_json()
-    exchange.model_requested = oa.check_embedding_request(body)
+    exchange, body = begin("openai", oa.check_embedding_request)
     svc = services()
-    upstream_model = svc.catalog.upstream_name(exchange.model_requested)
-    exchange.model_upstream = upstream_model
+    upstream_model = route_model(exchange)
     if svc.backend.dialect != "ollama":
         return _passthrough(exchange, "/v1/embeddings", {**body, "model": upstream_model})
     out = oo.embed_from_openai(body, upstream_model)
