@@ -2,8 +2,7 @@
 
 Layers: ``iter_lines`` (bytes -> lines, split anywhere) -> ``iter_sse_data`` / ``iter_ndjson`` (lines ->
 events) -> a per-stream translator object (``OpenAIToOllama``, ``OllamaToOpenAI``) -> bytes out.
-``passthrough_*`` forward upstream bytes untouched except for the few byte-level edits the proxy owes
-the client (alias names, an extra usage chunk the client did not ask for).
+Same-dialect streams go through ``passthrough`` instead.
 Each translator also keeps the assembled answer (text, thinking, tool calls, usage) for the log.
 """
 from __future__ import annotations
@@ -364,70 +363,6 @@ def error_chunk(dialect: str, exc: ProxyError) -> bytes:
     if dialect == "openai":
         return openai_error_event(exc.message) + oa.SSE_DONE
     return ollama_error_line(exc.message)
-
-
-# --- passthrough (same dialect on both sides) --------------------------------------------------
-
-def _rename_model(data: bytes, renames: tuple[tuple[bytes, bytes], ...]) -> bytes:
-    for old, new in renames:
-        if old in data:
-            data = data.replace(old, new)
-    return data
-
-
-def model_renames(backend_model: str, client_model: str) -> tuple[tuple[bytes, bytes], ...]:
-    """Byte patterns that put the client's model name back into upstream JSON."""
-    if backend_model == client_model:
-        return ()
-    old, new = jsonio.dumps(backend_model), jsonio.dumps(client_model)
-    return ((b'"model":' + old, b'"model":' + new), (b'"model": ' + old, b'"model": ' + new))
-
-
-_EMPTY_CHOICES = (b'"choices":[]', b'"choices": []')
-
-
-def passthrough_sse(chunks: Iterable[bytes], *, strip_usage_chunk: bool,
-                    renames: tuple[tuple[bytes, bytes], ...] = ()) -> Iterator[bytes]:
-    """Forward SSE as it arrives. Event framing only when an edit is needed."""
-    if not strip_usage_chunk and not renames:
-        yield from chunks
-        return
-    pending = b""
-    for chunk in chunks:
-        data = pending + chunk if pending else chunk
-        cut = max(data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n"))
-        if cut < 0:
-            pending = data
-            continue
-        end = cut + (4 if data[cut:cut + 4] == b"\r\n\r\n" else 2)
-        ready, pending = data[:end], data[end:]
-        if strip_usage_chunk and (_EMPTY_CHOICES[0] in ready or _EMPTY_CHOICES[1] in ready):
-            ready = b"".join(ev + b"\n\n" for ev in ready.replace(b"\r\n", b"\n").split(b"\n\n")
-                             if ev and not (_EMPTY_CHOICES[0] in ev or _EMPTY_CHOICES[1] in ev))
-        if renames:
-            ready = _rename_model(ready, renames)
-        if ready:
-            yield ready
-    if pending:
-        yield _rename_model(pending, renames) if renames else pending
-
-
-def passthrough_lines(chunks: Iterable[bytes], renames: tuple[tuple[bytes, bytes], ...] = ()) -> Iterator[bytes]:
-    """Forward NDJSON as it arrives; with renames, whole lines only."""
-    if not renames:
-        yield from chunks
-        return
-    pending = b""
-    for chunk in chunks:
-        data = pending + chunk if pending else chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            pending = data
-            continue
-        ready, pending = data[:cut + 1], data[cut + 1:]
-        yield _rename_model(ready, renames)
-    if pending:
-        yield _rename_model(pending, renames)
 
 
 # --- assembling a passthrough stream afterwards (for the log, off the client's path) ----------

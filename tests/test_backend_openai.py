@@ -7,7 +7,8 @@ import pytest
 from proxy.backends.openai import OpenAIBackend, family_of, human_count, model_from_openai
 from proxy.config import Settings
 from proxy.errors import code_from_upstream_body, message_from_upstream_body
-from proxy.streaming import OpenAIToOllama, openai_sse_to_ollama, passthrough_sse
+from proxy.passthrough import passthrough_sse
+from proxy.streaming import OpenAIToOllama, openai_sse_to_ollama
 
 LLAMA = Path(__file__).parent / "data" / "llamacpp"
 

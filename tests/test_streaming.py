@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from proxy.errors import BackendError
-from proxy.streaming import (OllamaToOpenAI, OpenAIToOllama, iter_lines, iter_sse_data, model_renames,
-                             ollama_ndjson_to_openai, openai_sse_to_ollama, passthrough_lines, passthrough_sse)
+from proxy.passthrough import model_renames, passthrough_lines, passthrough_sse
+from proxy.streaming import (OllamaToOpenAI, OpenAIToOllama, iter_lines, iter_sse_data, ollama_ndjson_to_openai,
+                             openai_sse_to_ollama)
 
 WIRE = Path(__file__).parent / "data" / "wire"
 

@@ -10,7 +10,8 @@ from ..dialects import ollama as ol
 from ..dialects import ollama_openai as oo
 from ..errors import BadRequest, NotSupported
 from ..rewrite import inject_text
-from ..streaming import OpenAIToOllama, model_renames, openai_sse_to_ollama, passthrough_lines
+from ..passthrough import model_renames, passthrough_lines
+from ..streaming import OpenAIToOllama, openai_sse_to_ollama
 from . import models as model_views
 from .common import (NDJSON, begin, finish_whole, json_response, open_upstream, raw_json_response, read_json, read_whole,
                      route_model, services, start_exchange, stream_response, upstream_object)

@@ -10,8 +10,8 @@ from ..dialects import ollama_openai as oo
 from ..dialects import openai as oa
 from ..errors import BackendUnavailable, NotFound
 from ..rewrite import inject_text
-from ..streaming import (OllamaToOpenAI, assemble_openai_sse, model_renames, ollama_ndjson_to_openai,
-                         passthrough_sse)
+from ..passthrough import model_renames, passthrough_sse
+from ..streaming import OllamaToOpenAI, assemble_openai_sse, ollama_ndjson_to_openai
 from . import models as model_views
 from .common import (begin, finish_whole, json_response, open_upstream, raw_json_response, read_whole, route_model,
                      services, stream_response, upstream_object)
