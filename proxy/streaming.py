@@ -367,22 +367,21 @@ def error_chunk(dialect: str, exc: ProxyError) -> bytes:
 
 # --- assembling a passthrough stream afterwards (for the log, off the client's path) ----------
 
-def assemble_openai_sse(raw: bytes) -> Answer:
-    translator = OpenAIToOllama("chat", "", 0.0, clock=lambda: 0.0, emit=False)
+def _assemble(translate: Callable[[Iterable[bytes], Any], Iterator[bytes]], translator: Any, raw: bytes) -> Answer:
+    """Run a translator over a whole recorded stream only for the answer it assembles."""
     try:
-        for _ in openai_sse_to_ollama([raw], translator):
+        for _ in translate([raw], translator):
             pass
     except ProxyError as exc:
         translator.answer.error = exc.message
     return translator.answer
+
+
+def assemble_openai_sse(raw: bytes) -> Answer:
+    return _assemble(openai_sse_to_ollama, OpenAIToOllama("chat", "", 0.0, clock=lambda: 0.0, emit=False), raw)
 
 
 def assemble_ollama_ndjson(raw: bytes, kind: str = "chat") -> Answer:
     translator = OllamaToOpenAI("chat" if kind == "chat" else "completion", "", "", 0, False, clock=lambda: 0.0,
                                 emit=False)
-    try:
-        for _ in ollama_ndjson_to_openai([raw], translator):
-            pass
-    except ProxyError as exc:
-        translator.answer.error = exc.message
-    return translator.answer
+    return _assemble(ollama_ndjson_to_openai, translator, raw)
