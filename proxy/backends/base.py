@@ -1,56 +1,43 @@
-"""Upstream HTTP: one pooled connection pool per backend, responses read chunk by chunk.
+"""Upstream HTTP: one keep-alive pool per backend, responses read chunk by chunk.
 
-The hot path uses the urllib3 pool under a ``requests.Session`` directly (``requests`` adds
-~0.2 ms of header and cookie handling per call and cannot hand over HTTP chunks as they come).
-This is the only place that turns urllib3 failures into ``ProxyError``s.
+Requests go through ``http11`` (a small HTTP/1.1 client written for this path; see its docstring
+for why not urllib3). This is the only place that turns transport failures into ``ProxyError``s,
+each naming the backend.
 """
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from typing import Any, Iterator
-
-import requests
-import urllib3
-from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError,
-                                ReadTimeoutError)
 
 from .. import jsonio
 from ..config import Settings
 from ..errors import (BackendTimeout, BackendUnavailable, ProxyError, UpstreamStatus, code_from_upstream_body,
                       message_from_upstream_body)
+from .http11 import ConnectTimeout, Origin, Pool, Response, encode_headers
 
 log = logging.getLogger(__name__)
-
-READ_SIZE = 65536
 
 
 class Upstream:
     """An open upstream response: status, headers, its body as chunks, close()."""
 
-    def __init__(self, resp: urllib3.HTTPResponse, backend: "HTTPBackend"):
+    __slots__ = ("_resp", "_backend", "status", "headers")
+
+    def __init__(self, resp: Response, backend: "HTTPBackend"):
         self._resp = resp
         self._backend = backend
         self.status = resp.status
         self.headers = resp.headers
 
     def iter_bytes(self) -> Iterator[bytes]:
-        resp = self._resp
         try:
-            if resp.chunked and resp.supports_chunked_reads():
-                for chunk in resp.read_chunked(decode_content=True):
-                    if chunk:
-                        yield chunk
-            else:
-                while True:
-                    chunk = resp.read1(READ_SIZE)
-                    if not chunk:
-                        break
-                    yield chunk
-        except (ReadTimeoutError, socket.timeout):
+            yield from self._resp.iter_bytes()
+        except socket.timeout:
             raise BackendTimeout(f"{self._backend.describe()} stopped sending for "
                                  f"{self._backend.read_timeout:g} s") from None
-        except (ProtocolError, HTTPError, OSError) as exc:
+        except OSError as exc:
             raise BackendUnavailable(f"the connection to {self._backend.describe()} broke: {exc}") from None
 
     def read(self) -> bytes:
@@ -64,14 +51,9 @@ class Upstream:
             raise BackendUnavailable(f"{self._backend.describe()} sent a body that is not JSON: {body[:200]!r}") from None
 
     def close(self) -> None:
-        resp = self._resp
-        if resp.isclosed() or resp.fp is None:
-            resp.release_conn()
-            return
-        # A body not read to the end cannot go back to the pool: drop the connection so the
-        # backend sees the client leave and stops generating.
-        resp.close()
-        resp.release_conn()
+        # A body read to the end has gone back to the pool already; one not read to the end
+        # cannot: the connection is dropped so the backend sees the client leave and stops.
+        self._resp.close()
 
 
 class HTTPBackend:
@@ -80,19 +62,19 @@ class HTTPBackend:
     type = "http"
     dialect = "openai"
 
-    def __init__(self, settings: Settings, session: requests.Session | None = None):
+    def __init__(self, settings: Settings, session: Any = None):
         self.settings = settings
         self.base_url = settings.backend_url
         self.read_timeout = settings.backend_timeout
-        self.session = session or requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=256)
-        self.session.mount(self.base_url, adapter)
-        self.pool = adapter.poolmanager.connection_from_url(self.base_url)
-        self._path_prefix = urllib3.util.parse_url(self.base_url).path or ""
-        self._timeout = urllib3.Timeout(connect=settings.backend_connect_timeout, read=settings.backend_timeout)
-        self._headers = {"Content-Type": "application/json", "Accept": "*/*", "User-Agent": "llm-proxy"}
+        self.connect_timeout = settings.backend_connect_timeout
+        self.origin = Origin(self.base_url)
+        self.pool = Pool(self.origin, settings.backend_connect_timeout)
+        self._path_prefix = self.origin.path_prefix
+        headers = {"Content-Type": "application/json", "Accept": "*/*", "Accept-Encoding": "identity",
+                   "User-Agent": "llm-proxy"}
         if settings.backend_api_key:
-            self._headers["Authorization"] = f"Bearer {settings.backend_api_key}"
+            headers["Authorization"] = f"Bearer {settings.backend_api_key}"
+        self._head_lines = encode_headers(headers)
 
     @property
     def name(self) -> str:
@@ -104,27 +86,32 @@ class HTTPBackend:
     def open(self, method: str, path: str, body: bytes | None = None, *, request_id: str | None = None,
              timeout: float | None = None) -> Upstream:
         """Send a request and return the response unread; error statuses raise ``UpstreamStatus``."""
-        headers = self._headers
+        head_lines = self._head_lines
         if request_id:
-            headers = {**headers, "X-Request-ID": request_id}
-        t = self._timeout if timeout is None else urllib3.Timeout(connect=min(timeout, self._timeout.connect_timeout),
-                                                                  read=timeout)
+            head_lines += encode_headers({"X-Request-ID": request_id})
+        read_timeout = self.read_timeout if timeout is None else timeout
+        connect_timeout = None if timeout is None else min(timeout, self.connect_timeout)
         try:
-            resp = self.pool.urlopen(method, self._path_prefix + path, body=body, headers=headers, retries=False,
-                                     redirect=False, preload_content=False, timeout=t, decode_content=True)
-        except NewConnectionError as exc:  # before ConnectTimeoutError: urllib3 2 subclasses it
-            reason = str(exc).rsplit(":", 1)[-1].strip() or "connection failed"
-            raise BackendUnavailable(f"cannot connect to {self.describe()}: {reason}") from None
-        except (ConnectTimeoutError, ReadTimeoutError, socket.timeout):
-            raise BackendTimeout(f"{self.describe()} did not answer within "
-                                 f"{t.read_timeout if t.read_timeout else self.read_timeout:g} s") from None
-        except (HTTPError, OSError) as exc:
-            raise BackendUnavailable(f"cannot reach {self.describe()}: {exc}") from None
+            resp = self.pool.request(method, self._path_prefix + path, head_lines, body, read_timeout,
+                                     connect_timeout)
+        except ConnectTimeout:
+            raise BackendTimeout(f"{self.describe()} did not accept a connection within "
+                                 f"{connect_timeout or self.connect_timeout:g} s") from None
+        except socket.timeout:
+            raise BackendTimeout(f"{self.describe()} did not answer within {read_timeout:g} s") from None
+        except socket.gaierror as exc:
+            raise BackendUnavailable(f"cannot connect to {self.describe()}: {exc.strerror or exc}") from None
+        except ConnectionRefusedError:
+            raise BackendUnavailable(f"cannot connect to {self.describe()}: connection refused") from None
+        except ssl.SSLError as exc:
+            raise BackendUnavailable(f"cannot reach {self.describe()}: TLS failed: {exc}") from None
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot reach {self.describe()}: {exc.strerror or exc}") from None
         upstream = Upstream(resp, self)
         if resp.status >= 400:
             try:
                 raw = resp.read()
-            except (HTTPError, OSError):
+            except OSError:
                 raw = b""
             finally:
                 upstream.close()

@@ -1,0 +1,386 @@
+"""A small HTTP/1.1 client for backends: a keep-alive pool per backend, bodies read as they arrive.
+
+Why not ``requests``/urllib3 on this path: every request and every stream chunk passes through
+here, and on the benchmark box urllib3 + ``http.client`` (an ``email`` parser for the headers, a
+buffered reader, timeout and retry objects) cost more CPU per request than the rest of the proxy.
+A backend is one origin that speaks plain HTTP/1.1 with JSON, so the client needs only: one
+request written with one ``sendall``; a status line and headers split by hand; bodies framed by
+``Content-Length``, chunked transfer coding or the connection closing; keep-alive with stale
+connections retried once; gzip/deflate decoded if a server compresses anyway; TLS for ``https``.
+
+Nothing here knows about dialects; failures are plain ``OSError``/``HTTPProtocolError`` that
+``base.py`` turns into ``ProxyError``s naming the backend. Under gevent the socket calls yield to
+the hub (the standard ``socket`` and ``ssl`` modules are patched before this is imported).
+"""
+from __future__ import annotations
+
+import collections
+import socket
+import ssl
+import zlib
+from typing import Iterator
+from urllib.parse import urlsplit
+
+RECV_SIZE = 65536
+MAX_HEAD = 65536  # status line + headers
+MAX_IDLE = 256  # idle connections kept per backend
+
+
+class HTTPProtocolError(OSError):
+    """The backend broke HTTP/1.1 framing (or closed the connection mid-message)."""
+
+
+class ConnectTimeout(TimeoutError):
+    """No connection to the backend within the connect timeout."""
+
+
+class Headers:
+    """Response headers: case-insensitive ``get``/``[]``/``in``; repeated names joined by ", "."""
+
+    __slots__ = ("_items", "_index")
+
+    def __init__(self, items: list[tuple[str, str]]):
+        self._items = items
+        index: dict[str, str] = {}
+        for name, value in items:
+            key = name.lower()
+            index[key] = f"{index[key]}, {value}" if key in index else value
+        self._index = index
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._index.get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return self._index[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._index
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+class Origin:
+    """Where a backend lives and how to open a connection to it."""
+
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"unsupported URL scheme {parts.scheme!r} in {url!r}")
+        self.tls = parts.scheme == "https"
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or (443 if self.tls else 80)
+        default_port = 443 if self.tls else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.host_header = host if self.port == default_port else f"{host}:{self.port}"
+        self.path_prefix = parts.path.rstrip("/")
+        self._tls_context = ssl.create_default_context() if self.tls else None
+
+    def connect(self, timeout: float) -> socket.socket:
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        except TimeoutError:
+            raise ConnectTimeout(f"no connection within {timeout:g} s") from None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls_context is not None:
+                sock = self._tls_context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+class Pool:
+    """Idle keep-alive connections to one origin, most recently used first."""
+
+    def __init__(self, origin: Origin, connect_timeout: float, max_idle: int = MAX_IDLE):
+        self.origin = origin
+        self.connect_timeout = connect_timeout
+        self._idle: collections.deque = collections.deque()
+        self._max_idle = max_idle
+
+    def request(self, method: str, target: str, head_lines: bytes, body: bytes | None,
+                read_timeout: float, connect_timeout: float | None = None) -> "Response":
+        """Send one request; the response's head is read, its body is not.
+
+        ``head_lines`` are the encoded header lines after Host (each ending in CRLF). A reused
+        connection that turns out to be closed before any byte of the answer arrives is replaced
+        by a fresh one once (the backend closed it while idle: the request was never processed).
+        """
+        head = b"%s %s HTTP/1.1\r\nHost: %s\r\n%s" % (method.encode(), target.encode("utf-8", "surrogateescape"),
+                                                       self.origin.host_header.encode("idna"), head_lines)
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            head += b"Content-Length: %d\r\n" % (len(body) if body else 0)
+        message = head + b"\r\n" + body if body else head + b"\r\n"
+        while self._idle:
+            sock = self._idle.pop()
+            try:
+                sock.settimeout(read_timeout)
+                sock.sendall(message)
+                return Response(self, sock, method, read_timeout)
+            except (_Stale, BrokenPipeError, ConnectionResetError):
+                sock.close()  # closed by the backend while idle: try the next one, or a new one
+            except BaseException:
+                sock.close()
+                raise
+        sock = self.origin.connect(self.connect_timeout if connect_timeout is None else connect_timeout)
+        try:
+            sock.settimeout(read_timeout)
+            sock.sendall(message)
+            return Response(self, sock, method, read_timeout, fresh=True)
+        except BaseException:
+            sock.close()
+            raise
+
+    def put_back(self, sock: socket.socket) -> None:
+        if len(self._idle) < self._max_idle:
+            self._idle.append(sock)
+        else:
+            sock.close()
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+    def idle(self) -> int:
+        return len(self._idle)
+
+
+class _Stale(OSError):
+    """A reused keep-alive connection was already closed by the backend."""
+
+
+# Body framing modes
+_LENGTH, _CHUNKED, _UNTIL_CLOSE, _NONE = range(4)
+
+
+class Response:
+    """One response: ``status``, ``reason``, ``headers``; the body from ``iter_bytes()`` or ``read()``.
+
+    Chunked bodies are yielded as they arrive (the bytes of every complete or partial chunk in
+    one receive, joined); the connection goes back to the pool once the body was read to its end
+    and the server did not ask to close. ``close()`` before the end drops the connection, so the
+    backend sees the client leave.
+    """
+
+    __slots__ = ("_pool", "_sock", "_buf", "_mode", "_remaining", "_keep", "_done", "_decoder",
+                 "status", "reason", "headers", "chunked")
+
+    def __init__(self, pool: Pool, sock: socket.socket, method: str, read_timeout: float, fresh: bool = False):
+        self._pool = pool
+        self._sock = sock
+        self._done = False
+        self._decoder = None
+        buf = b""
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(buf) > MAX_HEAD:
+                raise HTTPProtocolError("the response head is larger than 64 KiB")
+            data = sock.recv(RECV_SIZE)
+            if not data:
+                if not buf and not fresh:
+                    raise _Stale("connection closed while idle")
+                raise HTTPProtocolError("the connection closed before a complete response head")
+            buf += data
+        lines = buf[:end].decode("latin-1").split("\r\n")
+        self._buf = buf[end + 4:]
+        status_line = lines[0].split(" ", 2)
+        try:
+            version = status_line[0]
+            self.status = int(status_line[1])
+        except (IndexError, ValueError):
+            raise HTTPProtocolError(f"malformed status line {lines[0][:100]!r}") from None
+        if not version.startswith("HTTP/1."):
+            raise HTTPProtocolError(f"not an HTTP/1.x response: {lines[0][:100]!r}")
+        self.reason = status_line[2] if len(status_line) > 2 else ""
+        items = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                items.append((name.strip(), value.strip()))
+        self.headers = headers = Headers(items)
+        connection = (headers.get("connection") or "").lower()
+        self._keep = "close" not in connection and (version != "HTTP/1.0" or "keep-alive" in connection)
+        encoding = (headers.get("transfer-encoding") or "").lower()
+        self.chunked = "chunked" in encoding
+        if method == "HEAD" or self.status in (204, 304) or 100 <= self.status < 200:
+            self._mode, self._remaining = _NONE, 0
+        elif self.chunked:
+            self._mode, self._remaining = _CHUNKED, -1
+        elif headers.get("content-length") is not None:
+            try:
+                self._remaining = int(headers["content-length"])
+            except ValueError:
+                raise HTTPProtocolError(f"bad Content-Length {headers['content-length']!r}") from None
+            self._mode = _LENGTH
+        else:
+            self._mode, self._remaining, self._keep = _UNTIL_CLOSE, -1, False
+        content_encoding = (headers.get("content-encoding") or "").lower()
+        if content_encoding in ("gzip", "x-gzip"):
+            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif content_encoding == "deflate":
+            self._decoder = zlib.decompressobj()
+        if self._mode == _NONE or (self._mode == _LENGTH and self._remaining == 0):
+            self._finish()
+
+    # --- body -------------------------------------------------------------------------------------
+    def iter_bytes(self) -> Iterator[bytes]:
+        decoder = self._decoder
+        for data in self._raw():
+            if decoder is not None:
+                data = decoder.decompress(data)
+                if not data:
+                    continue
+            yield data
+        if decoder is not None:
+            tail = decoder.flush()
+            if tail:
+                yield tail
+
+    def read(self) -> bytes:
+        return b"".join(self.iter_bytes())
+
+    def _raw(self) -> Iterator[bytes]:
+        if self._done:
+            return
+        mode = self._mode
+        if mode == _LENGTH:
+            yield from self._read_length()
+        elif mode == _CHUNKED:
+            yield from self._read_chunked()
+        else:
+            yield from self._read_until_close()
+
+    def _read_length(self) -> Iterator[bytes]:
+        buf, self._buf = self._buf, b""
+        remaining = self._remaining
+        sock = self._sock
+        while True:
+            if buf:
+                if len(buf) > remaining:
+                    buf = buf[:remaining]  # a server must not send more; ignore the excess
+                remaining -= len(buf)
+                self._remaining = remaining
+                if remaining == 0:
+                    self._finish()
+                    yield buf
+                    return
+                yield buf
+            buf = sock.recv(RECV_SIZE)
+            if not buf:
+                raise HTTPProtocolError(f"the connection closed with {remaining} bytes of the body unread")
+
+    def _read_until_close(self) -> Iterator[bytes]:
+        buf, self._buf = self._buf, b""
+        sock = self._sock
+        while True:
+            if buf:
+                yield buf
+            buf = sock.recv(RECV_SIZE)
+            if not buf:
+                self._finish()
+                return
+
+    def _read_chunked(self) -> Iterator[bytes]:
+        """Decode chunked transfer coding; yields each receive's payload bytes at once."""
+        buf = self._buf
+        self._buf = b""
+        sock = self._sock
+        size = -1  # bytes left in the current chunk; -1: a size line is expected next
+        while True:
+            out = []
+            pos = 0
+            end_of_body = False
+            while True:
+                if size > 0:
+                    take = buf[pos:pos + size]
+                    if take:
+                        out.append(take)
+                        size -= len(take)
+                        pos += len(take)
+                    if size > 0:
+                        break  # need more bytes
+                    size = -2  # the CRLF after the chunk data
+                if size == -2:
+                    if len(buf) - pos < 2:
+                        break
+                    if buf[pos:pos + 2] != b"\r\n":
+                        raise HTTPProtocolError("a chunk did not end with CRLF")
+                    pos += 2
+                    size = -1
+                nl = buf.find(b"\r\n", pos)
+                if nl < 0:
+                    if len(buf) - pos > 1024:
+                        raise HTTPProtocolError("a chunk size line is longer than 1 KiB")
+                    break
+                line = buf[pos:nl]
+                pos = nl + 2
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise HTTPProtocolError(f"bad chunk size line {bytes(line[:40])!r}") from None
+                if size == 0:
+                    end_of_body = True
+                    break
+            if end_of_body:
+                # trailers until an empty line
+                rest = buf[pos:]
+                while True:
+                    if rest.startswith(b"\r\n"):
+                        break
+                    end = rest.find(b"\r\n\r\n")
+                    if end >= 0:
+                        break
+                    data = sock.recv(RECV_SIZE)
+                    if not data:
+                        raise HTTPProtocolError("the connection closed inside the chunked trailer")
+                    rest += data
+                self._finish()
+                if out:
+                    yield out[0] if len(out) == 1 else b"".join(out)
+                return
+            buf = buf[pos:]
+            if out:
+                yield out[0] if len(out) == 1 else b"".join(out)
+            data = sock.recv(RECV_SIZE)
+            if not data:
+                raise HTTPProtocolError("the connection closed in the middle of a chunked body")
+            buf = buf + data if buf else data
+
+    # --- connection -------------------------------------------------------------------------------
+    def _finish(self) -> None:
+        self._done = True
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        if self._keep:
+            self._pool.put_back(sock)
+        else:
+            sock.close()
+
+    @property
+    def complete(self) -> bool:
+        return self._done
+
+    def close(self) -> None:
+        """Release the connection: back to the pool when the body was read, else closed."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            self._done = True
+            sock.close()
+
+
+def encode_headers(headers: dict[str, str]) -> bytes:
+    """Header lines (CRLF-terminated) for ``Pool.request``; CR/LF in values are refused."""
+    out = []
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            raise ValueError(f"header {name!r} contains a line break")
+        out.append(f"{name}: {value}\r\n")
+    return "".join(out).encode("latin-1")
