@@ -5,7 +5,6 @@ monkey.patch_all()
 
 import logging  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import sys  # noqa: E402
 
 from dotenv import load_dotenv  # noqa: E402
@@ -26,15 +25,11 @@ app = create_app(settings)
 
 def main() -> None:
     import gevent
-    from gevent.pywsgi import WSGIServer
+
+    from proxy.server import make_server
 
     log = logging.getLogger("proxy")
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    listener = WSGIServer.get_listener((settings.host, settings.port), backlog=1024, family=family)
-    # pywsgi writes headers and body in two sends: without TCP_NODELAY, Nagle holds the body until the
-    # client's delayed ACK (~40 ms). Accepted sockets inherit the option from the listener.
-    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    server = WSGIServer(listener, app, log=None, error_log=logging.getLogger("proxy.wsgi"))
+    server = make_server(settings.host, settings.port, app, error_log=logging.getLogger("proxy.wsgi"))
 
     def stop(signum, frame):
         # Signal handlers run in gevent's hub, where nothing may block: stop from a greenlet.

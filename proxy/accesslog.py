@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from typing import Any, Callable, Iterable
 
 from .config import Settings
@@ -58,7 +58,7 @@ def configure_logging(settings: Settings) -> None:
 
 def request_id_from(environ: dict) -> str:
     given = environ.get("HTTP_X_REQUEST_ID", "")
-    return given if REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+    return given if REQUEST_ID_RE.match(given) else os.urandom(16).hex()
 
 
 class _Body:

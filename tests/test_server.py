@@ -1,0 +1,153 @@
+"""The gevent server of `python wsgi.py` (proxy/server.py): its own request-header parser and the
+one-send response head, checked as a unit and over raw sockets against the real process."""
+from __future__ import annotations
+
+import io
+import socket
+
+import pytest
+
+from proxy.server import MAX_HEADERS, RequestHeaders
+
+
+def headers_of(raw: bytes) -> RequestHeaders:
+    return RequestHeaders.read(io.BytesIO(raw))
+
+
+def test_header_lookup_ignores_case_and_returns_the_first_value():
+    h = headers_of(b"Content-Type: application/json\r\nX-Dup: one\r\nx-dup: two\r\n\r\nbody")
+    assert h.status == ""
+    assert h.get("content-type") == "application/json" == h.getheader("CONTENT-TYPE") == h.typeheader
+    assert h.get("X-DUP") == "one"
+    assert "x-dup" in h and "missing" not in h
+    assert h.get("missing", "d") == "d"
+
+
+def test_reading_stops_at_the_blank_line_and_leaves_the_body():
+    fp = io.BytesIO(b"A: 1\r\n\r\n{\"x\": 1}")
+    headers = RequestHeaders.read(fp)
+    assert headers.headers == ["A: 1\r\n"]
+    assert fp.read() == b'{"x": 1}'
+
+
+def test_bare_lf_line_endings_are_accepted():
+    assert headers_of(b"A: 1\nB: 2\n\n").get("b") == "2"
+
+
+def test_raw_lines_are_kept_for_pywsgi_including_folded_continuations():
+    h = headers_of(b"X-Long: first\r\n  second\r\nB: 2\r\n\r\n")
+    assert h.headers == ["X-Long: first\r\n", "  second\r\n", "B: 2\r\n"]
+
+
+def test_deleting_a_header_removes_every_occurrence_and_its_continuations():
+    h = headers_of(b"Content-Length: 5\r\n  x\r\nTransfer-Encoding: chunked\r\ncontent-length: 7\r\n\r\n")
+    del h["content-length"]
+    assert h.get("content-length") is None
+    assert h.headers == ["Transfer-Encoding: chunked\r\n"]
+    with pytest.raises(KeyError):
+        del h["content-length"]
+
+
+def test_an_overlong_header_line_is_flagged():
+    assert headers_of(b"A: " + b"x" * 70000 + b"\r\n\r\n").status == "Line too long"
+
+
+def test_more_than_a_hundred_header_lines_are_flagged():
+    raw = b"".join(b"H%d: v\r\n" % i for i in range(MAX_HEADERS + 1)) + b"\r\n"
+    assert headers_of(raw).status
+    ok = b"".join(b"H%d: v\r\n" % i for i in range(MAX_HEADERS)) + b"\r\n"
+    assert headers_of(ok).status == ""
+
+
+# --- the real server ---------------------------------------------------------------------------
+
+
+def exchange(url: str, raw: bytes, *, until: bytes | None = None) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(raw)
+        data = b""
+        while True:
+            try:
+                piece = sock.recv(65536)
+            except socket.timeout:
+                break
+            if not piece:
+                break
+            data += piece
+            if until is not None and data.count(until) >= 1 and data.endswith(until):
+                break
+    return data
+
+
+def test_a_request_with_odd_header_case_and_a_folded_header_is_served(wsgi_proxy):
+    proxy = wsgi_proxy(BACKEND_TYPE="stub")
+    body = b'{"model": "stub", "messages": [{"role": "user", "content": "hi"}]}'
+    raw = (b"POST /api/chat HTTP/1.1\r\nhost: x\r\ncontent-TYPE: application/json\r\n"
+           b"X-Folded: a\r\n b\r\nCONTENT-LENGTH: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+    reply = exchange(proxy.url, raw)
+    head, _, rest = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), reply[:300]
+    assert b'"done":true' in rest.replace(b" ", b"")
+
+
+def test_keep_alive_serves_two_requests_on_one_connection(wsgi_proxy):
+    proxy = wsgi_proxy(BACKEND_TYPE="stub")
+    one = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    reply = exchange(proxy.url, one + one.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+    assert reply.count(b"HTTP/1.1 200") == 2 and reply.count(b"OK") >= 2
+
+
+def test_too_many_headers_get_400_not_500(wsgi_proxy):
+    proxy = wsgi_proxy(BACKEND_TYPE="stub")
+    raw = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(150)) + b"\r\n"
+    reply = exchange(proxy.url, raw)
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+
+
+def test_an_overlong_header_line_gets_400(wsgi_proxy):
+    proxy = wsgi_proxy(BACKEND_TYPE="stub")
+    raw = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"
+    assert exchange(proxy.url, raw).startswith(b"HTTP/1.1 400")
+
+
+def test_chunked_request_bodies_are_read(wsgi_proxy):
+    proxy = wsgi_proxy(BACKEND_TYPE="stub")
+    body = b'{"model": "stub", "messages": [{"role": "user", "content": "hi"}], "stream": false}'
+    raw = (b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+           + b"%x\r\n" % 10 + body[:10] + b"\r\n" + b"%x\r\n" % (len(body) - 10) + body[10:] + b"\r\n0\r\n\r\n")
+    reply = exchange(proxy.url, raw)
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+    assert b"stub" in reply
+
+
+def test_a_streamed_reply_is_chunked_and_complete(wsgi_proxy):
+    proxy = wsgi_proxy(BACKEND_TYPE="stub")
+    body = b'{"model": "stub", "messages": [{"role": "user", "content": "one two three"}]}'
+    raw = (b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+    reply = exchange(proxy.url, raw)
+    head, _, rest = reply.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert rest.endswith(b"0\r\n\r\n")
+    decoded, pos = b"", 0
+    while True:
+        nl = rest.index(b"\r\n", pos)
+        size = int(rest[pos:nl], 16)
+        if size == 0:
+            break
+        decoded += rest[nl + 2:nl + 2 + size]
+        pos = nl + 2 + size + 2
+    lines = [line for line in decoded.split(b"\n") if line]
+    assert len(lines) > 2 and b'"done":true' in lines[-1].replace(b" ", b"")
+
+
+def test_the_server_writes_no_access_line_of_its_own(wsgi_proxy):
+    proxy = wsgi_proxy(BACKEND_TYPE="stub", LOG_LEVEL="INFO")
+    exchange(proxy.url, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    exchange(proxy.url, b"GET /api/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    proxy.stop()
+    out = proxy.output()
+    assert '"GET /api/version HTTP/1.1"' not in out  # pywsgi's own format
+    assert "/api/version" in out  # ours
