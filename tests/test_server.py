@@ -151,3 +151,17 @@ def test_the_server_writes_no_access_line_of_its_own(wsgi_proxy):
     out = proxy.output()
     assert '"GET /api/version HTTP/1.1"' not in out  # pywsgi's own format
     assert "/api/version" in out  # ours
+
+
+def test_a_body_far_larger_than_the_read_buffer_arrives_whole(wsgi_proxy):
+    proxy = wsgi_proxy(BACKEND_TYPE="stub")
+    word = "lorem "
+    text = word * 50000  # 300 KB, against a 2 KiB connection buffer
+    body = ('{"model": "stub", "stream": false, "messages": [{"role": "user", "content": "%s"}]}' % text).encode()
+    raw = (b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+    reply = exchange(proxy.url, raw)
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+    import json
+    answer = json.loads(reply.partition(b"\r\n\r\n")[2])
+    assert answer["prompt_eval_count"] >= 50000  # the stub counted every word it was sent

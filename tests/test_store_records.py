@@ -197,3 +197,20 @@ def test_embeddings_are_recorded(logged_proxy):
     assert r.status_code == 200
     [row] = wait_rows(store_of(setup.proxy), 1)
     assert row["endpoint"] == "/api/embed" and row["preview"] == "hello vectors" and row["outcome"] == "ok"
+
+
+def test_a_long_stream_is_stored_byte_for_byte_although_its_copies_are_packed_while_it_runs(logged_proxy):
+    setup = logged_proxy("ollama")  # OpenAI front over an Ollama backend: both copies are kept, translated
+    words = tuple(f" w{i}" for i in range(400))  # far more than one packing block of each copy
+    setup.script_chat(words)
+    r = requests.post(setup.url + "/v1/chat/completions", json=chat("openai", setup.model, stream=True))
+    assert r.status_code == 200
+    store = store_of(setup.proxy)
+    [row] = wait_rows(store, 1)
+    full = one(store, row["id"])
+    assert full["answer"]["content"] == "".join(words)
+    upstream = full["bodies"]["upstream_response"]
+    assert upstream["size"] > 4 * 4096 and len(upstream["text"].encode()) == upstream["size"]
+    lines = upstream["text"].splitlines()
+    assert len(lines) == len(words) + 1 and all(json.loads(line)["model"] for line in lines)
+    assert full["bodies"]["client_response"]["text"] == r.text  # what the client received, exactly

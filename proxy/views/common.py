@@ -129,6 +129,7 @@ def upstream_object(raw: bytes) -> dict:
 def stream_response(exchange: Exchange, upstream: Any, chunks: Iterable[bytes], dialect: str) -> Response:
     exchange.stream = True
     exchange.status = 200
+    exchange.pack_stream_copies()
     relay = Relay(exchange, upstream, chunks, dialect)
     mimetype = SSE if dialect == "openai" else NDJSON
     return Response(relay, status=200, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)

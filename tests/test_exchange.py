@@ -1,0 +1,47 @@
+"""The bodies an exchange keeps for the log (proxy/exchange.py): limits, truncation and packing."""
+from __future__ import annotations
+
+import sys
+
+from proxy.exchange import BodyBuffer
+
+
+def sse_chunks(n: int) -> list[bytes]:
+    return [b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[{"index":0,'
+            b'"delta":{"content":"word %d "},"finish_reason":null}]}\n\n' % i for i in range(n)]
+
+
+def test_a_packed_copy_gives_back_exactly_the_bytes_added():
+    chunks = sse_chunks(500)
+    body = BodyBuffer(10 * 1024 * 1024, pack=True)
+    for chunk in chunks:
+        body.add(chunk)
+    assert body.packed  # it did pack
+    assert body.value() == b"".join(chunks)
+    assert body.size == sum(map(len, chunks)) and not body.truncated
+
+
+def test_packing_keeps_a_long_stream_copy_several_times_smaller():
+    chunks = sse_chunks(600)  # ~80 KB, a minute of a fast model
+    packed, plain = BodyBuffer(10 ** 7, pack=True), BodyBuffer(10 ** 7)
+    for chunk in chunks:
+        packed.add(chunk)
+        plain.add(chunk)
+    held = sum(map(sys.getsizeof, packed.packed)) + sys.getsizeof(packed.data)
+    assert held * 4 < sys.getsizeof(plain.data)
+
+
+def test_the_limit_still_truncates_a_packed_copy_and_counts_every_byte():
+    chunks = sse_chunks(200)
+    body = BodyBuffer(10000, pack=True)
+    for chunk in chunks:
+        body.add(chunk)
+    total = sum(map(len, chunks))
+    assert body.truncated and body.size == total
+    assert body.value() == b"".join(chunks)[:10000]
+
+
+def test_an_unpacked_body_is_one_copy_of_what_was_added():
+    body = BodyBuffer(100)
+    body.add(b"x" * 5000)
+    assert not body.packed and body.value() == b"x" * 100 and body.size == 5000 and body.truncated
