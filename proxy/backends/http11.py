@@ -177,27 +177,32 @@ class Response:
         self._decoder = None
         buf = b""
         while True:
-            end = buf.find(b"\r\n\r\n")
-            if end >= 0:
+            while True:
+                end = buf.find(b"\r\n\r\n")
+                if end >= 0:
+                    break
+                if len(buf) > MAX_HEAD:
+                    raise HTTPProtocolError("the response head is larger than 64 KiB")
+                data = sock.recv(RECV_SIZE)
+                if not data:
+                    if not buf and not fresh:
+                        raise _Stale("connection closed while idle")
+                    raise HTTPProtocolError("the connection closed before a complete response head")
+                buf += data
+            lines = buf[:end].decode("latin-1").split("\r\n")
+            buf = buf[end + 4:]
+            status_line = lines[0].split(" ", 2)
+            try:
+                version = status_line[0]
+                self.status = int(status_line[1])
+            except (IndexError, ValueError):
+                raise HTTPProtocolError(f"malformed status line {lines[0][:100]!r}") from None
+            if not version.startswith("HTTP/1."):
+                raise HTTPProtocolError(f"not an HTTP/1.x response: {lines[0][:100]!r}")
+            if not 100 <= self.status < 200 or self.status == 101:
                 break
-            if len(buf) > MAX_HEAD:
-                raise HTTPProtocolError("the response head is larger than 64 KiB")
-            data = sock.recv(RECV_SIZE)
-            if not data:
-                if not buf and not fresh:
-                    raise _Stale("connection closed while idle")
-                raise HTTPProtocolError("the connection closed before a complete response head")
-            buf += data
-        lines = buf[:end].decode("latin-1").split("\r\n")
-        self._buf = buf[end + 4:]
-        status_line = lines[0].split(" ", 2)
-        try:
-            version = status_line[0]
-            self.status = int(status_line[1])
-        except (IndexError, ValueError):
-            raise HTTPProtocolError(f"malformed status line {lines[0][:100]!r}") from None
-        if not version.startswith("HTTP/1."):
-            raise HTTPProtocolError(f"not an HTTP/1.x response: {lines[0][:100]!r}")
+            fresh = True  # an interim answer (100 Continue, 103 Early Hints): the final head follows
+        self._buf = buf
         self.reason = status_line[2] if len(status_line) > 2 else ""
         items = []
         for line in lines[1:]:
@@ -214,10 +219,10 @@ class Response:
         elif self.chunked:
             self._mode, self._remaining = _CHUNKED, -1
         elif headers.get("content-length") is not None:
-            try:
-                self._remaining = int(headers["content-length"])
-            except ValueError:
-                raise HTTPProtocolError(f"bad Content-Length {headers['content-length']!r}") from None
+            length = headers["content-length"]
+            if not (length.isascii() and length.isdigit()):  # int() would also take "-1", "+5", "1_0"
+                raise HTTPProtocolError(f"bad Content-Length {length!r}")
+            self._remaining = int(length)
             self._mode = _LENGTH
         else:
             self._mode, self._remaining, self._keep = _UNTIL_CLOSE, -1, False
@@ -232,16 +237,19 @@ class Response:
     # --- body -------------------------------------------------------------------------------------
     def iter_bytes(self) -> Iterator[bytes]:
         decoder = self._decoder
-        for data in self._raw():
+        try:
+            for data in self._raw():
+                if decoder is not None:
+                    data = decoder.decompress(data)
+                    if not data:
+                        continue
+                yield data
             if decoder is not None:
-                data = decoder.decompress(data)
-                if not data:
-                    continue
-            yield data
-        if decoder is not None:
-            tail = decoder.flush()
-            if tail:
-                yield tail
+                tail = decoder.flush()
+                if tail:
+                    yield tail
+        except zlib.error as exc:
+            raise HTTPProtocolError(f"the compressed body does not decode: {exc}") from None
 
     def read(self) -> bytes:
         return b"".join(self.iter_bytes())
