@@ -30,7 +30,7 @@ class BodyBuffer:
 
     __slots__ = ("data", "size", "limit", "truncated", "packed", "pack")
 
-    PACK_AT = 4096
+    PACK_AT = 2048
 
     def __init__(self, limit: int, pack: bool = False):
         self.data = bytearray()
@@ -94,6 +94,12 @@ class DerivedBody:
 
 
 class Exchange:
+    __slots__ = ("clock", "started", "request_id", "front", "endpoint", "method", "client", "user_agent", "key_name",
+                 "max_body", "client_request", "upstream_request", "upstream_response", "client_response",
+                 "backend_name", "backend_type", "model_requested", "model_upstream", "stream", "status", "outcome",
+                 "error", "answer", "answer_parser", "upstream_first_byte_at", "client_first_chunk_at", "ended_at",
+                 "local", "_sinks", "on_finish", "_finished")  # a running stream holds one: no per-instance dict
+
     def __init__(self, *, request_id: str, front: str, endpoint: str, method: str, client: str, user_agent: str,
                  client_body: bytes, max_body: int, sinks: Iterable[Callable[["Exchange"], None]],
                  clock: Callable[[], float] = time.time):

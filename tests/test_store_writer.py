@@ -193,3 +193,32 @@ def test_records_still_queued_at_interpreter_exit_are_written_under_gevent(tmp_p
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.strip()) == 300  # nothing was written before exit (the hub never ran)...
     assert _sqlite_count(db) == 300  # ...and atexit wrote them all
+
+
+def test_a_batch_of_large_records_is_written_in_bounded_transactions_without_duplicates(db_url, monkeypatch):
+    from proxy.store import writer as writer_module
+
+    store = open_store(db_url)
+    writer = store.writer
+    writer._stop = True
+    wait_for(lambda: not writer._running)
+    commits: list[int] = []
+    insert = writer._insert
+
+    def counting_insert(prepared):
+        commits.append(len(prepared))
+        if len(commits) == 3:
+            raise RuntimeError("the third transaction fails")  # the rest is retried one by one
+        return insert(prepared)
+
+    monkeypatch.setattr(writer, "_insert", counting_insert)
+    big = "long stream " * 4000  # ~48 KB of text per record
+    batch = [Record.of(make_exchange(f"{i} {big}")) for i in range(60)]
+    per_transaction = writer_module.WRITE_BYTES // (len(big) * 2) + 1
+    try:
+        writer._write(batch)
+    except RuntimeError:
+        writer._one_by_one(batch)
+    store.close()
+    assert commits[0] <= per_transaction + 1 and len(commits) > 3  # bounded, not one transaction of 60
+    assert store.read(lambda m: m.Exchange.select().count()) == 60  # every record once

@@ -236,18 +236,21 @@ class Response:
 
     # --- body -------------------------------------------------------------------------------------
     def iter_bytes(self) -> Iterator[bytes]:
+        """The body as it arrives. Not a generator itself: a stream's greenlet keeps every generator
+        frame it is suspended in on its saved C stack, so an uncompressed body is one layer, not three."""
+        raw = self._raw()
+        return raw if self._decoder is None else self._decoded(raw)
+
+    def _decoded(self, raw: Iterator[bytes]) -> Iterator[bytes]:
         decoder = self._decoder
         try:
-            for data in self._raw():
-                if decoder is not None:
-                    data = decoder.decompress(data)
-                    if not data:
-                        continue
-                yield data
-            if decoder is not None:
-                tail = decoder.flush()
-                if tail:
-                    yield tail
+            for data in raw:
+                data = decoder.decompress(data)
+                if data:
+                    yield data
+            tail = decoder.flush()
+            if tail:
+                yield tail
         except zlib.error as exc:
             raise HTTPProtocolError(f"the compressed body does not decode: {exc}") from None
 
@@ -256,14 +259,13 @@ class Response:
 
     def _raw(self) -> Iterator[bytes]:
         if self._done:
-            return
+            return iter(())
         mode = self._mode
         if mode == _LENGTH:
-            yield from self._read_length()
-        elif mode == _CHUNKED:
-            yield from self._read_chunked()
-        else:
-            yield from self._read_until_close()
+            return self._read_length()
+        if mode == _CHUNKED:
+            return self._read_chunked()
+        return self._read_until_close()
 
     def _read_length(self) -> Iterator[bytes]:
         buf, self._buf = self._buf, b""

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 1000
 PREPARE_SLICE = 50  # records prepared between two yields to the hub
+WRITE_BYTES = 1 << 20  # prepared text per transaction (see _write)
 CHUNKS = (64, 16, 4, 1)  # rows per INSERT statement
 IDLE_S = 0.5  # pause between batches unless a full batch waits: big transactions cost far less per row
 POLL_FLUSH_S = 10.0
@@ -286,14 +287,29 @@ class LogWriter:
         return sql
 
     def _write(self, batch: list[Record]) -> None:
+        """Prepare and insert ``batch``; records written are removed from it as each transaction commits.
+
+        A transaction holds at most WRITE_BYTES of prepared text: when a thousand long streams end
+        together, their decoded bodies would otherwise all be in memory at once."""
         nul_free = self.kind == "postgres"
-        prepared = []
-        for start in range(0, len(batch), PREPARE_SLICE):
-            if start:
+        prepared: list[tuple] = []
+        size = 0
+        for i, record in enumerate(batch):
+            if i and i % PREPARE_SLICE == 0:
                 self._sleep(0)  # under gevent: let streams run between slices
-            prepared.extend(record.rows(nul_free) for record in batch[start:start + PREPARE_SLICE])
+            rows = record.rows(nul_free)
+            prepared.append(rows)
+            size += len(rows[2]) + sum(len(text) for text in rows[1][:4] if text)
+            if size >= WRITE_BYTES:
+                self._commit(batch, prepared)
+                prepared, size = [], 0
+        if prepared:
+            self._commit(batch, prepared)
+
+    def _commit(self, batch: list[Record], prepared: list[tuple]) -> None:
         self._blocking(self._insert, prepared)
-        self.written += len(batch)
+        del batch[:len(prepared)]
+        self.written += len(prepared)
 
     def _insert(self, prepared: list[tuple]) -> None:
         try:
