@@ -105,6 +105,10 @@ class AccessLog:
                 self._write(environ, request_id, status, sent, time.perf_counter() - started)
 
         body = self.app(environ, _start_response)
+        add_close_hook = getattr(body, "add_close_hook", None)
+        if add_close_hook is not None:  # a stream's Relay counts its bytes and calls back when closed
+            add_close_hook(done)
+            return body
         return _Body(body, done)
 
     def _write(self, environ: dict, request_id: str, status: int, sent: int, seconds: float) -> None:

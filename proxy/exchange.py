@@ -149,14 +149,14 @@ class Exchange:
     def sent_upstream(self, body: bytes) -> None:
         self.upstream_request.add(body)
 
-    def tap_upstream(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        """Pass upstream chunks through, noting first-byte time and keeping a copy for the log."""
-        keep = self.upstream_response.add
-        for chunk in chunks:
-            if self.upstream_first_byte_at is None:
-                self.upstream_first_byte_at = self.clock()
-            keep(chunk)
-            yield chunk
+    def upstream_chunks(self, upstream: Any) -> Iterator[bytes]:
+        """The upstream body as it arrives, its first-byte time noted and a copy kept for the log."""
+        return upstream.iter_bytes(self._took_upstream)
+
+    def _took_upstream(self, chunk: bytes) -> None:
+        if self.upstream_first_byte_at is None:
+            self.upstream_first_byte_at = self.clock()
+        self.upstream_response.add(chunk)
 
     def fail(self, exc: ProxyError) -> None:
         self.outcome = exc.outcome
@@ -212,9 +212,16 @@ class Relay:
         self.exchange = exchange
         self.upstream = upstream
         self.dialect = dialect
+        self.sent = 0
         self._chunks = chunks
         self._closed = False
         self._completed = False
+        self._close_hooks: list[Callable[[int], None]] = []
+
+    def add_close_hook(self, hook: Callable[[int], None]) -> None:
+        """``hook(bytes sent)`` runs when the relay closes (the access line uses it instead of
+        wrapping the body in one more generator, which every chunk would pass through)."""
+        self._close_hooks.append(hook)
 
     def __iter__(self) -> Iterator[bytes]:
         exchange = self.exchange
@@ -224,6 +231,7 @@ class Relay:
                 if exchange.client_first_chunk_at is None:
                     exchange.client_first_chunk_at = exchange.clock()
                 keep(out)
+                self.sent += len(out)
                 yield out
             self._completed = True
         except ProxyError as exc:
@@ -232,6 +240,7 @@ class Relay:
             tail = error_chunk(self.dialect, exc)
             self._completed = True
             exchange.client_response.add_tail(tail)
+            self.sent += len(tail)
             yield tail
         finally:
             self.close()
@@ -251,4 +260,8 @@ class Relay:
                 if not self._completed and self.exchange.outcome == "ok":
                     self.exchange.outcome = "cancelled"
                     self.exchange.error = "the client closed the connection"
-                self.exchange.finish()
+                try:
+                    self.exchange.finish()
+                finally:
+                    for hook in self._close_hooks:
+                        hook(self.sent)

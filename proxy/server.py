@@ -8,7 +8,7 @@ Every request passes through the handler, so three things pywsgi does genericall
   answers 400, as before;
 - the status line, the headers and the first piece of the body leave in one send, not two;
 - pywsgi formats no access line of its own (``accesslog.AccessLog`` writes ours);
-- the connection's read buffer is 2 KiB, not 8 KiB: it lives as long as the connection (a stream
+- the connection's read buffer is 1 KiB, not 8 KiB: it lives as long as the connection (a stream
   holds it for minutes) while a request head is a few hundred bytes, and bodies larger than the
   buffer are read past it, straight into their destination.
 
@@ -23,7 +23,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 
 MAX_LINE = 65536
 MAX_HEADERS = 100
-READ_BUFFER = 2048
+READ_BUFFER = 1024
 
 
 class RequestHeaders:

@@ -71,3 +71,21 @@ def test_json_lines_carry_the_request_id_and_optional_bodies(tmp_path):
     summary = next(r for r in records if r.get("event") == "messages")
     assert "user[5]: hello" in summary["body"]
     assert "sk-backend-secret" not in out and "sk-client-secret" not in out
+
+
+def test_a_stream_gets_one_access_line_with_the_bytes_the_client_received(tmp_path):
+    import json
+
+    proc, url = run_proxy(tmp_path, free_port(), LOG_FORMAT="json")
+    try:
+        streamed = requests.post(url + "/api/chat", json={"model": "stub", "messages": [
+            {"role": "user", "content": "one two three four"}]})  # Ollama streams by default
+        whole = requests.post(url + "/api/chat", json={"model": "stub", "stream": False, "messages": [
+            {"role": "user", "content": "one two"}]})
+    finally:
+        out = stop(proc)
+    access = [json.loads(l) for l in out.splitlines() if l.startswith("{") and '"event": "access"' in l]
+    chats = [a for a in access if a["path"] == "/api/chat"]
+    assert len(chats) == 2
+    assert chats[0]["stream"] is True and chats[0]["bytes"] == len(streamed.content) > 0
+    assert chats[1]["stream"] is False and chats[1]["bytes"] == len(whole.content)

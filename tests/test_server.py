@@ -156,7 +156,7 @@ def test_the_server_writes_no_access_line_of_its_own(wsgi_proxy):
 def test_a_body_far_larger_than_the_read_buffer_arrives_whole(wsgi_proxy):
     proxy = wsgi_proxy(BACKEND_TYPE="stub")
     word = "lorem "
-    text = word * 50000  # 300 KB, against a 2 KiB connection buffer
+    text = word * 50000  # 300 KB, against a 1 KiB connection buffer
     body = ('{"model": "stub", "stream": false, "messages": [{"role": "user", "content": "%s"}]}' % text).encode()
     raw = (b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .. import jsonio
 from ..config import Settings
@@ -31,9 +31,15 @@ class Upstream:
         self.status = resp.status
         self.headers = resp.headers
 
-    def iter_bytes(self) -> Iterator[bytes]:
+    def iter_bytes(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
+        """The body as it arrives; ``tap`` sees each chunk first (a call, not another generator layer)."""
         try:
-            yield from self._resp.iter_bytes()
+            if tap is None:
+                yield from self._resp.iter_bytes()
+            else:
+                for chunk in self._resp.iter_bytes():
+                    tap(chunk)
+                    yield chunk
         except socket.timeout:
             raise BackendTimeout(f"{self._backend.describe()} stopped sending for "
                                  f"{self._backend.read_timeout:g} s") from None

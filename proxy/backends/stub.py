@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .. import jsonio
 from ..catalog import ModelInfo
@@ -95,8 +95,11 @@ class StubUpstream:
         self.headers = {"Content-Type": content_type}
         self._chunks = chunks
 
-    def iter_bytes(self) -> Iterator[bytes]:
-        yield from self._chunks
+    def iter_bytes(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            if tap is not None:
+                tap(chunk)
+            yield chunk
 
     def read(self) -> bytes:
         return b"".join(self.iter_bytes())

@@ -110,7 +110,7 @@ def open_upstream(exchange: Exchange, path: str, out: dict) -> Any:
 def read_whole(exchange: Exchange, upstream: Any) -> bytes:
     """The rest of a non-streamed upstream answer (kept for the log), connection released."""
     try:
-        return b"".join(exchange.tap_upstream(upstream.iter_bytes()))
+        return b"".join(exchange.upstream_chunks(upstream))
     finally:
         upstream.close()
 
@@ -130,6 +130,11 @@ def stream_response(exchange: Exchange, upstream: Any, chunks: Iterable[bytes], 
     exchange.stream = True
     exchange.status = 200
     exchange.pack_stream_copies()
+    # The environ lives as long as the stream: drop what only the view needed (the parsed body and
+    # werkzeug's request with its cached copy of the body), or a long chat context stays in memory
+    # three times over for minutes. The log keeps its own copy.
+    request.environ.pop(ENVIRON_JSON, None)
+    request.environ.pop("werkzeug.request", None)
     relay = Relay(exchange, upstream, chunks, dialect)
     mimetype = SSE if dialect == "openai" else NDJSON
     return Response(relay, status=200, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)

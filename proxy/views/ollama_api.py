@@ -115,7 +115,7 @@ def _passthrough(exchange, path: str, out: dict) -> Response:
     exchange.answer_parser = _ollama_parser(path)
     if exchange.stream:
         exchange.client_copy_derived_from_upstream(lambda raw: b"".join(passthrough_lines([raw], renames)))
-        chunks = passthrough_lines(exchange.tap_upstream(upstream.iter_bytes()), renames)
+        chunks = passthrough_lines(exchange.upstream_chunks(upstream), renames)
         return stream_response(exchange, upstream, chunks, "ollama")
     raw = read_whole(exchange, upstream)
     for old, new in renames:
@@ -136,7 +136,7 @@ def _translated(exchange, kind: str, path: str, out: dict) -> Response:
     translator = OpenAIToOllama(kind, exchange.model_requested, exchange.started)
     exchange.answer = translator.answer
     if exchange.stream:
-        chunks = openai_sse_to_ollama(exchange.tap_upstream(upstream.iter_bytes()), translator)
+        chunks = openai_sse_to_ollama(exchange.upstream_chunks(upstream), translator)
         return stream_response(exchange, upstream, chunks, "ollama")
     reply = whole_reply_from_openai(translator, kind, upstream_object(read_whole(exchange, upstream)))
     data = jsonio.dumps(reply)

@@ -94,7 +94,7 @@ def _passthrough(exchange, path: str, out: dict) -> Response:
         strip = not client_wants_usage
         exchange.client_copy_derived_from_upstream(
             lambda raw: b"".join(passthrough_sse([raw], strip_usage_chunk=strip, renames=renames)))
-        chunks = passthrough_sse(exchange.tap_upstream(upstream.iter_bytes()), strip_usage_chunk=strip, renames=renames)
+        chunks = passthrough_sse(exchange.upstream_chunks(upstream), strip_usage_chunk=strip, renames=renames)
         return stream_response(exchange, upstream, chunks, "openai")
     exchange.answer_parser = _whole_answer
     raw = read_whole(exchange, upstream)
@@ -131,7 +131,7 @@ def _translated(exchange, kind: str, path: str, out: dict, client_body: dict) ->
     if exchange.stream:
         translator = OllamaToOpenAI(kind, exchange.model_requested, cid, created, oa.wants_usage(client_body))
         exchange.answer = translator.answer
-        chunks = ollama_ndjson_to_openai(exchange.tap_upstream(upstream.iter_bytes()), translator)
+        chunks = ollama_ndjson_to_openai(exchange.upstream_chunks(upstream), translator)
         return stream_response(exchange, upstream, chunks, "openai")
     resp = upstream_object(read_whole(exchange, upstream))
     if resp.get("error"):
