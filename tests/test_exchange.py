@@ -45,3 +45,15 @@ def test_an_unpacked_body_is_one_copy_of_what_was_added():
     body = BodyBuffer(100)
     body.add(b"x" * 5000)
     assert not body.packed and body.value() == b"x" * 100 and body.size == 5000 and body.truncated
+
+
+def test_answer_pieces_are_joined_as_they_come_and_read_back_whole():
+    from proxy.streaming import Answer
+
+    answer = Answer()
+    words = [f"w{i} " for i in range(1000)]
+    for word in words:
+        answer.content.append(word)
+    assert len(answer.content) < answer.content.JOIN_EVERY  # a few strings, not a thousand
+    assert "".join(answer.content) == "".join(words) == answer.as_dict()["content"]
+    assert not answer.thinking and answer.as_dict()["thinking"] == ""
