@@ -936,3 +936,31 @@ def test_backend_corrupt_compressed_body_is_backend_unavailable(server):
     server.script(http(body=b"not gzip", headers=(("Content-Encoding", "gzip"),)))
     with pytest.raises(BackendUnavailable, match="does not decode"):
         backend.get_json("/v1/models")
+
+
+def test_send_all_delivers_a_message_larger_than_the_kernel_takes_at_once():
+    import threading
+
+    from proxy.backends.http11 import send_all
+
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data = bytes(range(256)) * 16384  # 4 MiB: many partial sends
+    received = bytearray()
+
+    def read():
+        while len(received) < len(data):
+            piece = b.recv(65536)
+            if not piece:
+                break
+            received.extend(piece)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        send_all(a, data)
+        reader.join(timeout=10)
+    finally:
+        a.close()
+        b.close()
+    assert bytes(received) == data

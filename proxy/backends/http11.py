@@ -26,6 +26,15 @@ MAX_HEAD = 65536  # status line + headers
 MAX_IDLE = 256  # idle connections kept per backend
 
 
+def send_all(sock: socket.socket, data: bytes | bytearray) -> None:
+    """``sock.sendall`` for the common case of a message the kernel takes at once: one ``send``.
+    (gevent's ``sendall`` asks the kernel for the send-buffer size on every call and slices the data
+    into views; for a request head or a stream chunk that is most of the cost.)"""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
+
+
 class HTTPProtocolError(OSError):
     """The backend broke HTTP/1.1 framing (or closed the connection mid-message)."""
 
@@ -120,7 +129,7 @@ class Pool:
             sock = self._idle.pop()
             try:
                 sock.settimeout(read_timeout)
-                sock.sendall(message)
+                send_all(sock, message)
                 return Response(self, sock, method, read_timeout)
             except (_Stale, BrokenPipeError, ConnectionResetError):
                 sock.close()  # closed by the backend while idle: try the next one, or a new one
@@ -130,7 +139,7 @@ class Pool:
         sock = self.origin.connect(self.connect_timeout if connect_timeout is None else connect_timeout)
         try:
             sock.settimeout(read_timeout)
-            sock.sendall(message)
+            send_all(sock, message)
             return Response(self, sock, method, read_timeout, fresh=True)
         except BaseException:
             sock.close()
