@@ -71,9 +71,11 @@ def _body_for_log() -> bytes:
 
 def start_exchange(front: str) -> Exchange:
     svc = services()
+    environ = request.environ
     exchange = Exchange(
-        request_id=request.environ.get(ENVIRON_REQUEST_ID, ""), front=front, endpoint=request.path,
-        method=request.method, client=request.remote_addr or "", user_agent=request.user_agent.string[:300],
+        request_id=environ.get(ENVIRON_REQUEST_ID, ""), front=front, endpoint=request.path,
+        method=request.method, client=environ.get("REMOTE_ADDR") or "",
+        user_agent=environ.get("HTTP_USER_AGENT", "")[:300],
         client_body=_body_for_log(), max_body=svc.settings.log_max_body_bytes, sinks=svc.sinks)
     exchange.key_name = request.environ.get(ENVIRON_KEY_NAME)
     exchange.backend_name = svc.backend.describe()
