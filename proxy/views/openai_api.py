@@ -104,10 +104,14 @@ def _passthrough(exchange, path: str, out: dict) -> Response:
 
 
 def _whole_answer(raw: bytes):
+    """The answer of a non-streamed OpenAI body, for the log (passthrough: parsed when the exchange ends)."""
+    return _answer_of(jsonio.loads(raw))
+
+
+def _answer_of(resp):
     from ..streaming import Answer
 
     answer = Answer()
-    resp = jsonio.loads(raw)
     if not isinstance(resp, dict):
         return answer
     answer.take_usage(resp.get("usage"))
@@ -141,5 +145,5 @@ def _translated(exchange, kind: str, path: str, out: dict, client_body: dict) ->
     else:
         reply = oo.generate_response_to_openai(resp, cid, created, exchange.model_requested)
     data = jsonio.dumps(reply)
-    exchange.answer = _whole_answer(data)
+    exchange.answer = _answer_of(reply)
     return finish_whole(exchange, raw_json_response(data), data)
