@@ -31,7 +31,7 @@ from .schema import FTS_TABLE, SEARCH_TABLE, ensure_schema
 log = logging.getLogger(__name__)
 
 BATCH = 1000
-PREPARE_SLICE = 50  # records prepared between two yields to the hub
+PREPARE_SLICE_S = 0.002  # preparing yields to the hub at least this often (streams wait meanwhile)
 WRITE_BYTES = 1 << 20  # prepared text per transaction (see _write)
 CHUNKS = (64, 16, 4, 1)  # rows per INSERT statement
 IDLE_S = 0.5  # pause between batches unless a full batch waits: big transactions cost far less per row
@@ -294,9 +294,11 @@ class LogWriter:
         nul_free = self.kind == "postgres"
         prepared: list[tuple] = []
         size = 0
-        for i, record in enumerate(batch):
-            if i and i % PREPARE_SLICE == 0:
-                self._sleep(0)  # under gevent: let streams run between slices
+        slice_end = time.perf_counter() + PREPARE_SLICE_S
+        for record in batch:
+            if time.perf_counter() > slice_end:  # under gevent: let streams run between slices (a long
+                self._sleep(0)                     # stream's record takes ~1 ms to prepare)
+                slice_end = time.perf_counter() + PREPARE_SLICE_S
             rows = record.rows(nul_free)
             prepared.append(rows)
             size += len(rows[2]) + sum(len(text) for text in rows[1][:4] if text)
