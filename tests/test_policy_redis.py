@@ -236,3 +236,33 @@ def test_switching_the_rate_strategy_keeps_limiting(shared_redis_url):
     with pytest.raises(RateLimited):
         fixed.admit(who, "x", rules)
     assert fixed._down_since is None  # limited, not failed open over a Redis type clash
+
+
+@pytest.mark.parametrize("strategy", ["moving-window", "fixed-window"])
+def test_a_request_refused_by_one_limit_counts_against_none_of_the_others(limiter_factory, strategy):
+    limiter = limiter_factory(strategy=strategy)
+    who = unique("all-or-nothing")
+    rules = Rules(rate=parse_rate("3/minute;2/hour"), concurrency=1)
+    held = limiter.admit(who, "key 'a'", rules)  # 1 of 3/minute, 1 of 2/hour, the only slot
+    for _ in range(3):  # refused for the slot: no request window may count these
+        with pytest.raises(RateLimited) as info:
+            limiter.admit(who, "key 'a'", rules)
+        assert "concurrency" in info.value.message
+    limiter.settle(held, 0)
+    second = limiter.admit(who, "key 'a'", rules)  # 2 of 3/minute, 2 of 2/hour
+    limiter.settle(second, 0)
+    with pytest.raises(RateLimited) as info:  # the hour window is full; the minute window is not
+        limiter.admit(who, "key 'a'", rules)
+    assert "2 requests per hour" in info.value.message and info.value.retry_after > 60
+    stats = limiter.window.get_window_stats(rules.rate[0], who, limiter.requests_id)
+    assert stats.remaining == 1  # the refused request did not take the minute window's last place
+    assert limiter.slots.running(who) == 0  # nor a slot
+
+
+def test_the_library_reads_the_windows_the_admission_script_writes(shared_redis_url):
+    limiter = Limiter(shared_redis_url)
+    who, rules = unique("layout"), Rules(rate=parse_rate("5/minute"))
+    for _ in range(3):
+        limiter.admit(who, "k", rules)
+    stats = limiter.window.get_window_stats(rules.rate[0], who, limiter.requests_id)
+    assert stats.remaining == 2 and 0 < stats.reset_time - time.time() <= 60

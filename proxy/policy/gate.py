@@ -23,6 +23,7 @@ from .. import jsonio
 from ..accesslog import ENVIRON_EXCHANGE
 from ..config import Settings
 from ..errors import PayloadTooLarge, ProxyError, Unauthorized
+from ..store.db import gevent_patched
 from ..views.common import dialect_of_path, render_error, services
 from . import ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
 from .keys import KeyRing, Networks, presented_keys
@@ -243,8 +244,8 @@ def after_request(response: Response) -> Response:
             if exchange is not None:
                 exchange.on_finish.append(lambda _: settle())
             _when_closed(response, settle)
-        elif policy.limiter.redis is not None:  # a whole answer: after it is sent, off the client's clock (the
-            response.call_on_close(settle)       # next request on this connection is read only after that)
+        elif policy.limiter.redis is not None:  # a whole answer: after it is sent, off the client's clock
+            response.call_on_close(lambda: _off_the_clock(settle))
         else:  # in memory settling costs microseconds: before the client can ask again
             settle()
     caller = environ.get(ENVIRON_CALLER)
@@ -253,6 +254,19 @@ def after_request(response: Response) -> Response:
         if spec is not None and not response.is_streamed:
             _filter_list(response, spec, caller.models)
     return response
+
+
+def _off_the_clock(settle: Any) -> None:
+    """Settle without holding up the connection's next request. Under gevent the settlement runs in its own
+    greenlet, which is started at once so that its Redis command leaves before the next request is read (its
+    admission then sees the charge); the reply is awaited there, not here. Elsewhere it runs inline."""
+    if gevent_patched():
+        import gevent
+
+        gevent.spawn(settle)
+        gevent.sleep(0)
+    else:
+        settle()
 
 
 def _when_closed(response: Response, callback: Any) -> None:

@@ -4,7 +4,7 @@ Windows come from the ``limits`` library (MemoryStorage, or RedisStorage when RE
 workers and hosts share them): requests use a moving (or fixed) window, tokens a fixed window charged
 with the real usage of each finished request, the daily quota a fixed window per UTC date. Admission
 asks only "is there room now?" — a running stream is never cut. With Redis, all admission checks travel
-in one write (one round trip) using the library's own Lua scripts and key layout, so its
+in one script (one round trip, all or nothing) that keeps the library's own key layout, so its
 ``get_window_stats`` reads them back for Retry-After. If the store is unreachable the request is admitted
 (``LIMITS_FAIL_OPEN``, with a warning) or refused with 503 — never a 500.
 """
@@ -27,7 +27,7 @@ from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
 from ..errors import ProxyError, RateLimited
-from .slots import ACQUIRE_LUA, MemorySlots, RedisSlots, new_slot_id
+from .slots import LEASE, MemorySlots, RedisSlots, new_slot_id
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "llm-proxy"
@@ -38,11 +38,64 @@ STRATEGIES = ("moving-window", "fixed-window")
 from redis.exceptions import NoScriptError, RedisError
 
 STORE_ERRORS = (StorageError, RedisError, OSError)  # the store's own failures; anything else must surface
+
+# All admission checks of one request in one script: one command, one reply, all or nothing. It reads and
+# writes the same keys, in the same layout, as the limits library's own scripts (a moving window is a list of
+# hit times, newest first, as SCRIPT_ACQUIRE_MOVING_WINDOW keeps it; a fixed window a counter with an expiry,
+# as SCRIPT_INCR_EXPIRE keeps it), so the library's get_window_stats reads them back for Retry-After.
+# KEYS: token counters..., [daily counter], request windows..., [slot set]
+# ARGV: n_tokens, has_daily, n_rate, moving (1/0), has_slot, now,
+#       token limits..., [daily quota], (limit, expiry) per window..., [lease, slot limit, slot id]
+# Reply: {0, 0} admitted; {1, i} token window i full; {2, 0} daily quota used; {3, i} request window i full;
+#        {4, 0} no concurrency slot.
+ADMIT_LUA = """
+local n_tokens, has_daily, n_rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local moving, has_slot, now = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local k, a = 1, 7
+for i = 1, n_tokens do
+    if tonumber(redis.call('get', KEYS[k]) or '0') >= tonumber(ARGV[a]) then return {1, i} end
+    k, a = k + 1, a + 1
+end
+if has_daily == 1 then
+    if tonumber(redis.call('get', KEYS[k]) or '0') >= tonumber(ARGV[a]) then return {2, 0} end
+    k, a = k + 1, a + 1
+end
+local first_rate, first_arg = k, a
+for i = 1, n_rate do
+    local limit, expiry = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    if moving == 1 then
+        local entry = redis.call('lindex', KEYS[k], limit - 1)
+        if limit < 1 or (entry and tonumber(entry) >= now - expiry) then return {3, i} end
+    else
+        if tonumber(redis.call('get', KEYS[k]) or '0') + 1 > limit then return {3, i} end
+    end
+    k, a = k + 1, a + 2
+end
+if has_slot == 1 then
+    local lease, slot_limit = tonumber(ARGV[a + 0]), tonumber(ARGV[a + 1])
+    redis.call('zremrangebyscore', KEYS[k], '-inf', now)
+    if redis.call('zcard', KEYS[k]) >= slot_limit then return {4, 0} end
+    redis.call('zadd', KEYS[k], now + lease, ARGV[a + 2])
+    redis.call('expire', KEYS[k], math.ceil(lease) + 1)
+end
+k, a = first_rate, first_arg
+for i = 1, n_rate do
+    local limit, expiry = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    if moving == 1 then
+        redis.call('lpush', KEYS[k], now)
+        redis.call('ltrim', KEYS[k], 0, limit - 1)
+        redis.call('expire', KEYS[k], expiry)
+    else
+        if redis.call('incrby', KEYS[k], 1) == 1 then redis.call('expire', KEYS[k], expiry) end
+    end
+    k, a = k + 1, a + 2
+end
+return {0, 0}
+"""
 # Lua sent by SHA1: the limits library's own scripts (so its get_window_stats reads what they write) and ours
 SCRIPTS = {name: text if isinstance(text, bytes) else text.encode()
-           for name, text in (("moving", RedisStorage.SCRIPT_ACQUIRE_MOVING_WINDOW),
-                              ("incr", RedisStorage.SCRIPT_INCR_EXPIRE), ("slot", ACQUIRE_LUA))}
-SHA_MOVING, SHA_INCR, SHA_SLOT = (hashlib.sha1(SCRIPTS[k]).hexdigest() for k in ("moving", "incr", "slot"))
+           for name, text in (("incr", RedisStorage.SCRIPT_INCR_EXPIRE), ("admit", ADMIT_LUA))}
+SHA_INCR, SHA_ADMIT = (hashlib.sha1(SCRIPTS[k]).hexdigest() for k in ("incr", "admit"))
 
 
 # --- settings parsers --------------------------------------------------------------------------
@@ -142,7 +195,7 @@ class Limiter:
             self.redis = self.storage.get_connection()
             self._idle: list[Any] = []  # connections for admission and settlement (see _send)
             self._pid = os.getpid()
-            self.slots: Any = RedisSlots(self.redis, KEY_PREFIX, clock, SHA_SLOT)
+            self.slots: Any = RedisSlots(self.redis, KEY_PREFIX, clock)
         else:
             self.storage = MemoryStorage()
             self.redis = None
@@ -200,13 +253,15 @@ class Limiter:
             day, _ = self._day()
             if not self.counter.test(self._day_item(rules.daily_tokens), who, "daily-tokens", day):
                 raise self._daily_denied(label, rules.daily_tokens)
-        for item in rules.rate:
-            if not self.window.hit(item, who, self.requests_id):
+        for item in rules.rate:  # all or nothing, as in Redis: test every window before counting in any
+            if not self.window.test(item, who, self.requests_id):
                 raise self._rate_denied(label, who, item)
         if rules.concurrency:
             ticket.slot = self.slots.acquire(who, rules.concurrency)
             if ticket.slot is None:
                 raise self._concurrency_denied(label, rules.concurrency)
+        for item in rules.rate:
+            self.window.hit(item, who, self.requests_id)
 
     def _roundtrip(self, commands: list[tuple]) -> list:
         """Send ``commands`` in one write and read their replies: one round trip. (A redis-py pipeline does the
@@ -243,61 +298,37 @@ class Limiter:
         return replies
 
     def _admit_redis(self, ticket: Ticket, label: str) -> None:
+        """Every check in one EVALSHA (ADMIT_LUA): one round trip, and nothing is counted unless all pass."""
         who, rules, store = ticket.who, ticket.rules, self.storage
-        commands: list[tuple] = []
-        used = [store.prefixed_key(item.key_for(who, "tokens")) for item in rules.tokens]
+        keys = [store.prefixed_key(item.key_for(who, "tokens")) for item in rules.tokens]
+        args: list[Any] = [item.amount for item in rules.tokens]
         if rules.daily_tokens:
             day, _ = self._day()
-            used.append(store.prefixed_key(self._day_item(rules.daily_tokens).key_for(who, "daily-tokens", day)))
-        if used:
-            commands.append(("MGET", *used))
-        now = self.clock()
+            keys.append(store.prefixed_key(self._day_item(rules.daily_tokens).key_for(who, "daily-tokens", day)))
+            args.append(rules.daily_tokens)
         for item in rules.rate:
-            key = store.prefixed_key(item.key_for(who, self.requests_id))
-            if self.moving:
-                commands.append(("EVALSHA", SHA_MOVING, 1, key, now, item.amount, item.get_expiry(), 1))
-            else:
-                commands.append(("EVALSHA", SHA_INCR, 1, key, item.get_expiry(), 1))
+            keys.append(store.prefixed_key(item.key_for(who, self.requests_id)))
+            args += (item.amount, item.get_expiry())
         slot = new_slot_id() if rules.concurrency else None
         if slot:
-            commands.append(self.slots.acquire_command(who, rules.concurrency, slot))
-        replies = self._roundtrip(commands)
-        if used:  # the MGET's list in place of one reply per counter
-            replies[:1] = replies[0]
-        got_slot = bool(slot and replies[-1])
-        if got_slot:
-            ticket.slot = slot
-            self.slots.held(who, slot)
-        try:
-            self._judge_redis(ticket, label, replies)
-        except RateLimited:
-            if got_slot:
-                self._release_now(ticket)
-            raise
-
-    def _judge_redis(self, ticket: Ticket, label: str, replies: list) -> None:
-        who, rules = ticket.who, ticket.rules
-        position = 0
-        for item in rules.tokens:
-            if int(replies[position] or 0) >= item.amount:
-                raise self._tokens_denied(label, who, item)
-            position += 1
-        if rules.daily_tokens:
-            if int(replies[position] or 0) >= rules.daily_tokens:
-                raise self._daily_denied(label, rules.daily_tokens)
-            position += 1
-        for item in rules.rate:
-            reply = replies[position]
-            ok = bool(reply) if self.moving else int(reply) <= item.amount
-            if not ok:
-                raise self._rate_denied(label, who, item)
-            position += 1
-        if rules.concurrency and not ticket.slot:
-            raise self._concurrency_denied(label, rules.concurrency)
-
-    def _release_now(self, ticket: Ticket) -> None:
-        self._roundtrip([self.slots.release_command(ticket.who, ticket.slot)])
-        ticket.slot = None
+            keys.append(self.slots.key(who))
+            args += (LEASE, rules.concurrency, slot)
+        head = (len(rules.tokens), 1 if rules.daily_tokens else 0, len(rules.rate), 1 if self.moving else 0,
+                1 if slot else 0, self.clock())
+        [(code, index)] = self._roundtrip([("EVALSHA", SHA_ADMIT, len(keys), *keys, *head, *args)])
+        code, index = int(code), int(index)
+        if code == 0:
+            if slot:
+                ticket.slot = slot
+                self.slots.held(who, slot)
+            return
+        if code == 1:
+            raise self._tokens_denied(label, who, rules.tokens[index - 1])
+        if code == 2:
+            raise self._daily_denied(label, rules.daily_tokens)
+        if code == 3:
+            raise self._rate_denied(label, who, rules.rate[index - 1])
+        raise self._concurrency_denied(label, rules.concurrency)
 
     # --- refusals: the message names the limit and when it resets ---------------------------------
     def _reset_in(self, limiter: Any, item: RateLimitItem, *ids: str) -> float:

@@ -2,8 +2,8 @@
 
 In Redis a caller's slots are a sorted set of leases (member = slot id, score = lease end). Leases of a
 process that died run out after ``LEASE`` seconds; a background thread renews the leases this process
-holds, so a stream longer than ``LEASE`` keeps its slot. Acquiring is one Lua call that travels with the
-other admission checks (one round trip); releasing is a ZREM.
+holds, so a stream longer than ``LEASE`` keeps its slot. Acquiring is part of the admission script
+(``limits.ADMIT_LUA``, one round trip with the other checks); releasing is a ZREM.
 """
 from __future__ import annotations
 
@@ -17,16 +17,6 @@ log = logging.getLogger(__name__)
 LEASE = 60.0  # seconds a slot lives in Redis without renewal
 RENEW_EVERY = LEASE / 3
 
-ACQUIRE_LUA = """
-local now = tonumber(ARGV[1])
-redis.call('zremrangebyscore', KEYS[1], '-inf', now)
-if redis.call('zcard', KEYS[1]) < tonumber(ARGV[3]) then
-    redis.call('zadd', KEYS[1], now + tonumber(ARGV[2]), ARGV[4])
-    redis.call('expire', KEYS[1], math.ceil(tonumber(ARGV[2])) + 1)
-    return 1
-end
-return 0
-"""
 
 
 def new_slot_id() -> str:
@@ -63,9 +53,8 @@ class MemorySlots:
 class RedisSlots:
     """Leases in Redis sorted sets; acquire/release are commands the limiter sends with its others."""
 
-    def __init__(self, client: Any, prefix: str, clock: Callable[[], float] = time.time, sha: str = ""):
+    def __init__(self, client: Any, prefix: str, clock: Callable[[], float] = time.time):
         self.client = client
-        self.sha = sha  # SHA1 of ACQUIRE_LUA (the limiter loads it when Redis does not know it)
         self.prefix = prefix
         self.clock = clock
         self._held: dict[str, str] = {}  # slot id -> redis key, for lease renewal
@@ -75,11 +64,8 @@ class RedisSlots:
     def key(self, who: str) -> str:
         return f"{self.prefix}:slots:{who}"
 
-    def acquire_command(self, who: str, limit: int, slot_id: str) -> tuple:
-        return ("EVALSHA", self.sha, 1, self.key(who), self.clock(), LEASE, limit, slot_id)
-
     def held(self, who: str, slot_id: str) -> None:
-        """Note a slot the pipeline acquired, so its lease is renewed until release."""
+        """Note a slot the admission script acquired, so its lease is renewed until release."""
         with self._lock:
             self._held[slot_id] = self.key(who)
             if self._renewer is None or not self._renewer.is_alive():
