@@ -98,6 +98,24 @@ SCRIPTS = {name: text if isinstance(text, bytes) else text.encode()
 SHA_INCR, SHA_ADMIT = (hashlib.sha1(SCRIPTS[k]).hexdigest() for k in ("incr", "admit"))
 
 
+def pack_commands(commands: list[tuple]) -> bytes:
+    """Commands in RESP, as redis-py encodes them (str as UTF-8, float by repr), in a quarter of the time."""
+    out = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if isinstance(arg, bytes):
+                data = arg
+            elif isinstance(arg, str):
+                data = arg.encode()
+            elif isinstance(arg, float):
+                data = repr(arg).encode()
+            else:
+                data = str(arg).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
 # --- settings parsers --------------------------------------------------------------------------
 
 def parse_rate(raw: str) -> tuple[RateLimitItem, ...]:
@@ -207,15 +225,23 @@ class Limiter:
         self.counter = FixedWindowRateLimiter(self.storage)
         self._down_until = 0.0
         self._down_since: float | None = None
+        self._today: tuple[str, float, float] | None = None
+        self._admit_plans: dict[tuple, tuple[list[str], list[Any]]] = {}
 
     def describe(self) -> str:
         return f"Redis at {mask_url(self.redis_url)}" if self.redis_url else "memory"
 
     # --- keys -------------------------------------------------------------------------------------
     def _day(self) -> tuple[str, float]:
-        """Today's UTC date and the epoch second it ends."""
-        today = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).date()
+        """Today's UTC date and the epoch second it ends (computed once a day)."""
+        now = self.clock()
+        cached = self._today
+        if cached is not None and cached[2] <= now < cached[1]:
+            return cached[0], cached[1]
+        today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
+        start = dt.datetime.combine(today, dt.time(), dt.timezone.utc).timestamp()
         end = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), dt.timezone.utc).timestamp()
+        self._today = (today.isoformat(), end, start)
         return today.isoformat(), end
 
     @staticmethod
@@ -263,6 +289,30 @@ class Limiter:
         for item in rules.rate:
             self.window.hit(item, who, self.requests_id)
 
+    def _admit_plan(self, who: str, rules: Rules, day: str) -> tuple[list[str], list[Any]]:
+        """The admission script's keys and fixed arguments for one caller and rule set, built once (the
+        limits library's key formatting costs ~20 µs a request); the slot id is added per request."""
+        plan_key = (who, rules, day, self.moving)
+        plan = self._admit_plans.get(plan_key)
+        if plan is not None:
+            return plan
+        store = self.storage
+        keys = [store.prefixed_key(item.key_for(who, "tokens")) for item in rules.tokens]
+        args: list[Any] = [item.amount for item in rules.tokens]
+        if rules.daily_tokens:
+            keys.append(store.prefixed_key(self._day_item(rules.daily_tokens).key_for(who, "daily-tokens", day)))
+            args.append(rules.daily_tokens)
+        for item in rules.rate:
+            keys.append(store.prefixed_key(item.key_for(who, self.requests_id)))
+            args += (item.amount, item.get_expiry())
+        if rules.concurrency:
+            keys.append(self.slots.key(who))
+            args += (LEASE, rules.concurrency)
+        if len(self._admit_plans) >= 4096:  # callers are keys and client addresses: bounded, but be safe
+            self._admit_plans.clear()
+        self._admit_plans[plan_key] = plan = (keys, args)
+        return plan
+
     def _roundtrip(self, commands: list[tuple]) -> list:
         """Send ``commands`` in one write and read their replies: one round trip. (A redis-py pipeline does the
         same with ~60 µs more bookkeeping per call, which matters inside the 0.2 ms budget.) Scripts go by
@@ -286,7 +336,7 @@ class Limiter:
             pool = self.redis.connection_pool
             conn = pool.connection_class(**pool.connection_kwargs)
         try:
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            conn.send_packed_command([pack_commands(commands)], check_health=False)
             replies = [conn.read_response() for _ in commands]
         except BaseException:
             conn.disconnect()  # replies may be left unread: this connection cannot be reused
@@ -299,23 +349,15 @@ class Limiter:
 
     def _admit_redis(self, ticket: Ticket, label: str) -> None:
         """Every check in one EVALSHA (ADMIT_LUA): one round trip, and nothing is counted unless all pass."""
-        who, rules, store = ticket.who, ticket.rules, self.storage
-        keys = [store.prefixed_key(item.key_for(who, "tokens")) for item in rules.tokens]
-        args: list[Any] = [item.amount for item in rules.tokens]
-        if rules.daily_tokens:
-            day, _ = self._day()
-            keys.append(store.prefixed_key(self._day_item(rules.daily_tokens).key_for(who, "daily-tokens", day)))
-            args.append(rules.daily_tokens)
-        for item in rules.rate:
-            keys.append(store.prefixed_key(item.key_for(who, self.requests_id)))
-            args += (item.amount, item.get_expiry())
+        who, rules = ticket.who, ticket.rules
+        day = self._day()[0] if rules.daily_tokens else ""
+        keys, args = self._admit_plan(who, rules, day)
         slot = new_slot_id() if rules.concurrency else None
-        if slot:
-            keys.append(self.slots.key(who))
-            args += (LEASE, rules.concurrency, slot)
         head = (len(rules.tokens), 1 if rules.daily_tokens else 0, len(rules.rate), 1 if self.moving else 0,
                 1 if slot else 0, self.clock())
-        [(code, index)] = self._roundtrip([("EVALSHA", SHA_ADMIT, len(keys), *keys, *head, *args)])
+        command = ("EVALSHA", SHA_ADMIT, len(keys), *keys, *head, *args, slot) if slot else \
+            ("EVALSHA", SHA_ADMIT, len(keys), *keys, *head, *args)
+        [(code, index)] = self._roundtrip([command])
         code, index = int(code), int(index)
         if code == 0:
             if slot:

@@ -8,9 +8,9 @@ holds, so a stream longer than ``LEASE`` keeps its slot. Acquiring is part of th
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-import uuid
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ RENEW_EVERY = LEASE / 3
 
 
 def new_slot_id() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 class MemorySlots:
