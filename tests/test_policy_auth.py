@@ -91,7 +91,7 @@ def test_exchange_records_the_key_name_and_never_the_key(keyed, openai_client):
         model=keyed.model, messages=[{"role": "user", "content": "hi"}])
     assert [ex.key_name for ex in seen] == ["bob"]
     assert seen[0].summary()["key"] == "bob"
-    assert BOB not in repr(vars(seen[0]))
+    assert BOB not in repr({name: getattr(seen[0], name, None) for name in type(seen[0]).__slots__})
 
 
 # --- networks ----------------------------------------------------------------------------------------------
