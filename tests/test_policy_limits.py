@@ -284,7 +284,7 @@ def test_stream_slot_is_released_when_the_stream_ends_even_if_the_server_never_c
 def test_commands_are_packed_exactly_as_redis_py_packs_them():
     from redis.connection import Connection
 
-    from proxy.policy.limits import pack_commands
+    from proxy.policy.redisio import pack_commands
 
     commands = [("EVALSHA", "ab12", 2, "k:é", b"raw\r\n", 1.5, 1700000000.123456, -3, 0), ("ZREM", "s", "id")]
     theirs = b"".join(Connection().pack_commands(commands))

@@ -11,10 +11,8 @@ in one script (one round trip, all or nothing) that keeps the library's own key 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -25,101 +23,17 @@ from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+from redis.exceptions import RedisError
 
 from ..errors import ProxyError, RateLimited
+from .redisio import SHA_ADMIT, SHA_INCR, Link
 from .slots import LEASE, MemorySlots, RedisSlots, new_slot_id
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "llm-proxy"
-MAX_IDLE = 64  # Redis connections kept open for the next admissions
 DOWN_PAUSE = 1.0  # seconds Redis is left alone after a failure (requests are decided by LIMITS_FAIL_OPEN)
 STRATEGIES = ("moving-window", "fixed-window")
-
-from redis.exceptions import ConnectionError, NoScriptError, RedisError, ResponseError
-
-try:
-    import hiredis
-except ImportError:  # pragma: no cover - a requirement; redis-py's own parser serves without it
-    hiredis = None
-
 STORE_ERRORS = (StorageError, RedisError, OSError)  # the store's own failures; anything else must surface
-
-# All admission checks of one request in one script: one command, one reply, all or nothing. It reads and
-# writes the same keys, in the same layout, as the limits library's own scripts (a moving window is a list of
-# hit times, newest first, as SCRIPT_ACQUIRE_MOVING_WINDOW keeps it; a fixed window a counter with an expiry,
-# as SCRIPT_INCR_EXPIRE keeps it), so the library's get_window_stats reads them back for Retry-After.
-# KEYS: token counters..., [daily counter], request windows..., [slot set]
-# ARGV: n_tokens, has_daily, n_rate, moving (1/0), has_slot, now,
-#       token limits..., [daily quota], (limit, expiry) per window..., [lease, slot limit, slot id]
-# Reply: {0, 0} admitted; {1, i} token window i full; {2, 0} daily quota used; {3, i} request window i full;
-#        {4, 0} no concurrency slot.
-ADMIT_LUA = """
-local n_tokens, has_daily, n_rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local moving, has_slot, now = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local k, a = 1, 7
-for i = 1, n_tokens do
-    if tonumber(redis.call('get', KEYS[k]) or '0') >= tonumber(ARGV[a]) then return {1, i} end
-    k, a = k + 1, a + 1
-end
-if has_daily == 1 then
-    if tonumber(redis.call('get', KEYS[k]) or '0') >= tonumber(ARGV[a]) then return {2, 0} end
-    k, a = k + 1, a + 1
-end
-local first_rate, first_arg = k, a
-for i = 1, n_rate do
-    local limit, expiry = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-    if moving == 1 then
-        local entry = redis.call('lindex', KEYS[k], limit - 1)
-        if limit < 1 or (entry and tonumber(entry) >= now - expiry) then return {3, i} end
-    else
-        if tonumber(redis.call('get', KEYS[k]) or '0') + 1 > limit then return {3, i} end
-    end
-    k, a = k + 1, a + 2
-end
-if has_slot == 1 then
-    local lease, slot_limit = tonumber(ARGV[a + 0]), tonumber(ARGV[a + 1])
-    redis.call('zremrangebyscore', KEYS[k], '-inf', now)
-    if redis.call('zcard', KEYS[k]) >= slot_limit then return {4, 0} end
-    redis.call('zadd', KEYS[k], now + lease, ARGV[a + 2])
-    redis.call('expire', KEYS[k], math.ceil(lease) + 1)
-end
-k, a = first_rate, first_arg
-for i = 1, n_rate do
-    local limit, expiry = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-    if moving == 1 then
-        redis.call('lpush', KEYS[k], now)
-        redis.call('ltrim', KEYS[k], 0, limit - 1)
-        redis.call('expire', KEYS[k], expiry)
-    else
-        if redis.call('incrby', KEYS[k], 1) == 1 then redis.call('expire', KEYS[k], expiry) end
-    end
-    k, a = k + 1, a + 2
-end
-return {0, 0}
-"""
-# Lua sent by SHA1: the limits library's own scripts (so its get_window_stats reads what they write) and ours
-SCRIPTS = {name: text if isinstance(text, bytes) else text.encode()
-           for name, text in (("incr", RedisStorage.SCRIPT_INCR_EXPIRE), ("admit", ADMIT_LUA))}
-SHA_INCR, SHA_ADMIT = (hashlib.sha1(SCRIPTS[k]).hexdigest() for k in ("incr", "admit"))
-
-
-def pack_commands(commands: list[tuple]) -> bytes:
-    """Commands in RESP, as redis-py encodes them (str as UTF-8, float by repr), in a quarter of the time."""
-    out = []
-    for command in commands:
-        out.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            if isinstance(arg, bytes):
-                data = arg
-            elif isinstance(arg, str):
-                data = arg.encode()
-            elif isinstance(arg, float):
-                data = repr(arg).encode()
-            else:
-                data = str(arg).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
 
 # --- settings parsers --------------------------------------------------------------------------
 
@@ -216,8 +130,7 @@ class Limiter:
             self.storage: Any = RedisStorage(redis_url, key_prefix=KEY_PREFIX, wrap_exceptions=True,
                                              socket_timeout=timeout, socket_connect_timeout=timeout)
             self.redis = self.storage.get_connection()
-            self._idle: list[Any] = []  # connections for admission and settlement (see _send)
-            self._pid = os.getpid()
+            self.link = Link(self.redis)
             self.slots: Any = RedisSlots(self.redis, KEY_PREFIX, clock)
         else:
             self.storage = MemoryStorage()
@@ -318,63 +231,6 @@ class Limiter:
         self._admit_plans[plan_key] = plan = (keys, args)
         return plan
 
-    def _roundtrip(self, commands: list[tuple]) -> list:
-        """Send ``commands`` in one write and read their replies: one round trip. (A redis-py pipeline does the
-        same with ~60 µs more bookkeeping per call, which matters inside the 0.2 ms budget.) Scripts go by
-        their SHA1; when Redis lost its script cache (a restart) they are loaded and the batch sent again —
-        safe, since then every script in it failed and the other commands (GET, ZREM) are idempotent."""
-        try:
-            return self._send(commands)
-        except NoScriptError:
-            self._send([("SCRIPT", "LOAD", text) for text in SCRIPTS.values()])
-            return self._send(commands)
-
-    def _send(self, commands: list[tuple]) -> list:
-        """One write, then the replies, on an idle connection of our own. redis-py connects (URL, auth, TLS,
-        database); the write and the reply parsing go straight to its socket and a hiredis reader, because
-        redis-py's pool and response layers cost ~25 µs a call, a tenth of the 0.2 ms budget. A connection
-        that failed is closed and dropped; after a fork (gunicorn) the parent's connections are never reused."""
-        if self._pid != os.getpid():
-            self._pid, self._idle = os.getpid(), []
-        try:
-            conn, reader = self._idle.pop()
-        except IndexError:
-            pool = self.redis.connection_pool
-            conn = pool.connection_class(**pool.connection_kwargs)
-            conn.connect()
-            reader = hiredis.Reader() if hiredis is not None else None
-        try:
-            if reader is None:  # no hiredis: redis-py's own parser
-                conn.send_packed_command([pack_commands(commands)], check_health=False)
-                replies = [conn.read_response() for _ in commands]
-            else:
-                sock = conn._sock
-                if sock is None:
-                    raise ConnectionError("the Redis connection is closed")
-                sock.sendall(pack_commands(commands))
-                replies = []
-                while len(replies) < len(commands):
-                    reply = reader.gets()
-                    if reply is False:
-                        data = sock.recv(65536)
-                        if not data:
-                            raise ConnectionError("Redis closed the connection")
-                        reader.feed(data)
-                        continue
-                    replies.append(reply)
-                for reply in replies:
-                    if isinstance(reply, hiredis.ReplyError):
-                        message = str(reply)
-                        raise NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
-        except BaseException:
-            conn.disconnect()  # replies may be left unread: this connection cannot be reused
-            raise
-        if len(self._idle) < MAX_IDLE:
-            self._idle.append((conn, reader))
-        else:
-            conn.disconnect()
-        return replies
-
     def _admit_redis(self, ticket: Ticket, label: str) -> None:
         """Every check in one EVALSHA (ADMIT_LUA): one round trip, and nothing is counted unless all pass."""
         who, rules = ticket.who, ticket.rules
@@ -385,7 +241,7 @@ class Limiter:
                 1 if slot else 0, self.clock())
         command = ("EVALSHA", SHA_ADMIT, len(keys), *keys, *head, *args, slot) if slot else \
             ("EVALSHA", SHA_ADMIT, len(keys), *keys, *head, *args)
-        [(code, index)] = self._roundtrip([command])
+        [(code, index)] = self.link.roundtrip([command])
         code, index = int(code), int(index)
         if code == 0:
             if slot:
@@ -465,7 +321,7 @@ class Limiter:
                 day, _ = self._day()
                 key = store.prefixed_key(self._day_item(rules.daily_tokens).key_for(who, "daily-tokens", day))
                 commands.append(("EVALSHA", SHA_INCR, 1, key, 2 * 86400, tokens))
-        self._roundtrip(commands)
+        self.link.roundtrip(commands)
 
     # --- the store going away and coming back -------------------------------------------------------
     def _store_failed(self, ticket: Ticket, exc: Exception | None) -> Ticket:

@@ -1,0 +1,162 @@
+"""The limiter's Redis wire: the admission script, RESP packing, and one round trip per call.
+
+``Link.roundtrip`` sends a batch of commands in one write and reads their replies. redis-py makes the
+connections (URL, auth, TLS, database); writing and reading go straight to its socket and a hiredis
+reader, because redis-py's pool and response layers cost ~25 µs a call, a tenth of the gate's 0.2 ms
+budget. Scripts go by SHA1 and are loaded again when Redis has forgotten them (a restart).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from limits.storage import RedisStorage
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+
+try:
+    import hiredis
+except ImportError:  # pragma: no cover - a requirement; redis-py's own parser serves without it
+    hiredis = None
+
+MAX_IDLE = 64  # connections kept open for the next admissions
+
+# All admission checks of one request in one script: one command, one reply, all or nothing. It reads and
+# writes the same keys, in the same layout, as the limits library's own scripts (a moving window is a list of
+# hit times, newest first, as SCRIPT_ACQUIRE_MOVING_WINDOW keeps it; a fixed window a counter with an expiry,
+# as SCRIPT_INCR_EXPIRE keeps it), so the library's get_window_stats reads them back for Retry-After.
+# KEYS: token counters..., [daily counter], request windows..., [slot set]
+# ARGV: n_tokens, has_daily, n_rate, moving (1/0), has_slot, now,
+#       token limits..., [daily quota], (limit, expiry) per window..., [lease, slot limit, slot id]
+# Reply: {0, 0} admitted; {1, i} token window i full; {2, 0} daily quota used; {3, i} request window i full;
+#        {4, 0} no concurrency slot.
+ADMIT_LUA = """
+local n_tokens, has_daily, n_rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local moving, has_slot, now = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local k, a = 1, 7
+for i = 1, n_tokens do
+    if tonumber(redis.call('get', KEYS[k]) or '0') >= tonumber(ARGV[a]) then return {1, i} end
+    k, a = k + 1, a + 1
+end
+if has_daily == 1 then
+    if tonumber(redis.call('get', KEYS[k]) or '0') >= tonumber(ARGV[a]) then return {2, 0} end
+    k, a = k + 1, a + 1
+end
+local first_rate, first_arg = k, a
+for i = 1, n_rate do
+    local limit, expiry = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    if moving == 1 then
+        local entry = redis.call('lindex', KEYS[k], limit - 1)
+        if limit < 1 or (entry and tonumber(entry) >= now - expiry) then return {3, i} end
+    else
+        if tonumber(redis.call('get', KEYS[k]) or '0') + 1 > limit then return {3, i} end
+    end
+    k, a = k + 1, a + 2
+end
+if has_slot == 1 then
+    local lease, slot_limit = tonumber(ARGV[a + 0]), tonumber(ARGV[a + 1])
+    redis.call('zremrangebyscore', KEYS[k], '-inf', now)
+    if redis.call('zcard', KEYS[k]) >= slot_limit then return {4, 0} end
+    redis.call('zadd', KEYS[k], now + lease, ARGV[a + 2])
+    redis.call('expire', KEYS[k], math.ceil(lease) + 1)
+end
+k, a = first_rate, first_arg
+for i = 1, n_rate do
+    local limit, expiry = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    if moving == 1 then
+        redis.call('lpush', KEYS[k], now)
+        redis.call('ltrim', KEYS[k], 0, limit - 1)
+        redis.call('expire', KEYS[k], expiry)
+    else
+        if redis.call('incrby', KEYS[k], 1) == 1 then redis.call('expire', KEYS[k], expiry) end
+    end
+    k, a = k + 1, a + 2
+end
+return {0, 0}
+"""
+# Lua sent by SHA1: the limits library's own scripts (so its get_window_stats reads what they write) and ours
+SCRIPTS = {name: text if isinstance(text, bytes) else text.encode()
+           for name, text in (("incr", RedisStorage.SCRIPT_INCR_EXPIRE), ("admit", ADMIT_LUA))}
+SHA_INCR, SHA_ADMIT = (hashlib.sha1(SCRIPTS[k]).hexdigest() for k in ("incr", "admit"))
+
+
+def pack_commands(commands: list[tuple]) -> bytes:
+    """Commands in RESP, as redis-py encodes them (str as UTF-8, float by repr), in a quarter of the time."""
+    out = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if isinstance(arg, bytes):
+                data = arg
+            elif isinstance(arg, str):
+                data = arg.encode()
+            elif isinstance(arg, float):
+                data = repr(arg).encode()
+            else:
+                data = str(arg).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class Link:
+    """Our own idle connections to one Redis (see the module docstring)."""
+
+    def __init__(self, client: Any):
+        self.client = client
+        self._idle: list[Any] = []
+        self._pid = os.getpid()
+
+    def roundtrip(self, commands: list[tuple]) -> list:
+        """Send ``commands`` in one write and read their replies: one round trip. (A redis-py pipeline does the
+        same with ~60 µs more bookkeeping per call, which matters inside the 0.2 ms budget.) Scripts go by
+        their SHA1; when Redis lost its script cache (a restart) they are loaded and the batch sent again —
+        safe, since then every script in it failed and the other commands (GET, ZREM) are idempotent."""
+        try:
+            return self._send(commands)
+        except NoScriptError:
+            self._send([("SCRIPT", "LOAD", text) for text in SCRIPTS.values()])
+            return self._send(commands)
+
+    def _send(self, commands: list[tuple]) -> list:
+        """One write, then the replies, on an idle connection of our own. A connection that failed is closed
+        and dropped; after a fork (gunicorn) the parent's connections are never reused."""
+        if self._pid != os.getpid():
+            self._pid, self._idle = os.getpid(), []
+        try:
+            conn, reader = self._idle.pop()
+        except IndexError:
+            pool = self.client.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+            conn.connect()
+            reader = hiredis.Reader() if hiredis is not None else None
+        try:
+            if reader is None:  # no hiredis: redis-py's own parser
+                conn.send_packed_command([pack_commands(commands)], check_health=False)
+                replies = [conn.read_response() for _ in commands]
+            else:
+                sock = conn._sock
+                if sock is None:
+                    raise ConnectionError("the Redis connection is closed")
+                sock.sendall(pack_commands(commands))
+                replies = []
+                while len(replies) < len(commands):
+                    reply = reader.gets()
+                    if reply is False:
+                        data = sock.recv(65536)
+                        if not data:
+                            raise ConnectionError("Redis closed the connection")
+                        reader.feed(data)
+                        continue
+                    replies.append(reply)
+                for reply in replies:
+                    if isinstance(reply, hiredis.ReplyError):
+                        message = str(reply)
+                        raise NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: this connection cannot be reused
+            raise
+        if len(self._idle) < MAX_IDLE:
+            self._idle.append((conn, reader))
+        else:
+            conn.disconnect()
+        return replies
