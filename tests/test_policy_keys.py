@@ -86,15 +86,17 @@ def test_key_ring_keeps_digests_not_keys():
     assert ring._entries == (("alice", digest("sk-very-secret")),)
 
 
-def test_key_matching_uses_constant_time_comparison(monkeypatch):
-    import hmac
+def test_keys_are_matched_by_digest_never_by_the_text_presented(monkeypatch):
+    import proxy.policy.keys as keys
 
-    calls = []
-    real = hmac.compare_digest
-    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
-    ring = KeyRing.from_pairs([("a", "k1"), ("b", "k2"), ("c", "k3")])
-    assert ring.identify("k1") == "a"
-    assert len(calls) == 3  # every configured key is compared, also after a match
+    hashed = []
+    real = keys.digest
+    monkeypatch.setattr(keys, "digest", lambda key: hashed.append(key) or real(key))
+    ring = KeyRing.from_pairs([("a", "k1"), ("b", "k2"), ("c", "k3"), ("d", "k1")])
+    hashed.clear()
+    assert ring.identify("k1") == "a"  # the first name of a key given twice
+    assert ring.identify("k2") == "b" and ring.identify("k") is None and ring.identify("k10") is None
+    assert hashed == ["k1", "k2", "k", "k10"]  # what was presented is hashed first, then looked up
 
 
 @pytest.mark.parametrize("headers, expected", [

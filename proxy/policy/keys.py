@@ -1,14 +1,15 @@
 """API keys and networks: parsing `API_KEYS` / `ALLOWED_NETWORKS`, finding the key a request presents,
-and matching it in constant time.
+and matching it without a timing side channel.
 
-Keys are kept only as SHA-256 digests once a ``KeyRing`` is built; every presented key is compared with
-every configured digest through ``hmac.compare_digest`` (no early exit), so the time taken does not tell
-which key, or how much of one, matched. Nothing here logs; callers see key *names* only.
+Keys are kept only as SHA-256 digests once a ``KeyRing`` is built. A presented key is hashed and its
+digest looked up: whatever the lookup's timing reveals is about digests, and a digest's first bytes say
+nothing about the key behind it, so the time taken does not tell how much of a key matched (the lookup
+costs the same for 1 key or 1,000, where comparing with each digest in turn cost ~0.4 µs a key).
+Nothing here logs; callers see key *names* only.
 """
 from __future__ import annotations
 
 import hashlib
-import hmac
 import ipaddress
 import re
 from typing import Iterable, Mapping
@@ -57,10 +58,13 @@ def digest(key: str) -> bytes:
 class KeyRing:
     """Configured keys as (name, digest); ``identify`` answers the name of a presented key or None."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_by_digest")
 
     def __init__(self, entries: Iterable[tuple[str, bytes]]):
         self._entries = tuple(entries)
+        self._by_digest: dict[bytes, str] = {}
+        for name, known in self._entries:
+            self._by_digest.setdefault(known, name)
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> "KeyRing":
@@ -80,12 +84,9 @@ class KeyRing:
         return tuple(dict.fromkeys(name for name, _ in self._entries))
 
     def identify(self, presented: str) -> str | None:
-        wanted = digest(presented)
-        found = None
-        for name, known in self._entries:  # all entries, always: no early exit
-            if hmac.compare_digest(wanted, known) and found is None:
-                found = name
-        return found
+        """The name of the key presented, by the SHA-256 of what was presented: a lookup's timing can only
+        tell about digests, which say nothing of the keys (no key is ever compared as it was sent)."""
+        return self._by_digest.get(digest(presented))
 
 
 class Networks:

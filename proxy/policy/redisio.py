@@ -80,22 +80,25 @@ SCRIPTS = {name: text if isinstance(text, bytes) else text.encode()
 SHA_INCR, SHA_ADMIT = (hashlib.sha1(SCRIPTS[k]).hexdigest() for k in ("incr", "admit"))
 
 
-def pack_commands(commands: list[tuple]) -> bytes:
-    """Commands in RESP, as redis-py encodes them (str as UTF-8, float by repr), in a quarter of the time."""
+def pack_args(args: Any) -> bytes:
+    """Arguments as RESP bulk strings, as redis-py encodes them (str as UTF-8, float by repr)."""
     out = []
-    for command in commands:
-        out.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            if isinstance(arg, bytes):
-                data = arg
-            elif isinstance(arg, str):
-                data = arg.encode()
-            elif isinstance(arg, float):
-                data = repr(arg).encode()
-            else:
-                data = str(arg).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, float):
+            data = repr(arg).encode()
+        else:
+            data = str(arg).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
+
+
+def pack_commands(commands: list[tuple]) -> bytes:
+    """Commands in RESP, byte for byte as redis-py packs them, in a quarter of the time."""
+    return b"".join(b"*%d\r\n%s" % (len(command), pack_args(command)) for command in commands)
 
 
 class Link:
@@ -111,13 +114,17 @@ class Link:
         same with ~60 µs more bookkeeping per call, which matters inside the 0.2 ms budget.) Scripts go by
         their SHA1; when Redis lost its script cache (a restart) they are loaded and the batch sent again —
         safe, since then every script in it failed and the other commands (GET, ZREM) are idempotent."""
-        try:
-            return self._send(commands)
-        except NoScriptError:
-            self._send([("SCRIPT", "LOAD", text) for text in SCRIPTS.values()])
-            return self._send(commands)
+        return self.roundtrip_packed(pack_commands(commands), len(commands))
 
-    def _send(self, commands: list[tuple]) -> list:
+    def roundtrip_packed(self, data: bytes, count: int) -> list:
+        """``roundtrip`` for commands packed already (the admission command is mostly packed once)."""
+        try:
+            return self._send(data, count)
+        except NoScriptError:
+            self._send(pack_commands([("SCRIPT", "LOAD", text) for text in SCRIPTS.values()]), len(SCRIPTS))
+            return self._send(data, count)
+
+    def _send(self, data: bytes, count: int) -> list:
         """One write, then the replies, on an idle connection of our own. A connection that failed is closed
         and dropped; after a fork (gunicorn) the parent's connections are never reused."""
         if self._pid != os.getpid():
@@ -131,15 +138,15 @@ class Link:
             reader = hiredis.Reader() if hiredis is not None else None
         try:
             if reader is None:  # no hiredis: redis-py's own parser
-                conn.send_packed_command([pack_commands(commands)], check_health=False)
-                replies = [conn.read_response() for _ in commands]
+                conn.send_packed_command([data], check_health=False)
+                replies = [conn.read_response() for _ in range(count)]
             else:
                 sock = conn._sock
                 if sock is None:
                     raise ConnectionError("the Redis connection is closed")
-                sock.sendall(pack_commands(commands))
+                sock.sendall(data)
                 replies = []
-                while len(replies) < len(commands):
+                while len(replies) < count:
                     reply = reader.gets()
                     if reply is False:
                         data = sock.recv(65536)
