@@ -96,7 +96,9 @@ def test_list_filter_search_and_open_an_exchange(recorded, page):
     assert page.locator("#diff").is_visible()  # translated to the OpenAI backend: the proxy changed it
     button = page.locator("button.copy").first
     button.click()
-    assert page.locator("button.copy.done").count() == 1
+    # the clipboard API answers through a promise: wait for the mark instead of reading it at once
+    page.locator("button.copy.done").wait_for(state="attached", timeout=5000)
+    assert page.locator("button.copy.done").count() == 1 and button.inner_text() == "copied"
 
 
 def test_a_stored_script_does_not_run(recorded, page):
