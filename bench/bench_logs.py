@@ -179,6 +179,8 @@ def stub_latency(requests: int, rounds: int) -> dict:
     import socket
     import tempfile
 
+    from procs import healthy_connection
+
     body = json.dumps({"model": "stub", "messages": [{"role": "user", "content": "Say hello."}],
                        "stream": False}).encode()
 
@@ -192,18 +194,7 @@ def stub_latency(requests: int, rounds: int) -> dict:
         proc = subprocess.Popen([sys.executable, "wsgi.py"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                    conn.request("GET", "/health")
-                    conn.getresponse().read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-            conn.close()
+            healthy_connection(port).close()
             times = []
             for i in range(requests + requests // 10):
                 t0 = time.perf_counter()

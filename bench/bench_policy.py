@@ -182,9 +182,10 @@ def report(title: str, results: dict[str, dict[str, float]], baseline: str | Non
 
 def http_calls(envs: dict[str, dict[str, str]], tmp: Path) -> tuple[dict[str, Callable[[], None]], list]:
     """`python wsgi.py` per configuration; a call is one GET /v1/models on that server's keep-alive connection."""
-    import http.client
     import socket
     import subprocess
+
+    from procs import healthy_connection
 
     procs, calls = [], {}
     for n, (name, env) in enumerate(envs.items()):
@@ -197,17 +198,7 @@ def http_calls(envs: dict[str, dict[str, str]], tmp: Path) -> tuple[dict[str, Ca
         procs.append(subprocess.Popen([sys.executable, __file__, "--serve"], cwd=ROOT, env=full,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         headers = {"Authorization": f"Bearer {SECRETS[n % len(SECRETS)]}"} if "API_KEYS" in env else {}
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                conn.request("GET", "/health")
-                conn.getresponse().read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        conn = healthy_connection(port)
 
         def one(conn=conn, headers=headers) -> None:
             conn.request("GET", "/v1/models", headers=headers)

@@ -125,6 +125,21 @@ def http_get(port, path, timeout=2.0):
         conn.close()
 
 
+def healthy_connection(port, timeout=30.0):
+    """A keep-alive connection to 127.0.0.1:`port` once `GET /health` answers (a server just started)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/health")
+            conn.getresponse().read()
+            return conn
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def start_proxy(repo, python, backend_type, backend_port, db_dir, extra_env, cpus, log_dir,
                 timeout=60):
     """`python wsgi.py` from the repo root, configured by the environment contract; waits for

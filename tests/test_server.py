@@ -80,6 +80,12 @@ def exchange(url: str, raw: bytes, *, until: bytes | None = None) -> bytes:
     return data
 
 
+def chat_post(body: bytes) -> bytes:
+    """A plain POST /api/chat with a Content-Length body, on a connection the server closes after."""
+    return (b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+
+
 def test_a_request_with_odd_header_case_and_a_folded_header_is_served(wsgi_proxy):
     proxy = wsgi_proxy(BACKEND_TYPE="stub")
     body = b'{"model": "stub", "messages": [{"role": "user", "content": "hi"}]}'
@@ -125,8 +131,7 @@ def test_chunked_request_bodies_are_read(wsgi_proxy):
 def test_a_streamed_reply_is_chunked_and_complete(wsgi_proxy):
     proxy = wsgi_proxy(BACKEND_TYPE="stub")
     body = b'{"model": "stub", "messages": [{"role": "user", "content": "one two three"}]}'
-    raw = (b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-           b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+    raw = chat_post(body)
     reply = exchange(proxy.url, raw)
     head, _, rest = reply.partition(b"\r\n\r\n")
     assert b"transfer-encoding: chunked" in head.lower()
@@ -158,8 +163,7 @@ def test_a_body_far_larger_than_the_read_buffer_arrives_whole(wsgi_proxy):
     word = "lorem "
     text = word * 50000  # 300 KB, against a 1 KiB connection buffer
     body = ('{"model": "stub", "stream": false, "messages": [{"role": "user", "content": "%s"}]}' % text).encode()
-    raw = (b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-           b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+    raw = chat_post(body)
     reply = exchange(proxy.url, raw)
     assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
     import json
