@@ -69,6 +69,9 @@ def test_stream_is_sent_chunked_and_each_chunk_arrives_separately(fake_upstream)
         it = r.iter_content(chunk_size=None)
         assert next(it) == b"one\n"  # arrives while the gate is still closed
         ex = fake_upstream.exchanges[-1]
+        deadline = time.monotonic() + 2  # the server thread counts a chunk just after writing it
+        while ex.chunks_sent < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
         assert ex.chunks_sent == 1 and not gate.is_set()
         gate.set()
         assert b"".join(it) == b"two\n"
