@@ -150,8 +150,10 @@ class Exchange:
         self.upstream_request.add(body)
 
     def upstream_chunks(self, upstream: Any) -> Iterator[bytes]:
-        """The upstream body as it arrives, its first-byte time noted and a copy kept for the log."""
-        return upstream.iter_bytes(self._took_upstream)
+        """The upstream body as it arrives, its first-byte time noted and a copy kept for the log.
+        A broken connection raises OSError (``upstream.error_for`` names the backend): the ``Relay``
+        around a stream and ``views.common.read_whole`` translate it."""
+        return upstream.stream(self._took_upstream)
 
     def _took_upstream(self, chunk: bytes) -> None:
         if self.upstream_first_byte_at is None:
@@ -234,7 +236,9 @@ class Relay:
                 self.sent += len(out)
                 yield out
             self._completed = True
-        except ProxyError as exc:
+        except (ProxyError, OSError) as exc:
+            if not isinstance(exc, ProxyError):
+                exc = self.upstream.error_for(exc)
             exchange.fail(exc)
             log.warning("%s: stream failed after the first byte: %s", exchange.request_id, exc.message)
             tail = error_chunk(self.dialect, exc)

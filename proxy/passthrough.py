@@ -29,10 +29,15 @@ _EMPTY_CHOICES = (b'"choices":[]', b'"choices": []')
 
 def passthrough_sse(chunks: Iterable[bytes], *, strip_usage_chunk: bool,
                     renames: tuple[tuple[bytes, bytes], ...] = ()) -> Iterator[bytes]:
-    """Forward SSE as it arrives. Event framing only when an edit is needed."""
+    """Forward SSE as it arrives. Event framing only when an edit is needed; with none, the chunks
+    themselves are returned (no generator layer for them to pass through)."""
     if not strip_usage_chunk and not renames:
-        yield from chunks
-        return
+        return iter(chunks)
+    return _edited_sse(chunks, strip_usage_chunk, renames)
+
+
+def _edited_sse(chunks: Iterable[bytes], strip_usage_chunk: bool,
+                renames: tuple[tuple[bytes, bytes], ...]) -> Iterator[bytes]:
     pending = b""
     for chunk in chunks:
         data = pending + chunk if pending else chunk
@@ -54,10 +59,13 @@ def passthrough_sse(chunks: Iterable[bytes], *, strip_usage_chunk: bool,
 
 
 def passthrough_lines(chunks: Iterable[bytes], renames: tuple[tuple[bytes, bytes], ...] = ()) -> Iterator[bytes]:
-    """Forward NDJSON as it arrives; with renames, whole lines only."""
+    """Forward NDJSON as it arrives; with renames, whole lines only (without, the chunks themselves)."""
     if not renames:
-        yield from chunks
-        return
+        return iter(chunks)
+    return _renamed_lines(chunks, renames)
+
+
+def _renamed_lines(chunks: Iterable[bytes], renames: tuple[tuple[bytes, bytes], ...]) -> Iterator[bytes]:
     pending = b""
     for chunk in chunks:
         data = pending + chunk if pending else chunk

@@ -1,7 +1,7 @@
 """Stream framing and translation, as generators over any iterable of bytes. No network, no Flask.
 
-Layers: ``iter_lines`` (bytes -> lines, split anywhere) -> ``iter_sse_data`` / ``iter_ndjson`` (lines ->
-events) -> a per-stream translator object (``OpenAIToOllama``, ``OllamaToOpenAI``) -> bytes out.
+Layers: ``iter_sse_events`` / ``iter_ndjson_lines`` (bytes -> events, split anywhere) -> a per-stream
+translator object (``OpenAIToOllama``, ``OllamaToOpenAI``) -> bytes out.
 Same-dialect streams go through ``passthrough`` instead.
 Each translator also keeps the assembled answer (text, thinking, tool calls, usage) for the log.
 """
@@ -40,29 +40,68 @@ def iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield pending[:-1] if pending.endswith(b"\r") else pending
 
 
-def iter_sse_data(lines: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
-    """SSE lines -> (event name, data) per event; comments ignored, multi-line data joined."""
+# The two framings below do ``iter_lines``' splitting themselves rather than reading its lines:
+# every generator layer a stream is suspended in costs each open stream its frame and its share of
+# the greenlet's saved C stack, and every chunk one more resumption. Locals that would keep the last
+# chunk alive while the stream waits for the next one are cleared before waiting.
+
+def iter_sse_events(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
+    """A byte stream -> (event name, data) per SSE event, split anywhere; comments ignored,
+    multi-line data joined with LF."""
+    pending = b""
     event = ""
     data: list[bytes] = []
-    for line in lines:
-        if not line:
-            if data:
-                yield event, b"\n".join(data)
-            event, data = "", []
-        elif line.startswith(b"data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(b" ") else value)
-        elif line.startswith(b"event:"):
-            event = line[6:].strip().decode("utf-8", "replace")
-        # ':' comments, 'id:' and 'retry:' fields are ignored
+    for chunk in chunks:
+        if pending:
+            chunk = pending + chunk
+        if b"\n" not in chunk:
+            pending = chunk
+            continue
+        lines = chunk.split(b"\n")
+        pending = lines.pop()
+        chunk = b""
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if data:
+                    out = data[0] if len(data) == 1 else b"\n".join(data)
+                    data = []
+                    yield event, out
+                event = ""
+            elif line.startswith(b"data:"):
+                data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+            elif line.startswith(b"event:"):
+                event = line[6:].strip().decode("utf-8", "replace")
+            # ':' comments, 'id:' and 'retry:' fields are ignored
+        lines = line = out = None  # type: ignore[assignment]
+    if pending.endswith(b"\r"):
+        pending = pending[:-1]
+    if pending.startswith(b"data:"):
+        data.append(pending[6:] if pending.startswith(b"data: ") else pending[5:])
     if data:
         yield event, b"\n".join(data)
 
 
-def iter_ndjson(lines: Iterable[bytes]) -> Iterator[bytes]:
-    for line in lines:
-        if line.strip():
-            yield line
+def iter_ndjson_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """A byte stream -> its non-blank NDJSON lines, split anywhere (a CRLF line keeps its CR, which
+    JSON reads as whitespace)."""
+    pending = b""
+    for chunk in chunks:
+        if pending:
+            chunk = pending + chunk
+        if b"\n" not in chunk:
+            pending = chunk
+            continue
+        lines = chunk.split(b"\n")
+        pending = lines.pop()
+        chunk = b""
+        for line in lines:
+            if line.strip():
+                yield line
+        lines = line = None  # type: ignore[assignment]
+    if pending.strip():
+        yield pending
 
 
 def _load(payload: bytes, what: str) -> Any:
@@ -260,7 +299,7 @@ def _drain(chunks: Iterator[bytes]) -> None:
 def openai_sse_to_ollama(chunks: Iterable[bytes], translator: OpenAIToOllama) -> Iterator[bytes]:
     chunks = iter(chunks)
     complete = False
-    for event, data in iter_sse_data(iter_lines(chunks)):
+    for event, data in iter_sse_events(chunks):
         if data == b"[DONE]":
             complete = True
             break
@@ -269,7 +308,9 @@ def openai_sse_to_ollama(chunks: Iterable[bytes], translator: OpenAIToOllama) ->
             chunk = {"error": chunk}
         if not isinstance(chunk, dict):
             raise StreamFormatError(f"the backend sent a non-object SSE chunk: {data[:200]!r}")
-        yield from translator.feed(chunk)
+        out = translator.feed(chunk)
+        chunk = data = None  # not kept while the stream waits
+        yield from out
     yield from translator.finish(complete)
     _drain(chunks)
 
@@ -353,12 +394,15 @@ class OllamaToOpenAI:
 
 def ollama_ndjson_to_openai(chunks: Iterable[bytes], translator: OllamaToOpenAI) -> Iterator[bytes]:
     chunks = iter(chunks)
-    for raw in iter_ndjson(iter_lines(chunks)):
+    for raw in iter_ndjson_lines(chunks):
         line = _load(raw, "NDJSON")
         if not isinstance(line, dict):
             raise StreamFormatError(f"the backend sent a non-object NDJSON line: {raw[:200]!r}")
-        yield from translator.feed(line)
-        if line.get("done"):
+        out = translator.feed(line)
+        done = line.get("done")
+        line = raw = None  # not kept while the stream waits
+        yield from out
+        if done:
             _drain(chunks)
             return
     yield from translator.finish()

@@ -7,7 +7,7 @@ import pytest
 
 from proxy.errors import BackendError
 from proxy.passthrough import model_renames, passthrough_lines, passthrough_sse
-from proxy.streaming import (OllamaToOpenAI, OpenAIToOllama, iter_lines, iter_sse_data, ollama_ndjson_to_openai,
+from proxy.streaming import (OllamaToOpenAI, OpenAIToOllama, iter_lines, iter_ndjson_lines, iter_sse_events, ollama_ndjson_to_openai,
                              openai_sse_to_ollama)
 
 WIRE = Path(__file__).parent / "data" / "wire"
@@ -52,7 +52,19 @@ def test_lines_survive_any_split_including_crlf():
 def test_sse_event_split_across_chunks_is_reassembled():
     data = b": comment\ndata: {\"a\":1}\n\nevent: error\ndata:{\"b\":\ndata: 2}\n\ndata: [DONE]\n\n"
     for chunks in splits(data):
-        assert list(iter_sse_data(iter_lines(chunks))) == [("", b'{"a":1}'), ("error", b'{"b":\n2}'), ("", b"[DONE]")]
+        assert list(iter_sse_events(chunks)) == [("", b'{"a":1}'), ("error", b'{"b":\n2}'), ("", b"[DONE]")]
+
+
+def test_sse_events_take_crlf_and_a_last_event_without_its_blank_line():
+    data = b"data: 1\r\n\r\nevent: x\r\n: note\r\ndata:2\r\n\r\ndata: 3"
+    for chunks in splits(data):
+        assert list(iter_sse_events(chunks)) == [("", b"1"), ("x", b"2"), ("", b"3")]
+
+
+def test_ndjson_lines_skip_blank_lines_and_keep_an_unterminated_last_line():
+    data = b'{"a":1}\r\n\n  \n{"b":2}\n{"c":3}'
+    for chunks in splits(data):
+        assert [line.rstrip(b"\r") for line in iter_ndjson_lines(chunks)] == [b'{"a":1}', b'{"b":2}', b'{"c":3}']
 
 
 @pytest.mark.parametrize("fixture", ["openai_chat_stream_tool_call.sse", "deepseek_chat_stream_reasoning_content.sse",

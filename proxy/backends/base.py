@@ -32,19 +32,24 @@ class Upstream:
         self.headers = resp.headers
 
     def iter_bytes(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
-        """The body as it arrives; ``tap`` sees each chunk first (a call, not another generator layer)."""
+        """The body as it arrives, a broken connection raised as a ProxyError naming the backend."""
         try:
-            if tap is None:
-                yield from self._resp.iter_bytes()
-            else:
-                for chunk in self._resp.iter_bytes():
-                    tap(chunk)
-                    yield chunk
-        except socket.timeout:
-            raise BackendTimeout(f"{self._backend.describe()} stopped sending for "
-                                 f"{self._backend.read_timeout:g} s") from None
+            yield from self._resp.iter_bytes(tap)
         except OSError as exc:
-            raise BackendUnavailable(f"the connection to {self._backend.describe()} broke: {exc}") from None
+            raise self.error_for(exc) from None
+
+    def stream(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
+        """The body as it arrives, for a ``Relay``: the client's chunks pass through no wrapper here,
+        and a broken connection raises the OSError itself, which the Relay turns into a ProxyError
+        with ``error_for``. ``tap`` sees each chunk first."""
+        return self._resp.iter_bytes(tap)
+
+    def error_for(self, exc: OSError) -> ProxyError:
+        """The ProxyError for a connection failure while the body was read."""
+        if isinstance(exc, socket.timeout):
+            return BackendTimeout(f"{self._backend.describe()} stopped sending for "
+                                  f"{self._backend.read_timeout:g} s")
+        return BackendUnavailable(f"the connection to {self._backend.describe()} broke: {exc}")
 
     def read(self) -> bytes:
         return b"".join(self.iter_bytes())

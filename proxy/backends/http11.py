@@ -18,7 +18,7 @@ import collections
 import socket
 import ssl
 import zlib
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 RECV_SIZE = 65536
@@ -244,21 +244,28 @@ class Response:
             self._finish()
 
     # --- body -------------------------------------------------------------------------------------
-    def iter_bytes(self) -> Iterator[bytes]:
-        """The body as it arrives. Not a generator itself: a stream's greenlet keeps every generator
-        frame it is suspended in on its saved C stack, so an uncompressed body is one layer, not three."""
-        raw = self._raw()
-        return raw if self._decoder is None else self._decoded(raw)
+    def iter_bytes(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
+        """The body as it arrives; ``tap(chunk)`` sees each chunk just before it is yielded (a call
+        rather than one more generator around this one). Not a generator itself: a stream's greenlet
+        keeps every generator frame it is suspended in on its saved C stack, so an uncompressed body
+        is one layer, not three."""
+        if self._decoder is None:
+            return self._raw(tap)
+        return self._decoded(self._raw(None), tap)
 
-    def _decoded(self, raw: Iterator[bytes]) -> Iterator[bytes]:
+    def _decoded(self, raw: Iterator[bytes], tap: Callable[[bytes], None] | None) -> Iterator[bytes]:
         decoder = self._decoder
         try:
             for data in raw:
                 data = decoder.decompress(data)
                 if data:
+                    if tap is not None:
+                        tap(data)
                     yield data
             tail = decoder.flush()
             if tail:
+                if tap is not None:
+                    tap(tail)
                 yield tail
         except zlib.error as exc:
             raise HTTPProtocolError(f"the compressed body does not decode: {exc}") from None
@@ -266,17 +273,17 @@ class Response:
     def read(self) -> bytes:
         return b"".join(self.iter_bytes())
 
-    def _raw(self) -> Iterator[bytes]:
+    def _raw(self, tap: Callable[[bytes], None] | None) -> Iterator[bytes]:
         if self._done:
             return iter(())
         mode = self._mode
         if mode == _LENGTH:
-            return self._read_length()
+            return self._read_length(tap)
         if mode == _CHUNKED:
-            return self._read_chunked()
-        return self._read_until_close()
+            return self._read_chunked(tap)
+        return self._read_until_close(tap)
 
-    def _read_length(self) -> Iterator[bytes]:
+    def _read_length(self, tap: Callable[[bytes], None] | None) -> Iterator[bytes]:
         buf, self._buf = self._buf, b""
         remaining = self._remaining
         sock = self._sock
@@ -286,6 +293,8 @@ class Response:
                     buf = buf[:remaining]  # a server must not send more; ignore the excess
                 remaining -= len(buf)
                 self._remaining = remaining
+                if tap is not None:
+                    tap(buf)
                 if remaining == 0:
                     self._finish()
                     yield buf
@@ -295,18 +304,20 @@ class Response:
             if not buf:
                 raise HTTPProtocolError(f"the connection closed with {remaining} bytes of the body unread")
 
-    def _read_until_close(self) -> Iterator[bytes]:
+    def _read_until_close(self, tap: Callable[[bytes], None] | None) -> Iterator[bytes]:
         buf, self._buf = self._buf, b""
         sock = self._sock
         while True:
             if buf:
+                if tap is not None:
+                    tap(buf)
                 yield buf
             buf = sock.recv(RECV_SIZE)
             if not buf:
                 self._finish()
                 return
 
-    def _read_chunked(self) -> Iterator[bytes]:
+    def _read_chunked(self, tap: Callable[[bytes], None] | None) -> Iterator[bytes]:
         """Decode chunked transfer coding; yields each receive's payload bytes at once."""
         buf = self._buf
         self._buf = b""
@@ -362,11 +373,20 @@ class Response:
                     rest += data
                 self._finish()
                 if out:
-                    yield out[0] if len(out) == 1 else b"".join(out)
+                    piece = out[0] if len(out) == 1 else b"".join(out)
+                    if tap is not None:
+                        tap(piece)
+                    yield piece
                 return
             buf = buf[pos:]
             if out:
-                yield out[0] if len(out) == 1 else b"".join(out)
+                piece = out[0] if len(out) == 1 else b"".join(out)
+                out = take = None  # type: ignore[assignment]  # not kept while waiting for the next
+                if tap is not None:
+                    tap(piece)
+                yield piece
+                piece = None  # type: ignore[assignment]
+            data = None  # type: ignore[assignment]  # the last receive is not kept while waiting
             data = sock.recv(RECV_SIZE)
             if not data:
                 raise HTTPProtocolError("the connection closed in the middle of a chunked body")

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 from .. import jsonio
 from ..catalog import ModelInfo
 from ..dialects import openai as oa
-from ..errors import BadRequest, NotFound, UpstreamStatus
+from ..errors import BackendUnavailable, BadRequest, NotFound, ProxyError, UpstreamStatus
 
 MODELS = (("stub", ("completion", "tools", "vision")), ("stub-embed", ("embedding",)))
 EMBEDDING_DIMENSIONS = 16
@@ -88,7 +88,7 @@ def embed(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
 
 
 class StubUpstream:
-    """Looks like ``base.Upstream``: status, headers, iter_bytes(), read(), json(), close()."""
+    """Looks like ``base.Upstream``: status, headers, iter_bytes(), stream(), error_for(), read(), json(), close()."""
 
     def __init__(self, chunks: Iterator[bytes] | list[bytes], content_type: str):
         self.status = 200
@@ -100,6 +100,11 @@ class StubUpstream:
             if tap is not None:
                 tap(chunk)
             yield chunk
+
+    stream = iter_bytes
+
+    def error_for(self, exc: OSError) -> ProxyError:
+        return BackendUnavailable(f"the stub backend failed: {exc}")
 
     def read(self) -> bytes:
         return b"".join(self.iter_bytes())

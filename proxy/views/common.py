@@ -113,6 +113,8 @@ def read_whole(exchange: Exchange, upstream: Any) -> bytes:
     """The rest of a non-streamed upstream answer (kept for the log), connection released."""
     try:
         return b"".join(exchange.upstream_chunks(upstream))
+    except OSError as exc:
+        raise upstream.error_for(exc) from None
     finally:
         upstream.close()
 
