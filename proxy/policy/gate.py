@@ -6,7 +6,8 @@ are rendered in the caller's dialect. `/`, `/health`, `/api/version` and CORS pr
 An admitted request holds a ``Ticket``; it is settled — tokens charged, concurrency slot freed — when its
 answer is done: a stream when the server closes it (after the last chunk, on client disconnect, or after an
 error); a whole answer before it is sent (memory) or right after (Redis: its round trip is not on the client's
-clock); a request no response took is settled at teardown.
+clock; under gevent the settlement only queues its commands, which travel ahead of the next admission);
+a request no response took is settled at teardown.
 Only key *names* leave this module (``exchange.key_name`` via the WSGI environ), never keys.
 """
 from __future__ import annotations
@@ -244,9 +245,9 @@ def after_request(response: Response) -> Response:
             if exchange is not None:
                 exchange.on_finish.append(lambda _: settle())
             _when_closed(response, settle)
-        elif policy.limiter.redis is not None:  # a whole answer: after it is sent, off the client's clock
-            response.call_on_close(lambda: _off_the_clock(settle))
-        else:  # in memory settling costs microseconds: before the client can ask again
+        elif policy.limiter.redis is not None and not policy.limiter.defer_settlement:
+            response.call_on_close(lambda: _off_the_clock(settle))  # a round trip: after the answer is sent
+        else:  # in memory, or queued for Redis (see Limiter.settle): microseconds, before the client can ask again
             settle()
     caller = environ.get(ENVIRON_CALLER)
     if caller is not None and caller.models is not None and request.method == "GET" and response.status_code == 200:
@@ -299,7 +300,18 @@ def _filter_list(response: Response, spec: tuple[str, str], patterns: tuple[str,
 def install_policy(app: Flask, settings: Settings) -> Policy:
     """Create the policy for ``app`` and hook it in; the app's services must exist already."""
     policy = Policy(settings)
-    app.extensions["llm_proxy"].extras["policy"] = policy
+    extras = app.extensions["llm_proxy"].extras
+    extras["policy"] = policy
+    previous = extras.get("shutdown")
+
+    def shutdown() -> None:
+        try:
+            policy.limiter.flush()  # settlements still queued for Redis
+        finally:
+            if previous is not None:
+                previous()
+
+    extras["shutdown"] = shutdown
     app.before_request(before_request)
     app.after_request(after_request)
     app.teardown_request(teardown_request)
