@@ -104,38 +104,6 @@ def test_redis_slot_leases_are_renewed_and_lapse_when_not(shared_redis_url):
     limiter.settle(limiter.admit(who, "x", rules), 0)
 
 
-def test_deferred_settlements_go_ahead_of_the_next_admission_in_its_round_trip(shared_redis_url):
-    import gevent
-
-    limiter = Limiter(shared_redis_url, defer_settlement=True)
-    other = Limiter(shared_redis_url)  # another process's view of the same counters
-    who, rules = unique("defer"), Rules(concurrency=1)
-    limiter.settle(limiter.admit(who, "x", rules), 0)
-    assert limiter._deferred_count == 1 and other.slots.running(who) == 1  # queued, not sent yet
-    ticket = limiter.admit(who, "x", rules)  # the release travels first, so the only slot is free again
-    assert limiter._deferred_count == 0 and other.slots.running(who) == 1
-    limiter.settle(ticket, 0)
-    gevent.sleep(0.05)  # no admission came: the timer sends it
-    assert limiter._deferred_count == 0 and other.slots.running(who) == 0
-
-
-def test_deferred_token_charges_reach_redis_and_a_failed_charge_does_not_fail_admission(shared_redis_url):
-    import gevent
-
-    limiter = Limiter(shared_redis_url, defer_settlement=True)
-    who, rules = unique("defertok"), Rules(tokens=parse_rate("100/minute"))
-    limiter.settle(limiter.admit(who, "x", rules), 150)
-    limiter._deferred.append(b"*1\r\n$9\r\nNOSUCHCMD\r\n")  # a queued command Redis answers with an error
-    limiter._deferred_count += 1
-    with pytest.raises(RateLimited) as info:  # the charge went ahead of this admission; the error reply was logged
-        limiter.admit(who, "x", rules)
-    assert "100 tokens per minute" in info.value.message
-    limiter.settle(limiter.admit(unique("defertok"), "x", rules), 5)
-    limiter.flush()
-    assert limiter._deferred_count == 0
-    gevent.sleep(0.01)
-
-
 # --- two processes, one Redis ------------------------------------------------------------------------------
 
 @pytest.fixture

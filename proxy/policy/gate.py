@@ -6,8 +6,7 @@ are rendered in the caller's dialect. `/`, `/health`, `/api/version` and CORS pr
 An admitted request holds a ``Ticket``; it is settled — tokens charged, concurrency slot freed — when its
 answer is done: a stream when the server closes it (after the last chunk, on client disconnect, or after an
 error); a whole answer before it is sent (memory) or right after (Redis: its round trip is not on the client's
-clock; under gevent the settlement only queues its commands, which travel ahead of the next admission);
-a request no response took is settled at teardown.
+clock); a request no response took is settled at teardown.
 Only key *names* leave this module (``exchange.key_name`` via the WSGI environ), never keys.
 """
 from __future__ import annotations
@@ -204,19 +203,21 @@ def requested_models(req: Request) -> list[str]:
 
 
 # --- Flask hooks ---------------------------------------------------------------------------------------
+# Bound to their policy when installed, and reading the WSGI environ rather than werkzeug's request proxy
+# where they can: each proxy attribute costs a context lookup, and these run on every request.
 
 def _policy() -> Policy:
     return services().extras["policy"]
 
 
-def before_request() -> Response | None:
-    path = request.path
-    if request.method == "OPTIONS" or not path.startswith(("/api/", "/v1/")) or path in OPEN_PATHS:
-        return None
-    policy = _policy()
+def before_request(policy: Policy | None = None) -> Response | None:
     environ = request.environ
+    path = environ.get("PATH_INFO") or "/"
+    if environ.get("REQUEST_METHOD") == "OPTIONS" or not path.startswith(("/api/", "/v1/")) or path in OPEN_PATHS:
+        return None
+    policy = policy or _policy()
     try:
-        caller = policy.authenticate(environ, request.remote_addr)
+        caller = policy.authenticate(environ, environ.get("REMOTE_ADDR"))
         environ[ENVIRON_KEY_NAME] = caller.name
         environ[ENVIRON_CALLER] = caller
         policy.check_size(request)
@@ -234,24 +235,25 @@ def before_request() -> Response | None:
     return None
 
 
-def after_request(response: Response) -> Response:
+def after_request(response: Response, policy: Policy | None = None) -> Response:
     environ = request.environ
     ticket = environ.pop(ENVIRON_TICKET, None)
     if ticket is not None:
-        policy = _policy()
+        policy = policy or _policy()
         settle = lambda: policy.settle(ticket, environ)  # noqa: E731
         if response.direct_passthrough:  # a stream: settled when it ends (its exchange finishes) or is closed
             exchange = environ.get(ENVIRON_EXCHANGE)
             if exchange is not None:
                 exchange.on_finish.append(lambda _: settle())
             _when_closed(response, settle)
-        elif policy.limiter.redis is not None and not policy.limiter.defer_settlement:
-            response.call_on_close(lambda: _off_the_clock(settle))  # a round trip: after the answer is sent
-        else:  # in memory, or queued for Redis (see Limiter.settle): microseconds, before the client can ask again
+        elif policy.limiter.redis is not None:  # a whole answer: after it is sent, off the client's clock
+            response.call_on_close(lambda: _off_the_clock(settle))
+        else:  # in memory settling costs microseconds: before the client can ask again
             settle()
     caller = environ.get(ENVIRON_CALLER)
-    if caller is not None and caller.models is not None and request.method == "GET" and response.status_code == 200:
-        spec = MODEL_LISTS.get(request.path)
+    if caller is not None and caller.models is not None and environ.get("REQUEST_METHOD") == "GET" \
+            and response.status_code == 200:
+        spec = MODEL_LISTS.get(environ.get("PATH_INFO") or "/")
         if spec is not None and not response.is_streamed:
             _filter_list(response, spec, caller.models)
     return response
@@ -278,11 +280,12 @@ def _when_closed(response: Response, callback: Any) -> None:
     response.response = ClosingIterator(response.response, callback)
 
 
-def teardown_request(exc: BaseException | None) -> None:
+def teardown_request(exc: BaseException | None, policy: Policy | None = None) -> None:
     """A ticket no response took (the after-request hooks never ran) is settled here, at once."""
-    ticket = request.environ.pop(ENVIRON_TICKET, None)
+    environ = request.environ
+    ticket = environ.pop(ENVIRON_TICKET, None)
     if ticket is not None:
-        _policy().settle(ticket, request.environ)
+        (policy or _policy()).settle(ticket, environ)
 
 
 def _filter_list(response: Response, spec: tuple[str, str], patterns: tuple[str, ...]) -> None:
@@ -300,21 +303,10 @@ def _filter_list(response: Response, spec: tuple[str, str], patterns: tuple[str,
 def install_policy(app: Flask, settings: Settings) -> Policy:
     """Create the policy for ``app`` and hook it in; the app's services must exist already."""
     policy = Policy(settings)
-    extras = app.extensions["llm_proxy"].extras
-    extras["policy"] = policy
-    previous = extras.get("shutdown")
-
-    def shutdown() -> None:
-        try:
-            policy.limiter.flush()  # settlements still queued for Redis
-        finally:
-            if previous is not None:
-                previous()
-
-    extras["shutdown"] = shutdown
-    app.before_request(before_request)
-    app.after_request(after_request)
-    app.teardown_request(teardown_request)
+    app.extensions["llm_proxy"].extras["policy"] = policy
+    app.before_request(lambda: before_request(policy))
+    app.after_request(lambda response: after_request(response, policy))
+    app.teardown_request(lambda exc: teardown_request(exc, policy))
     if settings.max_request_bytes:
         app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes  # caps chunked bodies while they are read
     log.info("gate: %s", policy.describe())

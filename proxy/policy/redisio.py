@@ -116,17 +116,15 @@ class Link:
         safe, since then every script in it failed and the other commands (GET, ZREM) are idempotent."""
         return self.roundtrip_packed(pack_commands(commands), len(commands))
 
-    def roundtrip_packed(self, data: bytes, count: int, tolerate: int = 0) -> list:
-        """``roundtrip`` for commands packed already (the admission command is mostly packed once). An error
-        reply to one of the first ``tolerate`` commands is returned (a ``ResponseError``), not raised: the
-        settlements sent ahead of an admission must not make it fail."""
+    def roundtrip_packed(self, data: bytes, count: int) -> list:
+        """``roundtrip`` for commands packed already (the admission command is mostly packed once)."""
         try:
-            return self._send(data, count, tolerate)
+            return self._send(data, count)
         except NoScriptError:
             self._send(pack_commands([("SCRIPT", "LOAD", text) for text in SCRIPTS.values()]), len(SCRIPTS))
-            return self._send(data, count, tolerate)
+            return self._send(data, count)
 
-    def _send(self, data: bytes, count: int, tolerate: int = 0) -> list:
+    def _send(self, data: bytes, count: int) -> list:
         """One write, then the replies, on an idle connection of our own. A connection that failed is closed
         and dropped; after a fork (gunicorn) the parent's connections are never reused."""
         if self._pid != os.getpid():
@@ -141,14 +139,7 @@ class Link:
         try:
             if reader is None:  # no hiredis: redis-py's own parser
                 conn.send_packed_command([data], check_health=False)
-                replies = []
-                for i in range(count):
-                    try:
-                        replies.append(conn.read_response())
-                    except ResponseError as exc:
-                        if i >= tolerate or isinstance(exc, NoScriptError):
-                            raise
-                        replies.append(exc)
+                replies = [conn.read_response() for _ in range(count)]
             else:
                 sock = conn._sock
                 if sock is None:
@@ -164,14 +155,10 @@ class Link:
                         reader.feed(data)
                         continue
                     replies.append(reply)
-                for i, reply in enumerate(replies):
+                for reply in replies:
                     if isinstance(reply, hiredis.ReplyError):
                         message = str(reply)
-                        if message.startswith("NOSCRIPT"):
-                            raise NoScriptError(message)
-                        if i >= tolerate:
-                            raise ResponseError(message)
-                        replies[i] = ResponseError(message)
+                        raise NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
         except BaseException:
             conn.disconnect()  # replies may be left unread: this connection cannot be reused
             raise
