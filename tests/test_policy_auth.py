@@ -2,6 +2,8 @@
 Authorization never going upstream — through real sockets and the official client libraries."""
 from __future__ import annotations
 
+import time
+
 import ollama
 import openai
 import pytest
@@ -206,6 +208,10 @@ def test_keys_file_changes_apply_without_a_restart(backend_setup, tmp_path):
     assert_openai_error(call(setup.proxy, "GET", "/v1/models", "sk-dave-1"), 401)
 
     write_keys(keys, '[keys.carol]\nkey = "sk-carol-2"\nmodels = ["qwen*"]\n[keys.dave]\nkey = "sk-dave-1"\n')
+    deadline = time.monotonic() + 5  # the file is looked at once a second
+    while call(setup.proxy, "GET", "/v1/models", "sk-carol-1").status_code == 200:
+        assert time.monotonic() < deadline, "the changed KEYS_FILE was not applied"
+        time.sleep(0.05)
     assert_openai_error(call(setup.proxy, "GET", "/v1/models", "sk-carol-1"), 401)
     carol = call(setup.proxy, "GET", "/v1/models", "sk-carol-2")
     assert [m["id"] for m in carol.json()["data"]] == ["qwen3-8b"]
@@ -217,8 +223,12 @@ def test_a_broken_keys_file_keeps_the_previous_version(backend_setup, tmp_path, 
     write_keys(keys, '[keys.carol]\nkey = "sk-carol-1"\n')
     setup = backend_setup("openai", KEYS_FILE=str(keys))
     write_keys(keys, '[keys.carol\nkey = "sk-carol-2"\n')
+    deadline = time.monotonic() + 5  # the file is looked at once a second
+    while "KEYS_FILE not reloaded" not in caplog.text:
+        assert call(setup.proxy, "GET", "/v1/models", "sk-carol-1").status_code == 200
+        assert time.monotonic() < deadline, "the broken KEYS_FILE was not noticed"
+        time.sleep(0.05)
     assert call(setup.proxy, "GET", "/v1/models", "sk-carol-1").status_code == 200
-    assert "KEYS_FILE not reloaded" in caplog.text
     assert "sk-carol" not in caplog.text
 
 

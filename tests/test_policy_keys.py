@@ -203,7 +203,7 @@ def test_keys_file_errors_never_show_a_key():
 def test_keys_file_watcher_reloads_on_change_and_keeps_the_last_good_version(tmp_path, caplog):
     path = tmp_path / "keys.toml"
     path.write_text('[keys.alice]\nkey = "sk-1"\n')
-    watcher = KeysFileWatcher(str(path))
+    watcher = KeysFileWatcher(str(path), interval=0)
     first = watcher.get()
     assert watcher.get() is first  # unchanged file: not re-read
     path.write_text('[keys.alice]\nkey = "sk-2"\nrpm = 5\n')
@@ -216,3 +216,17 @@ def test_keys_file_watcher_reloads_on_change_and_keeps_the_last_good_version(tmp
     assert "KEYS_FILE not reloaded" in caplog.text
     path.unlink()
     assert watcher.get() is second
+
+
+def test_keys_file_watcher_looks_at_the_file_at_most_once_per_interval(tmp_path):
+    path = tmp_path / "keys.toml"
+    path.write_text('[keys.alice]\nkey = "sk-1"\n')
+    now = [100.0]
+    watcher = KeysFileWatcher(str(path), interval=1.0, clock=lambda: now[0])
+    first = watcher.get()
+    path.write_text('[keys.alice]\nkey = "sk-2"\nrpm = 5\n')
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    now[0] += 0.5
+    assert watcher.get() is first  # not looked at yet
+    now[0] += 0.6
+    assert watcher.get().rules_for("alice").requests == "5/minute"

@@ -317,3 +317,18 @@ def test_the_admission_command_packed_in_parts_equals_the_command_packed_whole()
     args = [100, 500, 3, 60, 2, 3600, 60.0, 2]
     whole = ("EVALSHA", SHA_ADMIT, len(keys), *keys, 1, 1, 2, 1, 1, 1700000000.25, *args, "slot-1")
     assert data == pack_commands([whole])
+
+
+def test_memory_windows_expire_on_read_and_the_sweep_frees_them():
+    from proxy.policy.limits import _MemoryStorage
+
+    storage = _MemoryStorage()  # sweeps once a second
+    assert storage.acquire_entry("k", 2, 1) and storage.acquire_entry("k", 2, 1)
+    assert not storage.acquire_entry("k", 2, 1)  # full
+    storage.incr("c", 1)
+    time.sleep(1.1)
+    assert storage.get("c") == 0 and storage.get_moving_window("k", 2, 1)[1] == 0  # expired when read
+    assert storage.acquire_entry("k", 2, 1)
+    storage.events["old"] = list(storage.events["k"])
+    time.sleep(2.2)  # past the entries' expiry and at least one sweep
+    assert storage.events["old"] == [] and storage.events["k"] == []

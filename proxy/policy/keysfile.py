@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import tomllib
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .keys import NAME_RE, digest, parse_network
 from .limits import check_rate
 
 log = logging.getLogger(__name__)
+CHECK_EVERY = 1.0  # seconds between looks at the file
 LIMIT_FIELDS = ("rpm", "tpm", "concurrency", "daily_tokens")
 RULE_FIELDS = ("models", "networks", "requests", "tokens") + LIMIT_FIELDS
 KEY_FIELDS = ("key", "key_sha256") + RULE_FIELDS
@@ -177,11 +179,15 @@ def check_path(raw: str) -> str:
 
 
 class KeysFileWatcher:
-    """The file's current content; ``get`` re-reads it when its mtime, size or inode changed."""
+    """The file's current content; ``get`` re-reads it when its mtime, size or inode changed, looking at
+    most every ``interval`` seconds (a stat on every request costs 3-20 µs of the gate's 0.2 ms)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, interval: float = CHECK_EVERY, clock: Callable[[], float] = time.monotonic):
         self.path = path
+        self.interval = interval
+        self.clock = clock
         self._signature = self._stat()
+        self._next_check = clock() + interval
         self.current = load(path)
         self.version = 1
 
@@ -193,6 +199,11 @@ class KeysFileWatcher:
         return st.st_mtime_ns, st.st_size, st.st_ino
 
     def get(self) -> KeysFile:
+        if self.interval:
+            now = self.clock()
+            if now < self._next_check:
+                return self.current
+            self._next_check = now + self.interval
         signature = self._stat()
         if signature != self._signature:
             self._signature = signature
