@@ -21,6 +21,16 @@ def test_a_packed_copy_gives_back_exactly_the_bytes_added():
     assert body.size == sum(map(len, chunks)) and not body.truncated
 
 
+def test_packing_gives_back_blocks_larger_than_its_window_and_bytes_that_do_not_compress():
+    import os
+
+    chunks = [os.urandom(3000), b"data: " + b"x" * 9000 + b"\n\n", bytes(range(256)) * 5, b"\x00"]
+    body = BodyBuffer(10 ** 6, pack=True)
+    for chunk in chunks:
+        body.add(chunk)
+    assert len(body.packed) == 3 and body.value() == b"".join(chunks)
+
+
 def test_packing_keeps_a_long_stream_copy_several_times_smaller():
     chunks = sse_chunks(600)  # ~80 KB, a minute of a fast model
     packed, plain = BodyBuffer(10 ** 7, pack=True), BodyBuffer(10 ** 7)
