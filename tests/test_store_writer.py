@@ -49,6 +49,22 @@ def test_burst_of_1000_requests_gives_1000_rows(make_proxy, db_url):
         store.close()
 
 
+def test_the_sqlite_writer_keeps_a_small_page_cache_of_its_own(sqlite_url):
+    from proxy.store.writer import WRITER_SQLITE_CACHE_KIB
+
+    store = open_store(sqlite_url)
+    writer = store.writer
+    try:
+        writer.submit(Record.of(make_exchange("cache")))
+        wait_for(lambda: count(store) == 1)
+        conn = writer._tuned  # the connection the writer wrote on, in its own thread
+        assert conn is not None and conn.execute("PRAGMA cache_size").fetchone()[0] == -WRITER_SQLITE_CACHE_KIB
+        assert writer.db.connection() is not conn  # readers (this thread) keep the default
+        assert writer.db.connection().execute("PRAGMA cache_size").fetchone()[0] != -WRITER_SQLITE_CACHE_KIB
+    finally:
+        store.close()
+
+
 def test_full_queue_drops_and_counts_with_a_warning_without_blocking(sqlite_url, caplog):
     store = open_store(sqlite_url, LOG_QUEUE_SIZE=3)
     writer = store.writer

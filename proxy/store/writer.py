@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 1000
 PREPARE_SLICE_S = 0.002  # preparing yields to the hub at least this often (streams wait meanwhile)
-WRITE_BYTES = 1 << 20  # prepared text per transaction (see _write)
+WRITE_BYTES = 256 << 10  # prepared text per transaction (see _write)
+WRITER_SQLITE_CACHE_KIB = 256  # the writer's own SQLite page cache: it appends, it rarely reads a page twice
 CHUNKS = (64, 16, 4, 1)  # rows per INSERT statement
 IDLE_S = 0.5  # pause between batches unless a full batch waits: big transactions cost far less per row
 POLL_FLUSH_S = 10.0
@@ -47,6 +48,7 @@ class LogWriter:
         self.models = models
         self.db = models.database
         self.kind = kind_of_database(self.db)
+        self._tuned: Any = None  # the connection the writer's pragmas were set on
         self.queue_size = queue_size
         self.retention = retention
         self.cleanup_s = cleanup_minutes * 60
@@ -308,6 +310,14 @@ class LogWriter:
         if prepared:
             self._commit(batch, prepared)
 
+    def _small_page_cache(self) -> None:
+        """Give the writer's connection a small page cache (SQLite's default, 2 MiB, fills up with pages written
+        once and stays in the process for good; readers keep the default)."""
+        conn = self.db.connection()
+        if conn is not self._tuned:
+            conn.execute(f"PRAGMA cache_size = -{WRITER_SQLITE_CACHE_KIB}")
+            self._tuned = conn
+
     def _commit(self, batch: list[Record], prepared: list[tuple]) -> None:
         self._blocking(self._insert, prepared)
         del batch[:len(prepared)]
@@ -315,6 +325,8 @@ class LogWriter:
 
     def _insert(self, prepared: list[tuple]) -> None:
         try:
+            if self.kind == "sqlite":
+                self._small_page_cache()
             with self.db.atomic():
                 ids = self._allocate_ids(len(prepared))
                 cursor = self.db.cursor()
