@@ -180,14 +180,20 @@ def report(title: str, results: dict[str, dict[str, float]], baseline: str | Non
     return lines
 
 
-def http_calls(envs: dict[str, dict[str, str]], tmp: Path) -> tuple[dict[str, Callable[[], None]], list]:
-    """`python wsgi.py` per configuration; a call is one GET /v1/models on that server's keep-alive connection."""
+CHAT = json.dumps({"model": "stub", "messages": [{"role": "user", "content": "two words"}]}).encode()
+
+
+def http_calls(envs: dict[str, dict[str, str]], tmp: Path
+               ) -> tuple[dict[str, Callable[[], None]], dict[str, Callable[[], None]], list]:
+    """`python wsgi.py` per configuration; a call is one GET /v1/models (a listing: the request rate only) or
+    one non-streamed POST /v1/chat/completions (metered: every limit) on that server's keep-alive connection.
+    Keys are taken in turn, as in the in-process calls."""
     import socket
     import subprocess
 
     from procs import healthy_connection
 
-    procs, calls = [], {}
+    procs, calls, chats = [], {}, {}
     for n, (name, env) in enumerate(envs.items()):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -197,32 +203,37 @@ def http_calls(envs: dict[str, dict[str, str]], tmp: Path) -> tuple[dict[str, Ca
                 "PORT": str(port), **env}
         procs.append(subprocess.Popen([sys.executable, __file__, "--serve"], cwd=ROOT, env=full,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        headers = {"Authorization": f"Bearer {SECRETS[n % len(SECRETS)]}"} if "API_KEYS" in env else {}
+        headers = [{"Authorization": f"Bearer {key}"} for key in SECRETS] if "API_KEYS" in env else [{}]
         conn = healthy_connection(port)
+        turn = [0]
 
-        def one(conn=conn, headers=headers) -> None:
-            conn.request("GET", "/v1/models", headers=headers)
+        def one(method: str, body: bytes | None, conn=conn, headers=headers, turn=turn) -> None:
+            turn[0] = (turn[0] + 1) % len(headers)
+            extra = {"Content-Type": "application/json"} if body else {}
+            conn.request(method, "/v1/models" if body is None else "/v1/chat/completions", body=body,
+                         headers={**headers[turn[0]], **extra})
             resp = conn.getresponse()
             resp.read()
             if resp.status != 200:
                 raise RuntimeError(f"benchmark request answered {resp.status}")
-        calls[name] = one
-    return calls, procs
+        calls[name] = lambda one=one: one("GET", None)
+        chats[name] = lambda one=one: one("POST", CHAT)
+    return calls, chats, procs
 
 
 def serve() -> None:
-    """--serve: what `python wsgi.py` does (gevent, settings from the environment), with TCP_NODELAY."""
-    import socket
+    """--serve: what `python wsgi.py` does — gevent, settings from the environment, the proxy's own server
+    handler (TCP_NODELAY) and its garbage-collector settings."""
+    import gc
 
-    from gevent.pywsgi import WSGIHandler, WSGIServer
-
-    class NoDelay(WSGIHandler):
-        def handle(self):
-            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            super().handle()
+    from proxy.server import make_server
 
     settings = Settings.from_env()
-    WSGIServer((settings.host, settings.port), create_app(settings), log=None, handler_class=NoDelay).serve_forever()
+    app = create_app(settings)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(7000, 20, 20)
+    make_server(settings.host, settings.port, app).serve_forever()
 
 
 def redis_or_none(url: str) -> str | None:
@@ -275,14 +286,17 @@ def main() -> None:
     lines += report("check: settle a finished request (after its answer for Redis)", results["check: settle"], None)
     print("\n".join(lines))
     if args.http:
-        calls, procs = http_calls(envs, tmp)
+        calls, chats, procs = http_calls(envs, tmp)
         try:
             results["http"] = interleave(calls, args.rounds, args.per_round)
+            results["http chat"] = interleave(chats, args.rounds, args.per_round)
         finally:
             for proc in procs:
                 proc.terminate()
         lines += report("http: GET /v1/models through a gevent server (keep-alive socket)", results["http"], "off")
-        print("\n".join(lines[-(len(results["http"]) + 2):]))
+        lines += report("http: POST /v1/chat/completions (stub, whole answer; metered: every limit)",
+                        results["http chat"], "off")
+        print("\n".join(lines[-(len(results["http"]) + len(results["http chat"]) + 4):]))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
