@@ -119,7 +119,10 @@ def test_streamed_usage_counts_as_well_and_the_token_window_resets(backend_setup
     client = ollama_client(setup.proxy, headers={"Authorization": f"Bearer {ALICE}"})
     assert "".join(c.message.content for c in client.chat(model=setup.model, messages=HI, stream=True)) == "Hello world"
     # tokens are charged when the stream has been closed, which may be a moment after the client read its end
-    assert _wait_until(lambda: call(setup.proxy, "GET", "/api/tags", ALICE).status_code == 429, timeout=2)
+    load_probe = {"model": setup.model}  # /api/generate without a prompt: answered by the proxy, metered
+    assert _wait_until(lambda: call(setup.proxy, "POST", "/api/generate", ALICE, json=load_probe).status_code == 429,
+                       timeout=2)
+    assert call(setup.proxy, "GET", "/api/tags", ALICE).status_code == 200  # listings count requests only
     resp = call(setup.proxy, "POST", "/api/chat", ALICE, json=chat_body(setup.model))
     assert "5 tokens per 2 seconds" in assert_ollama_error(resp, 429)
     time.sleep(int(resp.headers["Retry-After"]) + 0.2)
@@ -140,7 +143,8 @@ def test_daily_token_quota_exhaustion_names_the_utc_reset(backend_setup, openai_
             f"{midnight:%Y-%m-%dT%H:%M:%SZ}") in info.value.message
     assert info.value.body["code"] == "insufficient_quota"
     assert abs(int(info.value.response.headers["Retry-After"]) - (midnight - now).total_seconds()) < 5
-    assert_ollama_error(call(setup.proxy, "GET", "/api/tags", ALICE), 429)
+    assert_ollama_error(call(setup.proxy, "POST", "/api/generate", ALICE, json={"model": setup.model}), 429)
+    assert call(setup.proxy, "GET", "/api/tags", ALICE).status_code == 200  # its models stay visible
 
 
 # --- concurrency ---------------------------------------------------------------------------------------
@@ -155,6 +159,10 @@ def one_at_a_time(backend_setup, tmp_path):
     setup.finished = []
     setup.proxy.app.extensions["llm_proxy"].sinks.append(lambda ex: setup.finished.append(ex))
     return setup
+
+
+def _chat_status(setup) -> int:
+    return call(setup.proxy, "POST", "/v1/chat/completions", ALICE, json=chat_body(setup.model)).status_code
 
 
 def _wait_until(predicate, timeout=10.0):
@@ -180,7 +188,7 @@ def test_concurrency_limit_refuses_a_second_request_until_the_stream_ends(one_at
     setup.gate.set()
     rest = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert rest.endswith("three")
-    assert _wait_until(lambda: call(setup.proxy, "GET", "/v1/models", ALICE).status_code == 200)
+    assert _wait_until(lambda: _chat_status(setup) == 200)
 
 
 def test_concurrency_slot_is_released_when_the_client_disconnects(one_at_a_time):
@@ -188,10 +196,11 @@ def test_concurrency_slot_is_released_when_the_client_disconnects(one_at_a_time)
     resp = requests.post(setup.url + "/v1/chat/completions", json=chat_body(setup.model, stream=True),
                          headers={"Authorization": f"Bearer {ALICE}"}, stream=True, timeout=10)
     assert next(resp.iter_content(chunk_size=None))
-    assert call(setup.proxy, "GET", "/v1/models", ALICE).status_code == 429
+    assert _chat_status(setup) == 429
+    assert call(setup.proxy, "GET", "/v1/models", ALICE).status_code == 200  # a listing takes no slot
     resp.close()  # the client goes away mid-stream
     setup.gate.set()
-    assert _wait_until(lambda: call(setup.proxy, "GET", "/v1/models", ALICE).status_code == 200)
+    assert _wait_until(lambda: _chat_status(setup) == 200)
     assert [ex.outcome for ex in setup.finished if ex.stream] == ["cancelled"]
 
 
@@ -204,7 +213,7 @@ def test_concurrency_slot_is_released_after_an_upstream_error(one_at_a_time):
     body = call(setup.proxy, "POST", "/v1/chat/completions", ALICE, json=chat_body(setup.model, stream=True)).text
     assert '"error"' in body  # the break became an in-band error chunk
     setup.gate.set()
-    assert call(setup.proxy, "GET", "/v1/models", ALICE).status_code == 200
+    assert _wait_until(lambda: _chat_status(setup) == 200)
 
 
 def test_running_streams_are_never_cut_by_a_limit(backend_setup, openai_client, tmp_path):

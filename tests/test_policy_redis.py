@@ -104,6 +104,58 @@ def test_redis_slot_leases_are_renewed_and_lapse_when_not(shared_redis_url):
     limiter.settle(limiter.admit(who, "x", rules), 0)
 
 
+def test_an_admission_sent_early_gives_its_verdict_when_asked_and_the_same_verdict_again(shared_redis_url):
+    limiter = Limiter(shared_redis_url)
+    who, rules = unique("early"), Rules(rate=parse_rate("1/minute"))
+    first = limiter.begin(who, "key 'e'", rules)
+    second = limiter.begin(who, "key 'e'", rules)  # sent before the first verdict was read
+    assert first.pending and second.pending
+    assert first.ticket().who == who and first.ticket() is first.ticket()
+    for _ in range(2):
+        with pytest.raises(RateLimited) as info:
+            second.ticket()
+        assert "1 requests per minute" in info.value.message
+
+
+def test_an_admission_nobody_asked_about_gives_its_slot_back(shared_redis_url):
+    limiter = Limiter(shared_redis_url)
+    who, rules = unique("abandon"), Rules(concurrency=1)
+    admission = limiter.begin(who, "x", rules)
+    admission.abandon()  # the request failed before it needed the verdict
+    assert limiter.slots.running(who) == 0
+    limiter.settle(limiter.admit(who, "x", rules), 0)
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_redis_breaking_between_an_admission_and_its_verdict_is_decided_by_fail_open(shared_redis_url, fail_open):
+    from proxy.policy.limits import StoreUnavailable
+
+    limiter = Limiter(shared_redis_url, fail_open=fail_open)
+    admission = limiter.begin(unique("broken"), "x", Rules(rate=parse_rate("5/minute")))
+    admission.call.conn.disconnect()  # the connection dies with the reply unread
+    if fail_open:
+        assert admission.ticket().settled  # admitted without limits: nothing to give back
+    else:
+        with pytest.raises(StoreUnavailable):
+            admission.ticket()
+
+
+def test_a_request_refused_by_redis_never_reaches_the_backend(wsgi_proxy, fake_upstream, shared_redis_url):
+    fake_upstream.serve_openai_models("m1")
+    fake_upstream.default("POST", "/v1/chat/completions", fakes.openai_chat_responder(("a",)))
+    name, key = unique("norun"), "sk-" + unique()
+    proxy = wsgi_proxy(REDIS_URL=shared_redis_url, API_KEYS=f"{name}:{key}", RATE_LIMIT="1/minute")
+    assert call(proxy, "POST", "/v1/chat/completions", key, json=chat_body("m1")).status_code == 200
+    for path, body, check in (("/v1/chat/completions", chat_body("m1"), assert_openai_error),
+                              ("/api/chat", chat_body("m1", stream=False), assert_ollama_error),
+                              ("/v1/chat/completions", chat_body("m1", stream=True), assert_openai_error)):
+        err = check(call(proxy, "POST", path, key, json=body), 429)
+        assert "rate limit" in str(err)
+    assert len(fake_upstream.calls("/v1/chat/completions")) == 1
+    check = assert_openai_error(call(proxy, "POST", "/v1/chat/completions", key, data=b"{not json"), 429)
+    assert "rate limit" in str(check)  # over the limit and malformed: the limit answers, as it did before
+
+
 # --- two processes, one Redis ------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -142,7 +194,7 @@ def test_two_processes_sharing_redis_enforce_one_concurrency_limit(two_proxies, 
     gate.set()
     assert b"[DONE]" in b"".join(chunks)
     deadline = time.monotonic() + 5
-    while call(b, "GET", "/v1/models", two_proxies.key).status_code != 200:
+    while call(b, "POST", "/v1/chat/completions", two_proxies.key, json=chat_body("m1")).status_code != 200:
         assert time.monotonic() < deadline, "the slot taken through process A was not given back"
         time.sleep(0.05)
 
@@ -155,9 +207,12 @@ def test_two_processes_sharing_redis_enforce_one_token_quota(two_proxies, fake_u
     assert call(b, "POST", "/v1/chat/completions", two_proxies.key, json=chat_body("m1")).status_code == 200
     # tokens are charged right after each answer is sent: give process B's charge a moment to land
     deadline = time.monotonic() + 2
-    while (resp := call(a, "GET", "/v1/models", two_proxies.key)).status_code == 200 and time.monotonic() < deadline:
+    probe = {"model": "m1"}  # an Ollama load probe: answered by the proxy itself, but metered like a generation
+    while (resp := call(a, "POST", "/api/generate", two_proxies.key, json=probe)).status_code == 200 \
+            and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert "10 tokens per minute" in assert_openai_error(resp, 429)["message"]
+    assert "10 tokens per minute" in assert_ollama_error(resp, 429)
+    assert call(a, "GET", "/v1/models", two_proxies.key).status_code == 200  # listings count requests only
 
 
 # --- Redis going away -------------------------------------------------------------------------------------

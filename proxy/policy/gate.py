@@ -25,17 +25,29 @@ from ..config import Settings
 from ..errors import PayloadTooLarge, ProxyError, Unauthorized
 from ..store.db import gevent_patched
 from ..views.common import dialect_of_path, render_error, services
-from . import ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
+from . import ENVIRON_ADMISSION, ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
 from .keys import KeyRing, Networks, presented_keys
 from .keysfile import KeyRules, KeysFile, KeysFileWatcher
-from .limits import Limiter, Rules, Ticket, parse_rate
+from .limits import Admission, Limiter, Rules, Ticket, parse_rate
 
 log = logging.getLogger(__name__)
 ENVIRON_TICKET = "llm_proxy.ticket"
 ENVIRON_CALLER = "llm_proxy.caller"
+ENVIRON_PENDING = "llm_proxy.pending_admission"
 OPEN_PATHS = frozenset({"/api/version"})
 MODEL_LISTS = {"/api/tags": ("models", "name"), "/api/ps": ("models", "name"), "/v1/models": ("data", "id")}
 MODEL_FIELDS = ("model", "name", "source", "destination")
+# Requests that occupy the backend or spend tokens. Token windows, the daily quota and concurrency slots govern
+# these only; every other gated request (model lists, /api/show, /api/ps) counts against the request rate alone:
+# clients poll model lists while a stream runs, and a key at its concurrency limit or out of tokens must still
+# see its models (the generation it asks for next gets the 429 that names the limit).
+METERED = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/pull", "/api/push",
+                     "/api/create", "/api/copy", "/api/delete", "/v1/chat/completions", "/v1/completions",
+                     "/v1/embeddings"})
+
+
+def metered(path: str) -> bool:
+    return path in METERED or path.startswith("/api/blobs/")
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,7 @@ class Caller:
     label: str                       # how messages name the caller
     models: tuple[str, ...] | None   # globs of allowed model names; None = all
     rules: Rules
+    read_rules: Rules                # what applies to a request that is not METERED: the request rate only
 
 
 @dataclass(frozen=True)
@@ -54,10 +67,25 @@ class _Profile:
     models: tuple[str, ...] | None
     networks: Networks | None
     rules: Rules
+    read_rules: Rules
 
 
 def model_allowed(name: str, patterns: tuple[str, ...]) -> bool:
     """Globs match the name as given, and with Ollama's `:latest` tag added or removed."""
+    key = (name, patterns)
+    allowed = _ALLOWED.get(key)
+    if allowed is None:
+        allowed = _model_allowed(name, patterns)
+        if len(_ALLOWED) >= 4096:
+            _ALLOWED.clear()
+        _ALLOWED[key] = allowed
+    return allowed
+
+
+_ALLOWED: dict[tuple[str, tuple[str, ...]], bool] = {}
+
+
+def _model_allowed(name: str, patterns: tuple[str, ...]) -> bool:
     candidates = [name]
     if name.endswith(":latest"):
         candidates.append(name[:-7])
@@ -109,7 +137,7 @@ class Policy:
             rules = Rules(rate=parse_rate(requests), tokens=parse_rate(own.tokens or ""),
                           daily_tokens=own.daily_tokens or 0, concurrency=own.concurrency or 0)
             networks = Networks(own.networks) if own.networks is not None else None
-            profile = _Profile(own.models, networks, rules)
+            profile = _Profile(own.models, networks, rules, Rules(rate=rules.rate))
             self._profiles[name] = profile
         return profile
 
@@ -130,12 +158,13 @@ class Policy:
                     raise Unauthorized("the API key sent is not valid for this proxy")
                 raise Unauthorized("this proxy needs an API key: send Authorization: Bearer <key> or X-API-Key: <key>")
             profile = self._profile(None)
-            return Caller(None, f"addr:{address}", f"client {address}", profile.models, profile.rules)
+            return Caller(None, f"addr:{address}", f"client {address}", profile.models, profile.rules,
+                          profile.read_rules)
         profile = self._profile(name)
         if profile.networks is not None and not profile.networks.contains(address):
             raise ProxyError(f"the API key '{name}' may not be used from {address}", status=403,
                              code="address_not_allowed")
-        return Caller(name, f"key:{name}", f"key '{name}'", profile.models, profile.rules)
+        return Caller(name, f"key:{name}", f"key '{name}'", profile.models, profile.rules, profile.read_rules)
 
     def check_size(self, req: Request) -> None:
         """413 from Content-Length, before a byte is read. A chunked body is read here, and refused as soon
@@ -172,6 +201,10 @@ class Policy:
 
     def admit(self, caller: Caller) -> Ticket:
         return self.limiter.admit(caller.who, caller.label, caller.rules)
+
+    def begin(self, caller: Caller, path: str) -> Admission:
+        rules = caller.rules if metered(path) else caller.read_rules
+        return self.limiter.begin(caller.who, caller.label, rules)
 
     def settle(self, ticket: Ticket, environ: dict) -> None:
         exchange = environ.get(ENVIRON_EXCHANGE)
@@ -223,7 +256,12 @@ def before_request(policy: Policy | None = None) -> Response | None:
         policy.check_size(request)
         if caller.models is not None:
             policy.check_models(caller, request)
-        ticket = policy.admit(caller)
+        admission = policy.begin(caller, path)
+        if admission.pending:  # its verdict is read when the request first needs it (views.common.admitted)
+            environ[ENVIRON_ADMISSION] = lambda: _take_ticket(admission, environ)
+            environ[ENVIRON_PENDING] = admission
+            return None
+        ticket = admission.ticket()
     except ProxyError as exc:
         environ[ENVIRON_REFUSED] = True
         response = render_error(exc, dialect_of_path(path))
@@ -235,8 +273,26 @@ def before_request(policy: Policy | None = None) -> Response | None:
     return None
 
 
+def _take_ticket(admission: Admission, environ: dict) -> None:
+    """The verdict of an admission sent earlier: keep its ticket for settlement, or raise the refusal."""
+    environ.pop(ENVIRON_PENDING, None)
+    try:
+        ticket = admission.ticket()
+    except ProxyError:
+        environ[ENVIRON_REFUSED] = True
+        raise
+    if not ticket.settled and ticket.rules:
+        environ[ENVIRON_TICKET] = ticket
+
+
 def after_request(response: Response, policy: Policy | None = None) -> Response:
     environ = request.environ
+    confirm = environ.pop(ENVIRON_ADMISSION, None)
+    if confirm is not None:  # answered without the backend: the verdict is still needed before it goes out
+        try:
+            confirm()
+        except ProxyError as exc:
+            return render_error(exc, dialect_of_path(environ.get("PATH_INFO") or "/"))
     ticket = environ.pop(ENVIRON_TICKET, None)
     if ticket is not None:
         policy = policy or _policy()
@@ -283,21 +339,37 @@ def _when_closed(response: Response, callback: Any) -> None:
 def teardown_request(exc: BaseException | None, policy: Policy | None = None) -> None:
     """A ticket no response took (the after-request hooks never ran) is settled here, at once."""
     environ = request.environ
+    environ.pop(ENVIRON_ADMISSION, None)
+    pending = environ.pop(ENVIRON_PENDING, None)
+    if pending is not None:  # the request failed before anyone asked for its verdict
+        pending.abandon()
     ticket = environ.pop(ENVIRON_TICKET, None)
     if ticket is not None:
         (policy or _policy()).settle(ticket, environ)
 
 
+_FILTERED: dict[tuple[bytes, tuple[str, ...]], bytes] = {}  # (list body, globs) -> filtered body; lists repeat
+
+
 def _filter_list(response: Response, spec: tuple[str, str], patterns: tuple[str, ...]) -> None:
+    raw = response.get_data()
+    done = _FILTERED.get((raw, patterns))
+    if done is not None:
+        response.set_data(done)
+        return
     field, id_field = spec
     try:
-        data = jsonio.loads(response.get_data())
+        data = jsonio.loads(raw)
     except ValueError:
         return
     if isinstance(data, dict) and isinstance(data.get(field), list):
         data[field] = [m for m in data[field] if isinstance(m, dict) and isinstance(m.get(id_field), str)
                        and model_allowed(m[id_field], patterns)]
-        response.set_data(jsonio.dumps(data))
+        filtered = jsonio.dumps(data)
+        if len(_FILTERED) >= 64:
+            _FILTERED.clear()
+        _FILTERED[(raw, patterns)] = filtered
+        response.set_data(filtered)
 
 
 def install_policy(app: Flask, settings: Settings) -> Policy:

@@ -127,6 +127,55 @@ class Ticket:
     extra: dict = field(default_factory=dict)
 
 
+class Admission:
+    """An admission whose verdict may still be on its way from Redis (``Limiter.begin``)."""
+
+    __slots__ = ("limiter", "_ticket", "label", "slot", "call", "_refusal")
+
+    def __init__(self, limiter: "Limiter", ticket: Ticket, label: str = "", slot: str | None = None,
+                 call: Any = None):
+        self.limiter = limiter
+        self._ticket = ticket
+        self.label = label
+        self.slot = slot
+        self.call = call
+        self._refusal: ProxyError | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.call is not None
+
+    def ticket(self) -> Ticket:
+        """The admitted request's Ticket, or RateLimited / StoreUnavailable; asking again gives the same."""
+        if self.call is not None:
+            call, self.call = self.call, None
+            limiter, ticket = self.limiter, self._ticket
+            try:
+                [reply] = limiter.link.finish(call)
+                limiter._verdict(ticket, self.label, self.slot, reply)
+                limiter._store_ok()
+            except ProxyError as exc:
+                self._refusal = exc
+            except STORE_ERRORS as exc:
+                try:
+                    limiter._store_failed(ticket, exc)
+                except ProxyError as refusal:
+                    self._refusal = refusal
+        if self._refusal is not None:
+            raise self._refusal
+        return self._ticket
+
+    def abandon(self) -> None:
+        """Nobody will ask for the verdict (the request failed first): read it anyway, so that a slot it took
+        is given back and its connection reused."""
+        if self.call is not None:
+            try:
+                ticket = self.ticket()
+            except ProxyError:
+                return
+            self.limiter.settle(ticket, 0)
+
+
 class StoreUnavailable(ProxyError):
     status = 503
 
@@ -296,13 +345,20 @@ class Limiter:
 
     def _admit_redis(self, ticket: Ticket, label: str) -> None:
         """Every check in one EVALSHA (ADMIT_LUA): one round trip, and nothing is counted unless all pass."""
+        data, slot = self._admit_command(ticket)
+        [reply] = self.link.roundtrip_packed(data, 1)
+        self._verdict(ticket, label, slot, reply)
+
+    def _admit_command(self, ticket: Ticket) -> tuple[bytes, str | None]:
         who, rules = ticket.who, ticket.rules
         day = self._day()[0] if rules.daily_tokens else ""
         before_now, after_now = self._admit_plan(who, rules, day)
         slot = new_slot_id() if rules.concurrency else None
-        data = before_now + pack_args((self.clock(),)) + after_now + (pack_args((slot,)) if slot else b"")
-        [(code, index)] = self.link.roundtrip_packed(data, 1)
-        code, index = int(code), int(index)
+        return before_now + pack_args((self.clock(),)) + after_now + (pack_args((slot,)) if slot else b""), slot
+
+    def _verdict(self, ticket: Ticket, label: str, slot: str | None, reply: Any) -> None:
+        who, rules = ticket.who, ticket.rules
+        code, index = int(reply[0]), int(reply[1])
         if code == 0:
             if slot:
                 ticket.slot = slot
@@ -315,6 +371,21 @@ class Limiter:
         if code == 3:
             raise self._rate_denied(label, who, rules.rate[index - 1])
         raise self._concurrency_denied(label, rules.concurrency)
+
+    def begin(self, who: str, label: str, rules: Rules) -> "Admission":
+        """``admit`` in two halves: with Redis the admission command is sent now and its verdict read by
+        ``Admission.ticket()``, so that the round trip overlaps whatever the request does in between (parsing,
+        translating; the gate reads the verdict before anything reaches the backend). In memory, or with nothing
+        to check, the verdict is known at once (a refusal raises here)."""
+        ticket = Ticket(who, rules)
+        if not rules or self.redis is None or self.clock() < self._down_until:
+            return Admission(self, self.admit(who, label, rules) if rules else ticket)
+        try:
+            data, slot = self._admit_command(ticket)
+            call = self.link.start(data, 1)
+        except STORE_ERRORS as exc:
+            return Admission(self, self._store_failed(ticket, exc))
+        return Admission(self, ticket, label, slot, call)
 
     # --- refusals: the message names the limit and when it resets ---------------------------------
     def _reset_in(self, limiter: Any, item: RateLimitItem, *ids: str) -> float:

@@ -118,15 +118,11 @@ class Link:
 
     def roundtrip_packed(self, data: bytes, count: int) -> list:
         """``roundtrip`` for commands packed already (the admission command is mostly packed once)."""
-        try:
-            return self._send(data, count)
-        except NoScriptError:
-            self._send(pack_commands([("SCRIPT", "LOAD", text) for text in SCRIPTS.values()]), len(SCRIPTS))
-            return self._send(data, count)
+        return self.finish(self.start(data, count))
 
-    def _send(self, data: bytes, count: int) -> list:
-        """One write, then the replies, on an idle connection of our own. A connection that failed is closed
-        and dropped; after a fork (gunicorn) the parent's connections are never reused."""
+    def start(self, data: bytes, count: int) -> "Call":
+        """Send packed commands now; read their replies later with ``finish`` (the gate sends a request's
+        admission when it arrives and reads the verdict only before the request does anything that costs)."""
         if self._pid != os.getpid():
             self._pid, self._idle = os.getpid(), []
         try:
@@ -139,12 +135,46 @@ class Link:
         try:
             if reader is None:  # no hiredis: redis-py's own parser
                 conn.send_packed_command([data], check_health=False)
-                replies = [conn.read_response() for _ in range(count)]
             else:
                 sock = conn._sock
                 if sock is None:
                     raise ConnectionError("the Redis connection is closed")
                 sock.sendall(data)
+        except BaseException:
+            conn.disconnect()
+            raise
+        return Call(conn, reader, data, count)
+
+    def finish(self, call: "Call") -> list:
+        """The replies of a started call. Scripts go by their SHA1; when Redis lost its script cache (a restart)
+        they are loaded and the batch sent again — safe, since then every script in it failed and the other
+        commands (GET, ZREM) are idempotent."""
+        try:
+            return self._read(call)
+        except NoScriptError:
+            self._read(self.start(pack_commands([("SCRIPT", "LOAD", text) for text in SCRIPTS.values()]),
+                                  len(SCRIPTS)))
+            return self._read(self.start(call.data, call.count))
+
+    def abandon(self, call: "Call") -> None:
+        """A started call whose replies nobody will read: its connection cannot be reused."""
+        if call.conn is not None:
+            call.conn.disconnect()
+            call.conn = None
+
+    def _read(self, call: "Call") -> list:
+        """Read a call's replies; its connection goes back to the idle list, or is closed when anything failed."""
+        conn, reader, count = call.conn, call.reader, call.count
+        if conn is None:
+            raise ConnectionError("this Redis call was abandoned")
+        call.conn = None
+        try:
+            if reader is None:
+                replies = [conn.read_response() for _ in range(count)]
+            else:
+                sock = conn._sock
+                if sock is None:
+                    raise ConnectionError("the Redis connection is closed")
                 replies = []
                 while len(replies) < count:
                     reply = reader.gets()
@@ -167,3 +197,15 @@ class Link:
         else:
             conn.disconnect()
         return replies
+
+
+class Call:
+    """Commands sent on a connection of their own, replies not read yet (``Link.finish``)."""
+
+    __slots__ = ("conn", "reader", "data", "count")
+
+    def __init__(self, conn: Any, reader: Any, data: bytes, count: int):
+        self.conn = conn
+        self.reader = reader
+        self.data = data
+        self.count = count

@@ -15,7 +15,7 @@ from ..config import Settings
 from ..errors import (BackendUnavailable, BadRequest, NotFound, PayloadTooLarge, ProxyError, ollama_error_body,
                       openai_error_body)
 from ..exchange import Exchange, Relay
-from ..policy import ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
+from ..policy import ENVIRON_ADMISSION, ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 NDJSON = "application/x-ndjson"
@@ -102,11 +102,26 @@ def current_exchange() -> Exchange | None:
     return request.environ.get(ENVIRON_EXCHANGE)
 
 
+def admitted() -> None:
+    """Wait for the gate's verdict on this request if it is still on its way (limits in Redis: the admission
+    is sent when the request arrives and read here, so its round trip overlaps the work before). Called before
+    anything reaches the backend and before an answer is recorded; a refusal raises its ProxyError (429/503)."""
+    confirm = request.environ.pop(ENVIRON_ADMISSION, None)
+    if confirm is not None:
+        confirm()
+
+
+def upstream_backend() -> Any:
+    """The backend, for a call that costs something there: only once the request is admitted."""
+    admitted()
+    return services().backend
+
+
 def open_upstream(exchange: Exchange, path: str, out: dict) -> Any:
     """POST `out` to the backend, noting the body sent for the log; error statuses raise."""
     payload = jsonio.dumps(out)
     exchange.sent_upstream(payload)
-    return services().backend.open("POST", path, payload, request_id=exchange.request_id)
+    return upstream_backend().open("POST", path, payload, request_id=exchange.request_id)
 
 
 def read_whole(exchange: Exchange, upstream: Any) -> bytes:
@@ -145,6 +160,7 @@ def stream_response(exchange: Exchange, upstream: Any, chunks: Iterable[bytes], 
 
 
 def finish_whole(exchange: Exchange, response: Response, client_body: bytes) -> Response:
+    admitted()
     exchange.status = response.status_code
     exchange.client_response.add(client_body)
     exchange.finish()
@@ -152,6 +168,11 @@ def finish_whole(exchange: Exchange, response: Response, client_body: bytes) -> 
 
 
 def render_error(exc: ProxyError, dialect: str) -> Response:
+    try:
+        admitted()  # a request the gate refuses gets that answer, whatever else went wrong
+    except ProxyError as refusal:
+        request.environ[ENVIRON_REFUSED] = True
+        exc = refusal
     body = openai_error_body(exc) if dialect == "openai" else ollama_error_body(exc)
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
     response = json_response(body, exc.status, headers)

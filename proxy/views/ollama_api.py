@@ -14,7 +14,7 @@ from ..passthrough import model_renames, passthrough_lines
 from ..streaming import OpenAIToOllama, openai_sse_to_ollama
 from . import models as model_views
 from .common import (NDJSON, begin, finish_whole, json_response, open_upstream, raw_json_response, read_json, read_whole,
-                     route_model, services, start_exchange, stream_response, upstream_object)
+                     route_model, services, start_exchange, stream_response, upstream_backend, upstream_object)
 
 bp = Blueprint("ollama_api", __name__)
 OLLAMA_VERSION = "0.12.10"  # what Ollama clients are told; numeric and >= 0.6.4 (Copilot, Open WebUI)
@@ -52,7 +52,7 @@ def show() -> Response:
     if svc.backend.dialect == "ollama":
         upstream_body = {**body, "model": model.alias_of or model.id}
         upstream_body.pop("name", None)
-        _, shown = svc.backend.post_json("/api/show", upstream_body, request_id=_rid())
+        _, shown = upstream_backend().post_json("/api/show", upstream_body, request_id=_rid())
         if isinstance(shown, dict):
             shown.setdefault("capabilities", list(model.capabilities))
             if shown.get("model_info") is None:
@@ -185,7 +185,7 @@ def embed() -> Response:
     payload = jsonio.dumps(out)
     exchange.sent_upstream(payload)
     started = time.time()
-    raw, resp = svc.backend.post_json("/v1/embeddings", out, request_id=exchange.request_id)
+    raw, resp = upstream_backend().post_json("/v1/embeddings", out, request_id=exchange.request_id)
     exchange.upstream_response.add(raw)
     from ..dialects.openai import decode_embedding
     data = resp.get("data") if isinstance(resp, dict) else None
@@ -216,7 +216,7 @@ def manage() -> Response:
         raise BadRequest("the request body must be a JSON object")
     if svc.backend.dialect == "ollama":
         payload = request.get_data(cache=True)
-        upstream = svc.backend.open(request.method, request.path, payload, request_id=_rid())
+        upstream = upstream_backend().open(request.method, request.path, payload, request_id=_rid())
         if body.get("stream") is False or action in ("copy", "delete"):
             try:
                 raw = upstream.read()
@@ -243,7 +243,7 @@ def blobs(digest: str) -> Response:
     svc = services()
     if svc.backend.dialect != "ollama":
         raise NotSupported(f"blobs are not supported by the {svc.backend.describe()}")
-    upstream = svc.backend.open(request.method, request.path, request.get_data() or None, request_id=_rid())
+    upstream = upstream_backend().open(request.method, request.path, request.get_data() or None, request_id=_rid())
     try:
         raw = upstream.read()
     finally:

@@ -14,7 +14,7 @@ from ..passthrough import model_renames, passthrough_sse
 from ..streaming import OllamaToOpenAI, assemble_openai_sse, ollama_ndjson_to_openai
 from . import models as model_views
 from .common import (begin, finish_whole, json_response, open_upstream, raw_json_response, read_whole, route_model,
-                     services, stream_response, upstream_object)
+                     services, stream_response, upstream_backend, upstream_object)
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
 OUT_OF_SCOPE = {"responses": "the Responses API", "messages": "the Anthropic Messages API"}
@@ -65,7 +65,7 @@ def embeddings() -> Response:
         return _passthrough(exchange, "/v1/embeddings", {**body, "model": upstream_model})
     out = oo.embed_from_openai(body, upstream_model)
     exchange.sent_upstream(jsonio.dumps(out))
-    raw, resp = svc.backend.post_json("/api/embed", out, request_id=exchange.request_id)
+    raw, resp = upstream_backend().post_json("/api/embed", out, request_id=exchange.request_id)
     exchange.upstream_response.add(raw)
     reply = oo.embed_response_to_openai(resp if isinstance(resp, dict) else {}, exchange.model_requested,
                                         body.get("encoding_format"))
