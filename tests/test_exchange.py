@@ -31,14 +31,25 @@ def test_packing_gives_back_blocks_larger_than_its_window_and_bytes_that_do_not_
     assert len(body.packed) == 3 and body.value() == b"".join(chunks)
 
 
+def test_small_blocks_are_merged_and_everything_still_reads_back_in_order():
+    chunks = sse_chunks(1000)
+    body = BodyBuffer(10 ** 7, pack=True)
+    for i, chunk in enumerate(chunks):
+        body.add(chunk)
+        if i in (0, 7, 63, 64, 65, 500):
+            assert body.value() == b"".join(chunks[:i + 1])
+    assert len(body.merged) >= 2 and len(body.packed) < BodyBuffer.MERGE_EVERY
+    assert body.value() == b"".join(chunks)
+
+
 def test_packing_keeps_a_long_stream_copy_several_times_smaller():
     chunks = sse_chunks(600)  # ~80 KB, a minute of a fast model
     packed, plain = BodyBuffer(10 ** 7, pack=True), BodyBuffer(10 ** 7)
     for chunk in chunks:
         packed.add(chunk)
         plain.add(chunk)
-    held = sum(map(sys.getsizeof, packed.packed)) + sys.getsizeof(packed.data)
-    assert held * 4 < sys.getsizeof(plain.data)
+    held = sum(map(sys.getsizeof, packed.packed + packed.merged)) + sys.getsizeof(packed.data)
+    assert held * 10 < sys.getsizeof(plain.data)
 
 
 def test_the_limit_still_truncates_a_packed_copy_and_counts_every_byte():
