@@ -161,6 +161,18 @@ def test_timestamps_are_utc_with_z_and_microseconds():
     assert ol.rfc3339(0) == "1970-01-01T00:00:00.000000Z"
 
 
+def test_rfc3339_formats_exactly_as_datetime_does_across_seconds_and_rounding_edges():
+    import random
+    from datetime import datetime, timezone
+
+    rng = random.Random(7)
+    stamps = [0.0, 0.9999995, 1.0000005, 1732400000.0, 1732400000.9999996, 4102444800.5, -1.25]
+    stamps += [rng.uniform(0, 5e9) for _ in range(5000)]
+    stamps += [1732400000 + i / 7 for i in range(2000)]  # many lines within the same seconds, as a stream stamps
+    for ts in stamps:
+        assert ol.rfc3339(ts) == datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), ts
+
+
 def test_latest_tag_is_the_same_model():
     assert ol.canonical("foo:latest") == "foo" and ol.with_tag("foo") == "foo:latest" and ol.with_tag("a:7b") == "a:7b"
 

@@ -6,6 +6,7 @@ OpenAI's format lives in ``ollama_openai``.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -22,9 +23,23 @@ _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[^,]*)?;base64,(?
 
 # --- small helpers ----------------------------------------------------------------------------
 
+_SECOND: tuple[int, str] = (-1, "")  # the last whole second formatted: a stream stamps many lines a second
+
+
 def rfc3339(ts: float) -> str:
-    """UTC timestamp with microseconds and a Z suffix (Java Instant and Python parse it)."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC timestamp with microseconds and a Z suffix (Java Instant and Python parse it). Every streamed
+    Ollama line carries one, so the date and time of day are formatted once per second, not per line."""
+    global _SECOND
+    if ts < 0:
+        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    fraction, whole = math.modf(ts)  # rounded as datetime.fromtimestamp rounds (half to even, on the fraction)
+    second, micros = int(whole), round(fraction * 1e6)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    cached = _SECOND
+    if cached[0] != second:
+        cached = _SECOND = (second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{micros:06d}Z"
 
 
 def ns(seconds: float) -> int:
