@@ -242,12 +242,14 @@ class Exchange:
 class Relay:
     """A streamed response body: forwards ``chunks`` and always cleans up, even if never iterated."""
 
-    def __init__(self, exchange: Exchange, upstream: Any, chunks: Iterable[bytes], dialect: str):
+    def __init__(self, exchange: Exchange, upstream: Any, chunks: Iterable[bytes], dialect: str,
+                 translate: Any = None):
         self.exchange = exchange
         self.upstream = upstream
         self.dialect = dialect
         self.sent = 0
         self._chunks = chunks
+        self._translate = translate  # called per chunk (list of pieces out), then .end(); None: chunks go as they are
         self._closed = False
         self._completed = False
         self._close_hooks: list[Callable[[int], None]] = []
@@ -259,14 +261,24 @@ class Relay:
 
     def __iter__(self) -> Iterator[bytes]:
         exchange = self.exchange
-        keep = exchange.client_response.add
+        translate = self._translate
         try:
-            for out in self._chunks:
-                if exchange.client_first_chunk_at is None:
-                    exchange.client_first_chunk_at = exchange.clock()
-                keep(out)
-                self.sent += len(out)
-                yield out
+            if translate is None:
+                for out in self._chunks:
+                    yield self._note(out)
+            else:  # translated here, a call per chunk: no generator layer between the socket and the client
+                for chunk in self._chunks:
+                    outs = translate(chunk)
+                    chunk = None  # type: ignore[assignment]
+                    for out in outs:
+                        yield self._note(out)
+                    if translate.error is not None:  # after what the same chunk gave before the failure
+                        raise translate.error
+                    outs = out = None  # type: ignore[assignment]  # not kept while waiting for the next chunk
+                for out in translate.end():
+                    yield self._note(out)
+                if translate.error is not None:
+                    raise translate.error
             self._completed = True
         except (ProxyError, OSError) as exc:
             if not isinstance(exc, ProxyError):
@@ -280,6 +292,14 @@ class Relay:
             yield tail
         finally:
             self.close()
+
+    def _note(self, out: bytes) -> bytes:
+        exchange = self.exchange
+        if exchange.client_first_chunk_at is None:
+            exchange.client_first_chunk_at = exchange.clock()
+        exchange.client_response.add(out)
+        self.sent += len(out)
+        return out
 
     def close(self) -> None:
         if self._closed:

@@ -1,7 +1,9 @@
 """Stream framing and translation, as generators over any iterable of bytes. No network, no Flask.
 
-Layers: ``iter_sse_events`` / ``iter_ndjson_lines`` (bytes -> events, split anywhere) -> a per-stream
-translator object (``OpenAIToOllama``, ``OllamaToOpenAI``) -> bytes out.
+Layers: framing (``SSEFraming`` / ``NDJSONFraming``: bytes -> events, split anywhere) -> a per-stream translator
+object (``OpenAIToOllama``, ``OllamaToOpenAI``) -> bytes out; ``OpenAIStreamToOllama`` / ``OllamaStreamToOpenAI``
+push one upstream chunk through both (a live stream's ``Relay`` calls them), ``openai_sse_to_ollama`` /
+``ollama_ndjson_to_openai`` are the same as generators.
 Same-dialect streams go through ``passthrough`` instead.
 Each translator also keeps the assembled answer (text, thinking, tool calls, usage) for the log.
 """
@@ -40,68 +42,94 @@ def iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield pending[:-1] if pending.endswith(b"\r") else pending
 
 
-# The two framings below do ``iter_lines``' splitting themselves rather than reading its lines:
-# every generator layer a stream is suspended in costs each open stream its frame and its share of
-# the greenlet's saved C stack, and every chunk one more resumption. Locals that would keep the last
-# chunk alive while the stream waits for the next one are cleared before waiting.
+# Framing and translation are also offered push-style (an object fed each upstream chunk, returning what is
+# ready) so that a live stream's ``Relay`` can call them instead of iterating a chain of generators: every
+# generator layer a stream is suspended in costs each open stream its frame and its share of the greenlet's
+# saved C stack, and every chunk one more resumption. The generator forms below wrap the same objects.
 
-def iter_sse_events(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
-    """A byte stream -> (event name, data) per SSE event, split anywhere; comments ignored,
-    multi-line data joined with LF."""
-    pending = b""
-    event = ""
-    data: list[bytes] = []
-    for chunk in chunks:
-        if pending:
-            chunk = pending + chunk
+class SSEFraming:
+    """Bytes -> (event name, data) per SSE event, split anywhere; comments ignored, multi-line data joined
+    with LF, LF or CRLF line ends."""
+
+    __slots__ = ("pending", "event", "data")
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.event = ""
+        self.data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
+        if self.pending:
+            chunk = self.pending + chunk
         if b"\n" not in chunk:
-            pending = chunk
-            continue
+            self.pending = chunk
+            return []
         lines = chunk.split(b"\n")
-        pending = lines.pop()
-        chunk = b""
+        self.pending = lines.pop()
+        out: list[tuple[str, bytes]] = []
+        data = self.data
         for line in lines:
             if line.endswith(b"\r"):
                 line = line[:-1]
             if not line:
                 if data:
-                    out = data[0] if len(data) == 1 else b"\n".join(data)
-                    data = []
-                    yield event, out
-                event = ""
+                    out.append((self.event, data[0] if len(data) == 1 else b"\n".join(data)))
+                    data = self.data = []
+                self.event = ""
             elif line.startswith(b"data:"):
                 data.append(line[6:] if line.startswith(b"data: ") else line[5:])
             elif line.startswith(b"event:"):
-                event = line[6:].strip().decode("utf-8", "replace")
+                self.event = line[6:].strip().decode("utf-8", "replace")
             # ':' comments, 'id:' and 'retry:' fields are ignored
-        lines = line = out = None  # type: ignore[assignment]
-    if pending.endswith(b"\r"):
-        pending = pending[:-1]
-    if pending.startswith(b"data:"):
-        data.append(pending[6:] if pending.startswith(b"data: ") else pending[5:])
-    if data:
-        yield event, b"\n".join(data)
+        return out
+
+    def end(self) -> list[tuple[str, bytes]]:
+        """The body ended: a last event not closed by a blank line."""
+        pending, self.pending = self.pending, b""
+        if pending.endswith(b"\r"):
+            pending = pending[:-1]
+        if pending.startswith(b"data:"):
+            self.data.append(pending[6:] if pending.startswith(b"data: ") else pending[5:])
+        data, self.data = self.data, []
+        return [(self.event, b"\n".join(data))] if data else []
+
+
+class NDJSONFraming:
+    """Bytes -> non-blank NDJSON lines, split anywhere (a CRLF line keeps its CR, which JSON reads as
+    whitespace)."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if self.pending:
+            chunk = self.pending + chunk
+        if b"\n" not in chunk:
+            self.pending = chunk
+            return []
+        lines = chunk.split(b"\n")
+        self.pending = lines.pop()
+        return [line for line in lines if line.strip()]
+
+    def end(self) -> list[bytes]:
+        pending, self.pending = self.pending, b""
+        return [pending] if pending.strip() else []
+
+
+def iter_sse_events(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
+    framing = SSEFraming()
+    for chunk in chunks:
+        yield from framing.feed(chunk)
+    yield from framing.end()
 
 
 def iter_ndjson_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """A byte stream -> its non-blank NDJSON lines, split anywhere (a CRLF line keeps its CR, which
-    JSON reads as whitespace)."""
-    pending = b""
+    framing = NDJSONFraming()
     for chunk in chunks:
-        if pending:
-            chunk = pending + chunk
-        if b"\n" not in chunk:
-            pending = chunk
-            continue
-        lines = chunk.split(b"\n")
-        pending = lines.pop()
-        chunk = b""
-        for line in lines:
-            if line.strip():
-                yield line
-        lines = line = None  # type: ignore[assignment]
-    if pending.strip():
-        yield pending
+        yield from framing.feed(chunk)
+    yield from framing.end()
 
 
 def _load(payload: bytes, what: str) -> Any:
@@ -290,29 +318,67 @@ class OpenAIToOllama:
                                         total_s=now - self.started, prompt_s=prompt_s, eval_s=eval_s))
 
 
-def _drain(chunks: Iterator[bytes]) -> None:
-    """Read an upstream body to its end (the chunked terminator) so its connection goes back to the pool."""
-    for _ in chunks:
-        pass
+class OpenAIStreamToOllama:
+    """Push translation of an OpenAI SSE body into Ollama lines: ``__call__(chunk)`` per upstream chunk, then
+    ``end()`` when the body ended. What comes after ``[DONE]`` is read and ignored (the connection then goes
+    back to the pool). A failure (an error event, a malformed chunk) does not lose what the same chunk
+    translated before it: the lines so far are returned and the ProxyError kept in ``error``, for the caller
+    to raise once it has sent them."""
+
+    __slots__ = ("framing", "translator", "done", "error")
+
+    def __init__(self, translator: OpenAIToOllama):
+        self.framing = SSEFraming()
+        self.translator = translator
+        self.done = False
+        self.error: ProxyError | None = None
+
+    def __call__(self, chunk: bytes) -> list[bytes]:
+        return [] if self.done else self._events(self.framing.feed(chunk))
+
+    def end(self) -> list[bytes]:
+        if self.done:
+            return []
+        out = self._events(self.framing.end())
+        if not self.done:
+            self.done = True
+            out += self.translator.finish(False)
+        return out
+
+    def _events(self, events: list[tuple[str, bytes]]) -> list[bytes]:
+        out: list[bytes] = []
+        translator = self.translator
+        try:
+            for event, data in events:
+                if data == b"[DONE]":
+                    self.done = True
+                    out += translator.finish(True)
+                    break
+                chunk = _load(data, "SSE")
+                if event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
+                    chunk = {"error": chunk}
+                if not isinstance(chunk, dict):
+                    raise StreamFormatError(f"the backend sent a non-object SSE chunk: {data[:200]!r}")
+                out += translator.feed(chunk)
+        except ProxyError as exc:
+            self.done = True
+            self.error = exc
+        return out
+
+
+def _pushed(push: Any, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """A push translator as a generator over a whole body (tests, assembling a recorded stream)."""
+    for chunk in chunks:
+        yield from push(chunk)
+        if push.error is not None:
+            raise push.error
+    yield from push.end()
+    if push.error is not None:
+        raise push.error
 
 
 def openai_sse_to_ollama(chunks: Iterable[bytes], translator: OpenAIToOllama) -> Iterator[bytes]:
-    chunks = iter(chunks)
-    complete = False
-    for event, data in iter_sse_events(chunks):
-        if data == b"[DONE]":
-            complete = True
-            break
-        chunk = _load(data, "SSE")
-        if event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
-            chunk = {"error": chunk}
-        if not isinstance(chunk, dict):
-            raise StreamFormatError(f"the backend sent a non-object SSE chunk: {data[:200]!r}")
-        out = translator.feed(chunk)
-        chunk = data = None  # not kept while the stream waits
-        yield from out
-    yield from translator.finish(complete)
-    _drain(chunks)
+    return _pushed(OpenAIStreamToOllama(translator), chunks)
 
 
 # --- Ollama NDJSON -> OpenAI SSE ---------------------------------------------------------------
@@ -392,20 +458,49 @@ class OllamaToOpenAI:
         return []
 
 
+class OllamaStreamToOpenAI:
+    """Push translation of an Ollama NDJSON body into OpenAI SSE events (see ``OpenAIStreamToOllama``, also for
+    ``error``); what comes after the ``done`` line is read and ignored."""
+
+    __slots__ = ("framing", "translator", "done", "error")
+
+    def __init__(self, translator: OllamaToOpenAI):
+        self.framing = NDJSONFraming()
+        self.translator = translator
+        self.done = False
+        self.error: ProxyError | None = None
+
+    def __call__(self, chunk: bytes) -> list[bytes]:
+        return [] if self.done else self._lines(self.framing.feed(chunk))
+
+    def end(self) -> list[bytes]:
+        if self.done:
+            return []
+        out = self._lines(self.framing.end())
+        if not self.done:
+            self.done = True
+            out += self.translator.finish()
+        return out
+
+    def _lines(self, lines: list[bytes]) -> list[bytes]:
+        out: list[bytes] = []
+        try:
+            for raw in lines:
+                line = _load(raw, "NDJSON")
+                if not isinstance(line, dict):
+                    raise StreamFormatError(f"the backend sent a non-object NDJSON line: {raw[:200]!r}")
+                out += self.translator.feed(line)
+                if line.get("done"):
+                    self.done = True
+                    break
+        except ProxyError as exc:
+            self.done = True
+            self.error = exc
+        return out
+
+
 def ollama_ndjson_to_openai(chunks: Iterable[bytes], translator: OllamaToOpenAI) -> Iterator[bytes]:
-    chunks = iter(chunks)
-    for raw in iter_ndjson_lines(chunks):
-        line = _load(raw, "NDJSON")
-        if not isinstance(line, dict):
-            raise StreamFormatError(f"the backend sent a non-object NDJSON line: {raw[:200]!r}")
-        out = translator.feed(line)
-        done = line.get("done")
-        line = raw = None  # not kept while the stream waits
-        yield from out
-        if done:
-            _drain(chunks)
-            return
-    yield from translator.finish()
+    return _pushed(OllamaStreamToOpenAI(translator), chunks)
 
 
 # --- error chunks after the first byte --------------------------------------------------------

@@ -211,3 +211,15 @@ def test_passthrough_renames_model_back_to_the_alias_at_any_split():
     renames = model_renames("smollm2", "llama3.2:latest")
     for chunks in splits(data):
         assert b"".join(passthrough_lines(chunks, renames)) == data.replace(b"smollm2", b"llama3.2:latest")
+
+
+def test_a_failure_keeps_what_the_same_chunk_translated_before_it_and_ends_the_translation():
+    from proxy.streaming import OpenAIStreamToOllama
+
+    push = OpenAIStreamToOllama(OpenAIToOllama("chat", "client-model", 1700000000.0, clock=clock))
+    data = (b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+            b'event: error\ndata: {"error":{"message":"boom"}}\n\n')
+    out = push(data)
+    assert [json.loads(line)["message"]["content"] for line in out] == ["Hi"]
+    assert isinstance(push.error, BackendError) and push.error.message == "boom"
+    assert push(b'data: {"choices":[]}\n\n') == [] and push.end() == []

@@ -145,7 +145,8 @@ def upstream_object(raw: bytes) -> dict:
     return value
 
 
-def stream_response(exchange: Exchange, upstream: Any, chunks: Iterable[bytes], dialect: str) -> Response:
+def stream_response(exchange: Exchange, upstream: Any, chunks: Iterable[bytes], dialect: str,
+                    translate: Any = None) -> Response:
     exchange.stream = True
     exchange.status = 200
     exchange.pack_stream_copies()
@@ -154,7 +155,7 @@ def stream_response(exchange: Exchange, upstream: Any, chunks: Iterable[bytes], 
     # three times over for minutes. The log keeps its own copy.
     request.environ.pop(ENVIRON_JSON, None)
     request.environ.pop("werkzeug.request", None)
-    relay = Relay(exchange, upstream, chunks, dialect)
+    relay = Relay(exchange, upstream, chunks, dialect, translate)
     mimetype = SSE if dialect == "openai" else NDJSON
     return Response(relay, status=200, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
 

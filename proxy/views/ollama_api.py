@@ -11,7 +11,7 @@ from ..dialects import ollama_openai as oo
 from ..errors import BadRequest, NotSupported
 from ..rewrite import inject_text
 from ..passthrough import model_renames, passthrough_lines
-from ..streaming import OpenAIToOllama, openai_sse_to_ollama
+from ..streaming import OpenAIStreamToOllama, OpenAIToOllama
 from . import models as model_views
 from .common import (NDJSON, begin, finish_whole, json_response, open_upstream, raw_json_response, read_json, read_whole,
                      route_model, services, start_exchange, stream_response, upstream_backend, upstream_object)
@@ -136,8 +136,8 @@ def _translated(exchange, kind: str, path: str, out: dict) -> Response:
     translator = OpenAIToOllama(kind, exchange.model_requested, exchange.started)
     exchange.answer = translator.answer
     if exchange.stream:
-        chunks = openai_sse_to_ollama(exchange.upstream_chunks(upstream), translator)
-        return stream_response(exchange, upstream, chunks, "ollama")
+        return stream_response(exchange, upstream, exchange.upstream_chunks(upstream), "ollama",
+                               OpenAIStreamToOllama(translator))
     reply = whole_reply_from_openai(translator, kind, upstream_object(read_whole(exchange, upstream)))
     data = jsonio.dumps(reply)
     return finish_whole(exchange, raw_json_response(data), data)

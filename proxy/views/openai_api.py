@@ -11,7 +11,7 @@ from ..dialects import openai as oa
 from ..errors import BackendUnavailable, NotFound
 from ..rewrite import inject_text
 from ..passthrough import model_renames, passthrough_sse
-from ..streaming import OllamaToOpenAI, assemble_openai_sse, ollama_ndjson_to_openai
+from ..streaming import OllamaStreamToOpenAI, OllamaToOpenAI, assemble_openai_sse
 from . import models as model_views
 from .common import (begin, finish_whole, json_response, open_upstream, raw_json_response, read_whole, route_model,
                      services, stream_response, upstream_backend, upstream_object)
@@ -135,8 +135,8 @@ def _translated(exchange, kind: str, path: str, out: dict, client_body: dict) ->
     if exchange.stream:
         translator = OllamaToOpenAI(kind, exchange.model_requested, cid, created, oa.wants_usage(client_body))
         exchange.answer = translator.answer
-        chunks = ollama_ndjson_to_openai(exchange.upstream_chunks(upstream), translator)
-        return stream_response(exchange, upstream, chunks, "openai")
+        return stream_response(exchange, upstream, exchange.upstream_chunks(upstream), "openai",
+                               OllamaStreamToOpenAI(translator))
     resp = upstream_object(read_whole(exchange, upstream))
     if resp.get("error"):
         raise BackendUnavailable(str(resp["error"]))
