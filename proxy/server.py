@@ -97,6 +97,9 @@ class RequestHeaders:
         return iter(self._first)
 
 
+NO_HEADERS = RequestHeaders([])
+
+
 class Handler(WSGIHandler):
     """pywsgi's handler with the savings above; everything else is pywsgi's."""
 
@@ -139,6 +142,9 @@ class Handler(WSGIHandler):
             else:
                 towrite += data
         self._sendall(towrite)
+        # pywsgi reads the request's headers only until the response head is out (environ has its own
+        # copies): a stream would otherwise keep the raw lines and their index for its whole life.
+        self.headers = NO_HEADERS
 
 
 def make_server(host: str, port: int, app: Any, error_log: Any = None) -> WSGIServer:

@@ -104,6 +104,19 @@ def test_keep_alive_serves_two_requests_on_one_connection(wsgi_proxy):
     assert reply.count(b"HTTP/1.1 200") == 2 and reply.count(b"OK") >= 2
 
 
+def test_a_request_after_a_stream_on_the_same_connection_is_read_with_its_own_headers(wsgi_proxy):
+    # the handler lets go of a request's headers once its response head is out
+    proxy = wsgi_proxy(BACKEND_TYPE="stub")
+    body = b'{"model": "stub", "messages": [{"role": "user", "content": "one two"}], "stream": true}'
+    stream = (b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    second = b"GET /api/version HTTP/1.1\r\nHost: y\r\nX-Request-ID: second-one\r\nConnection: close\r\n\r\n"
+    reply = exchange(proxy.url, stream + second)
+    assert reply.count(b"HTTP/1.1 200") == 2, reply[:500]
+    first, _, last = reply.rpartition(b"HTTP/1.1 200")
+    assert b'"done":true' in first.replace(b" ", b"") and b"x-request-id: second-one" in last.lower()
+
+
 def test_too_many_headers_get_400_not_500(wsgi_proxy):
     proxy = wsgi_proxy(BACKEND_TYPE="stub")
     raw = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(150)) + b"\r\n"
