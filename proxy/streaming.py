@@ -17,119 +17,11 @@ from .dialects import ollama as ol
 from .dialects import ollama_openai as oo
 from .dialects import openai as oa
 from .errors import BackendError, ProxyError
+from .framing import NDJSONFraming, SSEFraming
 
 
 class StreamFormatError(BackendError):
     """The backend sent something that is not its dialect's stream format."""
-
-
-# --- framing --------------------------------------------------------------------------------
-
-def iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Split a byte stream into lines (LF or CRLF), wherever the chunk boundaries fall."""
-    pending = b""
-    for chunk in chunks:
-        if pending:
-            chunk = pending + chunk
-        if b"\n" not in chunk:
-            pending = chunk
-            continue
-        lines = chunk.split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            yield line[:-1] if line.endswith(b"\r") else line
-    if pending:
-        yield pending[:-1] if pending.endswith(b"\r") else pending
-
-
-# Framing and translation are also offered push-style (an object fed each upstream chunk, returning what is
-# ready) so that a live stream's ``Relay`` can call them instead of iterating a chain of generators: every
-# generator layer a stream is suspended in costs each open stream its frame and its share of the greenlet's
-# saved C stack, and every chunk one more resumption. The generator forms below wrap the same objects.
-
-class SSEFraming:
-    """Bytes -> (event name, data) per SSE event, split anywhere; comments ignored, multi-line data joined
-    with LF, LF or CRLF line ends."""
-
-    __slots__ = ("pending", "event", "data")
-
-    def __init__(self) -> None:
-        self.pending = b""
-        self.event = ""
-        self.data: list[bytes] = []
-
-    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
-        if self.pending:
-            chunk = self.pending + chunk
-        if b"\n" not in chunk:
-            self.pending = chunk
-            return []
-        lines = chunk.split(b"\n")
-        self.pending = lines.pop()
-        out: list[tuple[str, bytes]] = []
-        data = self.data
-        for line in lines:
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line:
-                if data:
-                    out.append((self.event, data[0] if len(data) == 1 else b"\n".join(data)))
-                    data = self.data = []
-                self.event = ""
-            elif line.startswith(b"data:"):
-                data.append(line[6:] if line.startswith(b"data: ") else line[5:])
-            elif line.startswith(b"event:"):
-                self.event = line[6:].strip().decode("utf-8", "replace")
-            # ':' comments, 'id:' and 'retry:' fields are ignored
-        return out
-
-    def end(self) -> list[tuple[str, bytes]]:
-        """The body ended: a last event not closed by a blank line."""
-        pending, self.pending = self.pending, b""
-        if pending.endswith(b"\r"):
-            pending = pending[:-1]
-        if pending.startswith(b"data:"):
-            self.data.append(pending[6:] if pending.startswith(b"data: ") else pending[5:])
-        data, self.data = self.data, []
-        return [(self.event, b"\n".join(data))] if data else []
-
-
-class NDJSONFraming:
-    """Bytes -> non-blank NDJSON lines, split anywhere (a CRLF line keeps its CR, which JSON reads as
-    whitespace)."""
-
-    __slots__ = ("pending",)
-
-    def __init__(self) -> None:
-        self.pending = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        if self.pending:
-            chunk = self.pending + chunk
-        if b"\n" not in chunk:
-            self.pending = chunk
-            return []
-        lines = chunk.split(b"\n")
-        self.pending = lines.pop()
-        return [line for line in lines if line.strip()]
-
-    def end(self) -> list[bytes]:
-        pending, self.pending = self.pending, b""
-        return [pending] if pending.strip() else []
-
-
-def iter_sse_events(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
-    framing = SSEFraming()
-    for chunk in chunks:
-        yield from framing.feed(chunk)
-    yield from framing.end()
-
-
-def iter_ndjson_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    framing = NDJSONFraming()
-    for chunk in chunks:
-        yield from framing.feed(chunk)
-    yield from framing.end()
 
 
 def _load(payload: bytes, what: str) -> Any:
@@ -318,52 +210,74 @@ class OpenAIToOllama:
                                         total_s=now - self.started, prompt_s=prompt_s, eval_s=eval_s))
 
 
-class OpenAIStreamToOllama:
-    """Push translation of an OpenAI SSE body into Ollama lines: ``__call__(chunk)`` per upstream chunk, then
-    ``end()`` when the body ended. What comes after ``[DONE]`` is read and ignored (the connection then goes
-    back to the pool). A failure (an error event, a malformed chunk) does not lose what the same chunk
-    translated before it: the lines so far are returned and the ProxyError kept in ``error``, for the caller
-    to raise once it has sent them."""
+class _Push:
+    """Push translation of one upstream body: ``__call__(chunk)`` per upstream chunk, then ``end()`` when the
+    body ended; each returns the client's pieces ready so far. What comes after the end of the answer is read
+    and ignored (the connection then goes back to the pool). A failure (an error event, a malformed chunk)
+    does not lose what the same chunk translated before it: those pieces are returned and the ProxyError kept
+    in ``error``, for the caller to raise once it has sent them. Subclasses: ``_take(items)`` translates
+    framed items and sets ``done`` at the answer's end; ``_unfinished()`` closes a body that ended early."""
 
     __slots__ = ("framing", "translator", "done", "error")
 
-    def __init__(self, translator: OpenAIToOllama):
-        self.framing = SSEFraming()
+    def __init__(self, framing: Any, translator: Any):
+        self.framing = framing
         self.translator = translator
         self.done = False
         self.error: ProxyError | None = None
 
     def __call__(self, chunk: bytes) -> list[bytes]:
-        return [] if self.done else self._events(self.framing.feed(chunk))
+        return [] if self.done else self._safely(self.framing.feed(chunk))
 
     def end(self) -> list[bytes]:
         if self.done:
             return []
-        out = self._events(self.framing.end())
+        out = self._safely(self.framing.end())
         if not self.done:
             self.done = True
-            out += self.translator.finish(False)
+            out += self._unfinished()
         return out
 
-    def _events(self, events: list[tuple[str, bytes]]) -> list[bytes]:
+    def _safely(self, items: list) -> list[bytes]:
         out: list[bytes] = []
-        translator = self.translator
         try:
-            for event, data in events:
-                if data == b"[DONE]":
-                    self.done = True
-                    out += translator.finish(True)
-                    break
-                chunk = _load(data, "SSE")
-                if event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
-                    chunk = {"error": chunk}
-                if not isinstance(chunk, dict):
-                    raise StreamFormatError(f"the backend sent a non-object SSE chunk: {data[:200]!r}")
-                out += translator.feed(chunk)
+            self._take(items, out)
         except ProxyError as exc:
             self.done = True
             self.error = exc
         return out
+
+    def _take(self, items: list, out: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _unfinished(self) -> list[bytes]:
+        raise NotImplementedError
+
+
+class OpenAIStreamToOllama(_Push):
+    """An OpenAI SSE body into Ollama lines; the answer ends at ``data: [DONE]``."""
+
+    __slots__ = ()
+
+    def __init__(self, translator: OpenAIToOllama):
+        super().__init__(SSEFraming(), translator)
+
+    def _take(self, items: list, out: list[bytes]) -> None:
+        translator = self.translator
+        for event, data in items:
+            if data == b"[DONE]":
+                self.done = True
+                out += translator.finish(True)
+                return
+            chunk = _load(data, "SSE")
+            if event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
+                chunk = {"error": chunk}
+            if not isinstance(chunk, dict):
+                raise StreamFormatError(f"the backend sent a non-object SSE chunk: {data[:200]!r}")
+            out += translator.feed(chunk)
+
+    def _unfinished(self) -> list[bytes]:
+        return self.translator.finish(False)
 
 
 def _pushed(push: Any, chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -458,45 +372,26 @@ class OllamaToOpenAI:
         return []
 
 
-class OllamaStreamToOpenAI:
-    """Push translation of an Ollama NDJSON body into OpenAI SSE events (see ``OpenAIStreamToOllama``, also for
-    ``error``); what comes after the ``done`` line is read and ignored."""
+class OllamaStreamToOpenAI(_Push):
+    """An Ollama NDJSON body into OpenAI SSE events; the answer ends at the ``done`` line."""
 
-    __slots__ = ("framing", "translator", "done", "error")
+    __slots__ = ()
 
     def __init__(self, translator: OllamaToOpenAI):
-        self.framing = NDJSONFraming()
-        self.translator = translator
-        self.done = False
-        self.error: ProxyError | None = None
+        super().__init__(NDJSONFraming(), translator)
 
-    def __call__(self, chunk: bytes) -> list[bytes]:
-        return [] if self.done else self._lines(self.framing.feed(chunk))
+    def _take(self, items: list, out: list[bytes]) -> None:
+        for raw in items:
+            line = _load(raw, "NDJSON")
+            if not isinstance(line, dict):
+                raise StreamFormatError(f"the backend sent a non-object NDJSON line: {raw[:200]!r}")
+            out += self.translator.feed(line)
+            if line.get("done"):
+                self.done = True
+                return
 
-    def end(self) -> list[bytes]:
-        if self.done:
-            return []
-        out = self._lines(self.framing.end())
-        if not self.done:
-            self.done = True
-            out += self.translator.finish()
-        return out
-
-    def _lines(self, lines: list[bytes]) -> list[bytes]:
-        out: list[bytes] = []
-        try:
-            for raw in lines:
-                line = _load(raw, "NDJSON")
-                if not isinstance(line, dict):
-                    raise StreamFormatError(f"the backend sent a non-object NDJSON line: {raw[:200]!r}")
-                out += self.translator.feed(line)
-                if line.get("done"):
-                    self.done = True
-                    break
-        except ProxyError as exc:
-            self.done = True
-            self.error = exc
-        return out
+    def _unfinished(self) -> list[bytes]:
+        return self.translator.finish()
 
 
 def ollama_ndjson_to_openai(chunks: Iterable[bytes], translator: OllamaToOpenAI) -> Iterator[bytes]:

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from proxy.errors import BackendError
+from proxy.framing import iter_lines, iter_ndjson_lines, iter_sse_events
 from proxy.passthrough import model_renames, passthrough_lines, passthrough_sse
-from proxy.streaming import (OllamaToOpenAI, OpenAIToOllama, iter_lines, iter_ndjson_lines, iter_sse_events, ollama_ndjson_to_openai,
+from proxy.streaming import (OllamaToOpenAI, OpenAIToOllama, ollama_ndjson_to_openai,
                              openai_sse_to_ollama)
 
 WIRE = Path(__file__).parent / "data" / "wire"
