@@ -49,6 +49,22 @@ def test_burst_of_1000_requests_gives_1000_rows(make_proxy, db_url):
         store.close()
 
 
+def test_a_batch_larger_than_one_transaction_is_written_whole(sqlite_url, monkeypatch):
+    from proxy.store import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "WRITE_BYTES", 1)  # every record is a transaction of its own
+    store = open_store(sqlite_url)
+    writer = store.writer
+    try:
+        writer._stop = True  # hold the loop: the batch is written by one _write call below
+        wait_for(lambda: not writer._running)
+        batch = [Record.of(make_exchange(f"tx{i}")) for i in range(10)]
+        writer._write(batch)
+        assert batch == [] and count(store) == 10
+    finally:
+        store.close()
+
+
 def test_the_sqlite_writer_keeps_a_small_page_cache_of_its_own(sqlite_url):
     from proxy.store.writer import WRITER_SQLITE_CACHE_KIB
 

@@ -297,7 +297,7 @@ class LogWriter:
         prepared: list[tuple] = []
         size = 0
         slice_end = time.perf_counter() + PREPARE_SLICE_S
-        for record in batch:
+        for record in tuple(batch):  # a copy: each commit removes the records it wrote from ``batch``
             if time.perf_counter() > slice_end:  # under gevent: let streams run between slices (a long
                 self._sleep(0)                     # stream's record takes ~1 ms to prepare)
                 slice_end = time.perf_counter() + PREPARE_SLICE_S
