@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from proxy.errors import BackendError
-from proxy.framing import iter_lines, iter_ndjson_lines, iter_sse_events
+from proxy.framing import Lines, iter_ndjson_lines, iter_sse_events
 from proxy.passthrough import model_renames, passthrough_lines, passthrough_sse
 from proxy.streaming import (OllamaToOpenAI, OpenAIToOllama, ollama_ndjson_to_openai,
                              openai_sse_to_ollama)
@@ -45,9 +45,11 @@ def to_openai(chunks, kind="chat", include_usage=False):
 
 
 def test_lines_survive_any_split_including_crlf():
-    data = b"a\r\nbb\n\nccc\r\n"
+    data = b"a\r\nbb\n\nccc\r\nd"
     for chunks in splits(data):
-        assert list(iter_lines(chunks)) == [b"a", b"bb", b"", b"ccc"]
+        splitter = Lines()
+        lines = [line for chunk in chunks for line in splitter.lines(chunk)]
+        assert lines + [splitter.rest()] == [b"a\r", b"bb", b"", b"ccc\r", b"d"]
 
 
 def test_sse_event_split_across_chunks_is_reassembled():
