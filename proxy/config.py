@@ -114,12 +114,12 @@ def _keys_file(raw: str) -> str:
 
 
 def _rate_limit(raw: str) -> str:
-    from .policy.limits import check_rate
+    from .policy.rates import check_rate
     return check_rate(raw)
 
 
 def _redis_url(raw: str) -> str:
-    from .policy.limits import check_redis_url
+    from .policy.rates import check_redis_url
     return check_redis_url(raw)
 
 
@@ -128,7 +128,7 @@ def _key_names(pairs: tuple[tuple[str, str], ...]) -> str:
 
 
 def _masked_url(value: str) -> str:
-    from .policy.limits import mask_url
+    from .policy.rates import mask_url
     return mask_url(value)
 
 

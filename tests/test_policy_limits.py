@@ -301,7 +301,8 @@ def test_commands_are_packed_exactly_as_redis_py_packs_them():
 
 
 def test_the_admission_command_packed_in_parts_equals_the_command_packed_whole():
-    from proxy.policy.limits import Limiter, Rules, parse_rate
+    from proxy.policy.limits import Limiter, Rules
+    from proxy.policy.rates import parse_rate
     from proxy.policy.redisio import SHA_ADMIT, pack_args, pack_commands
 
     limiter = Limiter.__new__(Limiter)  # only what _admit_plan reads
@@ -329,9 +330,9 @@ def test_the_admission_command_packed_in_parts_equals_the_command_packed_whole()
 
 
 def test_memory_windows_expire_on_read_and_the_sweep_frees_them():
-    from proxy.policy.limits import _MemoryStorage
+    from proxy.policy.memstore import SweptMemoryStorage
 
-    storage = _MemoryStorage()  # sweeps once a second
+    storage = SweptMemoryStorage()  # sweeps once a second
     assert storage.acquire_entry("k", 2, 1) and storage.acquire_entry("k", 2, 1)
     assert not storage.acquire_entry("k", 2, 1)  # full
     storage.incr("c", 1)

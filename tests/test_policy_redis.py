@@ -14,7 +14,8 @@ import fakes
 from policy_support import *  # noqa: F401,F403
 from policy_support import assert_ollama_error, assert_openai_error, call, chat_body, unique, write_keys
 from proxy.errors import RateLimited
-from proxy.policy.limits import Limiter, Rules, parse_rate
+from proxy.policy.limits import Limiter, Rules
+from proxy.policy.rates import parse_rate
 from proxy.policy.slots import RedisSlots
 
 DAY = 86400

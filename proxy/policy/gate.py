@@ -28,7 +28,8 @@ from ..views.common import dialect_of_path, render_error, services
 from . import ENVIRON_ADMISSION, ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
 from .keys import KeyRing, Networks, presented_keys
 from .keysfile import KeyRules, KeysFile, KeysFileWatcher
-from .limits import Admission, Limiter, Rules, Ticket, parse_rate
+from .limits import Admission, Limiter, Rules, Ticket
+from .rates import parse_rate
 
 log = logging.getLogger(__name__)
 ENVIRON_TICKET = "llm_proxy.ticket"

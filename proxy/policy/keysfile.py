@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
 from .keys import NAME_RE, digest, parse_network
-from .limits import check_rate
+from .rates import check_rate
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 1.0  # seconds between looks at the file

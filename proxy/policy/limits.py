@@ -13,21 +13,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
 
-import limits
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
 from limits.errors import StorageError
-from limits.storage import MemoryStorage, RedisStorage
+from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
 from ..errors import ProxyError, RateLimited
+from .memstore import SweptMemoryStorage
+from .rates import mask_url
 from .redisio import SHA_ADMIT, SHA_INCR, Link, pack_args, pack_commands
 from .slots import LEASE, MemorySlots, RedisSlots, new_slot_id
 
@@ -36,71 +34,6 @@ KEY_PREFIX = "llm-proxy"
 DOWN_PAUSE = 1.0  # seconds Redis is left alone after a failure (requests are decided by LIMITS_FAIL_OPEN)
 STRATEGIES = ("moving-window", "fixed-window")
 STORE_ERRORS = (StorageError, RedisError, OSError)  # the store's own failures; anything else must surface
-
-
-class _MemoryStorage(MemoryStorage):
-    """The library's in-memory storage, its expiry sweep run once a second by one long-lived thread instead
-    of a new ``threading.Timer`` every 10 ms started from inside an admission: under gevent each such
-    "thread" is a greenlet whose ``start()`` waits on the hub, a context switch in the middle of a request
-    (with the sweep itself, 0.1 ms of the gate's 0.2 on one core). Counters and windows expire when read
-    whatever the sweep does (``get`` and ``get_moving_window`` compare times); the sweep only frees memory."""
-
-    SWEEP_EVERY = 1.0
-
-    def __init__(self) -> None:
-        super().__init__()
-        ref, every = weakref.ref(self), self.SWEEP_EVERY  # the thread must not keep the storage alive
-
-        def sweep_forever() -> None:
-            while True:
-                time.sleep(every)
-                storage = ref()
-                if storage is None:
-                    return
-                storage._MemoryStorage__expire_events()  # type: ignore[attr-defined]
-                del storage
-
-        threading.Thread(target=sweep_forever, name="limits-memory-sweep", daemon=True).start()
-
-    def _MemoryStorage__schedule_expiry(self) -> None:  # the library's per-call timer check: the sweep does it
-        pass
-
-
-# --- settings parsers --------------------------------------------------------------------------
-
-def parse_rate(raw: str) -> tuple[RateLimitItem, ...]:
-    """`60/minute`, `10/second;1000/hour`, `100 per 2 seconds`…, parsed by the limits library."""
-    text = raw.strip()
-    if not text:
-        return ()
-    try:
-        return tuple(limits.parse_many(text))
-    except ValueError:
-        raise ValueError("a rate such as 60/minute or 10/second;1000/hour") from None
-
-
-def check_rate(raw: str) -> str:
-    parse_rate(raw)
-    return raw.strip()
-
-
-def check_redis_url(raw: str) -> str:
-    value = raw.strip()
-    if value and urlsplit(value).scheme not in ("redis", "rediss", "unix", "redis+unix"):
-        raise ValueError("a redis://[:password@]host:port[/db], rediss://… or unix://… URL")
-    return value
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password (if any) replaced by ***."""
-    if not url:
-        return "(not set)"
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 # --- what one caller may do ------------------------------------------------------------------------
@@ -215,7 +148,7 @@ class Limiter:
             self.link = Link(self.redis)
             self.slots: Any = RedisSlots(self.redis, KEY_PREFIX, clock)
         else:
-            self.storage = _MemoryStorage()
+            self.storage = SweptMemoryStorage()
             self.redis = None
             self.slots = MemorySlots()
         self.window = (FixedWindowRateLimiter if strategy == "fixed-window" else MovingWindowRateLimiter)(self.storage)
