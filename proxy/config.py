@@ -201,6 +201,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_TIMEOUT", "1", _float_pos, "seconds to wait for Redis before the request is decided by LIMITS_FAIL_OPEN"),
     Setting("LIMITS_FAIL_OPEN", "true", _bool, "when Redis is unreachable: true = admit without limits (with a "
             "warning), false = refuse with 503"),
+    Setting("LIMITS_EXACT", "false", _bool, "with REDIS_URL: true = every gated request waits for Redis's verdict "
+            "(one round trip each); false = a caller far from every limit is admitted from this process's view of "
+            "the counters and counted in Redis in the background"),
     Setting("MAX_REQUEST_BYTES", "33554432", _int_min(0), "larger request bodies get 413 without being read "
             "(0 = no limit)"),
 )
@@ -245,6 +248,7 @@ class Settings:
     redis_url: str
     redis_timeout: float
     limits_fail_open: bool
+    limits_exact: bool
     max_request_bytes: int
 
     @classmethod

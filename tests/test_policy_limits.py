@@ -319,13 +319,13 @@ def test_the_admission_command_packed_in_parts_equals_the_command_packed_whole()
     rules = Rules(rate=parse_rate("3/minute;2/hour"), tokens=parse_rate("100/minute"), daily_tokens=500,
                   concurrency=2)
     before, after = limiter._admit_plan("key:alice", rules, "2030-01-02")
-    data = before + pack_args((1700000000.25,)) + after + pack_args(("slot-1",))
+    data = before + pack_args((1, 1700000000.25)) + after + pack_args(("slot-1",))
     keys = [limiter.storage.prefixed_key(i.key_for("key:alice", "tokens")) for i in rules.tokens]
     keys.append(limiter.storage.prefixed_key(Limiter._day_item(500).key_for("key:alice", "daily-tokens", "2030-01-02")))
     keys += [limiter.storage.prefixed_key(i.key_for("key:alice", "requests")) for i in rules.rate]
     keys.append("llm-proxy:slots:key:alice")
     args = [100, 500, 3, 60, 2, 3600, 60.0, 2]
-    whole = ("EVALSHA", SHA_ADMIT, len(keys), *keys, 1, 1, 2, 1, 1, 1700000000.25, *args, "slot-1")
+    whole = ("EVALSHA", SHA_ADMIT, len(keys), *keys, 1, 1, 2, 1, 1, 1, 1700000000.25, *args, "slot-1")
     assert data == pack_commands([whole])
 
 

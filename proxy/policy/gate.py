@@ -103,7 +103,7 @@ class Policy:
         self.max_bytes = settings.max_request_bytes
         self.watcher = KeysFileWatcher(settings.keys_file) if settings.keys_file else None
         self.limiter = limiter or Limiter(settings.redis_url, settings.rate_limit_strategy, settings.limits_fail_open,
-                                          settings.redis_timeout)
+                                          settings.redis_timeout, exact=settings.limits_exact)
         self._file: KeysFile | None = None
         self._ring = KeyRing.from_pairs(self.env_keys)
         self._profiles: dict[str | None, _Profile] = {}

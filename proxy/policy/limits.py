@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -24,7 +25,9 @@ from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
 from ..errors import ProxyError, RateLimited
+from ..store.db import gevent_patched
 from .memstore import SweptMemoryStorage
+from .mirror import CHANNEL, Mirror
 from .rates import mask_url
 from .redisio import SHA_ADMIT, SHA_INCR, Link, pack_args, pack_commands
 from .slots import LEASE, MemorySlots, RedisSlots, new_slot_id
@@ -58,6 +61,8 @@ class Ticket:
     slot: str | None = None
     settled: bool = False
     extra: dict = field(default_factory=dict)
+    ahead: Any = None             # admitted ahead of Redis's verdict: the call whose reply is still to be read
+    settle_after: int | None = None  # settle asked for before that reply came: the tokens to charge then
 
 
 class Admission:
@@ -135,8 +140,11 @@ class Limiter:
     """Admission (``admit``) and settlement (``settle``) against one store."""
 
     def __init__(self, redis_url: str = "", strategy: str = "moving-window", fail_open: bool = True,
-                 timeout: float = 1.0, clock: Callable[[], float] = time.time):
+                 timeout: float = 1.0, clock: Callable[[], float] = time.time, exact: bool = True):
+        """``exact=False`` (LIMITS_EXACT=false, the gate's default) lets ``begin`` admit a request far from every
+        limit ahead of Redis's verdict (proxy/policy/mirror.py); ``admit`` always waits for it."""
         self.clock = clock
+        self._lock = threading.Lock()
         self._settle_plans: dict[tuple, tuple[bytes, ...]] = {}
         self._memory_plans: dict[tuple, tuple] = {}
         self.fail_open = fail_open
@@ -147,10 +155,12 @@ class Limiter:
             self.redis = self.storage.get_connection()
             self.link = Link(self.redis)
             self.slots: Any = RedisSlots(self.redis, KEY_PREFIX, clock)
+            self.mirror: Mirror | None = None if exact else Mirror(self.redis)
         else:
             self.storage = SweptMemoryStorage()
             self.redis = None
             self.slots = MemorySlots()
+            self.mirror = None
         self.window = (FixedWindowRateLimiter if strategy == "fixed-window" else MovingWindowRateLimiter)(self.storage)
         self.moving = not isinstance(self.window, FixedWindowRateLimiter)
         # the two strategies keep different Redis types under their keys: a switch must not meet the other's data
@@ -248,8 +258,9 @@ class Limiter:
 
     def _admit_plan(self, who: str, rules: Rules, day: str) -> tuple[bytes, bytes]:
         """The admission command for one caller and rule set, packed once in two parts: what comes before the
-        time and what comes after it (the limits library's key formatting and the packing cost ~40 µs a
-        request otherwise); the time and, with a concurrency limit, the slot id are packed per request."""
+        force flag and the time, and what comes after them (the limits library's key formatting and the packing
+        cost ~40 µs a request otherwise); those two and, with a concurrency limit, the slot id are packed per
+        request."""
         plan_key = (who, rules, day, self.moving)
         plan = self._admit_plans.get(plan_key)
         if plan is not None:
@@ -268,7 +279,7 @@ class Limiter:
             args += (LEASE, rules.concurrency)
         head = (len(rules.tokens), 1 if rules.daily_tokens else 0, len(rules.rate), 1 if self.moving else 0,
                 1 if rules.concurrency else 0)
-        count = 3 + len(keys) + len(head) + 1 + len(args) + (1 if rules.concurrency else 0)
+        count = 3 + len(keys) + len(head) + 2 + len(args) + (1 if rules.concurrency else 0)
         before = b"*%d\r\n" % count + pack_args(("EVALSHA", SHA_ADMIT, len(keys), *keys, *head))
         plan = (before, pack_args(args))
         if len(self._admit_plans) >= 4096:  # callers are keys and client addresses: bounded, but be safe
@@ -282,16 +293,19 @@ class Limiter:
         [reply] = self.link.roundtrip_packed(data, 1)
         self._verdict(ticket, label, slot, reply)
 
-    def _admit_command(self, ticket: Ticket) -> tuple[bytes, str | None]:
+    def _admit_command(self, ticket: Ticket, force: bool = False) -> tuple[bytes, str | None]:
         who, rules = ticket.who, ticket.rules
         day = self._day()[0] if rules.daily_tokens else ""
         before_now, after_now = self._admit_plan(who, rules, day)
         slot = new_slot_id() if rules.concurrency else None
-        return before_now + pack_args((self.clock(),)) + after_now + (pack_args((slot,)) if slot else b""), slot
+        now = pack_args((1 if force else 0, self.clock()))
+        return before_now + now + after_now + (pack_args((slot,)) if slot else b""), slot
 
     def _verdict(self, ticket: Ticket, label: str, slot: str | None, reply: Any) -> None:
         who, rules = ticket.who, ticket.rules
         code, index = int(reply[0]), int(reply[1])
+        if self.mirror is not None:
+            self.mirror.record(who, rules, int(reply[2]), int(reply[3]))
         if code == 0:
             if slot:
                 ticket.slot = slot
@@ -313,12 +327,46 @@ class Limiter:
         ticket = Ticket(who, rules)
         if not rules or self.redis is None or self.clock() < self._down_until:
             return Admission(self, self.admit(who, label, rules) if rules else ticket)
+        ahead = self.mirror is not None and self.mirror.ahead(who, rules)
         try:
-            data, slot = self._admit_command(ticket)
+            data, slot = self._admit_command(ticket, force=ahead)
             call = self.link.start(data, 1)
         except STORE_ERRORS as exc:
+            if ahead:
+                self.mirror.settled_ahead(who)
             return Admission(self, self._store_failed(ticket, exc))
-        return Admission(self, ticket, label, slot, call)
+        if not ahead:
+            return Admission(self, ticket, label, slot, call)
+        ticket.ahead, ticket.slot = call, slot  # admitted: Redis counts it whatever it finds, read off the clock
+        if slot:
+            self.slots.held(who, slot)
+        _defer(lambda: self._confirm(ticket, label))
+        return Admission(self, ticket)
+
+    def _confirm(self, ticket: Ticket, label: str) -> None:
+        """Read the reply of an admission taken ahead: it refreshes the mirror, and a settlement asked for
+        meanwhile runs now (after the admission reached Redis: a slot is released only once it is held)."""
+        who = ticket.who
+        try:
+            [reply] = self.link.finish(ticket.ahead)
+        except STORE_ERRORS as exc:
+            self._down_until = self.clock() + DOWN_PAUSE
+            self.mirror.invalidate()
+            log.warning("limits store %s failed after a request of %s was admitted ahead of its verdict (%s)",
+                        self.describe(), label, exc)
+        else:
+            self.mirror.record(who, ticket.rules, int(reply[2]), int(reply[3]), answered_ahead=True)
+            if int(reply[0]):
+                log.info("%s was admitted ahead of Redis, which found its limits reached (other processes took "
+                         "the room); it is counted, and the next request waits for Redis", label)
+        finally:
+            self.mirror.settled_ahead(who)
+        with self._lock:
+            ticket.ahead = None
+            tokens = ticket.settle_after
+        if tokens is not None:
+            ticket.settled = False
+            self.settle(ticket, tokens)
 
     # --- refusals: the message names the limit and when it resets ---------------------------------
     def _reset_in(self, limiter: Any, item: RateLimitItem, *ids: str) -> float:
@@ -351,6 +399,12 @@ class Limiter:
         """The request ended: charge its tokens, free its slot. Safe to call twice (the second does nothing)."""
         if ticket.settled:
             return
+        if ticket.ahead is not None:
+            with self._lock:
+                if ticket.ahead is not None:  # its admission reply is still being read: settle after it
+                    ticket.settle_after = tokens
+                    ticket.settled = True
+                    return
         ticket.settled = True
         rules, who = ticket.rules, ticket.who
         charge = tokens > 0 and bool(rules.tokens or rules.daily_tokens)
@@ -383,6 +437,9 @@ class Limiter:
             day = self._day()[0] if rules.daily_tokens else ""
             amount = pack_args((tokens,))
             parts += [head + amount for head in self._settle_plan(who, rules, day)]
+            if self.mirror is not None:  # other processes' mirrors hear of the charge; this one knows it now
+                self.mirror.charged(who, tokens)
+                parts.append(pack_commands([("PUBLISH", CHANNEL, self.mirror.charge_message(who, tokens))]))
         if parts:
             self.link.roundtrip_packed(b"".join(parts), len(parts))
 
@@ -424,3 +481,14 @@ class Limiter:
             log.warning("limits store %s answers again after %.1f s; limits enforced", self.describe(),
                         self.clock() - self._down_since)
             self._down_since = None
+
+
+def _defer(job: Callable[[], None]) -> None:
+    """Run ``job`` soon, off the request's clock: a greenlet under gevent (as the proxy is served), else a
+    thread."""
+    if gevent_patched():
+        import gevent
+
+        gevent.spawn(job)
+    else:
+        threading.Thread(target=job, name="limits-confirm", daemon=True).start()

@@ -26,53 +26,78 @@ MAX_IDLE = 64  # connections kept open for the next admissions
 # hit times, newest first, as SCRIPT_ACQUIRE_MOVING_WINDOW keeps it; a fixed window a counter with an expiry,
 # as SCRIPT_INCR_EXPIRE keeps it), so the library's get_window_stats reads them back for Retry-After.
 # KEYS: token counters..., [daily counter], request windows..., [slot set]
-# ARGV: n_tokens, has_daily, n_rate, moving (1/0), has_slot, now,
+# ARGV: n_tokens, has_daily, n_rate, moving (1/0), has_slot, force (1/0), now,
 #       token limits..., [daily quota], (limit, expiry) per window..., [lease, slot limit, slot id]
-# Reply: {0, 0} admitted; {1, i} token window i full; {2, 0} daily quota used; {3, i} request window i full;
-#        {4, 0} no concurrency slot.
+# Reply: {code, index, spare, tokens}. code 0 admitted; 1 token window `index` full; 2 daily quota used; 3 request
+#        window `index` full; 4 no concurrency slot. spare: how many more requests fit in the tightest count limit
+#        (request windows, concurrency) after this one, beyond a headroom of 5 % of that limit (at least 1);
+#        tokens: the room left in the token windows and daily quota. With force = 1 (a request admitted ahead of
+#        this verdict, proxy/policy/mirror.py) everything is counted whatever the code says, so that no admitted
+#        request goes uncounted.
 ADMIT_LUA = """
 local n_tokens, has_daily, n_rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local moving, has_slot, now = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local k, a = 1, 7
+local moving, has_slot, force, now = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local k, a = 1, 8
+local code, index, spare, tokens = 0, 0, 2147483647, 2147483647
+local function refuse(c, i) if code == 0 then code, index = c, i end end
+local function after(limit, used) return math.min(spare, limit - used - 1 - math.max(1, math.floor(limit / 20))) end
 for i = 1, n_tokens do
-    if tonumber(redis.call('get', KEYS[k]) or '0') >= tonumber(ARGV[a]) then return {1, i} end
+    local room = tonumber(ARGV[a]) - tonumber(redis.call('get', KEYS[k]) or '0')
+    if room <= 0 then refuse(1, i) end
+    tokens = math.min(tokens, room)
     k, a = k + 1, a + 1
 end
 if has_daily == 1 then
-    if tonumber(redis.call('get', KEYS[k]) or '0') >= tonumber(ARGV[a]) then return {2, 0} end
+    local room = tonumber(ARGV[a]) - tonumber(redis.call('get', KEYS[k]) or '0')
+    if room <= 0 then refuse(2, 0) end
+    tokens = math.min(tokens, room)
     k, a = k + 1, a + 1
 end
 local first_rate, first_arg = k, a
 for i = 1, n_rate do
     local limit, expiry = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    local used
     if moving == 1 then
-        local entry = redis.call('lindex', KEYS[k], limit - 1)
-        if limit < 1 or (entry and tonumber(entry) >= now - expiry) then return {3, i} end
+        -- hits newest first: how many are inside the window (binary search over at most `limit` entries)
+        local lo, hi, cutoff = 0, math.max(limit, 0), now - expiry
+        while lo < hi do
+            local mid = math.floor((lo + hi) / 2)
+            local entry = redis.call('lindex', KEYS[k], mid)
+            if entry and tonumber(entry) >= cutoff then lo = mid + 1 else hi = mid end
+        end
+        used = lo
     else
-        if tonumber(redis.call('get', KEYS[k]) or '0') + 1 > limit then return {3, i} end
+        used = tonumber(redis.call('get', KEYS[k]) or '0')
     end
+    if used + 1 > limit then refuse(3, i) end
+    spare = after(limit, used)
     k, a = k + 1, a + 2
 end
 if has_slot == 1 then
     local lease, slot_limit = tonumber(ARGV[a + 0]), tonumber(ARGV[a + 1])
     redis.call('zremrangebyscore', KEYS[k], '-inf', now)
-    if redis.call('zcard', KEYS[k]) >= slot_limit then return {4, 0} end
-    redis.call('zadd', KEYS[k], now + lease, ARGV[a + 2])
-    redis.call('expire', KEYS[k], math.ceil(lease) + 1)
+    local held = redis.call('zcard', KEYS[k])
+    if held >= slot_limit then refuse(4, 0) end
+    spare = after(slot_limit, held)
+    if code == 0 or force == 1 then
+        redis.call('zadd', KEYS[k], now + lease, ARGV[a + 2])
+        redis.call('expire', KEYS[k], math.ceil(lease) + 1)
+    end
 end
+if code ~= 0 and force ~= 1 then return {code, index, spare, tokens} end
 k, a = first_rate, first_arg
 for i = 1, n_rate do
     local limit, expiry = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
     if moving == 1 then
         redis.call('lpush', KEYS[k], now)
-        redis.call('ltrim', KEYS[k], 0, limit - 1)
+        redis.call('ltrim', KEYS[k], 0, math.max(limit, 1) - 1)
         redis.call('expire', KEYS[k], expiry)
     else
         if redis.call('incrby', KEYS[k], 1) == 1 then redis.call('expire', KEYS[k], expiry) end
     end
     k, a = k + 1, a + 2
 end
-return {0, 0}
+return {code, index, spare, tokens}
 """
 # Lua sent by SHA1: the limits library's own scripts (so its get_window_stats reads what they write) and ours
 SCRIPTS = {name: text if isinstance(text, bytes) else text.encode()

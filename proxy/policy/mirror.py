@@ -1,0 +1,162 @@
+"""What this process knows of the counters it shares in Redis, so that a request far from every limit is
+admitted without waiting for Redis (``Limiter.begin``; ``LIMITS_EXACT=false``, the default).
+
+Every admission reply carries the caller's room: ``spare``, how many more requests fit in its tightest count
+limit (request windows, concurrency) beyond a headroom of 5 % of that limit (at least 1), and ``tokens``, the
+room left in its token windows and daily quota. The mirror keeps the last reply per caller and rule set and
+corrects it by what this process does next (an admission taken ahead: one less spare; a charge: fewer tokens).
+Other processes' admissions are what the headroom is for; their token charges are heard on a Redis channel
+(``CHANNEL``), published with each charge. Room that other processes free, or that a window's end frees, is
+only seen at the next reply: the mirror can only be more cautious than Redis, not less, but for admissions of
+other processes beyond the headroom between two replies.
+
+A view is used only while the channel is subscribed, was recorded under the same subscription, and is at most
+``FRESH`` seconds old; anything else sends the request down the exact path (wait for Redis's verdict).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+CHANNEL = "llm-proxy:charges"
+FRESH = 5.0  # seconds a caller's view stays usable without a new reply
+RETRY = 1.0  # seconds before the listener subscribes again after losing Redis
+
+
+class View:
+    __slots__ = ("spare", "tokens", "seen", "epoch")
+
+    def __init__(self, spare: int, tokens: int, seen: float, epoch: int):
+        self.spare = spare
+        self.tokens = tokens
+        self.seen = seen
+        self.epoch = epoch
+
+
+class Mirror:
+    """Views per caller (``who``) and rule set, and the listener that hears other processes' charges."""
+
+    def __init__(self, client: Any, clock=time.monotonic):
+        self.client = client
+        self.clock = clock
+        self.instance = os.urandom(8).hex()  # charges this process published itself are applied already
+        self._views: dict[str, dict[Any, View]] = {}
+        self._outstanding: dict[str, int] = {}  # admissions taken ahead whose replies are not read yet
+        self._epoch = 0      # bumped at every (re)subscription: views from before it may have missed charges
+        self._live = False
+        self._pid = 0
+        self._stopping = False
+
+    # --- reading and correcting views -------------------------------------------------------------
+    def ahead(self, who: str, rules: Any) -> bool:
+        """May a request of ``who`` under ``rules`` be admitted now, before Redis answers? If so, it is counted
+        in the caller's views (one spare less) at once, and as outstanding until ``settled_ahead``."""
+        if self._pid != os.getpid():
+            self._start()
+            return False
+        if not self._live:
+            return False
+        views = self._views.get(who)
+        view = views.get(rules) if views is not None else None
+        if view is None or view.epoch != self._epoch or view.spare <= 0 or view.tokens <= 0 \
+                or self.clock() - view.seen > FRESH:
+            return False
+        for other in views.values():  # request windows are shared by a caller's rule sets
+            other.spare -= 1
+        self._outstanding[who] = self._outstanding.get(who, 0) + 1
+        return True
+
+    def settled_ahead(self, who: str) -> None:
+        """The reply of an admission taken ahead was read (or will never be)."""
+        left = self._outstanding.get(who, 0) - 1
+        if left > 0:
+            self._outstanding[who] = left
+        else:
+            self._outstanding.pop(who, None)
+
+    def record(self, who: str, rules: Any, spare: int, tokens: int, answered_ahead: bool = False) -> None:
+        """A reply's room. Admissions taken ahead whose replies are still out may have reached Redis after it
+        computed this one: the view counts them against it (``answered_ahead``: this reply is one of them)."""
+        if not self._live:
+            return
+        views = self._views.get(who)
+        if views is None:
+            if len(self._views) >= 4096:
+                self._views.clear()
+            views = self._views[who] = {}
+        others = self._outstanding.get(who, 0) - (1 if answered_ahead else 0)
+        views[rules] = View(spare - max(0, others), tokens, self.clock(), self._epoch)
+
+    def charged(self, who: str, tokens: int) -> None:
+        views = self._views.get(who)
+        if views is not None:
+            for view in views.values():
+                view.tokens -= tokens
+
+    def invalidate(self) -> None:
+        """Redis failed a call: views recorded before now are not used again."""
+        self._epoch += 1
+        self._views = {}
+
+    def forget(self) -> None:
+        """The channel was lost: nothing known is trusted until it is subscribed again."""
+        self._live = False
+        self.invalidate()
+
+    def charge_message(self, who: str, tokens: int) -> bytes:
+        return f"{self.instance} {tokens} {who}".encode()
+
+    # --- the listener ------------------------------------------------------------------------------
+    def _start(self) -> None:
+        """Start listening in this process (again after a fork: a forked worker has no listener thread)."""
+        self._pid = os.getpid()
+        self._live = False
+        self._views = {}
+        threading.Thread(target=self._listen_forever, name="limits-mirror", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def _listen_forever(self) -> None:
+        pid = os.getpid()
+        while not self._stopping and self._pid == pid:
+            pubsub = None
+            try:
+                pubsub = self.client.pubsub()
+                pubsub.subscribe(CHANNEL)
+                while not self._stopping and self._pid == pid:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        self.invalidate()
+                        self._live = True
+                    elif message["type"] == "message":
+                        self._heard(message["data"])
+            except Exception as exc:  # noqa: BLE001 - any failure: views are dropped, the exact path serves
+                if self._live:
+                    log.warning("limits: lost the Redis channel %s (%s); every admission waits for Redis until "
+                                "it is back", CHANNEL, exc)
+                self.forget()
+                time.sleep(RETRY)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is dropped anyway
+                        log.debug("closing the limits channel failed", exc_info=True)
+        self._live = False
+
+    def _heard(self, data: bytes) -> None:
+        try:
+            instance, tokens, who = data.decode().split(" ", 2)
+            amount = int(tokens)
+        except ValueError:
+            log.warning("limits: ignored a malformed message on %s", CHANNEL)
+            return
+        if instance != self.instance:
+            self.charged(who, amount)
