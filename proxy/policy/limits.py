@@ -61,7 +61,7 @@ class Ticket:
     slot: str | None = None
     settled: bool = False
     extra: dict = field(default_factory=dict)
-    ahead: Any = None             # admitted ahead of Redis's verdict: the call whose reply is still to be read
+    ahead: bool = False           # admitted ahead of Redis's verdict, whose reply is still to be read
     settle_after: int | None = None  # settle asked for before that reply came: the tokens to charge then
 
 
@@ -293,12 +293,17 @@ class Limiter:
         [reply] = self.link.roundtrip_packed(data, 1)
         self._verdict(ticket, label, slot, reply)
 
-    def _admit_command(self, ticket: Ticket, force: bool = False) -> tuple[bytes, str | None]:
+    def _admit_command(self, ticket: Ticket, ahead_at: float | None = None) -> tuple[bytes, str | None]:
+        """The packed admission of ``ticket``; ``ahead_at``: it was admitted ahead of the verdict at that time
+        (with that slot id, if any): count it whatever Redis finds."""
         who, rules = ticket.who, ticket.rules
         day = self._day()[0] if rules.daily_tokens else ""
         before_now, after_now = self._admit_plan(who, rules, day)
-        slot = new_slot_id() if rules.concurrency else None
-        now = pack_args((1 if force else 0, self.clock()))
+        if ahead_at is None:
+            slot = new_slot_id() if rules.concurrency else None
+            now = pack_args((0, self.clock()))
+        else:
+            slot, now = ticket.slot, pack_args((1, ahead_at))
         return before_now + now + after_now + (pack_args((slot,)) if slot else b""), slot
 
     def _verdict(self, ticket: Ticket, label: str, slot: str | None, reply: Any) -> None:
@@ -327,28 +332,30 @@ class Limiter:
         ticket = Ticket(who, rules)
         if not rules or self.redis is None or self.clock() < self._down_until:
             return Admission(self, self.admit(who, label, rules) if rules else ticket)
-        ahead = self.mirror is not None and self.mirror.ahead(who, rules)
+        if self.mirror is not None and self.mirror.ahead(who, rules):
+            # admitted: the admission is sent and its reply read in the background (even the send costs ~30 µs);
+            # Redis counts it whatever it finds there
+            ticket.ahead = True
+            if rules.concurrency:
+                ticket.slot = new_slot_id()
+                self.slots.held(who, ticket.slot)
+            now = self.clock()
+            _defer(lambda: self._confirm(ticket, label, now))
+            return Admission(self, ticket)
         try:
-            data, slot = self._admit_command(ticket, force=ahead)
+            data, slot = self._admit_command(ticket)
             call = self.link.start(data, 1)
         except STORE_ERRORS as exc:
-            if ahead:
-                self.mirror.settled_ahead(who)
             return Admission(self, self._store_failed(ticket, exc))
-        if not ahead:
-            return Admission(self, ticket, label, slot, call)
-        ticket.ahead, ticket.slot = call, slot  # admitted: Redis counts it whatever it finds, read off the clock
-        if slot:
-            self.slots.held(who, slot)
-        _defer(lambda: self._confirm(ticket, label))
-        return Admission(self, ticket)
+        return Admission(self, ticket, label, slot, call)
 
-    def _confirm(self, ticket: Ticket, label: str) -> None:
-        """Read the reply of an admission taken ahead: it refreshes the mirror, and a settlement asked for
-        meanwhile runs now (after the admission reached Redis: a slot is released only once it is held)."""
+    def _confirm(self, ticket: Ticket, label: str, at: float) -> None:
+        """Send the admission of a request admitted ahead at ``at`` and read its reply: it refreshes the mirror,
+        and a settlement asked for meanwhile runs now (after the admission reached Redis: a slot is released
+        only once it is held)."""
         who = ticket.who
         try:
-            [reply] = self.link.finish(ticket.ahead)
+            [reply] = self.link.roundtrip_packed(self._admit_command(ticket, at)[0], 1)
         except STORE_ERRORS as exc:
             self._down_until = self.clock() + DOWN_PAUSE
             self.mirror.invalidate()
@@ -362,7 +369,7 @@ class Limiter:
         finally:
             self.mirror.settled_ahead(who)
         with self._lock:
-            ticket.ahead = None
+            ticket.ahead = False
             tokens = ticket.settle_after
         if tokens is not None:
             ticket.settled = False
@@ -399,9 +406,9 @@ class Limiter:
         """The request ended: charge its tokens, free its slot. Safe to call twice (the second does nothing)."""
         if ticket.settled:
             return
-        if ticket.ahead is not None:
+        if ticket.ahead:
             with self._lock:
-                if ticket.ahead is not None:  # its admission reply is still being read: settle after it
+                if ticket.ahead:  # its admission is still on its way to Redis: settle after it
                     ticket.settle_after = tokens
                     ticket.settled = True
                     return
@@ -484,11 +491,26 @@ class Limiter:
 
 
 def _defer(job: Callable[[], None]) -> None:
-    """Run ``job`` soon, off the request's clock: a greenlet under gevent (as the proxy is served), else a
-    thread."""
+    """Run ``job`` soon, off the request's clock: under gevent (as the proxy is served) in a greenlet started
+    from the hub's callbacks, which run once the request waits for I/O (spawning right here costs ~10 µs on
+    the request's clock); elsewhere in a thread."""
     if gevent_patched():
-        import gevent
+        if not _JOBS:
+            from gevent import get_hub
 
-        gevent.spawn(job)
+            get_hub().loop.run_callback(_start_jobs)
+        _JOBS.append(job)
     else:
         threading.Thread(target=job, name="limits-confirm", daemon=True).start()
+
+
+_JOBS: list[Callable[[], None]] = []
+
+
+def _start_jobs() -> None:
+    import gevent
+
+    jobs = _JOBS[:]
+    del _JOBS[:]
+    for job in jobs:
+        gevent.spawn(job)
