@@ -350,30 +350,40 @@ class Limiter:
         return Admission(self, ticket, label, slot, call)
 
     def _confirm(self, ticket: Ticket, label: str, at: float) -> None:
-        """Send the admission of a request admitted ahead at ``at`` and read its reply: it refreshes the mirror,
-        and a settlement asked for meanwhile runs now (after the admission reached Redis: a slot is released
-        only once it is held)."""
+        """Send the admission of a request admitted ahead at ``at`` and read its reply, which refreshes the
+        mirror. A settlement asked for already travels in the same write, behind the admission (one round trip
+        for a short request; Redis runs one connection's commands in order, so a slot is released only once it
+        is held); one asked for later runs when the reply is in."""
         who = ticket.who
+        with self._lock:
+            tokens = ticket.settle_after
+            ticket.ahead = tokens is None
+        parts: list[bytes] = []
+        if tokens is not None:
+            charge = tokens > 0 and bool(ticket.rules.tokens or ticket.rules.daily_tokens)
+            parts = self._settle_parts(ticket, tokens if charge else 0)
         try:
-            [reply] = self.link.roundtrip_packed(self._admit_command(ticket, at)[0], 1)
+            replies = self.link.roundtrip_packed(self._admit_command(ticket, at)[0] + b"".join(parts), 1 + len(parts))
         except STORE_ERRORS as exc:
             self._down_until = self.clock() + DOWN_PAUSE
             self.mirror.invalidate()
             log.warning("limits store %s failed after a request of %s was admitted ahead of its verdict (%s)",
                         self.describe(), label, exc)
         else:
+            reply = replies[0]
             self.mirror.record(who, ticket.rules, int(reply[2]), int(reply[3]), answered_ahead=True)
             if int(reply[0]):
                 log.info("%s was admitted ahead of Redis, which found its limits reached (other processes took "
                          "the room); it is counted, and the next request waits for Redis", label)
         finally:
             self.mirror.settled_ahead(who)
-        with self._lock:
-            ticket.ahead = False
-            tokens = ticket.settle_after
-        if tokens is not None:
-            ticket.settled = False
-            self.settle(ticket, tokens)
+        if tokens is None:
+            with self._lock:
+                ticket.ahead = False
+                tokens = ticket.settle_after
+            if tokens is not None:
+                ticket.settled = False
+                self.settle(ticket, tokens)
 
     # --- refusals: the message names the limit and when it resets ---------------------------------
     def _reset_in(self, limiter: Any, item: RateLimitItem, *ids: str) -> float:
@@ -419,7 +429,8 @@ class Limiter:
             return
         try:
             if self.redis is not None:
-                self._settle_redis(ticket, tokens if charge else 0)
+                parts = self._settle_parts(ticket, tokens if charge else 0)
+                self.link.roundtrip_packed(b"".join(parts), len(parts))
             else:
                 if ticket.slot:
                     self.slots.release(ticket.slot)
@@ -434,7 +445,9 @@ class Limiter:
             log.warning("could not settle the limits of %s in %s (%s); a concurrency slot lapses after its lease",
                         who, self.describe(), exc)
 
-    def _settle_redis(self, ticket: Ticket, tokens: int) -> None:
+    def _settle_parts(self, ticket: Ticket, tokens: int) -> list[bytes]:
+        """The packed commands that settle ``ticket``: release its slot, charge ``tokens`` (and say so on the
+        mirror's channel)."""
         who = ticket.who
         parts: list[bytes] = []
         if ticket.slot:
@@ -447,8 +460,7 @@ class Limiter:
             if self.mirror is not None:  # other processes' mirrors hear of the charge; this one knows it now
                 self.mirror.charged(who, tokens)
                 parts.append(pack_commands([("PUBLISH", CHANNEL, self.mirror.charge_message(who, tokens))]))
-        if parts:
-            self.link.roundtrip_packed(b"".join(parts), len(parts))
+        return parts
 
     def _settle_plan(self, who: str, rules: Rules, day: str) -> tuple[bytes, ...]:
         """The token-charging commands of one caller and rule set, packed but for the amount."""
