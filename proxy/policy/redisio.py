@@ -167,6 +167,7 @@ class Link:
                 sock.sendall(data)
         except BaseException:
             conn.disconnect()
+            self._drop_idle()
             raise
         return Call(conn, reader, data, count)
 
@@ -180,6 +181,13 @@ class Link:
             self._read(self.start(pack_commands([("SCRIPT", "LOAD", text) for text in SCRIPTS.values()]),
                                   len(SCRIPTS)))
             return self._read(self.start(call.data, call.count))
+
+    def _drop_idle(self) -> None:
+        """A connection failed: the idle ones most likely went the same way (Redis restarted, the network
+        broke); dropped, so that the next call after the pause does not fail on one of them again."""
+        idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            conn.disconnect()
 
     def abandon(self, call: "Call") -> None:
         """A started call whose replies nobody will read: its connection cannot be reused."""
@@ -214,8 +222,10 @@ class Link:
                     if isinstance(reply, hiredis.ReplyError):
                         message = str(reply)
                         raise NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
-        except BaseException:
+        except BaseException as exc:
             conn.disconnect()  # replies may be left unread: this connection cannot be reused
+            if not isinstance(exc, ResponseError):
+                self._drop_idle()
             raise
         if len(self._idle) < MAX_IDLE:
             self._idle.append((conn, reader))
