@@ -59,10 +59,7 @@ class Mirror:
     def ahead(self, who: str, rules: Any) -> bool:
         """May a request of ``who`` under ``rules`` be admitted now, before Redis answers? If so, it is counted
         in the caller's views (one spare less) at once, and as outstanding until ``settled_ahead``."""
-        if self._pid != os.getpid():
-            self._start()
-            return False
-        if not self._live:
+        if not self.listening():
             return False
         views = self._views.get(who)
         view = views.get(rules) if views is not None else None
@@ -73,6 +70,17 @@ class Mirror:
             other.spare -= 1
         self._outstanding[who] = self._outstanding.get(who, 0) + 1
         return True
+
+    def listening(self) -> bool:
+        """Is the channel subscribed in this process? (Starts the listener the first time it is asked.)"""
+        if self._pid != os.getpid():
+            self._start()
+            return False
+        return self._live
+
+    def outstanding(self) -> int:
+        """Admissions taken ahead whose replies are not read yet."""
+        return sum(self._outstanding.values())
 
     def settled_ahead(self, who: str) -> None:
         """The reply of an admission taken ahead was read (or will never be)."""
