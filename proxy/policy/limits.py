@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from ..errors import ProxyError, RateLimited
 from ..store.db import gevent_patched
 from .memstore import SweptMemoryStorage
-from .mirror import CHANNEL, Mirror
+from .mirror import Mirror
 from .rates import mask_url
 from .redisio import SHA_ADMIT, SHA_INCR, Link, pack_args, pack_commands
 from .slots import LEASE, MemorySlots, RedisSlots, new_slot_id
@@ -155,7 +155,7 @@ class Limiter:
             self.redis = self.storage.get_connection()
             self.link = Link(self.redis)
             self.slots: Any = RedisSlots(self.redis, KEY_PREFIX, clock)
-            self.mirror: Mirror | None = None if exact else Mirror(self.redis)
+            self.mirror: Mirror | None = None if exact else Mirror(self.redis, KEY_PREFIX)
         else:
             self.storage = SweptMemoryStorage()
             self.redis = None
@@ -457,9 +457,11 @@ class Limiter:
             day = self._day()[0] if rules.daily_tokens else ""
             amount = pack_args((tokens,))
             parts += [head + amount for head in self._settle_plan(who, rules, day)]
-            if self.mirror is not None:  # other processes' mirrors hear of the charge; this one knows it now
-                self.mirror.charged(who, tokens)
-                parts.append(pack_commands([("PUBLISH", CHANNEL, self.mirror.charge_message(who, tokens))]))
+            mirror = self.mirror
+            if mirror is not None:  # this process's view knows of the charge now, other processes' hear of it
+                mirror.charged(who, tokens)
+                if mirror.peers:
+                    parts.append(pack_commands([("PUBLISH", mirror.channel, mirror.charge_message(who, tokens))]))
         return parts
 
     def _settle_plan(self, who: str, rules: Rules, day: str) -> tuple[bytes, ...]:

@@ -6,7 +6,8 @@ limit (request windows, concurrency) beyond a headroom of 5 % of that limit (at 
 room left in its token windows and daily quota. The mirror keeps the last reply per caller and rule set and
 corrects it by what this process does next (an admission taken ahead: one less spare; a charge: fewer tokens).
 Other processes' admissions are what the headroom is for; their token charges are heard on a Redis channel
-(``CHANNEL``), published with each charge. Room that other processes free, or that a window's end frees, is
+(``<prefix>:charges:<db>``: processes share it when they share counters), published with each charge once
+another process is known to listen (it says hello when it subscribes; a lone process publishes nothing). Room that other processes free, or that a window's end frees, is
 only seen at the next reply: the mirror can only be more cautious than Redis, not less, but for admissions of
 other processes beyond the headroom between two replies.
 
@@ -25,7 +26,6 @@ from typing import Any
 import hiredis
 
 log = logging.getLogger(__name__)
-CHANNEL = "llm-proxy:charges"
 FRESH = 5.0  # seconds a caller's view stays usable without a new reply
 RETRY = 1.0  # seconds before the listener subscribes again after losing Redis
 
@@ -43,9 +43,11 @@ class View:
 class Mirror:
     """Views per caller (``who``) and rule set, and the listener that hears other processes' charges."""
 
-    def __init__(self, client: Any, clock=time.monotonic):
+    def __init__(self, client: Any, prefix: str, clock=time.monotonic):
         self.client = client
         self.clock = clock
+        self.channel = f"{prefix}:charges:{client.connection_pool.connection_kwargs.get('db', 0)}"
+        self.peers = False  # another process listens on the channel: charges are worth publishing
         self.instance = os.urandom(8).hex()  # charges this process published itself are applied already
         self._own = self.instance.encode() + b" "
         self._views: dict[str, dict[Any, View]] = {}
@@ -122,6 +124,12 @@ class Mirror:
     def charge_message(self, who: str, tokens: int) -> bytes:
         return f"{self.instance} {tokens} {who}".encode()
 
+    def hello(self) -> None:
+        """Just subscribed: tell the other processes, and learn from the count of listeners whether there are
+        any (they learn of this one from the message)."""
+        if int(self.client.publish(self.channel, f"{self.instance} hello".encode())) > 1:
+            self.peers = True
+
     # --- the listener ------------------------------------------------------------------------------
     def _start(self) -> None:
         """Start listening in this process (again after a fork: a forked worker has no listener thread)."""
@@ -145,7 +153,8 @@ class Mirror:
                 conn = pool.connection_class(**pool.connection_kwargs)
                 conn.connect()
                 sock, reader = conn._sock, hiredis.Reader()
-                sock.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(CHANNEL), CHANNEL.encode()))
+                channel = self.channel.encode()
+                sock.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(channel), channel))
                 quiet = 0  # socket timeouts in a row: one sends a PING, three mean the connection is dead
                 while not self._stopping and self._pid == pid:
                     try:
@@ -165,7 +174,7 @@ class Mirror:
             except Exception as exc:  # noqa: BLE001 - any failure: views are dropped, the exact path serves
                 if self._live:
                     log.warning("limits: lost the Redis channel %s (%s); every admission waits for Redis until "
-                                "it is back", CHANNEL, exc)
+                                "it is back", self.channel, exc)
                 self.forget()
                 time.sleep(RETRY)
             finally:
@@ -183,14 +192,18 @@ class Mirror:
                 self._heard(data)
         elif kind == b"subscribe":
             self.invalidate()
+            self.hello()
             self._live = True
 
     def _heard(self, data: bytes) -> None:
-        """Another process charged a caller: ``<instance> <tokens> <who>``."""
+        """Another process charged a caller (``<instance> <tokens> <who>``) or subscribed (``<instance> hello``)."""
+        self.peers = True
         try:
             _, tokens, who = data.decode().split(" ", 2)
             amount = int(tokens)
         except ValueError:
-            log.warning("limits: ignored a malformed message on %s", CHANNEL)
+            if data.endswith(b" hello"):
+                return
+            log.warning("limits: ignored a malformed message on %s", self.channel)
             return
         self.charged(who, amount)
