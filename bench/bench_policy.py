@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import sys
 
-if __name__ == "__main__":  # as the proxy is served: gevent, patched before anything imports
-    from gevent import monkey
+if __name__ == "__main__" and "--http-only" not in sys.argv:  # as the proxy is served: gevent, patched before
+    from gevent import monkey                                    # anything imports (the HTTP client is plain)
 
     monkey.patch_all()
 
@@ -37,6 +37,7 @@ import io
 import json
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -46,7 +47,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gevent import sleep as gevent_sleep  # noqa: E402
+from gevent import sleep as gevent_sleep  # noqa: E402  (a plain time.sleep(0) where gevent is not patched in)
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
 from proxy import create_app  # noqa: E402
@@ -291,7 +292,12 @@ def main() -> None:
     lines = [f"gate cost, {args.rounds} rounds x {args.per_round} calls per configuration, interleaved"]
     if not args.http_only:
         in_process(envs, tmp, args, results, lines)
-    if args.http or args.http_only:
+    if args.http and not args.http_only:  # a plain (unpatched) client process of its own, like the load generator
+        out = tmp / "http.json"
+        subprocess.run([sys.executable, __file__, "--http-only", "--rounds", str(args.rounds), "--per-round",
+                        str(args.per_round), "--redis", args.redis, "--json", str(out)], check=True)
+        results.update(json.loads(out.read_text()))
+    elif args.http_only:
         calls, chats, procs = http_calls(envs, tmp)
         try:
             results["http"] = interleave(calls, args.rounds, args.per_round)

@@ -203,7 +203,7 @@ SETTINGS: tuple[Setting, ...] = (
             "warning), false = refuse with 503"),
     Setting("LIMITS_EXACT", "false", _bool, "with REDIS_URL: true = every gated request waits for Redis's verdict "
             "(one round trip each); false = a caller far from every limit is admitted from this process's view of "
-            "the counters and counted in Redis in the background"),
+            "the counters and counted in Redis in the background (only with LIMITS_FAIL_OPEN=true)"),
     Setting("MAX_REQUEST_BYTES", "33554432", _int_min(0), "larger request bodies get 413 without being read "
             "(0 = no limit)"),
 )

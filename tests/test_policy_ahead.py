@@ -128,8 +128,9 @@ def test_losing_the_channel_sends_every_admission_to_redis_and_its_return_restor
     assert take(limiter, who, rules)[0] is True
 
 
-def test_limits_exact_waits_for_every_verdict(shared_redis_url):
-    limiter = Limiter(shared_redis_url, exact=True)
+@pytest.mark.parametrize("settings", [{"exact": True}, {"exact": False, "fail_open": False}])
+def test_limits_exact_or_failing_closed_waits_for_every_verdict(shared_redis_url, settings):
+    limiter = Limiter(shared_redis_url, **settings)
     who, rules = unique("exact"), Rules(rate=parse_rate("100/minute"))
     assert limiter.mirror is None
     assert [take(limiter, who, rules)[0] for _ in range(5)] == [False] * 5

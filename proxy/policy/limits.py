@@ -142,7 +142,7 @@ class Limiter:
     def __init__(self, redis_url: str = "", strategy: str = "moving-window", fail_open: bool = True,
                  timeout: float = 1.0, clock: Callable[[], float] = time.time, exact: bool = True):
         """``exact=False`` (LIMITS_EXACT=false, the gate's default) lets ``begin`` admit a request far from every
-        limit ahead of Redis's verdict (proxy/policy/mirror.py); ``admit`` always waits for it."""
+        limit ahead of Redis's verdict (proxy/policy/mirror.py) when ``fail_open``; ``admit`` always waits."""
         self.clock = clock
         self._lock = threading.Lock()
         self._settle_plans: dict[tuple, tuple[bytes, ...]] = {}
@@ -155,7 +155,8 @@ class Limiter:
             self.redis = self.storage.get_connection()
             self.link = Link(self.redis)
             self.slots: Any = RedisSlots(self.redis, KEY_PREFIX, clock)
-            self.mirror: Mirror | None = None if exact else Mirror(self.redis, KEY_PREFIX)
+            # ahead of the verdict only where a request may be admitted without Redis anyway (LIMITS_FAIL_OPEN)
+            self.mirror: Mirror | None = None if exact or not fail_open else Mirror(self.redis, KEY_PREFIX)
         else:
             self.storage = SweptMemoryStorage()
             self.redis = None
