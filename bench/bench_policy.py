@@ -291,7 +291,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     lines = [f"gate cost, {args.rounds} rounds x {args.per_round} calls per configuration, interleaved"]
     if not args.http_only:
-        in_process(envs, tmp, args, results, lines)
+        in_process(envs, tmp, args, results, lines, redis_url)
     if args.http and not args.http_only:  # a plain (unpatched) client process of its own, like the load generator
         out = tmp / "http.json"
         subprocess.run([sys.executable, __file__, "--http-only", "--rounds", str(args.rounds), "--per-round",
@@ -313,7 +313,8 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
 
-def in_process(envs: dict[str, dict[str, str]], tmp: Path, args: Any, results: dict, lines: list[str]) -> None:
+def in_process(envs: dict[str, dict[str, str]], tmp: Path, args: Any, results: dict, lines: list[str],
+               redis_url: str | None) -> None:
     apps = {name: make_app(env, tmp) for name, env in envs.items()}
     for label, method, path, body in (("GET /v1/models", "GET", "/v1/models", None),
                                       ("POST /v1/chat/completions (stub, whole answer)", "POST",

@@ -6,7 +6,9 @@ with the real usage of each finished request, the daily quota a fixed window per
 asks only "is there room now?" — a running stream is never cut. With Redis, all admission checks travel
 in one script (one round trip, all or nothing) that keeps the library's own key layout, so its
 ``get_window_stats`` reads them back for Retry-After. If the store is unreachable the request is admitted
-(``LIMITS_FAIL_OPEN``, with a warning) or refused with 503 — never a 500.
+(``LIMITS_FAIL_OPEN``, with a warning) or refused with 503 — never a 500. With Redis, a caller far from every
+limit is admitted ahead of the verdict (``mirror.py``; not with ``LIMITS_EXACT`` or failing closed).
+The types it hands out are in ``tickets.py``, its refusal messages in ``refusals.py``.
 """
 from __future__ import annotations
 
@@ -15,128 +17,30 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
-from limits.errors import StorageError
 from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
-from redis.exceptions import RedisError
 
-from ..errors import ProxyError, RateLimited
-from ..store.db import gevent_patched
+from .background import defer
 from .memstore import SweptMemoryStorage
 from .mirror import Mirror
+from .refusals import Refusals
 from .rates import mask_url
 from .redisio import SHA_ADMIT, SHA_INCR, Link, pack_args, pack_commands
 from .slots import LEASE, MemorySlots, RedisSlots, new_slot_id
+from .tickets import STORE_ERRORS, Admission, Rules, StoreUnavailable, Ticket
+
+__all__ = ["Admission", "Limiter", "Rules", "StoreUnavailable", "Ticket"]
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "llm-proxy"
 DOWN_PAUSE = 1.0  # seconds Redis is left alone after a failure (requests are decided by LIMITS_FAIL_OPEN)
 STRATEGIES = ("moving-window", "fixed-window")
-STORE_ERRORS = (StorageError, RedisError, OSError)  # the store's own failures; anything else must surface
 
 
-# --- what one caller may do ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Rules:
-    rate: tuple[RateLimitItem, ...] = ()      # request windows
-    tokens: tuple[RateLimitItem, ...] = ()    # token windows (tokens per minute…)
-    daily_tokens: int = 0                     # tokens per UTC day; 0 = none
-    concurrency: int = 0                      # requests at once; 0 = none
-
-    def __bool__(self) -> bool:
-        return bool(self.rate or self.tokens or self.daily_tokens or self.concurrency)
-
-
-@dataclass
-class Ticket:
-    """An admitted request: what to charge and release when it ends (``Limiter.settle``)."""
-
-    who: str
-    rules: Rules
-    slot: str | None = None
-    settled: bool = False
-    extra: dict = field(default_factory=dict)
-    ahead: bool = False           # admitted ahead of Redis's verdict, whose reply is still to be read
-    settle_after: int | None = None  # settle asked for before that reply came: the tokens to charge then
-
-
-class Admission:
-    """An admission whose verdict may still be on its way from Redis (``Limiter.begin``)."""
-
-    __slots__ = ("limiter", "_ticket", "label", "slot", "call", "_refusal")
-
-    def __init__(self, limiter: "Limiter", ticket: Ticket, label: str = "", slot: str | None = None,
-                 call: Any = None):
-        self.limiter = limiter
-        self._ticket = ticket
-        self.label = label
-        self.slot = slot
-        self.call = call
-        self._refusal: ProxyError | None = None
-
-    @property
-    def pending(self) -> bool:
-        return self.call is not None
-
-    def ticket(self) -> Ticket:
-        """The admitted request's Ticket, or RateLimited / StoreUnavailable; asking again gives the same."""
-        if self.call is not None:
-            call, self.call = self.call, None
-            limiter, ticket = self.limiter, self._ticket
-            try:
-                [reply] = limiter.link.finish(call)
-                limiter._verdict(ticket, self.label, self.slot, reply)
-                limiter._store_ok()
-            except ProxyError as exc:
-                self._refusal = exc
-            except STORE_ERRORS as exc:
-                try:
-                    limiter._store_failed(ticket, exc)
-                except ProxyError as refusal:
-                    self._refusal = refusal
-        if self._refusal is not None:
-            raise self._refusal
-        return self._ticket
-
-    def abandon(self) -> None:
-        """Nobody will ask for the verdict (the request failed first): read it anyway, so that a slot it took
-        is given back and its connection reused."""
-        if self.call is not None:
-            try:
-                ticket = self.ticket()
-            except ProxyError:
-                return
-            self.limiter.settle(ticket, 0)
-
-
-class StoreUnavailable(ProxyError):
-    status = 503
-
-
-def _per(item: RateLimitItem) -> str:
-    unit = item.GRANULARITY.name
-    return f"{item.multiples} {unit}s" if item.multiples != 1 else unit
-
-
-def _wait(seconds: float) -> str:
-    seconds = max(1, math.ceil(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
-
-def _stamp(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class Limiter:
+class Limiter(Refusals):
     """Admission (``admit``) and settlement (``settle``) against one store."""
 
     def __init__(self, redis_url: str = "", strategy: str = "moving-window", fail_open: bool = True,
@@ -341,7 +245,7 @@ class Limiter:
                 ticket.slot = new_slot_id()
                 self.slots.held(who, ticket.slot)
             now = self.clock()
-            _defer(lambda: self._confirm(ticket, label, now))
+            defer(lambda: self._confirm(ticket, label, now))
             return Admission(self, ticket)
         try:
             data, slot = self._admit_command(ticket)
@@ -385,32 +289,6 @@ class Limiter:
             if tokens is not None:
                 ticket.settled = False
                 self.settle(ticket, tokens)
-
-    # --- refusals: the message names the limit and when it resets ---------------------------------
-    def _reset_in(self, limiter: Any, item: RateLimitItem, *ids: str) -> float:
-        stats = limiter.get_window_stats(item, *ids)
-        return max(1.0, stats.reset_time - time.time())
-
-    def _rate_denied(self, label: str, who: str, item: RateLimitItem) -> RateLimited:
-        wait = self._reset_in(self.window, item, who, self.requests_id)
-        return RateLimited(f"rate limit reached for {label}: {item.amount} requests per {_per(item)}; "
-                           f"resets in {_wait(wait)}", code="rate_limit_exceeded", retry_after=math.ceil(wait))
-
-    def _tokens_denied(self, label: str, who: str, item: RateLimitItem) -> RateLimited:
-        wait = self._reset_in(self.counter, item, who, "tokens")
-        return RateLimited(f"token limit reached for {label}: {item.amount} tokens per {_per(item)}; "
-                           f"resets in {_wait(wait)}", code="tokens_exceeded", retry_after=math.ceil(wait))
-
-    def _daily_denied(self, label: str, quota: int) -> RateLimited:
-        _, end = self._day()
-        wait = max(1.0, end - self.clock())
-        return RateLimited(f"daily token quota used up for {label}: {quota} tokens per day (UTC); "
-                           f"resets at {_stamp(end)} (in {_wait(wait)})", code="insufficient_quota",
-                           retry_after=math.ceil(wait))
-
-    def _concurrency_denied(self, label: str, limit: int) -> RateLimited:
-        return RateLimited(f"concurrency limit reached for {label}: {limit} request(s) at once; "
-                           "retry when one of them has finished", code="concurrency_exceeded", retry_after=1)
 
     # --- settlement -----------------------------------------------------------------------------------
     def settle(self, ticket: Ticket, tokens: int) -> None:
@@ -503,29 +381,3 @@ class Limiter:
             log.warning("limits store %s answers again after %.1f s; limits enforced", self.describe(),
                         self.clock() - self._down_since)
             self._down_since = None
-
-
-def _defer(job: Callable[[], None]) -> None:
-    """Run ``job`` soon, off the request's clock: under gevent (as the proxy is served) in a greenlet started
-    from the hub's callbacks, which run once the request waits for I/O (spawning right here costs ~10 µs on
-    the request's clock); elsewhere in a thread."""
-    if gevent_patched():
-        if not _JOBS:
-            from gevent import get_hub
-
-            get_hub().loop.run_callback(_start_jobs)
-        _JOBS.append(job)
-    else:
-        threading.Thread(target=job, name="limits-confirm", daemon=True).start()
-
-
-_JOBS: list[Callable[[], None]] = []
-
-
-def _start_jobs() -> None:
-    import gevent
-
-    jobs = _JOBS[:]
-    del _JOBS[:]
-    for job in jobs:
-        gevent.spawn(job)
