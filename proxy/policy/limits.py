@@ -232,8 +232,9 @@ class Limiter(Refusals):
     def begin(self, who: str, label: str, rules: Rules) -> "Admission":
         """``admit`` in two halves: with Redis the admission command is sent now and its verdict read by
         ``Admission.ticket()``, so that the round trip overlaps whatever the request does in between (parsing,
-        translating; the gate reads the verdict before anything reaches the backend). In memory, or with nothing
-        to check, the verdict is known at once (a refusal raises here)."""
+        translating; the gate reads the verdict before anything reaches the backend). A caller the mirror knows
+        to be far from every limit is admitted at once, and its admission sent off the clock (``_confirm``).
+        In memory, or with nothing to check, the verdict is known at once (a refusal raises here)."""
         ticket = Ticket(who, rules)
         if not rules or self.redis is None or self.clock() < self._down_until:
             return Admission(self, self.admit(who, label, rules) if rules else ticket)
