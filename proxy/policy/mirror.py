@@ -31,13 +31,12 @@ RETRY = 1.0  # seconds before the listener subscribes again after losing Redis
 
 
 class View:
-    __slots__ = ("spare", "tokens", "seen", "epoch")
+    __slots__ = ("spare", "tokens", "seen")
 
-    def __init__(self, spare: int, tokens: int, seen: float, epoch: int):
+    def __init__(self, spare: int, tokens: int, seen: float):
         self.spare = spare
         self.tokens = tokens
         self.seen = seen
-        self.epoch = epoch
 
 
 class Mirror:
@@ -52,7 +51,6 @@ class Mirror:
         self._own = self.instance.encode() + b" "
         self._views: dict[str, dict[Any, View]] = {}
         self._outstanding: dict[str, int] = {}  # admissions taken ahead whose replies are not read yet
-        self._epoch = 0      # bumped at every (re)subscription: views from before it may have missed charges
         self._live = False
         self._pid = 0
         self._stopping = False
@@ -65,7 +63,7 @@ class Mirror:
             return False
         views = self._views.get(who)
         view = views.get(rules) if views is not None else None
-        if view is None or view.epoch != self._epoch or view.spare <= 0 or view.tokens <= 0 \
+        if view is None or view.spare <= 0 or view.tokens <= 0 \
                 or self.clock() - view.seen > FRESH:
             return False
         for other in views.values():  # request windows are shared by a caller's rule sets
@@ -103,7 +101,7 @@ class Mirror:
                 self._views.clear()
             views = self._views[who] = {}
         others = self._outstanding.get(who, 0) - (1 if answered_ahead else 0)
-        views[rules] = View(spare - max(0, others), tokens, self.clock(), self._epoch)
+        views[rules] = View(spare - max(0, others), tokens, self.clock())
 
     def charged(self, who: str, tokens: int) -> None:
         views = self._views.get(who)
@@ -112,8 +110,8 @@ class Mirror:
                 view.tokens -= tokens
 
     def invalidate(self) -> None:
-        """Redis failed a call: views recorded before now are not used again."""
-        self._epoch += 1
+        """Redis failed a call, or the channel was (re)subscribed: views recorded before now are not used again
+        (they may have missed charges)."""
         self._views = {}
 
     def forget(self) -> None:
@@ -135,7 +133,7 @@ class Mirror:
         """Start listening in this process (again after a fork: a forked worker has no listener thread)."""
         self._pid = os.getpid()
         self._live = False
-        self._views = {}
+        self._views, self._outstanding = {}, {}  # a forked worker inherits nothing it can trust
         threading.Thread(target=self._listen_forever, name="limits-mirror", daemon=True).start()
 
     def stop(self) -> None:
