@@ -1,6 +1,7 @@
 """The Ollama front door: `/` and `/api/*`, over Ollama backends (passthrough) or OpenAI ones (translated)."""
 from __future__ import annotations
 
+import re
 import time
 
 from flask import Blueprint, Response, redirect, request
@@ -115,6 +116,7 @@ def _passthrough(exchange, path: str, out: dict) -> Response:
     exchange.answer_parser = _ollama_parser(path)
     if exchange.stream:
         exchange.client_copy_derived_from_upstream(lambda raw: b"".join(passthrough_lines([raw], renames)))
+        exchange.count_usage(sse=False)
         chunks = passthrough_lines(exchange.upstream_chunks(upstream), renames)
         return stream_response(exchange, upstream, chunks, "ollama")
     raw = read_whole(exchange, upstream)
@@ -238,12 +240,19 @@ def manage() -> Response:
                        "manage models on the backend itself")
 
 
+# What Ollama itself accepts as a blob digest; anything else (spaces, CR, `../`) never reaches the request line.
+BLOB_DIGEST = re.compile(r"sha256[:-][0-9a-fA-F]{64}")
+
+
 @bp.route("/api/blobs/<path:digest>", methods=["HEAD", "POST"])
 def blobs(digest: str) -> Response:
+    if not BLOB_DIGEST.fullmatch(digest):
+        raise BadRequest("invalid digest: expected sha256: followed by 64 hexadecimal digits")
     svc = services()
     if svc.backend.dialect != "ollama":
         raise NotSupported(f"blobs are not supported by the {svc.backend.describe()}")
-    upstream = upstream_backend().open(request.method, request.path, request.get_data() or None, request_id=_rid())
+    upstream = upstream_backend().open(request.method, f"/api/blobs/{digest}", request.get_data() or None,
+                                       request_id=_rid())
     try:
         raw = upstream.read()
     finally:
