@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .errors import ProxyError
 from .streaming import Answer, error_chunk
+from .usage import UsageTap
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class Exchange:
                  "max_body", "client_request", "upstream_request", "upstream_response", "client_response",
                  "backend_name", "backend_type", "model_requested", "model_upstream", "stream", "status", "outcome",
                  "error", "answer", "answer_parser", "upstream_first_byte_at", "client_first_chunk_at", "ended_at",
-                 "local", "_sinks", "on_finish", "_finished")  # a running stream holds one: no per-instance dict
+                 "local", "usage", "whole", "_sinks", "on_finish", "_finished")  # a running stream holds one: no per-instance dict
 
     def __init__(self, *, request_id: str, front: str, endpoint: str, method: str, client: str, user_agent: str,
                  client_body: bytes, max_body: int, sinks: Iterable[Callable[["Exchange"], None]],
@@ -160,6 +161,8 @@ class Exchange:
         self.error: str | None = None
         self.answer: Answer | None = None
         self.answer_parser: Callable[[bytes], Answer] | None = None  # passthrough: parse upstream copy at the end
+        self.usage: UsageTap | None = None  # a passthrough stream's usage, read as it passes
+        self.whole: bytes | None = None  # a whole (non-streamed) upstream answer, until the answer is read from it
         self.upstream_first_byte_at: float | None = None
         self.client_first_chunk_at: float | None = None
         self.ended_at: float | None = None
@@ -178,6 +181,16 @@ class Exchange:
             if isinstance(body, BodyBuffer):
                 body.pack = True
 
+    def count_usage(self, sse: bool) -> None:
+        """Read this passthrough stream's usage from its chunks as they pass (see ``usage.UsageTap``)."""
+        self.usage = UsageTap(sse)
+
+    def took_whole(self, raw: bytes) -> None:
+        """The whole upstream answer, as received: a passthrough's answer and usage are read from it at the
+        end, not from the log's copy, which may be truncated."""
+        if self.answer_parser is not None and self.answer is None:
+            self.whole = raw
+
     def sent_upstream(self, body: bytes) -> None:
         self.upstream_request.add(body)
 
@@ -191,6 +204,8 @@ class Exchange:
         if self.upstream_first_byte_at is None:
             self.upstream_first_byte_at = self.clock()
         self.upstream_response.add(chunk)
+        if self.usage is not None:
+            self.usage(chunk)
 
     def fail(self, exc: ProxyError) -> None:
         self.outcome = exc.outcome
@@ -204,11 +219,8 @@ class Exchange:
             return
         self._finished = True
         self.ended_at = self.clock()
-        if self.answer is None and self.answer_parser is not None and self.upstream_response.size:
-            try:
-                self.answer = self.answer_parser(self.upstream_response.value())
-            except Exception:  # the log must not lose the exchange over an unreadable answer
-                log.exception("could not assemble the answer of %s for the log", self.request_id)
+        if self.answer is None and self.answer_parser is not None:
+            self._assemble()
         if self.answer is not None and self.answer.error and self.error is None:
             self.error = self.answer.error
             if self.outcome == "ok":
@@ -218,6 +230,35 @@ class Exchange:
                 sink(self)
             except Exception:  # one broken sink must not stop the others or the response
                 log.exception("log sink %r failed for %s", sink, self.request_id)
+
+    def _assemble(self) -> None:
+        """The answer of a passthrough: from the whole body when there is one; a stream's from the log's copy
+        (its text, for the log), with the usage and the error the stream itself carried (``self.usage``)."""
+        whole, self.whole = self.whole, None
+        copy = self.upstream_response
+        tap = self.usage
+        truncated = whole is None and copy.truncated
+        if whole is None and (not copy.size or truncated and tap is None):
+            return  # nothing, or a cut whole body: no answer to read
+        try:
+            answer = self.answer_parser(whole if whole is not None else copy.value())  # type: ignore[misc]
+        except Exception as exc:  # the log must not lose the exchange over an unreadable answer
+            log.warning("%s: the backend's answer could not be read for the log: %s", self.request_id,
+                        " ".join(str(exc).split())[:200] or type(exc).__name__)
+            if tap is None:
+                return
+            answer = Answer()
+        if tap is not None:
+            tap.end()
+            if truncated:  # the copy's end is missing: what it says about the end is not the stream's
+                answer.error = tap.error
+            if tap.reported:
+                answer.prompt_tokens, answer.completion_tokens = tap.prompt_tokens, tap.completion_tokens
+                answer.usage_estimated = False
+            elif truncated:  # nothing reported: the stream's events, counted as it passed
+                answer.prompt_tokens, answer.completion_tokens = None, tap.events
+                answer.usage_estimated = True
+        self.answer = answer
 
     # --- derived figures -----------------------------------------------------------------------
     @property

@@ -10,10 +10,10 @@ from werkzeug.exceptions import HTTPException
 
 from .. import jsonio
 from ..accesslog import ENVIRON_EXCHANGE, ENVIRON_REQUEST_ID
-from ..catalog import Catalog
+from ..catalog import Catalog, model_not_found
 from ..config import Settings
-from ..errors import (BackendUnavailable, BadRequest, NotFound, PayloadTooLarge, ProxyError, ollama_error_body,
-                      openai_error_body)
+from ..errors import (BackendUnavailable, BadRequest, ModelNotFound, NotFound, PayloadTooLarge, ProxyError,
+                      ollama_error_body, openai_error_body)
 from ..exchange import Exchange, Relay
 from ..policy import ENVIRON_ADMISSION, ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
 
@@ -125,13 +125,16 @@ def open_upstream(exchange: Exchange, path: str, out: dict) -> Any:
 
 
 def read_whole(exchange: Exchange, upstream: Any) -> bytes:
-    """The rest of a non-streamed upstream answer (kept for the log), connection released."""
+    """The rest of a non-streamed upstream answer (kept for the log), connection released. A passthrough's
+    answer and usage are read from this whole body, never from the log's possibly truncated copy."""
     try:
-        return b"".join(exchange.upstream_chunks(upstream))
+        raw = b"".join(exchange.upstream_chunks(upstream))
     except OSError as exc:
         raise upstream.error_for(exc) from None
     finally:
         upstream.close()
+    exchange.took_whole(raw)
+    return raw
 
 
 def upstream_object(raw: bytes) -> dict:
@@ -168,12 +171,25 @@ def finish_whole(exchange: Exchange, response: Response, client_body: bytes) -> 
     return response
 
 
+def _visible_models(exc: ProxyError) -> ProxyError:
+    """A 404 that lists models lists only those the caller's key may use (KEYS_FILE `models`)."""
+    if not isinstance(exc, ModelNotFound) or not exc.available:
+        return exc
+    from ..policy.gate import ENVIRON_CALLER, model_allowed  # the gate imports this module
+
+    caller = request.environ.get(ENVIRON_CALLER)
+    if caller is None or caller.models is None:
+        return exc
+    return model_not_found(exc.model, [n for n in exc.available if model_allowed(n, caller.models)])
+
+
 def render_error(exc: ProxyError, dialect: str) -> Response:
     try:
         admitted()  # a request the gate refuses gets that answer, whatever else went wrong
     except ProxyError as refusal:
         request.environ[ENVIRON_REFUSED] = True
         exc = refusal
+    exc = _visible_models(exc)
     body = openai_error_body(exc) if dialect == "openai" else ollama_error_body(exc)
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
     response = json_response(body, exc.status, headers)

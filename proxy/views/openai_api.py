@@ -91,6 +91,7 @@ def _passthrough(exchange, path: str, out: dict) -> Response:
     renames = model_renames(out["model"], exchange.model_requested)
     if exchange.stream:
         exchange.answer_parser = assemble_openai_sse
+        exchange.count_usage(sse=True)
         strip = not client_wants_usage
         exchange.client_copy_derived_from_upstream(
             lambda raw: b"".join(passthrough_sse([raw], strip_usage_chunk=strip, renames=renames)))

@@ -1,0 +1,108 @@
+"""Token usage of a passthrough stream, read from the stream itself as it passes.
+
+A same-dialect stream goes to the client untouched, and its usage (an OpenAI ``usage`` object, Ollama's
+``prompt_eval_count``/``eval_count``) is only in its last events. ``UsageTap`` sees every upstream chunk but
+parses only the complete lines that carry those fields or an error, so the limits and the log's figures never
+depend on the log's copy of the body, which LOG_MAX_BODY_BYTES may have cut.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import jsonio
+
+# Only a key in an object can contain these with its quotes unescaped: text inside a JSON string cannot.
+MARKERS = (b'_tokens"', b'eval_count"', b'"error"')
+LINE_MAX = 8 << 20  # a longer line (an Ollama generate's final `context`, in theory) is skipped, never parsed
+
+
+def _marked(data: Any, end: int) -> bool:
+    for marker in MARKERS:
+        if data.find(marker, 0, end) >= 0:
+            return True
+    return False
+
+
+class UsageTap:
+    """Fed each upstream chunk of an SSE (``sse=True``) or NDJSON stream; keeps the last usage reported,
+    the last error event, and the number of events seen (a count to fall back on when none is reported)."""
+
+    __slots__ = ("sse", "pending", "skipping", "prompt_tokens", "completion_tokens", "events", "error")
+
+    def __init__(self, sse: bool):
+        self.sse = sse
+        self.pending = bytearray()  # a line not complete yet
+        self.skipping = False  # inside a line longer than LINE_MAX
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self.events = 0
+        self.error: str | None = None
+
+    @property
+    def reported(self) -> bool:
+        return self.prompt_tokens is not None or self.completion_tokens is not None
+
+    def __call__(self, chunk: bytes) -> None:
+        self.events += chunk.count(b"data:") if self.sse else chunk.count(b"\n")
+        if self.skipping:
+            start = chunk.find(b"\n")
+            if start < 0:
+                return
+            self.skipping = False
+            chunk = chunk[start + 1:]
+        pending = self.pending
+        if pending:
+            pending += chunk
+            data: Any = pending
+        else:
+            data = chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            if len(data) > LINE_MAX:
+                self.pending = bytearray()
+                self.skipping = True
+            elif not pending:
+                self.pending = bytearray(chunk)
+            return
+        if _marked(data, cut):
+            self._parse(bytes(data[:cut]))
+        rest = data[cut + 1:]
+        self.pending = bytearray(rest) if len(rest) <= LINE_MAX else bytearray()
+        self.skipping = len(rest) > LINE_MAX
+
+    def end(self) -> None:
+        """The body ended: a last line without a line end is read too."""
+        if self.pending and _marked(self.pending, len(self.pending)):
+            self._parse(bytes(self.pending))
+        self.pending = bytearray()
+
+    def _parse(self, block: bytes) -> None:
+        for line in block.split(b"\n"):
+            if not _marked(line, len(line)):
+                continue
+            line = line.strip()
+            if line.startswith(b"data:"):
+                line = line[5:].strip()
+            if not line.startswith(b"{"):
+                continue
+            try:
+                obj = jsonio.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                self._take(obj)
+
+    def _take(self, obj: dict) -> None:
+        error = obj.get("error")
+        if error:
+            self.error = str(error.get("message") or error) if isinstance(error, dict) else str(error)
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            if isinstance(usage.get("prompt_tokens"), int):
+                self.prompt_tokens = usage["prompt_tokens"]
+            if isinstance(usage.get("completion_tokens"), int):
+                self.completion_tokens = usage["completion_tokens"]
+        if isinstance(obj.get("prompt_eval_count"), int):
+            self.prompt_tokens = obj["prompt_eval_count"]
+        if isinstance(obj.get("eval_count"), int):
+            self.completion_tokens = obj["eval_count"]
