@@ -1,20 +1,16 @@
 """proxy/backends/http11.py (and base.HTTPBackend on top of it) against a raw TCP server.
 
-No mocks: every test talks over a real loopback socket to `RawServer`, a few dozen lines that
-read requests (head until CRLFCRLF, then a Content-Length body), record them, and answer with
-scripted raw bytes — optionally in pieces with pauses, held back behind a gate, or with the
-connection closed afterwards. Anything not scripted closes the connection.
+No mocks: every test talks over a real loopback socket to `RawServer` (tests/fake_raw.py), which
+records requests and answers with scripted raw bytes.
 """
 from __future__ import annotations
 
-import collections
 import gzip
 import json
 import socket
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
 
 import pytest
 
@@ -24,191 +20,14 @@ from proxy.backends.http11 import (ConnectTimeout, Headers, HTTPProtocolError, O
 from proxy.config import Settings
 from proxy.errors import BackendTimeout, BackendUnavailable, UpstreamStatus
 
+from fake_raw import CHUNKED_HEAD, RawServer, Reply, chunked, http
+
 WAIT = 5.0  # upper bound for anything that should happen at once (never reached when green)
-
-
-# --------------------------------------------------------------------------------------------
-# the raw server
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    """What the server writes for one request.
-
-    pieces  raw bytes, each written with its own sendall (an empty list writes nothing)
-    pause   seconds slept before every piece after the first (so they arrive apart)
-    gate    after the first piece, wait for this event before writing the rest
-    close   close the connection after the last piece (else read the next request on it)
-    hang    write nothing and hold the connection open until the server stops
-    """
-
-    pieces: list[bytes] = field(default_factory=list)
-    pause: float = 0.0
-    gate: threading.Event | None = None
-    close: bool = False
-    hang: bool = False
-
-
-@dataclass
-class Received:
-    conn: int  # index of the connection it came on (0 = first accepted)
-    method: str
-    target: str
-    version: str
-    headers: list[tuple[str, str]]
-    body: bytes
-    head: bytes  # the raw head, request line to the blank line included
-
-    def header(self, name: str) -> str | None:
-        values = [v for n, v in self.headers if n.lower() == name.lower()]
-        assert len(values) <= 1, f"{name} sent {len(values)} times"
-        return values[0] if values else None
-
-
-@dataclass
-class Conn:
-    sock: socket.socket
-    eof: threading.Event = field(default_factory=threading.Event)  # the client closed (or reset) it
-    closed: threading.Event = field(default_factory=threading.Event)  # the server closed it
-
-
-class RawServer:
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.05)
-        self.port = self.listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.requests: list[Received] = []
-        self.conns: list[Conn] = []
-        self._replies: collections.deque[Reply] = collections.deque()
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def script(self, *replies: Reply | bytes) -> "RawServer":
-        with self._lock:
-            self._replies.extend(r if isinstance(r, Reply) else Reply([r]) for r in replies)
-        return self
-
-    def start(self) -> "RawServer":
-        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
-        self._acceptor.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept() at once on Linux
-        except OSError:
-            pass
-        self._acceptor.join(timeout=2)
-        self.listener.close()
-        for conn in self.conns:
-            try:
-                conn.sock.shutdown(socket.SHUT_RDWR)  # wakes a recv() in its thread
-            except OSError:
-                pass
-        for thread in self._threads:
-            thread.join(timeout=2)
-
-    def _spawn(self, target, *args) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _accept_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self.conns.append(Conn(sock))
-                index = len(self.conns) - 1
-            self._spawn(self._serve, index)
-
-    def _next_reply(self) -> Reply | None:
-        with self._lock:
-            return self._replies.popleft() if self._replies else None
-
-    def _wait(self, event: threading.Event) -> None:
-        while not event.wait(0.02) and not self._stopping.is_set():
-            pass
-
-    def _serve(self, index: int) -> None:
-        conn = self.conns[index]
-        sock = conn.sock
-        buf = b""
-
-        def more() -> bool:
-            nonlocal buf
-            try:
-                data = sock.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                conn.eof.set()
-                return False
-            buf += data
-            return True
-
-        try:
-            while not self._stopping.is_set():
-                while b"\r\n\r\n" not in buf:
-                    if not more():
-                        return
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                method, target, version = lines[0].split(" ")
-                headers = [(n.strip(), v.strip()) for n, _, v in (line.partition(":") for line in lines[1:])]
-                length = int(next((v for n, v in headers if n.lower() == "content-length"), "0"))
-                while len(buf) < length:
-                    if not more():
-                        return
-                body, buf = buf[:length], buf[length:]
-                self.requests.append(Received(index, method, target, version, headers, body, head + b"\r\n\r\n"))
-                reply = self._next_reply()
-                if reply is None:
-                    return
-                if reply.hang:
-                    self._stopping.wait()
-                    return
-                for i, piece in enumerate(reply.pieces):
-                    if i and reply.pause:
-                        time.sleep(reply.pause)
-                    sock.sendall(piece)
-                    if i == 0 and reply.gate is not None:
-                        self._wait(reply.gate)
-                if reply.close:
-                    return
-        except OSError:
-            conn.eof.set()
-        finally:
-            sock.close()
-            conn.closed.set()
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-
-
-def http(status: int = 200, body: bytes = b"", *, headers: tuple[tuple[str, str], ...] = (), reason: str = "OK",
-         version: str = "HTTP/1.1", length: bool = True) -> bytes:
-    """A raw response; Content-Length is added unless `length` is False."""
-    lines = [f"{version} {status} {reason}"] + [f"{n}: {v}" for n, v in headers]
-    if length:
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def chunked(*chunks: bytes, trailer: bytes = b"") -> bytes:
-    return b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n" + trailer + b"\r\n"
-
-
-CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n"
 
 
 def get(pool: Pool, target: str = "/", *, method: str = "GET", body: bytes | None = None,
@@ -668,6 +487,53 @@ def test_pool_close_closes_idle_connections(server, pool):
     assert pool.idle() == 1
     pool.close()
     assert pool.idle() == 0 and server.conns[0].eof.wait(WAIT)
+
+
+# A connection with unread data is never reused: stray bytes on it would be read as the next request's answer.
+FORGED = http(body=b"forged")
+
+
+@pytest.mark.parametrize("first", [
+    http(body=b"first") + FORGED,
+    CHUNKED_HEAD + chunked(b"first") + FORGED,
+    CHUNKED_HEAD + chunked(b"first", trailer=b"X-T: 1\r\n") + FORGED,
+    http(204, length=False) + FORGED,
+], ids=["length", "chunked", "chunked-trailer", "no-body"])
+def test_bytes_after_the_end_of_a_response_drop_its_connection(server, pool, first):
+    server.script(Reply([first]), http(body=b"second"))
+    assert get(pool).read() in (b"first", b"")
+    assert pool.idle() == 0
+    assert get(pool).read() == b"second"
+    assert server.requests[1].conn == 1
+
+
+@pytest.mark.parametrize("first", [http(body=b"first"), CHUNKED_HEAD + chunked(b"first")], ids=["length", "chunked"])
+def test_stray_bytes_arriving_on_an_idle_connection_are_never_read_as_the_next_answer(server, pool, first):
+    server.script(Reply([first, FORGED], pause=0.2), http(body=b"second"))
+    assert get(pool).read() == b"first"
+    assert pool.idle() == 1  # clean when it went back to the pool
+    time.sleep(0.5)  # the stray answer arrives while the connection is idle
+    assert get(pool).read() == b"second"
+    assert server.requests[1].conn == 1
+    assert server.conns[0].eof.wait(WAIT)  # the tainted connection was closed
+
+
+def test_idle_connection_closed_by_the_backend_is_dropped_before_anything_is_sent_on_it(server, pool):
+    server.script(Reply([http(body=b"first")], close=True), http(body=b"second"))
+    get(pool).read()
+    assert server.conns[0].closed.wait(WAIT)
+    time.sleep(0.05)
+    assert get(pool, method="POST", body=b"payload").read() == b"second"
+    assert [r.conn for r in server.requests] == [0, 1]
+
+
+def test_backend_answer_is_never_taken_from_stray_bytes_on_a_pooled_connection(server):
+    backend = backend_for(server.url)
+    server.script(Reply([http(body=b'{"n": 1}'), http(body=b'{"n": "forged"}')], pause=0.2),
+                  http(body=b'{"n": 2}'))
+    assert backend.get_json("/x") == {"n": 1}
+    time.sleep(0.5)
+    assert backend.get_json("/x") == {"n": 2}
 
 
 # --------------------------------------------------------------------------------------------

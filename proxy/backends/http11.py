@@ -15,6 +15,7 @@ the hub (the standard ``socket`` and ``ssl`` modules are patched before this is 
 from __future__ import annotations
 
 import collections
+import select
 import socket
 import ssl
 import zlib
@@ -24,6 +25,24 @@ from urllib.parse import urlsplit
 RECV_SIZE = 65536
 MAX_HEAD = 65536  # status line + headers
 MAX_IDLE = 256  # idle connections kept per backend
+
+try:  # the kernel's poll, not gevent's: a zero-timeout look at one descriptor must not yield or allocate a watcher
+    from gevent.monkey import get_original
+    _poll = get_original("select", "poll")
+except ImportError:  # pragma: no cover - gevent is a dependency
+    _poll = select.poll
+_READABLE = select.POLLIN | select.POLLPRI  # POLLHUP and POLLERR are always reported
+
+
+def has_unread(sock: socket.socket) -> bool:
+    """True when an idle connection has something to read: stray bytes after the last answer, or the
+    backend's close. Either way it must not carry another request: those bytes would be read as its answer."""
+    pending = getattr(sock, "pending", None)  # TLS: records already decrypted and buffered
+    if pending is not None and pending():
+        return True
+    poller = _poll()
+    poller.register(sock.fileno(), _READABLE)
+    return bool(poller.poll(0))
 
 
 def send_all(sock: socket.socket, data: bytes | bytearray) -> None:
@@ -124,12 +143,18 @@ class Pool:
                                                        self.origin.host_header.encode("idna"), head_lines)
         if body is not None or method in ("POST", "PUT", "PATCH"):
             head += b"Content-Length: %d\r\n" % (len(body) if body else 0)
-        message = head + b"\r\n" + body if body else head + b"\r\n"
+        head += b"\r\n"
+        # a large body is sent after the head, not joined to it: joining would copy it
+        message = (head + body,) if body and len(body) <= RECV_SIZE else (head, body) if body else (head,)
         while self._idle:
             sock = self._idle.pop()
+            if has_unread(sock):
+                sock.close()  # stray bytes or the backend's close: never reused
+                continue
             try:
                 sock.settimeout(read_timeout)
-                send_all(sock, message)
+                for part in message:
+                    send_all(sock, part)
                 return Response(self, sock, method, read_timeout)
             except (_Stale, BrokenPipeError, ConnectionResetError):
                 sock.close()  # closed by the backend while idle: try the next one, or a new one
@@ -139,7 +164,8 @@ class Pool:
         sock = self.origin.connect(self.connect_timeout if connect_timeout is None else connect_timeout)
         try:
             sock.settimeout(read_timeout)
-            send_all(sock, message)
+            for part in message:
+                send_all(sock, part)
             return Response(self, sock, method, read_timeout, fresh=True)
         except BaseException:
             sock.close()
@@ -290,7 +316,8 @@ class Response:
         while True:
             if buf:
                 if len(buf) > remaining:
-                    buf = buf[:remaining]  # a server must not send more; ignore the excess
+                    buf = buf[:remaining]  # a server must not send more: the excess is dropped with the connection
+                    self._keep = False
                 remaining -= len(buf)
                 self._remaining = remaining
                 if tap is not None:
@@ -359,18 +386,24 @@ class Response:
                     end_of_body = True
                     break
             if end_of_body:
-                # trailers until an empty line
+                # trailer fields until an empty line, bounded like a head
                 rest = buf[pos:]
                 while True:
                     if rest.startswith(b"\r\n"):
+                        after = 2
                         break
                     end = rest.find(b"\r\n\r\n")
                     if end >= 0:
+                        after = end + 4
                         break
+                    if len(rest) > MAX_HEAD:
+                        raise HTTPProtocolError("the chunked trailer section is larger than 64 KiB")
                     data = sock.recv(RECV_SIZE)
                     if not data:
                         raise HTTPProtocolError("the connection closed inside the chunked trailer")
                     rest += data
+                if len(rest) > after:
+                    self._keep = False  # bytes after the end of the message: the connection is not reused
                 self._finish()
                 if out:
                     piece = out[0] if len(out) == 1 else b"".join(out)
@@ -398,7 +431,7 @@ class Response:
         sock, self._sock = self._sock, None
         if sock is None:
             return
-        if self._keep:
+        if self._keep and not self._buf:  # bytes left over after the message: not reused
             self._pool.put_back(sock)
         else:
             sock.close()
