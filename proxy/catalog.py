@@ -37,6 +37,23 @@ class ModelInfo:
     alias_of: str | None = None  # set on alias entries: the backend name
 
 
+NAMES_IN_ERRORS = 20
+
+
+def model_not_found(client_name: str, names: list[str]) -> ModelNotFound:
+    """The 404 for an unknown model, listing the models there are: the first NAMES_IN_ERRORS names and how
+    many more. The view narrows the list to the caller's allowed models before it is sent."""
+    if names:
+        more = len(names) - NAMES_IN_ERRORS
+        listed = "available: " + ", ".join(names[:NAMES_IN_ERRORS])
+        listed += f" and {more} more (GET /v1/models lists them all)" if more > 0 else ""
+    else:
+        listed = "no models are available"
+    exc = ModelNotFound(f"model '{client_name}' not found; {listed}")
+    exc.model, exc.available = client_name, tuple(names)
+    return exc
+
+
 class Catalog:
     def __init__(self, fetch: Callable[[float | None], list[ModelInfo]], aliases: tuple[tuple[str, str], ...],
                  resolve_alias: Callable[[str], str], ttl: float, clock: Callable[[], float] = time.monotonic):
@@ -100,7 +117,8 @@ class Catalog:
     def find(self, client_name: str) -> ModelInfo:
         """The model a client name means (alias applied); ModelNotFound when the backend lacks it."""
         wanted = canonical(client_name)
-        for model in self.models():
+        listed = self.models()
+        for model in listed:
             if canonical(model.id) == wanted:
                 return model
         target = self._resolve_alias(client_name)
@@ -110,7 +128,7 @@ class Catalog:
             for model in self.backend_models():
                 if canonical(model.id) == canonical(target):
                     return replace(model, id=client_name, alias_of=model.id, ollama_entry=None)
-        raise ModelNotFound(f"model '{client_name}' not found")
+        raise model_not_found(client_name, [m.id for m in listed])
 
     def upstream_name(self, client_name: str) -> str:
         """The backend's name for a client's model name; raises ModelNotFound for unknown models.

@@ -76,6 +76,8 @@ class ModelNotFound(ProxyError):
     status = 404
     code = "model_not_found"
     param = "model"
+    model: str = ""                          # the name asked for
+    available: tuple[str, ...] | None = None  # the names the message lists (catalog.model_not_found)
 
 
 class NotFound(ProxyError):
