@@ -127,8 +127,37 @@ def _key_names(pairs: tuple[tuple[str, str], ...]) -> str:
     return ", ".join(name for name, _ in pairs) + " (keys hidden)" if pairs else "(not set)"
 
 
+_SECRET_PARAMS = ("pass", "pwd", "secret", "token", "key", "auth", "credential", "signature")
+
+
+def mask_url(url: str) -> str:
+    """The URL as it may be shown (UI, /healthz, messages, logs): every credential in it replaced by ***:
+    the password of the user info (a user name alone, likely a token, too) and the values of query
+    parameters whose names say they hold a secret."""
+    if not url:
+        return "(not set)"
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    cut = min([i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0], default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = (f"{user}:***" if colon else "***") + "@" + hostport
+    path, qmark, query = tail.partition("?")
+    if qmark:
+        query, hash_, fragment = query.partition("#")
+        params = []
+        for param in query.split("&"):
+            name, eq, value = param.partition("=")
+            secret = eq and value and any(word in name.lower() for word in _SECRET_PARAMS)
+            params.append(f"{name}=***" if secret else param)
+        tail = path + "?" + "&".join(params) + hash_ + fragment
+    return f"{scheme}://{netloc}{tail}"
+
+
 def _masked_url(value: str) -> str:
-    from .policy.rates import mask_url
     return mask_url(value)
 
 
@@ -157,7 +186,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HOST", "127.0.0.1", _str, "address to bind (0.0.0.0 to serve the network)"),
     Setting("PORT", "11434", _int_min(0), "port to listen on (Ollama's, so Ollama clients need no change)"),
     Setting("BACKEND_TYPE", "openai", _choice("openai", "ollama", "stub"), "openai, ollama or stub"),
-    Setting("BACKEND_URL", "http://127.0.0.1:8080", _http_url, "base URL of the backend"),
+    Setting("BACKEND_URL", "http://127.0.0.1:8080", _http_url, "base URL of the backend; user:password@ in it is "
+            "sent as basic auth and shown masked", show=_masked_url),
     Setting("BACKEND_FLAVOR", "auto", _choice("auto", "llamacpp", "vllm", "openai", "generic"),
             "which OpenAI-compatible server: decides the extra sampler and thinking fields sent (auto = detect)"),
     Setting("BACKEND_API_KEY", "", _str, "sent upstream as Authorization: Bearer; never shown or logged", secret=True),
@@ -169,7 +199,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STUB_DELAY_MS", "30", _int_min(0), "stub backend: pause between streamed words, in milliseconds"),
     Setting("INJECT_TEXT", "", _str, "text appended to a user message of chat requests (off when empty)"),
     Setting("INJECT_MODE", "last", _choice("first", "last"), "first or last user message"),
-    Setting("DATABASE_URL", "sqlite:///data/proxy.db", _database_url, "log database (postgresql://…, mysql://… also)"),
+    Setting("DATABASE_URL", "sqlite:///data/proxy.db", _database_url, "log database (postgresql://…, mysql://… also)",
+            show=_masked_url),
     Setting("LOG_MAX_REQUESTS", "10000", _int_min(0), "rows kept; oldest deleted by the cleanup (0 = unlimited)"),
     Setting("LOG_MAX_AGE_DAYS", "0", _int_min(0), "rows older than this deleted (0 = keep)"),
     Setting("LOG_CLEANUP_MINUTES", "5", _int_min(0), "cleanup interval; first run at start-up (0 = never)"),
@@ -263,8 +294,12 @@ class Settings:
             try:
                 values[setting.attr] = setting.parse(raw)
             except ValueError as exc:
-                shown = "<hidden>" if setting.secret else repr(raw)
+                shown = "<hidden>" if setting.secret else repr(mask_url(raw) if raw and setting.show is _masked_url
+                                                               else raw)
                 problems.append(f"{setting.env}={shown} is not valid: expected {exc}")
+        if values.get("backend_api_key") and "@" in urlsplit(values.get("backend_url", "")).netloc:
+            problems.append("BACKEND_URL carries credentials and BACKEND_API_KEY is set: use one of them (URL "
+                            "credentials are sent as basic auth, the key as a bearer token)")
         if problems:
             raise ConfigError("; ".join(problems))
         return cls(**values)

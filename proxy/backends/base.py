@@ -6,6 +6,7 @@ each naming the backend.
 """
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 import ssl
@@ -75,16 +76,19 @@ class HTTPBackend:
 
     def __init__(self, settings: Settings, session: Any = None):
         self.settings = settings
-        self.base_url = settings.backend_url
         self.read_timeout = settings.backend_timeout
         self.connect_timeout = settings.backend_connect_timeout
-        self.origin = Origin(self.base_url)
+        self.origin = Origin(settings.backend_url)
+        self.base_url = self.origin.url  # without credentials: what describe(), /healthz and the log show
         self.pool = Pool(self.origin, settings.backend_connect_timeout)
         self._path_prefix = self.origin.path_prefix
         headers = {"Content-Type": "application/json", "Accept": "*/*", "Accept-Encoding": "identity",
                    "User-Agent": "llm-proxy"}
         if settings.backend_api_key:
             headers["Authorization"] = f"Bearer {settings.backend_api_key}"
+        elif self.origin.username is not None:  # user:password@ in BACKEND_URL, sent as requests would send it
+            userpass = f"{self.origin.username}:{self.origin.password}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(userpass).decode("ascii")
         self._head_lines = encode_headers(headers)
 
     @property

@@ -20,7 +20,7 @@ import socket
 import ssl
 import zlib
 from typing import Callable, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 RECV_SIZE = 65536
 MAX_HEAD = 65536  # status line + headers
@@ -92,12 +92,22 @@ class Headers:
 
 
 class Origin:
-    """Where a backend lives and how to open a connection to it."""
+    """Where a backend lives and how to open a connection to it. Credentials in the URL (user:password@)
+    are kept apart (``username``, ``password``; percent-decoded) and ``url`` is the URL without them,
+    the only form shown anywhere."""
 
     def __init__(self, url: str):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
-            raise ValueError(f"unsupported URL scheme {parts.scheme!r} in {url!r}")
+            raise ValueError(f"unsupported URL scheme {parts.scheme!r} (http or https)")
+        netloc = parts.netloc
+        self.username: str | None = None
+        self.password: str | None = None
+        if "@" in netloc:
+            userinfo, _, netloc = netloc.rpartition("@")
+            user, _, password = userinfo.partition(":")
+            self.username, self.password = unquote(user), unquote(password)
+        self.url = parts._replace(netloc=netloc).geturl()
         self.tls = parts.scheme == "https"
         self.host = parts.hostname or "localhost"
         self.port = parts.port or (443 if self.tls else 80)

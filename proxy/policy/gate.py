@@ -1,8 +1,10 @@
 """The gate in front of `/api/*` and `/v1/*`: who is calling (key or address), may they, is there room.
 
-One ``before_request`` hook decides, in this order: key (401), the key's networks (403), body size
-(413, from Content-Length, before anything is read), allowed models (403), limits (429/503). Refusals
-are rendered in the caller's dialect. `/`, `/health`, `/api/version` and CORS preflights pass untouched.
+One ``before_request`` hook decides, in this order: a path the router would read otherwise than it is
+written (400), key (401), the key's networks (403), body size (413, from Content-Length, before anything is
+read), allowed models (403), limits (429/503). It judges the route Flask matched (its rule and blueprint),
+never the raw path. Refusals are rendered in the caller's dialect. `/`, `/health`, `/api/version` and CORS
+preflights pass untouched.
 An admitted request holds a ``Ticket``; it is settled — tokens charged, concurrency slot freed — when its
 answer is done: a stream when the server closes it (after the last chunk, on client disconnect, or after an
 error); a whole answer before it is sent (memory) or right after (Redis: its round trip is not on the client's
@@ -12,7 +14,6 @@ Only key *names* leave this module (``exchange.key_name`` via the WSGI environ),
 from __future__ import annotations
 
 import fnmatch
-import io
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +22,9 @@ from werkzeug.wsgi import ClosingIterator
 
 from .. import jsonio
 from ..accesslog import ENVIRON_EXCHANGE
+from ..body import read_body
 from ..config import Settings
-from ..errors import PayloadTooLarge, ProxyError, Unauthorized
+from ..errors import BadRequest, PayloadTooLarge, ProxyError, Unauthorized
 from ..store.db import gevent_patched
 from ..views.common import dialect_of_path, render_error, services
 from . import ENVIRON_ADMISSION, ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
@@ -35,8 +37,12 @@ log = logging.getLogger(__name__)
 ENVIRON_TICKET = "llm_proxy.ticket"
 ENVIRON_CALLER = "llm_proxy.caller"
 ENVIRON_PENDING = "llm_proxy.pending_admission"
-OPEN_PATHS = frozenset({"/api/version"})
+GATED_BLUEPRINTS = frozenset({"ollama_api", "openai_api"})
+GATED_PREFIXES = ("/api/", "/v1/")
+OPEN_RULES = frozenset({"/", "/api/version"})  # rule templates served without a key
+# Rule templates (not paths) below: the gate judges the route that will serve the request.
 MODEL_LISTS = {"/api/tags": ("models", "name"), "/api/ps": ("models", "name"), "/v1/models": ("data", "id")}
+MODEL_ARGS = {"/v1/models/<path:model_id>": "model_id"}  # routes naming a model in the path: its view argument
 MODEL_FIELDS = ("model", "name", "source", "destination")
 # Requests that occupy the backend or spend tokens. Token windows, the daily quota and concurrency slots govern
 # these only; every other gated request (model lists, /api/show, /api/ps) counts against the request rate alone:
@@ -44,11 +50,60 @@ MODEL_FIELDS = ("model", "name", "source", "destination")
 # see its models (the generation it asks for next gets the 429 that names the limit).
 METERED = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/pull", "/api/push",
                      "/api/create", "/api/copy", "/api/delete", "/v1/chat/completions", "/v1/completions",
-                     "/v1/embeddings"})
+                     "/v1/embeddings", "/api/blobs/<path:digest>"})
 
 
-def metered(path: str) -> bool:
-    return path in METERED or path.startswith("/api/blobs/")
+def metered(rule: str) -> bool:
+    """Whether the route with this rule template occupies the backend or spends tokens."""
+    return rule in METERED
+
+
+def canonical_path(path: str) -> bool:
+    """Whether the router reads ``path`` as it is written: one leading slash, no empty, `.` or `..` segment.
+    werkzeug strips leading slashes and merges doubled ones before matching, so another spelling would reach a
+    route its text does not show; such a request is refused before anything else judges it."""
+    if not path:
+        return True
+    if path[0] != "/" or "//" in path:
+        return False
+    return "/." not in path or not any(segment in (".", "..") for segment in path.split("/"))
+
+
+def _spelled_out(path: str) -> str:
+    """``path`` with empty, `.` and `..` segments resolved: what a refusal of it is worded for (its dialect)."""
+    kept: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if kept:
+                kept.pop()
+        elif segment and segment != ".":
+            kept.append(segment)
+    return "/" + "/".join(kept)
+
+
+def gated(req: Request) -> bool:
+    """Whether the gate guards the route that serves ``req``: every rule of the API blueprints (or under
+    /api/, /v1/) but the open ones; a request no rule matched (404, 405) by its routed path, so that an
+    unknown API path asks for a key before it tells what exists."""
+    rule = req.url_rule
+    if rule is None:
+        return req.path.startswith(GATED_PREFIXES)
+    key = (rule.endpoint, rule.rule)
+    decided = _GATED.get(key)
+    if decided is None:
+        decided = rule.rule not in OPEN_RULES and (rule.endpoint.partition(".")[0] in GATED_BLUEPRINTS
+                                                   or rule.rule.startswith(GATED_PREFIXES))
+        _GATED[key] = decided
+    return decided
+
+
+_GATED: dict[tuple[str, str], bool] = {}  # (endpoint, rule template) -> gated; url maps are fixed once serving
+
+
+def rule_of(req: Request) -> str:
+    """The template of the rule that serves ``req`` ('' when none matched)."""
+    rule = req.url_rule
+    return rule.rule if rule is not None else ""
 
 
 @dataclass(frozen=True)
@@ -179,18 +234,7 @@ class Policy:
                 raise PayloadTooLarge(f"the request body is {length} bytes; this proxy accepts at most "
                                       f"{self.max_bytes} bytes (MAX_REQUEST_BYTES)", code="request_too_large")
         elif "chunked" in req.environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            req.environ["wsgi.input"] = io.BytesIO(self._read_capped(req.environ["wsgi.input"]))
-
-    def _read_capped(self, stream: Any) -> bytes:
-        body = bytearray()
-        while True:
-            piece = stream.read(min(65536, self.max_bytes + 1 - len(body)))
-            if not piece:
-                return bytes(body)
-            body += piece
-            if len(body) > self.max_bytes:
-                raise PayloadTooLarge(f"the request body is larger than the {self.max_bytes} bytes this proxy "
-                                      "accepts (MAX_REQUEST_BYTES)", code="request_too_large")
+            read_body(req, self.max_bytes)  # kept as the request's one copy of its body
 
     def check_models(self, caller: Caller, req: Request) -> None:
         patterns = caller.models or ()
@@ -203,8 +247,9 @@ class Policy:
     def admit(self, caller: Caller) -> Ticket:
         return self.limiter.admit(caller.who, caller.label, caller.rules)
 
-    def begin(self, caller: Caller, path: str) -> Admission:
-        rules = caller.rules if metered(path) else caller.read_rules
+    def begin(self, caller: Caller, rule: str) -> Admission:
+        """Admission for a request served by the route with template ``rule``."""
+        rules = caller.rules if metered(rule) else caller.read_rules
         return self.limiter.begin(caller.who, caller.label, rules)
 
     def settle(self, ticket: Ticket, environ: dict) -> None:
@@ -218,14 +263,14 @@ class Policy:
 
 def requested_models(req: Request) -> list[str]:
     """Model names a request names: `/v1/models/<id>`, or the body's model/name (source/destination of a copy)."""
-    path = req.path
-    if path.startswith("/v1/models/"):
-        return [path[len("/v1/models/"):]]
+    arg = MODEL_ARGS.get(rule_of(req))
+    if arg is not None:
+        return [(req.view_args or {}).get(arg, "")]
     if req.method not in ("POST", "DELETE", "PUT", "PATCH"):
         return []
     body = req.environ.get(ENVIRON_JSON)
     if body is None:
-        raw = req.get_data(cache=True)
+        raw = read_body(req, 0)  # its size was checked already
         try:
             body = jsonio.loads(raw) if raw.strip() else None
         except ValueError:
@@ -245,9 +290,13 @@ def _policy() -> Policy:
 
 
 def before_request(policy: Policy | None = None) -> Response | None:
-    environ = request.environ
-    path = environ.get("PATH_INFO") or "/"
-    if environ.get("REQUEST_METHOD") == "OPTIONS" or not path.startswith(("/api/", "/v1/")) or path in OPEN_PATHS:
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    environ = req.environ
+    if not canonical_path(environ.get("PATH_INFO") or ""):
+        return _refuse(BadRequest("the request path is not in its plain form (doubled slashes or . / .. "
+                                  "segments); send it as the route is written, e.g. /v1/chat/completions",
+                                  code="invalid_path"), _spelled_out(req.path), environ)
+    if environ.get("REQUEST_METHOD") == "OPTIONS" or not gated(req):
         return None
     policy = policy or _policy()
     try:
@@ -257,21 +306,25 @@ def before_request(policy: Policy | None = None) -> Response | None:
         policy.check_size(request)
         if caller.models is not None:
             policy.check_models(caller, request)
-        admission = policy.begin(caller, path)
+        admission = policy.begin(caller, rule_of(req))
         if admission.pending:  # its verdict is read when the request first needs it (views.common.admitted)
             environ[ENVIRON_ADMISSION] = lambda: _take_ticket(admission, environ)
             environ[ENVIRON_PENDING] = admission
             return None
         ticket = admission.ticket()
     except ProxyError as exc:
-        environ[ENVIRON_REFUSED] = True
-        response = render_error(exc, dialect_of_path(path))
-        if exc.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="llm-proxy"'
-        return response
+        return _refuse(exc, req.path, environ)
     if not ticket.settled and ticket.rules:
         environ[ENVIRON_TICKET] = ticket
     return None
+
+
+def _refuse(exc: ProxyError, path: str, environ: dict) -> Response:
+    environ[ENVIRON_REFUSED] = True
+    response = render_error(exc, dialect_of_path(path))
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="llm-proxy"'
+    return response
 
 
 def _take_ticket(admission: Admission, environ: dict) -> None:
@@ -293,7 +346,7 @@ def after_request(response: Response, policy: Policy | None = None) -> Response:
         try:
             confirm()
         except ProxyError as exc:
-            return render_error(exc, dialect_of_path(environ.get("PATH_INFO") or "/"))
+            return render_error(exc, dialect_of_path(request.path))
     ticket = environ.pop(ENVIRON_TICKET, None)
     if ticket is not None:
         policy = policy or _policy()
@@ -310,7 +363,7 @@ def after_request(response: Response, policy: Policy | None = None) -> Response:
     caller = environ.get(ENVIRON_CALLER)
     if caller is not None and caller.models is not None and environ.get("REQUEST_METHOD") == "GET" \
             and response.status_code == 200:
-        spec = MODEL_LISTS.get(environ.get("PATH_INFO") or "/")
+        spec = MODEL_LISTS.get(rule_of(request))
         if spec is not None and not response.is_streamed:
             _filter_list(response, spec, caller.models)
     return response

@@ -2,7 +2,7 @@
 when settings are read and the URL shown with its password masked."""
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import limits
 from limits import RateLimitItem
@@ -32,12 +32,7 @@ def check_redis_url(raw: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password (if any) replaced by ***."""
-    if not url:
-        return "(not set)"
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The URL with its credentials masked (``config.mask_url``, the one rule for every URL shown)."""
+    from ..config import mask_url as masked
+
+    return masked(url)
