@@ -14,7 +14,7 @@ from typing import Any, Callable, TypeVar
 
 import peewee as pw
 
-from ..config import Settings
+from ..config import Settings, mask_url
 from .db import kind_of_database, offload, open_database
 from .models import Models, build_models
 from .record import Record
@@ -58,13 +58,8 @@ class LogStore:
         return self
 
     def describe(self) -> str:
-        """The database URL without its password."""
-        url = self.url
-        if "@" in url and "://" in url:
-            scheme, rest = url.split("://", 1)
-            creds, host = rest.rsplit("@", 1)
-            url = f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
-        return url
+        """The database URL with its credentials masked."""
+        return mask_url(self.url)
 
     def _close_quietly(self) -> None:
         try:
