@@ -17,7 +17,7 @@ import peewee as pw
 from ..config import Settings, mask_url
 from .db import kind_of_database, offload, open_database
 from .models import Models, build_models
-from .record import Record
+from .record import REFUSED, Record
 from .retention import Retention
 from .schema import ensure_schema
 from .writer import LogWriter
@@ -33,7 +33,8 @@ class LogStore:
         self.db = open_database(self.url)
         self.kind = kind_of_database(self.db)
         self.models: Models = build_models(self.db)
-        self.retention = Retention(self.models, settings.log_max_requests, settings.log_max_age_days)
+        self.retention = Retention(self.models, settings.log_max_requests, settings.log_max_age_days,
+                                   max_refused=settings.log_max_refused)
         self.writer = LogWriter(self.models, queue_size=settings.log_queue_size, retention=self.retention,
                                 cleanup_minutes=settings.log_cleanup_minutes)
         self._pid = os.getpid()
@@ -73,7 +74,10 @@ class LogStore:
             self._pid = os.getpid()
             self.writer._running = False
             self.writer.start()
-        self.writer.submit(Record.of(exchange))
+        record = Record.of(exchange)
+        if record.outcome == REFUSED and not self.settings.log_max_refused:
+            return  # LOG_MAX_REFUSED=0: refusals are counted (metrics, access line), not stored
+        self.writer.submit(record)
 
     def count_poll(self, endpoint: str, client: str, at: float) -> None:
         self.writer.count_poll(endpoint, client, at)

@@ -12,6 +12,8 @@ from typing import Any, Iterator
 from .. import jsonio
 
 PREVIEW_CHARS = 160
+REFUSED = "refused"  # the outcome of a request the gate refused (401/403/413/429): kept compact, own budget
+REFUSED_BODY_CHARS = 1024  # what is kept of each body of a refused request
 SEARCH_SKIP_KEYS = frozenset({"images", "image_url", "input_audio", "embedding", "embeddings", "data"})
 LONG_WORD = 4096  # strings longer than this without a space (base64 blobs) are not indexed
 _SPACES = re.compile(r"\s+")
@@ -54,7 +56,11 @@ class Record:
     def rows(self, nul_free: bool) -> tuple[tuple, tuple, str]:
         """(exchanges row without id, exchange_bodies row without id, searchable text)."""
         texts = [_text(body.value(), nul_free) for body in self.bodies]
-        request = _json_or_none(texts[0]) if not self.bodies[0].truncated else None
+        cut = [body.truncated for body in self.bodies]
+        if self.outcome == REFUSED:  # anyone can send these: a few lines each, never a stored body
+            cut = [was or len(text) > REFUSED_BODY_CHARS for was, text in zip(cut, texts)]
+            texts = [text[:REFUSED_BODY_CHARS] for text in texts]
+        request = _json_or_none(texts[0]) if not cut[0] else None
         answer = self.answer.as_dict() if self.answer is not None else None
         duration = max(0.0, self.ended - self.started) * 1000
         ttfb = _ms(self.upstream_first_byte_at, self.started)
@@ -73,7 +79,7 @@ class Record:
         preview = preview_of(request, texts[0])
         if nul_free:
             preview = preview.replace("\x00", "")
-        truncated = any(body.truncated for body in self.bodies)
+        truncated = any(cut)
         entry = (self.started, self.ended, self.request_id[:128], (self.client or "")[:64], self.user_agent[:300],
                  self.key_name, self.front, self.endpoint[:100], self.method[:10], self.backend_name[:255],
                  self.backend_type[:32], _cut(self.model, 255), _cut(self.upstream_model, 255), bool(self.stream),
@@ -81,7 +87,7 @@ class Record:
                  _r(overhead), prompt, completion, estimated, self.tokens_per_second(completion),
                  len(answer["tool_calls"]) if answer else 0, truncated, preview)
         answer_json = _text(jsonio.dumps(answer), nul_free) if answer is not None else None
-        body = (*texts, *(body.size for body in self.bodies), *(body.truncated for body in self.bodies), answer_json)
+        body = (*texts, *(body.size for body in self.bodies), *cut, answer_json)
         search = search_text(self, request, texts[0], answer)
         return entry, body, (search.replace("\x00", " ") if nul_free else search)
 

@@ -25,7 +25,7 @@ import peewee as pw
 
 from .db import gevent_patched, kind_of_database, start_native_thread
 from .models import BODY_COLUMNS, EXCHANGE_COLUMNS, POLL_COLUMNS, Models
-from .record import Record
+from .record import REFUSED, Record
 from .schema import FTS_TABLE, SEARCH_TABLE, ensure_schema
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ POLL_FLUSH_S = 10.0
 RETRY_MAX_S = 30.0
 WARN_EVERY_S = 60.0
 UNAVAILABLE = (pw.OperationalError, pw.InterfaceError)
+REFUSED_SHARE = 4  # refusals may hold at most a quarter of LOG_QUEUE_SIZE
 
 
 class LogWriter:
@@ -54,6 +55,7 @@ class LogWriter:
         self.cleanup_s = cleanup_minutes * 60
         self.clock = clock
         self._queue: collections.deque = collections.deque()
+        self._refused_queued = 0  # refusals in the queue: they may fill only REFUSED_SHARE of it
         self._polls: collections.deque = collections.deque()
         self._poll_counts: dict[tuple[int, str, str], int] = {}
         self._lock = threading.Lock()
@@ -70,6 +72,7 @@ class LogWriter:
         self.written = 0
         self.dropped_full = 0
         self.dropped_failed = 0
+        self.dropped_refused = 0
         self.polls_dropped = 0
         self.write_errors = 0
         self.last_error: str | None = None
@@ -78,6 +81,10 @@ class LogWriter:
 
     # --- the request path -----------------------------------------------------------------------
     def submit(self, record: Record) -> bool:
+        refused = record.outcome == REFUSED
+        if refused and self._refused_queued >= max(1, self.queue_size // REFUSED_SHARE):
+            self.dropped_refused += 1  # a flood of refusals never takes the room of admitted exchanges
+            return False
         if len(self._queue) >= self.queue_size or self._done:
             with self._lock:
                 self.dropped_full += 1
@@ -85,6 +92,8 @@ class LogWriter:
                        f"{self.dropped_full} dropped so far")
             return False
         self._queue.append(record)
+        if refused:
+            self._refused_queued += 1
         return True
 
     def count_poll(self, endpoint: str, client: str, at: float) -> None:
@@ -98,7 +107,8 @@ class LogWriter:
 
     def stats(self) -> dict[str, Any]:
         return {"queued": len(self._queue), "written": self.written, "dropped_queue_full": self.dropped_full,
-                "dropped_write_failed": self.dropped_failed, "write_errors": self.write_errors,
+                "dropped_write_failed": self.dropped_failed,
+                "dropped_refused": self.dropped_refused, "write_errors": self.write_errors,
                 "last_error": self.last_error, "schema_ready": self.schema_ready, "running": self._running}
 
     def _warn(self, message: str) -> None:
@@ -157,6 +167,7 @@ class LogWriter:
         except Exception as exc:  # noqa: BLE001
             self._lost(list(self._queue), exc)
             self._queue.clear()
+            self._refused_queued = 0
         finally:
             self._close_connection()
             if self._pool is not None:
@@ -199,6 +210,7 @@ class LogWriter:
         finally:
             if batch:
                 self._queue.extendleft(reversed(batch))
+                self._refused_queued += sum(1 for record in batch if record.outcome == REFUSED)
             self._close_connection()
             self._running = False
 
@@ -235,6 +247,9 @@ class LogWriter:
         queue = self._queue
         while queue and len(out) < n:
             out.append(queue.popleft())
+        refused = sum(1 for record in out if record.outcome == REFUSED)
+        if refused:
+            self._refused_queued -= refused
         return out
 
     def _lost(self, batch: list, exc: Exception) -> None:

@@ -15,6 +15,7 @@ from ..config import Settings
 from ..errors import (BackendUnavailable, BadRequest, ModelNotFound, NotFound, PayloadTooLarge, ProxyError,
                       ollama_error_body, openai_error_body)
 from ..exchange import Exchange, Relay
+from ..store.record import REFUSED
 from ..policy import ENVIRON_ADMISSION, ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -67,6 +68,31 @@ def _body_for_log() -> bytes:
         return request.get_data(cache=True)
     except HTTPException:
         return b""
+
+
+REFUSED_PEEK_BYTES = 65536  # a refused request's body is read for its model name only up to this size
+
+
+def _model_of_refused() -> str | None:
+    """The model a refused request asked for, for its log row: from the body the gate parsed, or from a small
+    body read here; a larger one is never read (anyone can send refused requests)."""
+    environ = request.environ
+    if request.path.startswith("/v1/models/"):
+        return request.path[len("/v1/models/"):][:255] or None
+    body = environ.get(ENVIRON_JSON)
+    if body is None:
+        length = request.content_length
+        if not length or length > REFUSED_PEEK_BYTES:
+            return None
+        try:
+            body = jsonio.loads(request.get_data(cache=True))
+        except (HTTPException, ValueError, OSError):
+            return None
+    if isinstance(body, dict):
+        for name in ("model", "name"):
+            if isinstance(body.get(name), str) and body[name]:
+                return body[name][:255]
+    return None
 
 
 def start_exchange(front: str) -> Exchange:
@@ -199,6 +225,10 @@ def render_error(exc: ProxyError, dialect: str) -> Response:
     if exchange is not None and not exchange._finished:
         exchange.fail(exc)
         exchange.status = exc.status
+        if request.environ.get(ENVIRON_REFUSED):  # compact, on its own log budget (LOG_MAX_REFUSED)
+            exchange.outcome = REFUSED
+            if exchange.model_requested is None:
+                exchange.model_requested = _model_of_refused()
         exchange.client_response.add(response.get_data())
         exchange.finish()
     return response

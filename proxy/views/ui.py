@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("ui", __name__, url_prefix="/ui", static_folder="../static", static_url_path="/static",
                template_folder="../templates")
 WINDOWS = {"1h": (3600, 60), "6h": (6 * 3600, 300), "24h": (86400, 900), "7d": (7 * 86400, 3 * 3600)}
+OUTCOMES = ("ok", "client_error", "refused", "backend_error", "timeout", "cancelled", "error")
 BODY_TITLES = {"client_request": "what the client sent", "upstream_request": "what went upstream",
                "upstream_response": "what the backend answered", "client_response": "what the client received"}
 
@@ -139,8 +140,7 @@ def logs() -> str:
     hints = store.read(search.suggestions)
     max_id = max((row["id"] for row in page["items"]), default=0)
     return _page("ui/logs.html", page=page, filters=filters, hints=hints, max_id=max_id,
-                 query=filters.query_args(before=""), outcomes=("ok", "client_error", "backend_error", "timeout",
-                                                                 "cancelled", "error"))
+                 query=filters.query_args(before=""), outcomes=OUTCOMES)
 
 
 @bp.route("/logs/<int:ident>")
