@@ -8,20 +8,20 @@ import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 
-from dotenv import load_dotenv  # noqa: E402
-
-load_dotenv()
-
 from proxy import create_app  # noqa: E402
 from proxy.config import ConfigError, Settings  # noqa: E402
+from proxy.startup import StartupError, listen_error, load_env_file, probe_in_background  # noqa: E402
 
 try:
+    load_env_file()  # ./.env of the working directory; variables already set win
     settings = Settings.from_env()
-except ConfigError as exc:
+except (ConfigError, StartupError) as exc:
     print(f"llm-proxy: configuration error: {exc}", file=sys.stderr)
     sys.exit(2)
 
 app = create_app(settings)
+if __name__ != "__main__":  # a gunicorn worker: `python wsgi.py` probes once it listens
+    probe_in_background(app.extensions["llm_proxy"].backend)
 
 # Everything built so far (modules, the app, settings) lives as long as the process: keep it out of
 # the cyclic garbage collector's sweeps, and sweep the young generation less often (a request's
@@ -37,7 +37,11 @@ def main() -> None:
     from proxy.server import make_server
 
     log = logging.getLogger("proxy")
-    server = make_server(settings.host, settings.port, app, error_log=logging.getLogger("proxy.wsgi"))
+    try:
+        server = make_server(settings.host, settings.port, app, error_log=logging.getLogger("proxy.wsgi"))
+    except OSError as exc:  # port in use, HOST not of this machine or not resolving, no permission
+        print(f"llm-proxy: {listen_error(settings.host, settings.port, exc)}", file=sys.stderr)
+        sys.exit(1)
 
     def stop(signum, frame):
         # Signal handlers run in gevent's hub, where nothing may block: stop from a greenlet.
@@ -47,6 +51,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("listening on http://%s:%d", settings.host, settings.port)
+    probe_in_background(app.extensions["llm_proxy"].backend)
     try:
         server.serve_forever()
     finally:

@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_blueprints(app)
     _register_error_handlers(app)
     app.wsgi_app = AccessLog(app.wsgi_app, settings)  # type: ignore[method-assign]
-    log.info("LLM Proxy ready: %s backend at %s", settings.backend_type, settings.backend_url)
+    log.info("LLM Proxy ready: %s", backend.describe())  # the stub has no URL: none is named
     return app
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
@@ -35,6 +37,36 @@ def _int_min(minimum: int) -> Callable[[str], int]:
             raise ValueError(f"an integer >= {minimum}")
         return value
     return parse
+
+
+def _port(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError("a port number from 1 to 65535") from None
+    if not 1 <= value <= 65535:
+        raise ValueError("a port number from 1 to 65535")
+    return value
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _host(raw: str) -> str:
+    """An IPv4 or IPv6 address (brackets allowed) or a syntactically valid host name; whether a name
+    resolves is only known when the server binds, which reports it in one line too."""
+    value = raw.strip()
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    labels = value.rstrip(".").split(".")
+    if (0 < len(value) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
+            and not all(label.isdigit() for label in labels)):
+        return value
+    raise ValueError("an IP address to bind (127.0.0.1, 0.0.0.0, ::) or a host name of this machine")
 
 
 def _float_pos(raw: str) -> float:
@@ -183,8 +215,8 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("HOST", "127.0.0.1", _str, "address to bind (0.0.0.0 to serve the network)"),
-    Setting("PORT", "11434", _int_min(0), "port to listen on (Ollama's, so Ollama clients need no change)"),
+    Setting("HOST", "127.0.0.1", _host, "address to bind (0.0.0.0 to serve the network)"),
+    Setting("PORT", "11434", _port, "port to listen on (Ollama's, so Ollama clients need no change)"),
     Setting("BACKEND_TYPE", "openai", _choice("openai", "ollama", "stub"), "openai, ollama or stub"),
     Setting("BACKEND_URL", "http://127.0.0.1:8080", _http_url, "base URL of the backend; user:password@ in it is "
             "sent as basic auth and shown masked", show=_masked_url),
@@ -202,8 +234,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATABASE_URL", "sqlite:///data/proxy.db", _database_url, "log database (postgresql://…, mysql://… also)",
             show=_masked_url),
     Setting("LOG_MAX_REQUESTS", "10000", _int_min(0), "rows kept; oldest deleted by the cleanup (0 = unlimited)"),
-    Setting("LOG_MAX_REFUSED", "1000", _int_min(0),
-            "requests the gate refused (401/403/413/429), kept compact on a budget of their own (0 = not stored)"),
     Setting("LOG_MAX_AGE_DAYS", "0", _int_min(0), "rows older than this deleted (0 = keep)"),
     Setting("LOG_CLEANUP_MINUTES", "5", _int_min(0), "cleanup interval; first run at start-up (0 = never)"),
     Setting("LOG_MAX_BODY_BYTES", "1048576", _int_min(0), "larger bodies are stored truncated, marked as such"),
@@ -260,7 +290,6 @@ class Settings:
     inject_mode: str
     database_url: str
     log_max_requests: int
-    log_max_refused: int
     log_max_age_days: int
     log_cleanup_minutes: int
     log_max_body_bytes: int
