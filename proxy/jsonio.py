@@ -1,4 +1,6 @@
-"""JSON encode/decode through orjson: bytes in, bytes out, one place to change it."""
+"""JSON encode/decode through orjson: bytes in, bytes out, one place to change it; and the bound on how
+deeply a client's JSON may nest (the proxy writes back what it reads, and orjson's encoder stops short of
+its decoder's depth)."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,10 +8,34 @@ from typing import Any
 import orjson
 
 JSONDecodeError = orjson.JSONDecodeError  # subclass of ValueError
+# Deepest nesting a request body may have: well inside what orjson writes (it refuses values 255 deep, while
+# it reads up to 1024), leaving room for the objects a translation wraps around a client's value (an Ollama
+# `format` schema becomes `response_format.json_schema.schema`). serde_json's default is the same.
+MAX_DEPTH = 128
 
 
 def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
+
+
+def too_deep(value: Any, raw: bytes | str, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` (parsed from ``raw``) nests arrays and objects more than ``limit`` deep. A body with
+    fewer brackets than the limit cannot be, and is not walked: the walk is for the rare body that might."""
+    opening = (b"[", b"{") if isinstance(raw, (bytes, bytearray, memoryview)) else ("[", "{")
+    if raw.count(opening[0]) + raw.count(opening[1]) <= limit:
+        return False
+    level = [value] if isinstance(value, (dict, list)) else []
+    depth = 0
+    while level:  # a level at a time: no recursion, and it stops at the first level past the limit
+        depth += 1
+        if depth > limit:
+            return True
+        deeper: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item
+            deeper.extend(child for child in children if isinstance(child, (dict, list)))
+        level = deeper
+    return False
 
 
 def dumps(obj: Any) -> bytes:

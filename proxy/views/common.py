@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from .. import jsonio
 from ..accesslog import ENVIRON_EXCHANGE, ENVIRON_REQUEST_ID
+from ..body import read_body, release_body
 from ..catalog import Catalog, model_not_found
 from ..config import Settings
 from ..errors import (BackendUnavailable, BadRequest, ModelNotFound, NotFound, PayloadTooLarge, ProxyError,
@@ -48,15 +49,17 @@ def raw_json_response(raw: bytes, status: int = 200) -> Response:
 def read_json() -> Any:
     """The request body as JSON, or BadRequest with a message a person can act on."""
     parsed = request.environ.get(ENVIRON_JSON)
-    if parsed is not None:  # the gate parsed it already (to check the model)
-        return parsed
-    data = request.get_data(cache=True)
-    if not data.strip():
-        raise BadRequest("the request body is empty; send a JSON object")
-    try:
-        return jsonio.loads(data)
-    except ValueError as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    data = read_body(request, services().settings.max_request_bytes)
+    if parsed is None:  # else the gate parsed it already (to check the model)
+        if not data.strip():
+            raise BadRequest("the request body is empty; send a JSON object")
+        try:
+            parsed = jsonio.loads(data)
+        except ValueError as exc:
+            raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    if jsonio.too_deep(parsed, data):
+        raise BadRequest(f"the request body nests arrays and objects more than {jsonio.MAX_DEPTH} levels deep")
+    return parsed
 
 
 def _body_for_log() -> bytes:
@@ -65,8 +68,8 @@ def _body_for_log() -> bytes:
     if request.environ.get(ENVIRON_REFUSED):
         return b""
     try:
-        return request.get_data(cache=True)
-    except HTTPException:
+        return read_body(request, services().settings.max_request_bytes)
+    except (HTTPException, PayloadTooLarge):
         return b""
 
 
@@ -145,6 +148,7 @@ def upstream_backend() -> Any:
 
 def open_upstream(exchange: Exchange, path: str, out: dict) -> Any:
     """POST `out` to the backend, noting the body sent for the log; error statuses raise."""
+    release_body(request)  # parsed and copied for the log: the backend gets `out`, encoded below
     payload = jsonio.dumps(out)
     exchange.sent_upstream(payload)
     return upstream_backend().open("POST", path, payload, request_id=exchange.request_id)
