@@ -18,7 +18,8 @@ BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 
 
 def env_example() -> str:
-    lines = ["# LLM Proxy configuration. Copy to .env and edit; real environment variables win over this file.",
+    lines = ["# LLM Proxy configuration. Copy to .env in the folder you start the proxy from, and edit;",
+             "# only that folder's .env is read, and real environment variables win over it.",
              "# Every variable, with its default and what it does.", ""]
     for s in SETTINGS:
         lines.append(f"# {s.help}")
