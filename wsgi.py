@@ -32,32 +32,46 @@ gc.set_threshold(7000, 20, 20)
 
 
 def main() -> None:
-    import gevent
+    import os
 
+    from gevent.event import Event
+
+    from proxy import draining
     from proxy.server import make_server
 
     log = logging.getLogger("proxy")
     try:
-        server = make_server(settings.host, settings.port, app, error_log=logging.getLogger("proxy.wsgi"))
+        server = make_server(settings.host, settings.port, app, error_log=logging.getLogger("proxy.wsgi"),
+                             max_connections=settings.max_connections, header_timeout=settings.header_timeout,
+                             keepalive_timeout=settings.keepalive_timeout)
     except OSError as exc:  # port in use, HOST not of this machine or not resolving, no permission
         print(f"llm-proxy: {listen_error(settings.host, settings.port, exc)}", file=sys.stderr)
         sys.exit(1)
 
+    stopping, hurry = Event(), Event()
+
     def stop(signum, frame):
-        # Signal handlers run in gevent's hub, where nothing may block: stop from a greenlet.
-        log.info("signal %s: stopping (open streams get 5 s to finish)", signum)
-        gevent.spawn(server.stop, timeout=5)
+        # Signal handlers run in gevent's hub, where nothing may block: only say what to do.
+        if stopping.is_set():
+            log.info("signal %s again: ending running requests now", signum)
+            hurry.set()
+            return
+        log.info("signal %s: stopping; running requests get %g s to finish (DRAIN_TIMEOUT)", signum,
+                 settings.drain_timeout)
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("listening on http://%s:%d", settings.host, settings.port)
     probe_in_background(app.extensions["llm_proxy"].backend)
+    server.start()
     try:
-        server.serve_forever()
+        stopping.wait()
+        server.drain(settings.drain_timeout, hurry)  # see Server.drain: streams past it end with an error chunk
     finally:
-        shutdown = app.extensions["llm_proxy"].extras.get("shutdown")
-        if shutdown:
-            shutdown()  # flush the log writer's queue before exit
+        if not draining.flush_log(app):  # bounded: a database that does not answer must not hold the exit
+            logging.shutdown()
+            os._exit(0)
         log.info("stopped")
 
 

@@ -69,6 +69,16 @@ def _host(raw: str) -> str:
     raise ValueError("an IP address to bind (127.0.0.1, 0.0.0.0, ::) or a host name of this machine")
 
 
+def _float_min0(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("a number of seconds >= 0") from None
+    if not value >= 0:
+        raise ValueError("a number of seconds >= 0")
+    return value
+
+
 def _float_pos(raw: str) -> float:
     try:
         value = float(raw.strip())
@@ -269,6 +279,13 @@ SETTINGS: tuple[Setting, ...] = (
             "the counters and counted in Redis in the background (only with LIMITS_FAIL_OPEN=true)"),
     Setting("MAX_REQUEST_BYTES", "33554432", _int_min(0), "larger request bodies get 413 without being read "
             "(0 = no limit)"),
+    Setting("HEADER_TIMEOUT", "10", _float_pos, "seconds a client has to send a whole request head (a new "
+            "connection from its start; later requests from their first byte); then 408 and the connection closes"),
+    Setting("KEEPALIVE_TIMEOUT", "60", _float_pos, "seconds an idle keep-alive connection is kept between requests"),
+    Setting("MAX_CONNECTIONS", "8192", _int_min(1), "client connections served at once; at the cap the longest-idle "
+            "one is closed, and without an idle one a new connection gets 503 (lowered to fit the open-file limit)"),
+    Setting("DRAIN_TIMEOUT", "30", _float_min0, "on SIGTERM/SIGINT: seconds running requests get to finish; then "
+            "open streams end with an error chunk and are recorded as cancelled (a second signal ends them at once)"),
 )
 
 
@@ -313,6 +330,10 @@ class Settings:
     limits_fail_open: bool
     limits_exact: bool
     max_request_bytes: int
+    header_timeout: float
+    keepalive_timeout: float
+    max_connections: int
+    drain_timeout: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

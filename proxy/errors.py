@@ -9,6 +9,7 @@
     ├── MethodNotAllowed      405
     ├── RateLimited           429  (carries retry_after seconds)
     ├── NotSupported          501  feature the configured backend cannot do
+    ├── ShuttingDown          503  the server stopped and its drain time is over (outcome: cancelled)
     └── BackendError               anything the upstream did
         ├── BackendUnavailable 502 refused / unreachable / broken connection
         ├── BackendTimeout     504 no answer within BACKEND_TIMEOUT
@@ -94,6 +95,16 @@ class RateLimited(ProxyError):
 
 class NotSupported(ProxyError):
     status = 501
+
+
+class ShuttingDown(ProxyError):
+    """Raised in a request still running when a stopping server's drain time is over (see ``draining``)."""
+
+    status = 503
+
+    @property
+    def outcome(self) -> str:
+        return "cancelled"
 
 
 class BackendError(ProxyError):

@@ -13,6 +13,7 @@ import time
 import zlib
 from typing import Any, Callable, Iterable, Iterator
 
+from . import draining
 from .errors import ProxyError
 from .streaming import Answer, error_chunk
 from .usage import UsageTap
@@ -170,6 +171,7 @@ class Exchange:
         self._sinks = tuple(sinks)
         self.on_finish: list[Callable[["Exchange"], None]] = []  # this exchange's own callbacks (e.g. limits)
         self._finished = False
+        draining.started(self)  # a stopping server ends it after DRAIN_TIMEOUT
 
     # --- filled in as the exchange runs ------------------------------------------------------
     def client_copy_derived_from_upstream(self, derive: Callable[[bytes], bytes]) -> None:
@@ -218,6 +220,7 @@ class Exchange:
         if self._finished:
             return
         self._finished = True
+        draining.finished(self)
         self.ended_at = self.clock()
         if self.answer is None and self.answer_parser is not None:
             self._assemble()

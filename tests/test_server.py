@@ -34,13 +34,31 @@ def test_bare_lf_line_endings_are_accepted():
     assert headers_of(b"A: 1\nB: 2\n\n").get("b") == "2"
 
 
-def test_raw_lines_are_kept_for_pywsgi_including_folded_continuations():
-    h = headers_of(b"X-Long: first\r\n  second\r\nB: 2\r\n\r\n")
-    assert h.headers == ["X-Long: first\r\n", "  second\r\n", "B: 2\r\n"]
+def test_raw_lines_are_kept_for_pywsgi():
+    h = headers_of(b"X-Long: first\r\nB: 2\r\n\r\n")
+    assert h.headers == ["X-Long: first\r\n", "B: 2\r\n"] and h.status == ""
 
 
-def test_deleting_a_header_removes_every_occurrence_and_its_continuations():
-    h = headers_of(b"Content-Length: 5\r\n  x\r\nTransfer-Encoding: chunked\r\ncontent-length: 7\r\n\r\n")
+def test_values_lose_the_spaces_and_tabs_around_them():
+    assert headers_of(b"A: \t padded \t\r\n\r\n").get("a") == "padded"
+
+
+@pytest.mark.parametrize("line, why", [
+    (b"X-Long: first\r\n  second\r\n", "folding"),
+    (b"X-Long: first\r\n\tsecond\r\n", "folding"),
+    (b"NoColonHere\r\n", "no colon"),
+    (b"Content-Length : 5\r\n", "whitespace"),
+    (b"Bad Name: 5\r\n", "characters"),
+    (b"A: one\rtwo\r\n", "CR or NUL"),
+    (b"A: one\x00two\r\n", "CR or NUL"),
+])
+def test_malformed_header_lines_are_flagged(line, why):
+    h = headers_of(b"Host: x\r\n" + line + b"\r\n")
+    assert why in h.status and h.code == 400
+
+
+def test_deleting_a_header_removes_every_occurrence():
+    h = headers_of(b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\ncontent-length: 7\r\n\r\n")
     del h["content-length"]
     assert h.get("content-length") is None
     assert h.headers == ["Transfer-Encoding: chunked\r\n"]
@@ -49,7 +67,14 @@ def test_deleting_a_header_removes_every_occurrence_and_its_continuations():
 
 
 def test_an_overlong_header_line_is_flagged():
-    assert headers_of(b"A: " + b"x" * 70000 + b"\r\n\r\n").status == "Line too long"
+    h = headers_of(b"A: " + b"x" * 70000 + b"\r\n\r\n")
+    assert "too long" in h.status and h.code == 431
+
+
+def test_a_head_larger_than_the_budget_is_flagged_however_it_is_split():
+    raw = b"".join(b"H%d: %s\r\n" % (i, b"v" * 1000) for i in range(70)) + b"\r\n"  # 70 lines of 1 KB
+    h = headers_of(raw)
+    assert "larger than" in h.status and h.code == 431
 
 
 def test_more_than_a_hundred_header_lines_are_flagged():
@@ -86,11 +111,11 @@ def chat_post(body: bytes) -> bytes:
             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
 
 
-def test_a_request_with_odd_header_case_and_a_folded_header_is_served(wsgi_proxy):
+def test_a_request_with_odd_header_case_is_served(wsgi_proxy):
     proxy = wsgi_proxy(BACKEND_TYPE="stub")
     body = b'{"model": "stub", "messages": [{"role": "user", "content": "hi"}]}'
     raw = (b"POST /api/chat HTTP/1.1\r\nhost: x\r\ncontent-TYPE: application/json\r\n"
-           b"X-Folded: a\r\n b\r\nCONTENT-LENGTH: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+           b"CONTENT-LENGTH: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
     reply = exchange(proxy.url, raw)
     head, _, rest = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), reply[:300]
@@ -117,17 +142,17 @@ def test_a_request_after_a_stream_on_the_same_connection_is_read_with_its_own_he
     assert b'"done":true' in first.replace(b" ", b"") and b"x-request-id: second-one" in last.lower()
 
 
-def test_too_many_headers_get_400_not_500(wsgi_proxy):
+def test_too_many_headers_get_431_not_500(wsgi_proxy):
     proxy = wsgi_proxy(BACKEND_TYPE="stub")
     raw = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(150)) + b"\r\n"
     reply = exchange(proxy.url, raw)
-    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:200]
 
 
-def test_an_overlong_header_line_gets_400(wsgi_proxy):
+def test_an_overlong_header_line_gets_431(wsgi_proxy):
     proxy = wsgi_proxy(BACKEND_TYPE="stub")
     raw = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"
-    assert exchange(proxy.url, raw).startswith(b"HTTP/1.1 400")
+    assert exchange(proxy.url, raw).startswith(b"HTTP/1.1 431")
 
 
 def test_chunked_request_bodies_are_read(wsgi_proxy):
@@ -182,3 +207,97 @@ def test_a_body_far_larger_than_the_read_buffer_arrives_whole(wsgi_proxy):
     import json
     answer = json.loads(reply.partition(b"\r\n\r\n")[2])
     assert answer["prompt_eval_count"] >= 50000  # the stub counted every word it was sent
+
+
+# --- request framing: nothing ambiguous is served, nothing is smuggled (#10 item 13) ---------------
+
+SMUGGLED = b"GET /api/version HTTP/1.1\r\nHost: x\r\nX-Request-ID: smuggled\r\n\r\n"
+AMBIGUOUS_FRAMING = {
+    "two different Content-Length lines": b"Content-Length: 5\r\nContent-Length: 60\r\n",
+    "a Content-Length list of two values": b"Content-Length: 5, 60\r\n",
+    "Content-Length with Transfer-Encoding": b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+    "Transfer-Encoding with Content-Length": b"Transfer-Encoding: chunked\r\nContent-Length: 60\r\n",
+    "chunked twice in one line": b"Transfer-Encoding: chunked, chunked\r\n",
+    "chunked twice in two lines": b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+    "a coding after chunked": b"Transfer-Encoding: chunked, identity\r\n",
+    "a folded Content-Length": b"Content-Length: 5\r\n 60\r\n",
+    "a Content-Length folded onto its own line": b"Content-Length:\r\n 60\r\n",
+    "space between the name and the colon": b"Content-Length : 60\r\n",
+    "a tab between the name and the colon": b"Transfer-Encoding\t: chunked\r\n",
+    "a signed Content-Length": b"Content-Length: +60\r\n",
+    "a Content-Length with an underscore": b"Content-Length: 6_0\r\n",
+    "a hexadecimal Content-Length": b"Content-Length: 0x3c\r\n",
+    "a negative Content-Length": b"Content-Length: -1\r\n",
+    "a Content-Length with a space inside": b"Content-Length: 6 0\r\n",
+    "a header line without a colon": b"Content-Length 60\r\n",
+    "a header line with a bare CR": b"X-A: 1\rContent-Length: 60\r\n",
+}
+
+
+def test_ambiguous_framing_gets_400_closes_the_connection_and_serves_nothing_smuggled(wsgi_proxy):
+    proxy = wsgi_proxy(BACKEND_TYPE="stub")
+    problems = []
+    for name, framing in AMBIGUOUS_FRAMING.items():
+        raw = b"POST /api/chat HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n" + b"0\r\n\r\n" + SMUGGLED
+        reply, closed = exchange_closed(proxy.url, raw)
+        if not reply.startswith(b"HTTP/1.1 400") or reply.count(b"HTTP/1.1 ") != 1 or not closed:
+            problems.append(f"{name}: closed={closed} {reply[:200]!r}")
+        elif b"smuggled" in reply.lower() or b"Traceback" in reply:
+            problems.append(f"{name}: {reply!r}")
+    assert not problems, "\n".join(problems)
+    assert "Traceback" not in proxy.output()
+
+
+def test_transfer_encoding_in_http_1_0_and_unknown_codings_are_refused(wsgi_proxy):
+    proxy = wsgi_proxy(BACKEND_TYPE="stub")
+    reply, closed = exchange_closed(proxy.url, b"POST /api/chat HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                               b"\r\n0\r\n\r\n" + SMUGGLED)
+    assert reply.startswith(b"HTTP/1.1 400") and reply.count(b"HTTP/1.1 ") == 1 and closed, reply[:300]
+    reply, closed = exchange_closed(proxy.url, b"POST /api/chat HTTP/1.1\r\nHost: x\r\n"
+                                               b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n" + SMUGGLED)
+    assert reply.startswith(b"HTTP/1.1 501") and reply.count(b"HTTP/1.1 ") == 1 and closed, reply[:300]
+
+
+def test_a_framing_refusal_speaks_the_dialect_of_its_path(wsgi_proxy):
+    import json
+
+    proxy = wsgi_proxy(BACKEND_TYPE="stub")
+    head = b"Host: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+    reply, _ = exchange_closed(proxy.url, b"POST /v1/chat/completions HTTP/1.1\r\n" + head)
+    error = json.loads(reply.partition(b"\r\n\r\n")[2])["error"]
+    assert "Content-Length" in error["message"] and error["type"] == "invalid_request_error"
+    reply, _ = exchange_closed(proxy.url, b"POST /api/chat HTTP/1.1\r\n" + head)
+    assert "Content-Length" in json.loads(reply.partition(b"\r\n\r\n")[2])["error"]
+
+
+def test_identical_content_length_values_and_padded_values_are_accepted(wsgi_proxy):
+    proxy = wsgi_proxy(BACKEND_TYPE="stub")
+    body = b'{"model": "stub", "stream": false, "messages": [{"role": "user", "content": "hi"}]}'
+    for framing in (b"Content-Length: %d\r\nContent-Length: %d\r\n" % (len(body), len(body)),
+                    b"Content-Length: \t%d \r\n" % len(body), b"Transfer-Encoding:  Chunked \r\n"):
+        sent = body if b"Chunked" not in framing else b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        reply = exchange(proxy.url, b"POST /api/chat HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + framing
+                         + b"\r\n" + sent)
+        assert reply.startswith(b"HTTP/1.1 200"), (framing, reply[:300])
+
+
+def exchange_closed(url: str, raw: bytes, timeout: float = 5.0) -> tuple[bytes, bool]:
+    """Send ``raw``; everything the server answers, and whether it closed the connection (rather than
+    leaving it open until ``timeout``)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        try:
+            sock.sendall(raw)
+        except OSError:
+            pass
+        data = b""
+        while True:
+            try:
+                piece = sock.recv(65536)
+            except socket.timeout:
+                return data, False
+            except ConnectionResetError:
+                return data, True
+            if not piece:
+                return data, True
+            data += piece
