@@ -20,7 +20,7 @@ from typing import Any
 from flask import Flask, Request, Response, request
 from werkzeug.wsgi import ClosingIterator
 
-from .. import jsonio
+from .. import jsonio, keycase
 from ..accesslog import ENVIRON_EXCHANGE
 from ..body import read_body
 from ..config import Settings
@@ -275,6 +275,7 @@ def requested_models(req: Request) -> list[str]:
             body = jsonio.loads(raw) if raw.strip() else None
         except ValueError:
             return []  # the view answers 400 for a body that is not JSON
+        keycase.check(body)  # `model` and `Model`: the backend might read the one not checked here
         req.environ[ENVIRON_JSON] = body
     if not isinstance(body, dict):
         return []

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable
 from flask import Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from .. import jsonio
+from .. import jsonio, keycase
 from ..accesslog import ENVIRON_EXCHANGE, ENVIRON_REQUEST_ID
 from ..body import read_body, release_body
 from ..catalog import Catalog, model_not_found
@@ -57,6 +57,7 @@ def read_json() -> Any:
             parsed = jsonio.loads(data)
         except ValueError as exc:
             raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+        keycase.check(parsed)  # `model` and `Model` (the gate checks a body it parses)
     if jsonio.too_deep(parsed, data):
         raise BadRequest(f"the request body nests arrays and objects more than {jsonio.MAX_DEPTH} levels deep")
     return parsed

@@ -217,7 +217,7 @@ def manage() -> Response:
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     if svc.backend.dialect == "ollama":
-        payload = request.get_data(cache=True)
+        payload = jsonio.dumps(body)  # the body that was checked, not the bytes sent (a repeated key goes)
         upstream = upstream_backend().open(request.method, request.path, payload, request_id=_rid())
         if body.get("stream") is False or action in ("copy", "delete"):
             try:
