@@ -225,3 +225,31 @@ def test_env_file_of_the_working_directory_is_read_under_gunicorn(tmp_path):
     finally:
         stop(proc)
     assert [m["id"] for m in models["data"]] == ["stub", "stub-embed"]
+
+
+# --- what HOST and PORT accept -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, parsed", [
+    ("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "0.0.0.0"), ("::", "::"), ("[::1]", "::1"), ("::1", "::1"),
+    ("localhost", "localhost"), ("my-box.lan", "my-box.lan"), (" 10.0.0.2 ", "10.0.0.2"),
+])
+def test_host_accepts_addresses_and_host_names(raw, parsed):
+    from proxy.config import Settings
+
+    assert Settings.from_env({"HOST": raw}).host == parsed
+
+
+@pytest.mark.parametrize("raw", ["", "999.1.1.1", "http://127.0.0.1", "127.0.0.1:8080", "a b", "-bad-", "x" * 300])
+def test_host_refuses_what_cannot_be_bound(raw):
+    from proxy.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="HOST"):
+        Settings.from_env({"HOST": raw})
+
+
+@pytest.mark.parametrize("raw", ["0", "65536", "99999", "-1", "http"])
+def test_port_must_be_1_to_65535(raw):
+    from proxy.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="PORT"):
+        Settings.from_env({"PORT": raw})
