@@ -3,7 +3,8 @@
 ``AccessLog`` is WSGI middleware: it assigns the request id (a well-formed client `X-Request-ID`
 is kept), returns it on every response, and writes the access line when the response body is
 done — for streams that is when the last chunk left. Secrets never appear: only the path is
-logged, never headers or query strings.
+logged, never headers or query strings. Text that comes from the client is printed with its control
+characters escaped (``printable``), so a path cannot end a line early or drive the terminal.
 """
 from __future__ import annotations
 
@@ -23,6 +24,37 @@ SUMMARY_CHARS = 120
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 ENVIRON_REQUEST_ID = "llm_proxy.request_id"
 ENVIRON_EXCHANGE = "llm_proxy.exchange"
+# C0 controls, DEL, C1 controls (8-bit CSI among them) and the Unicode line and paragraph separators; in access
+# line fields also the backslash and double quote that would make an escape or the quoted request ambiguous.
+CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+UNPRINTABLE = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029"\\]')
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """Client text for an access line field: control characters, backslash and double quote as \\xNN escapes."""
+    return UNPRINTABLE.sub(_escape, text) if UNPRINTABLE.search(text) else text
+
+
+def controls_escaped(text: str) -> str:
+    """Client text printed whole (bodies): only control characters escaped, so no line can be forged."""
+    return CONTROLS.sub(_escape, text) if CONTROLS.search(text) else text
+
+
+def wire_text(value: str) -> str:
+    """A WSGI environ string (bytes read as latin-1) as the UTF-8 text the client most likely meant."""
+    if value.isascii():
+        return value
+    return value.encode("latin-1", "replace").decode("utf-8", "backslashreplace")
+
+
+def _json_safe(line: str) -> str:
+    """What JSON lines leave raw (json.dumps escapes only C0 controls) as \\u escapes: still the same JSON."""
+    return CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
 
 
 class JSONFormatter(logging.Formatter):
@@ -36,7 +68,7 @@ class JSONFormatter(logging.Formatter):
             payload["message"] = record.getMessage()
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, ensure_ascii=False, default=str)
+        return _json_safe(json.dumps(payload, ensure_ascii=False, default=str))
 
 
 def configure_logging(settings: Settings) -> None:
@@ -112,15 +144,16 @@ class AccessLog:
         return _Body(body, done)
 
     def _write(self, environ: dict, request_id: str, status: int, sent: int, seconds: float) -> None:
-        client = environ.get("REMOTE_ADDR", "-")
-        method = environ.get("REQUEST_METHOD", "-")
-        path = environ.get("PATH_INFO", "")
+        client = printable(environ.get("REMOTE_ADDR") or "-")
+        method = printable(environ.get("REQUEST_METHOD") or "-")
+        path = printable(wire_text(environ.get("PATH_INFO", "")))
         exchange = environ.get(ENVIRON_EXCHANGE)
         extra = exchange.summary() if exchange is not None else {}
         if self.json:
             fields = {"event": "access", "request_id": request_id, "client": client, "method": method, "path": path,
                       "status": status, "bytes": sent, "duration_ms": round(seconds * 1000, 2)}
-            fields.update({k: v for k, v in extra.items() if v is not None and k not in fields})
+            fields.update({k: controls_escaped(v) if isinstance(v, str) else v for k, v in extra.items()
+                           if v is not None and k not in fields})
             access_log.info("access", extra={"fields": fields})
             return
         tail = ""
@@ -128,7 +161,7 @@ class AccessLog:
             tokens = ""
             if extra.get("prompt_tokens") is not None or extra.get("completion_tokens") is not None:
                 tokens = f" tokens={extra.get('prompt_tokens') or 0}/{extra.get('completion_tokens') or 0}"
-            tail = f" model={extra.get('model') or '-'} outcome={extra.get('outcome')}{tokens}"
+            tail = f" model={printable(extra.get('model') or '-')} outcome={extra.get('outcome')}{tokens}"
         access_log.info('%s "%s %s" %s %d %.1fms id=%s%s', client, method, path, status, sent, seconds * 1000,
                         request_id, tail)
 
@@ -156,7 +189,7 @@ def _summarise_messages(body: Any) -> list[str]:
             extra += f" tool_calls={','.join(names)}"
         if images:
             extra += f" images={images}"
-        lines.append(f"{message.get('role', '?')}[{len(text)}]: {short}{extra}")
+        lines.append(controls_escaped(f"{message.get('role', '?')}[{len(text)}]: {short}{extra}"))
     return lines
 
 
@@ -195,7 +228,7 @@ class BodyLog:
 
     @staticmethod
     def _text(buffer: Any) -> str:
-        text = buffer.value().decode("utf-8", "replace")
+        text = controls_escaped(buffer.value().decode("utf-8", "replace"))
         return text + (f" …[truncated, {buffer.size} bytes in all]" if buffer.truncated else "")
 
     def _emit(self, rid: str, what: str, text: str, model: str | None = None) -> None:
@@ -205,4 +238,4 @@ class BodyLog:
                 fields["model"] = model
             body_log.info(what, extra={"fields": fields})
         else:
-            body_log.info("id=%s %s%s: %s", rid, what, f" model={model}" if model else "", text)
+            body_log.info("id=%s %s%s: %s", rid, what, f" model={printable(model)}" if model else "", text)

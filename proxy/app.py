@@ -7,7 +7,7 @@ from flask import Flask, Response, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from .accesslog import AccessLog, BodyLog, configure_logging
+from .accesslog import AccessLog, BodyLog, configure_logging, printable
 from .backends import make_backend
 from .catalog import Catalog
 from .config import Settings
@@ -63,5 +63,5 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.path)
+        log.exception("unexpected error on %s %s", printable(request.method), printable(request.path))
         return render_error(ProxyError("internal proxy error; see the proxy's log"), dialect_of_path(request.path))

@@ -89,3 +89,57 @@ def test_a_stream_gets_one_access_line_with_the_bytes_the_client_received(tmp_pa
     assert len(chats) == 2
     assert chats[0]["stream"] is True and chats[0]["bytes"] == len(streamed.content) > 0
     assert chats[1]["stream"] is False and chats[1]["bytes"] == len(whole.content)
+
+
+def _send_raw(url: str, request_line: bytes, headers: bytes = b"") -> bytes:
+    import socket
+
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request_line + b"\r\nHost: 127.0.0.1\r\n" + headers + b"Connection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+FORGED = b"GET /api/x%0A2026-01-01%2000:00:00,000%20INFO%20proxy.access:%20%1B[2J%1B]0;pwned%07%C2%9B31m%22%5C HTTP/1.1"
+
+
+def test_control_characters_in_the_path_cannot_forge_or_colour_access_lines(tmp_path):
+    proc, url = run_proxy(tmp_path, free_port())
+    try:
+        _send_raw(url, FORGED)
+        _send_raw(url, b"GET /v1/\x1b[31mred HTTP/1.1", b"User-Agent: x\x1b[2J\r\n")
+        requests.post(url + "/api/chat", json={"model": "stub\n1999-01-01 INFO proxy.access: fake\x1b[0m",
+                                               "messages": [{"role": "user", "content": "hi"}]})
+    finally:
+        out = stop(proc)
+    assert "\x1b" not in out and "\x07" not in out and "\u009b" not in out
+    lines = [l for l in out.splitlines() if "proxy.access" in l]
+    assert not any(l.startswith("2026-01-01") or l.startswith("1999-01-01") for l in out.splitlines())
+    forged = next(l for l in lines if "/api/x" in l)
+    assert '"GET /api/x\\x0a2026-01-01 00:00:00,000 INFO proxy.access: \\x1b[2J\\x1b]0;pwned\\x07\\x9b31m\\x22\\x5c" 404' \
+        in forged
+    assert any("\\x1b[31mred" in l for l in lines)
+    assert any("model=stub\\x0a1999-01-01" in l for l in lines)
+
+
+def test_json_access_lines_escape_what_json_leaves_raw(tmp_path):
+    proc, url = run_proxy(tmp_path, free_port(), LOG_FORMAT="json")
+    try:
+        _send_raw(url, FORGED)
+    finally:
+        out = stop(proc)
+    assert "\x1b" not in out and "\u009b" not in out and "\u2028" not in out
+    records = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    access = next(r for r in records if r.get("event") == "access" and r["path"].startswith("/api/x"))
+    assert access["path"].startswith("/api/x\\x0a2026-01-01") and "\\x9b31m" in access["path"]
+
+
+def test_printable_escapes_controls_quotes_and_backslashes_only():
+    from proxy.accesslog import controls_escaped, printable
+
+    assert printable("/api/chat") == "/api/chat"
+    assert printable('a\nb\r\x1b\x7f\x85"\\ é\u2028') == 'a\\x0ab\\x0d\\x1b\\x7f\\x85\\x22\\x5c é\\u2028'
+    assert controls_escaped('{"a": "b"}\n') == '{"a": "b"}\\x0a'
