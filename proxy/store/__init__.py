@@ -2,7 +2,8 @@
 
 ``LogStore`` owns the database, the writer thread and retention for one app. ``sink`` is what
 ``Exchange.finish`` calls (a reference copy and a deque append); ``read`` runs a query function
-off the gevent hub for the UI; ``close`` flushes the queue on shutdown.
+for the UI in a reader pool of its own, with a time limit; ``close`` flushes the queue on shutdown.
+``health`` logs the database going down and coming back, once each.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Any, Callable, TypeVar
 import peewee as pw
 
 from ..config import Settings, mask_url
-from .db import kind_of_database, offload, open_database
+from .db import Readers, kind_of_database, open_database
+from .health import DatabaseHealth
 from .models import Models, build_models
 from .record import REFUSED, Record
 from .retention import Retention
@@ -33,10 +35,12 @@ class LogStore:
         self.db = open_database(self.url)
         self.kind = kind_of_database(self.db)
         self.models: Models = build_models(self.db)
+        self.health = DatabaseHealth(self.describe())
+        self.readers = Readers()
         self.retention = Retention(self.models, settings.log_max_requests, settings.log_max_age_days,
                                    max_refused=settings.log_max_refused)
         self.writer = LogWriter(self.models, queue_size=settings.log_queue_size, retention=self.retention,
-                                cleanup_minutes=settings.log_cleanup_minutes)
+                                cleanup_minutes=settings.log_cleanup_minutes, health=self.health)
         self._pid = os.getpid()
         self.start_error: str | None = None
 
@@ -48,9 +52,7 @@ class LogStore:
             ensure_schema(self.models)
             self.writer.schema_ready = True
         except pw.PeeweeException as exc:
-            self.start_error = str(exc).strip() or type(exc).__name__
-            log.error("log database %s is not usable yet (%s); the proxy serves on and the writer retries",
-                      self.describe(), self.start_error)
+            self.start_error = self.health.failed(exc, "at start")
         finally:
             self._close_quietly()
         self.writer.start()
@@ -84,8 +86,15 @@ class LogStore:
 
     # --- reading (UI) ------------------------------------------------------------------------------
     def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(models, *args)`` with its own connection, off the gevent hub."""
-        return offload(self._read, fn, args)
+        """``fn(models, *args)`` with its own connection, in the reader pool; ``DatabaseBusy`` (an
+        OperationalError) when the database does not answer in time."""
+        try:
+            value = self.readers.run(self._read, fn, args)
+        except (pw.OperationalError, pw.InterfaceError) as exc:
+            self.health.failed(exc, "reading for the log view")
+            raise
+        self.health.ok()
+        return value
 
     def _read(self, fn: Callable[..., T], args: tuple) -> T:
         with self.db.connection_context():
@@ -93,7 +102,10 @@ class LogStore:
 
     # --- the end -----------------------------------------------------------------------------------
     def close(self) -> None:
-        self.writer.close()
+        try:
+            self.writer.close()
+        finally:
+            self.readers.close()
 
 
 def init_app(app: Any, services: Any) -> LogStore | None:

@@ -1,9 +1,9 @@
 """Opening the log database from DATABASE_URL, and running blocking database calls off the gevent hub.
 
 SQLite gets WAL mode, a busy timeout and ``BEGIN IMMEDIATE`` writes, so several gunicorn workers can
-share one file. Database drivers block the thread they run in; under gevent, ``offload`` runs a call
-in the hub's native thread pool so streams keep flowing while a query runs. Nothing here knows the
-schema.
+share one file. Database drivers block the thread they run in; under gevent, ``Readers`` runs the log
+view's queries in a native thread pool of their own, with a time limit, so streams keep flowing and
+nothing on the request path ever waits for the database. Nothing here knows the schema.
 """
 from __future__ import annotations
 
@@ -106,9 +106,70 @@ def start_native_thread(target: Callable[[], None], name: str) -> None:
     threading.Thread(target=target, name=name, daemon=True).start()
 
 
-def offload(fn: Callable[..., T], *args: Any) -> T:
-    """Call ``fn(*args)`` where blocking is harmless: gevent's native thread pool when patched."""
-    if gevent_patched():
+def captured(fn: Callable[..., T], args: tuple) -> tuple[bool, Any]:
+    """``fn(*args)`` as (True, result) or (False, exception), for a native pool thread: an exception raised
+    there is printed by gevent with its traceback before the caller gets it (a flood while a database is down)."""
+    try:
+        return True, fn(*args)
+    except Exception as exc:  # noqa: BLE001 - handed back to the caller, which raises it
+        return False, exc
+
+
+def in_pool(pool: Any, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a gevent ThreadPool, its exception raised here, in the calling greenlet."""
+    ok, value = pool.apply(captured, (fn, args))
+    if not ok:
+        raise value
+    return value
+
+
+class DatabaseBusy(peewee.OperationalError):
+    """The log database did not answer a read in time: stalled, locked, or every reader thread is waiting."""
+
+
+READ_THREADS = 4
+READ_TIMEOUT_S = 10.0
+
+
+class Readers:
+    """The log view's database reads. Under gevent they run in a small native thread pool of their own, never
+    in the hub's pool, which also resolves host names for backend connections (a stalled database once held
+    every one of its threads, and API requests waited); each read is waited for at most ``timeout`` seconds,
+    then ``DatabaseBusy`` is raised, and a read that waited in the queue past its time is not started at all.
+    Without gevent a read runs in the calling thread (each request has its own)."""
+
+    def __init__(self, threads: int = READ_THREADS, timeout: float = READ_TIMEOUT_S):
+        self.threads = threads
+        self.timeout = timeout
+        self._pool: Any = None
+        self._pid = 0
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if not gevent_patched():
+            return fn(*args)
         import gevent
-        return gevent.get_hub().threadpool.apply(fn, args)
-    return fn(*args)
+        from gevent.threadpool import ThreadPool
+
+        if self._pid != os.getpid():  # first use, or a forked worker: the parent's threads are not here
+            self._pool, self._pid = ThreadPool(self.threads), os.getpid()
+        deadline = time.monotonic() + self.timeout
+        busy = DatabaseBusy(f"the log database did not answer within {self.timeout:g} s")
+
+        def task() -> tuple[bool, Any]:
+            if time.monotonic() > deadline:
+                return False, busy
+            return captured(fn, args)
+
+        try:
+            ok, value = self._pool.spawn(task).get(timeout=self.timeout)
+        except gevent.Timeout:
+            raise busy from None
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        if self._pool is not None and self._pid == os.getpid():
+            self._pool.kill()
+        self._pool = None
+

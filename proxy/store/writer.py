@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 import peewee as pw
 
-from .db import gevent_patched, kind_of_database, start_native_thread
+from .db import gevent_patched, in_pool, kind_of_database, start_native_thread
+from .health import DatabaseHealth, reason_of
 from .models import BODY_COLUMNS, EXCHANGE_COLUMNS, POLL_COLUMNS, Models
 from .record import REFUSED, Record
 from .schema import FTS_TABLE, SEARCH_TABLE, ensure_schema
@@ -45,8 +46,9 @@ REFUSED_SHARE = 4  # refusals may hold at most a quarter of LOG_QUEUE_SIZE
 
 class LogWriter:
     def __init__(self, models: Models, *, queue_size: int, retention: Any = None, cleanup_minutes: int = 0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, health: DatabaseHealth | None = None):
         self.models = models
+        self.health = health or DatabaseHealth("(the log database)")
         self.db = models.database
         self.kind = kind_of_database(self.db)
         self._tuned: Any = None  # the connection the writer's pragmas were set on
@@ -142,7 +144,7 @@ class LogWriter:
     def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a database call where blocking is harmless (the writer's own native thread under gevent)."""
         if self._pool is not None:
-            return self._pool.apply(fn, args)
+            return in_pool(self._pool, fn, *args)
         return fn(*args)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -187,6 +189,7 @@ class LogWriter:
                     if batch:
                         self._write(batch)
                         batch = []
+                        self.health.ok()
                     self._flush_polls()
                     if self._cleanup_step() or len(self._queue) >= BATCH:
                         continue
@@ -198,8 +201,8 @@ class LogWriter:
                     delay = min(delay * 2, RETRY_MAX_S)
                 except Exception as exc:  # noqa: BLE001 - a bad record must not stop the writer
                     self.last_error = str(exc)
-                    if not self.schema_ready or not batch:
-                        log.exception("log writer: the log database cannot be prepared or cleaned")
+                    if not self.schema_ready or not batch:  # the database refuses us (rights, disk): one line
+                        self.health.failed(exc, "preparing the schema" if not self.schema_ready else "cleaning up")
                         self._close_connection()
                         self._pause(delay)
                         delay = min(delay * 2, RETRY_MAX_S)
@@ -232,14 +235,13 @@ class LogWriter:
 
     def _unavailable(self, exc: Exception) -> None:
         self.write_errors += 1
-        self.last_error = str(exc).strip() or type(exc).__name__
-        self._warn(f"log database unavailable ({self.last_error}); records wait in the queue "
-                   f"({len(self._queue)} queued, {self.dropped_full} dropped)")
+        self.last_error = self.health.failed(exc)
         self._close_connection()
 
     def _prepare(self) -> None:
         self._blocking(ensure_schema, self.models)
         self.schema_ready = True
+        self.health.ok()
         self._next_cleanup = 0.0
 
     def _take(self, n: int) -> list[Record]:
@@ -255,7 +257,7 @@ class LogWriter:
     def _lost(self, batch: list, exc: Exception) -> None:
         if batch:
             self.dropped_failed += len(batch)
-            log.error("log writer: %d records could not be written and are lost: %s", len(batch), exc)
+            log.error("log writer: %d records could not be written and are lost: %s", len(batch), reason_of(exc))
 
     def _one_by_one(self, batch: list[Record]) -> None:
         for record in batch:

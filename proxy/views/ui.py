@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from .. import jsonio
 from ..store import search, stats
+from ..store.health import reason_of
 from . import ui_auth, ui_charts, ui_render
 from .common import json_response, services
 
@@ -43,6 +44,10 @@ def failure(exc: Exception) -> Any:
     """Errors of the log view as a page (or JSON under /ui/api), never as an API error body."""
     if isinstance(exc, HTTPException):
         return exc
+    if isinstance(exc, (pw.OperationalError, pw.InterfaceError)):  # down or stalled: the store logged it once
+        response = ui_auth.refuse(503, f"The log database cannot be read now: {reason_of(exc)}")
+        response.headers["Retry-After"] = "10"
+        return response
     log.exception("log view: %s %s failed", request.method, request.path)
     message = "The log view failed; the proxy's log has the details."
     if isinstance(exc, pw.PeeweeException):

@@ -1,23 +1,28 @@
 """Who may see the log view: ADMIN_TOKEN (a Bearer header for scripts, a login cookie for people),
 or — with no token set — clients on this machine only, told why when they are not.
 
-The cookie holds no token: it is an issue time and an HMAC of it keyed by the token, so changing
-ADMIN_TOKEN logs everyone out. Every stored string in the log is untrusted; the security headers
-for the pages are set here too.
+The cookie holds no token: it is an issue time, a random session id and an HMAC of both keyed by the
+token, so changing ADMIN_TOKEN logs everyone out and logging out ends that session everywhere
+(``ui_state`` remembers it). Failed token guesses are limited per client (429 with Retry-After); the
+cookie is ``Secure`` when the request came over TLS (directly, or by a trusted proxy's word). Every
+stored string in the log is untrusted; the security headers for the pages are set here too.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import ipaddress
+import os
 import time
 from urllib.parse import urlsplit
 
 from flask import Response, redirect, render_template, request, url_for
 
+from ..forwarded import relayed
+from .ui_state import client_key, make_state
+
 COOKIE = "llm_proxy_ui"
 SESSION_S = 30 * 86400
-FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 OPEN_ENDPOINTS = frozenset({"ui.static", "ui.login", "ui.logout"})
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
@@ -26,28 +31,41 @@ SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "n
                     "Cross-Origin-Opener-Policy": "same-origin"}
 
 
-def _sign(token: str, issued: int) -> str:
-    return hmac.new(token.encode(), f"llm-proxy-ui:{issued}".encode(), hashlib.sha256).hexdigest()
+def _sign(token: str, issued: int, session_id: str) -> str:
+    return hmac.new(token.encode(), f"llm-proxy-ui:{issued}:{session_id}".encode(), hashlib.sha256).hexdigest()
 
 
 def session_value(token: str, now: float | None = None) -> str:
     issued = int(now if now is not None else time.time())
-    return f"{issued}.{_sign(token, issued)}"
+    session_id = os.urandom(16).hex()
+    return f"{issued}.{session_id}.{_sign(token, issued, session_id)}"
 
 
-def valid_session(token: str, value: str, now: float | None = None) -> bool:
-    issued_text, _, mac = value.partition(".")
-    if not issued_text.isdigit() or not mac:
-        return False
+def session_of(token: str, value: str, now: float | None = None) -> tuple[str, int] | None:
+    """(session id, issue time) of a well-signed, unexpired cookie value; None otherwise."""
+    issued_text, _, rest = value.partition(".")
+    session_id, _, mac = rest.partition(".")
+    if not issued_text.isdigit() or len(issued_text) > 12 or not session_id or not mac:
+        return None
     issued = int(issued_text)
     now = now if now is not None else time.time()
     if not (issued - 60 <= now <= issued + SESSION_S):
-        return False
-    return hmac.compare_digest(mac, _sign(token, issued))
+        return None
+    if not hmac.compare_digest(mac.encode(), _sign(token, issued, session_id).encode()):
+        return None
+    return session_id, issued
+
+
+def valid_session(token: str, value: str, now: float | None = None) -> bool:
+    """Well signed, unexpired and not logged out."""
+    session = session_of(token, value, now)
+    return session is not None and not state().revoked(session[0])
 
 
 def token_matches(token: str, given: str) -> bool:
-    return hmac.compare_digest(token.encode(), given.encode())
+    """Constant time, whatever the lengths (digests are compared, not the strings)."""
+    digest = lambda text: hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()  # noqa: E731
+    return hmac.compare_digest(digest(token), digest(given))
 
 
 def is_loopback(address: str) -> bool:
@@ -61,10 +79,44 @@ def is_loopback(address: str) -> bool:
 
 
 def local_request() -> bool:
-    """From this machine, and not relayed by a reverse proxy (which would make everyone look local)."""
-    if any(request.headers.get(name) for name in FORWARDING_HEADERS):
+    """From this machine: the client address (a trusted proxy's X-Forwarded-For applied) is loopback, and no
+    forwarding header was left unfollowed (a relayed request would make everyone look local)."""
+    if relayed(request.environ):
         return False
     return is_loopback(request.remote_addr or "")
+
+
+# --- token guesses ---------------------------------------------------------------------------------------
+
+def state():
+    """The sign-in state of this app (made on first use: REDIS_URL shares it between workers)."""
+    from .common import services
+
+    svc = services()
+    current = svc.extras.get("ui_state")
+    if current is None:
+        current = svc.extras["ui_state"] = make_state(svc.settings.redis_url, svc.settings.redis_timeout)
+    return current
+
+
+def check_token(token: str | tuple[str, ...], given: str) -> int | bool:
+    """Compare a presented token (with any of several), counting failures per client: True, False, or the
+    seconds the client must wait (an int > 0) after too many wrong guesses; then nothing is compared."""
+    client = client_key(request.remote_addr or "")
+    wait = state().locked_for(client)
+    if wait:
+        return wait
+    if any(token_matches(t, given) for t in ((token,) if isinstance(token, str) else token)):
+        state().succeeded(client)
+        return True
+    state().failed(client)
+    return False
+
+
+def too_many_guesses(wait: int) -> Response:
+    response = refuse(429, f"Too many wrong tokens from this address; try again in {wait} s.")
+    response.headers["Retry-After"] = str(wait)
+    return response
 
 
 def wants_json() -> bool:
@@ -92,8 +144,11 @@ def gate(token: str) -> Response | None:
                            "Set ADMIN_TOKEN on the proxy to open it to other machines.")
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
-        if token_matches(token, header[7:].strip()):
+        verdict = check_token(token, header[7:].strip())
+        if verdict is True:
             return None
+        if verdict:
+            return too_many_guesses(verdict)
         return refuse(401, "The token in the Authorization header is not the proxy's ADMIN_TOKEN.")
     cookie = request.cookies.get(COOKIE, "")
     if cookie and valid_session(token, cookie):
@@ -124,7 +179,12 @@ def set_session(response: Response, token: str) -> Response:
     return response
 
 
-def clear_session(response: Response) -> Response:
+def clear_session(response: Response, token: str) -> Response:
+    """Log out: the session is remembered as ended (a copy of the cookie is no use any more) and the cookie
+    removed from the browser."""
+    session = session_of(token, request.cookies.get(COOKIE, "")) if token else None
+    if session is not None:
+        state().revoke(session[0], session[1] + SESSION_S)
     response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="Strict", secure=request.is_secure)
     return response
 
