@@ -12,6 +12,7 @@ from .backends import make_backend
 from .catalog import Catalog
 from .config import Settings
 from .errors import ProxyError
+from .forwarded import Forwarded
 from .metrics import Metrics
 from .policy.gate import install_policy
 from .store import init_app as init_store
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None) -> Flask:
              max_age=600)
     register_blueprints(app)
     _register_error_handlers(app)
-    app.wsgi_app = AccessLog(app.wsgi_app, settings)  # type: ignore[method-assign]
+    app.wsgi_app = Forwarded(AccessLog(app.wsgi_app, settings), settings)  # type: ignore[method-assign]
     log.info("LLM Proxy ready: %s", backend.describe())  # the stub has no URL: none is named
     return app
 

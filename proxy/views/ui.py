@@ -101,8 +101,11 @@ def login() -> Any:
         return redirect(target)
     error = ""
     if request.method == "POST":
-        if ui_auth.token_matches(token, request.form.get("token", "")):
+        verdict = ui_auth.check_token(token, request.form.get("token", ""))
+        if verdict is True:
             return ui_auth.set_session(redirect(target), token)
+        if verdict:
+            return ui_auth.too_many_guesses(verdict)
         error = "That is not the proxy's ADMIN_TOKEN."
     status = 401 if error else 200
     return render_template("ui/login.html", next=target, error=error, token_set=False), status
@@ -110,7 +113,7 @@ def login() -> Any:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Response:
-    return ui_auth.clear_session(redirect(url_for("ui.login")))
+    return ui_auth.clear_session(redirect(url_for("ui.login")), services().settings.admin_token)
 
 
 # --- pages ---------------------------------------------------------------------------------------------
