@@ -66,6 +66,7 @@ class Catalog:
         self._fetched_at = 0.0
         self._lock = threading.Lock()
         self._refreshing = False
+        self._known: tuple[list[ModelInfo], frozenset[str]] | None = None
         self.last_error: str | None = None
 
     # --- fetching ---------------------------------------------------------------------------
@@ -101,6 +102,15 @@ class Catalog:
 
     def invalidate(self) -> None:
         self._fetched_at = 0.0
+
+    def is_known(self, client_name: str) -> bool:
+        """A name of the last fetched list or an exact alias, without fetching: metrics label only these."""
+        models = self._models or []
+        known = self._known
+        if known is None or known[0] is not models:
+            names = {canonical(m.id) for m in models} | {canonical(alias) for alias, _ in self._aliases}
+            known = self._known = (models, frozenset(names))
+        return canonical(client_name) in known[1]
 
     # --- views of the list -----------------------------------------------------------------
     def models(self) -> list[ModelInfo]:

@@ -261,6 +261,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ADMIN_TOKEN", "", _str, "protects /ui and its JSON; when empty the UI answers loopback clients only", secret=True),
     Setting("TRUSTED_PROXIES", "127.0.0.0/8,::1", _networks, "CIDRs of reverse proxies whose X-Forwarded-For, "
             "X-Forwarded-Proto and X-Forwarded-Host are believed (default: this machine; empty = none)"),
+    Setting("METRICS_TOKEN", "", _str, "when set (or ADMIN_TOKEN is), /metrics needs Authorization: Bearer "
+            "<METRICS_TOKEN or ADMIN_TOKEN>", secret=True),
     Setting("API_KEYS", "", _api_keys, "comma-separated name:key pairs (a bare key is named key1, key2…); when set, "
             "/api/* and /v1/* need Authorization: Bearer <key> or X-API-Key: <key>", secret=True, show=_key_names),
     Setting("ALLOWED_NETWORKS", "", _networks, "comma-separated CIDRs whose clients need no API key "
@@ -323,6 +325,7 @@ class Settings:
     cors_origins: tuple[str, ...]
     admin_token: str
     trusted_proxies: tuple[str, ...]
+    metrics_token: str
     api_keys: tuple[tuple[str, str], ...]
     allowed_networks: tuple[str, ...]
     keys_file: str

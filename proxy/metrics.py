@@ -1,21 +1,47 @@
 """Prometheus metrics, fed by finished exchanges (a sink: nothing is counted on the streaming path).
 
-One registry per app, so tests can build many apps. Under gunicorn each worker exposes its own
-figures at `/metrics`; scrape each worker or run one worker per host.
+Every label value comes from a closed set, whatever clients send: the route template a path matched
+(``unmatched`` for none), a model the catalog lists or an alias (``other`` for the rest), an HTTP status
+code from the standard set (else its class), a known front and outcome. One registry per app, so tests
+can build many apps. Under gunicorn each worker exposes its own figures at `/metrics`; scrape each
+worker or run one worker per host.
 """
 from __future__ import annotations
 
+from http import HTTPStatus
+from typing import Callable
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, RequestRedirect
 
 from .exchange import Exchange
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+STATUS_CODES = frozenset(int(s) for s in HTTPStatus)
+FRONTS = frozenset({"ollama", "openai"})
+OUTCOMES = frozenset({"ok", "client_error", "refused", "backend_error", "timeout", "cancelled", "error"})
+UNMATCHED = "unmatched"
+OTHER_MODEL = "other"
+ROUTE_CACHE = 1024
+
+
+def status_label(status: int | None) -> str:
+    if not status:
+        return "0"
+    if status in STATUS_CODES:
+        return str(status)
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
 
 
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, url_map: Map | None = None, known_model: Callable[[str], bool] | None = None) -> None:
+        self.url_map = url_map
+        self.known_model = known_model or (lambda name: False)
+        self._adapter = None
+        self._routes: dict[tuple[str, str], str] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("llm_proxy_requests", "Finished requests to /api and /v1",
                                 ["front", "endpoint", "model", "status", "outcome"], registry=self.registry)
@@ -27,17 +53,46 @@ class Metrics:
         self.tokens = Counter("llm_proxy_tokens", "Tokens reported by the backend (or counted from the stream)",
                               ["model", "kind"], registry=self.registry)
 
+    # --- labels -------------------------------------------------------------------------------------------
+    def route(self, method: str, path: str) -> str:
+        """The route template a request matched (`/v1/models/<path:model_id>`), or `unmatched`."""
+        key = (method, path)
+        template = self._routes.get(key)
+        if template is None:
+            template = self._match(method, path)
+            if len(self._routes) >= ROUTE_CACHE:
+                self._routes.clear()
+            self._routes[key] = template
+        return template
+
+    def _match(self, method: str, path: str) -> str:
+        if self.url_map is None:
+            return UNMATCHED
+        if self._adapter is None:
+            self._adapter = self.url_map.bind("localhost")
+        try:
+            rule, _ = self._adapter.match(path, method or "GET", return_rule=True)
+        except (HTTPException, RequestRedirect):
+            return UNMATCHED
+        return rule.rule
+
+    def model(self, exchange: Exchange) -> str:
+        name = exchange.model_requested
+        if not name:
+            return "-"
+        return name if self.known_model(name) else OTHER_MODEL
+
+    # --- the sink -----------------------------------------------------------------------------------------
     def observe(self, exchange: Exchange) -> None:
         """Exchange sink: count one finished exchange."""
-        # Only models that were found get their own label: client-chosen names must not grow the series.
-        model = exchange.model_requested if exchange.status is not None and exchange.status < 400 else "-"
-        model = model or "-"
-        self.requests.labels(exchange.front, exchange.endpoint, model, str(exchange.status or 0),
-                             exchange.outcome).inc()
-        self.duration.labels(exchange.front, exchange.endpoint).observe(exchange.duration)
+        front = exchange.front if exchange.front in FRONTS else "other"
+        endpoint = self.route(exchange.method, exchange.endpoint)
+        outcome = exchange.outcome if exchange.outcome in OUTCOMES else "other"
+        model = self.model(exchange)
+        self.requests.labels(front, endpoint, model, status_label(exchange.status), outcome).inc()
+        self.duration.labels(front, endpoint).observe(exchange.duration)
         if exchange.stream and exchange.client_first_chunk_at is not None:
-            self.first_chunk.labels(exchange.front, exchange.endpoint).observe(
-                exchange.client_first_chunk_at - exchange.started)
+            self.first_chunk.labels(front, endpoint).observe(exchange.client_first_chunk_at - exchange.started)
         prompt, completion = exchange.tokens()
         if prompt:
             self.tokens.labels(model, "prompt").inc(prompt)
