@@ -13,6 +13,7 @@ from .catalog import Catalog
 from .config import Settings
 from .errors import ProxyError
 from .forwarded import Forwarded
+from .hostguard import install_host_guard
 from .metrics import Metrics
 from .policy.gate import install_policy
 from .store import init_app as init_store
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if body_log.enabled:
         app.extensions["llm_proxy"].sinks.append(body_log)
     init_store(app, app.extensions["llm_proxy"])
+    install_host_guard(app, settings)  # before the gate: a refused page or name costs no limit and no key check
     install_policy(app, settings)
     if settings.cors_origins:
         origins = "*" if "*" in settings.cors_origins else list(settings.cors_origins)

@@ -259,6 +259,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_RAW_RESPONSES", "false", _bool, "print raw response bodies"),
     Setting("CORS_ORIGINS", "", _csv, "comma-separated allowed origins for /api and /v1 (empty = CORS off)"),
     Setting("ADMIN_TOKEN", "", _str, "protects /ui and its JSON; when empty the UI answers loopback clients only", secret=True),
+    Setting("ALLOWED_HOSTS", "", _csv, "more Host names served, comma-separated (.example.com = it and its subdomains; "
+            "* = any): IP addresses, single-label and .localhost/.local/.internal/.home.arpa names and this machine's "
+            "name are always served; other names are refused (DNS rebinding)"),
     Setting("TRUSTED_PROXIES", "127.0.0.0/8,::1", _networks, "CIDRs of reverse proxies whose X-Forwarded-For, "
             "X-Forwarded-Proto and X-Forwarded-Host are believed (default: this machine; empty = none)"),
     Setting("METRICS_TOKEN", "", _str, "when set (or ADMIN_TOKEN is), /metrics needs Authorization: Bearer "
@@ -324,6 +327,7 @@ class Settings:
     log_raw_responses: bool
     cors_origins: tuple[str, ...]
     admin_token: str
+    allowed_hosts: tuple[str, ...]
     trusted_proxies: tuple[str, ...]
     metrics_token: str
     api_keys: tuple[tuple[str, str], ...]
