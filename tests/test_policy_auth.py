@@ -105,14 +105,25 @@ def test_allowed_network_admits_clients_without_a_key(backend_setup, ollama_clie
     assert client.chat(model=setup.model, messages=[{"role": "user", "content": "hi"}]).message.content == "Hello world"
 
 
-def test_allowed_network_with_a_wrong_key_is_still_admitted_but_a_right_key_names_the_caller(backend_setup):
+@pytest.mark.parametrize("header", ["bearer", "x-api-key"])
+def test_a_wrong_key_from_an_allowed_network_is_401_and_a_right_key_names_the_caller(backend_setup, header):
     setup = backend_setup("openai", API_KEYS=KEYS, ALLOWED_NETWORKS="127.0.0.1")
     seen = []
     setup.proxy.app.extensions["llm_proxy"].sinks.append(lambda ex: seen.append(ex.key_name))
     setup.script_chat()
-    assert call(setup.proxy, "POST", "/v1/chat/completions", "sk-whatever", json=chat_body(setup.model)).ok
-    assert call(setup.proxy, "POST", "/v1/chat/completions", ALICE, json=chat_body(setup.model)).ok
-    assert seen == [None, "alice"]
+    wrong = call(setup.proxy, "POST", "/v1/chat/completions", "sk-whatever", header, json=chat_body(setup.model))
+    assert "not valid" in assert_openai_error(wrong, 401, "authentication_error")["message"]
+    assert "not valid" in assert_ollama_error(call(setup.proxy, "GET", "/api/tags", "sk-whatever", header), 401)
+    assert setup.chat_calls() == []
+    assert call(setup.proxy, "POST", "/v1/chat/completions", ALICE, header, json=chat_body(setup.model)).ok
+    assert call(setup.proxy, "POST", "/v1/chat/completions", json=chat_body(setup.model)).ok  # no key: the network
+    assert [name for name in seen if name] == ["alice"] and seen[-1] is None
+
+
+def test_without_configured_keys_an_allowed_network_ignores_whatever_key_a_client_sends(backend_setup):
+    # clients such as the OpenAI SDK always send some key; with no keys to check it against there is none wrong
+    setup = backend_setup("openai", ALLOWED_NETWORKS="127.0.0.1")
+    assert call(setup.proxy, "GET", "/v1/models", "sk-anything").status_code == 200
 
 
 def test_clients_outside_the_allowed_networks_still_need_a_key(backend_setup):
@@ -249,3 +260,18 @@ def test_client_authorization_is_never_forwarded_upstream(backend_setup, kind, b
         expected = f"Bearer {backend_key}" if backend_key else None
         assert recorded.header("authorization") == expected, recorded.path
         assert ALICE not in repr(recorded.headers) and BOB not in repr(recorded.headers)
+
+
+def test_a_keys_file_emptied_while_serving_keeps_its_keys_and_the_proxy_closed(backend_setup, tmp_path, caplog):
+    keys = tmp_path / "keys.toml"
+    write_keys(keys, '[keys.carol]\nkey = "sk-carol-1"\n')
+    setup = backend_setup("openai", KEYS_FILE=str(keys))  # every key comes from the file
+    assert_openai_error(call(setup.proxy, "GET", "/v1/models"), 401)
+    write_keys(keys, "")
+    deadline = time.monotonic() + 5  # the file is looked at once a second, when a request comes
+    while "is now empty" not in caplog.text:
+        assert_openai_error(call(setup.proxy, "GET", "/v1/models"), 401)
+        assert time.monotonic() < deadline, "the emptied KEYS_FILE was not noticed"
+        time.sleep(0.05)
+    assert_openai_error(call(setup.proxy, "GET", "/v1/models"), 401)
+    assert call(setup.proxy, "GET", "/v1/models", "sk-carol-1").status_code == 200

@@ -230,3 +230,51 @@ def test_keys_file_watcher_looks_at_the_file_at_most_once_per_interval(tmp_path)
     assert watcher.get() is first  # not looked at yet
     now[0] += 0.6
     assert watcher.get().rules_for("alice").requests == "5/minute"
+
+
+def _rewrite(path, text: str, bump_ms: int) -> None:
+    path.write_text(text)
+    later = time.time_ns() + bump_ms * 1_000_000
+    os.utime(path, ns=(later, later))
+
+
+@pytest.mark.parametrize("emptied", ["", "\n  \n", "# every key removed for now\n"])
+def test_a_keys_file_that_turns_empty_keeps_the_last_good_rules_with_a_warning(tmp_path, caplog, emptied):
+    path = tmp_path / "keys.toml"
+    path.write_text('[keys.alice]\nkey = "sk-1"\nmodels = ["qwen3-*"]\n')
+    watcher = KeysFileWatcher(str(path), interval=0)
+    good = watcher.get()
+    _rewrite(path, emptied, 1)
+    assert watcher.get() is good and watcher.get().keys  # not "no keys at all": that would open the proxy
+    assert "is now empty" in caplog.text and "previous version stays in force" in caplog.text
+    _rewrite(path, '[keys.alice]\nkey = "sk-2"\n', 2)  # the edit, finished
+    assert watcher.get().keys == (("alice", digest("sk-2")),)
+
+
+def test_a_keys_file_left_with_an_empty_defaults_table_is_taken_as_meant(tmp_path):
+    path = tmp_path / "keys.toml"
+    path.write_text('[keys.alice]\nkey = "sk-1"\n')
+    watcher = KeysFileWatcher(str(path), interval=0)
+    _rewrite(path, "[defaults]\n", 1)
+    assert watcher.get().keys == () and not watcher.get().empty
+
+
+def test_a_keys_file_written_to_while_it_is_read_is_read_again_at_the_next_look(tmp_path, monkeypatch):
+    from proxy.policy import keysfile
+
+    path = tmp_path / "keys.toml"
+    path.write_text('[keys.alice]\nkey = "sk-1"\nmodels = ["qwen3-*"]\n')
+    watcher = KeysFileWatcher(str(path), interval=0)
+    good = watcher.get()
+    real_load = keysfile.load
+
+    def torn_load(name: str):  # the writer is not done: the read sees the first half, then the rest lands
+        half = keysfile.parse('[keys.alice]\nkey = "sk-1"\n', name)
+        _rewrite(path, '[keys.alice]\nkey = "sk-1"\nmodels = ["llama*"]\n', 2)
+        monkeypatch.setattr(keysfile, "load", real_load)
+        return half
+
+    _rewrite(path, '[keys.alice]\nkey = "sk-1"\n', 1)
+    monkeypatch.setattr(keysfile, "load", torn_load)
+    assert watcher.get() is good  # the half-read version (alice unrestricted) is never in force
+    assert watcher.get().rules_for("alice").models == ("llama*",)

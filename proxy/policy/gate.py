@@ -209,9 +209,9 @@ class Policy:
                 break
         address = address or "-"
         if name is None:
+            if offered:  # a wrong key is refused wherever it comes from: an allowed network admits no key, not any
+                raise Unauthorized("the API key sent is not valid for this proxy")
             if (ring or self.networks) and not self.networks.contains(address):
-                if offered:
-                    raise Unauthorized("the API key sent is not valid for this proxy")
                 raise Unauthorized("this proxy needs an API key: send Authorization: Bearer <key> or X-API-Key: <key>")
             profile = self._profile(None)
             return Caller(None, f"addr:{address}", f"client {address}", profile.models, profile.rules,

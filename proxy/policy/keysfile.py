@@ -13,7 +13,9 @@
     daily_tokens = 2000000          # tokens per UTC day (0 = none)
 
 Loading validates everything and names the table and field at fault. A file that turns bad while the
-proxy runs is not taken: the previous version stays in force and an error is logged.
+proxy runs is not taken: the previous version stays in force and an error is logged. So is a file that
+turns empty (no table at all: a truncated file, an editor's half-done save), which would otherwise drop
+every key at once; a file that was written to while it was read is read again at the next look.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from .rates import check_rate
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 1.0  # seconds between looks at the file
+UNREAD = (-1, -1, -1)  # a signature no file has: the next look reads the file again
 LIMIT_FIELDS = ("rpm", "tpm", "concurrency", "daily_tokens")
 RULE_FIELDS = ("models", "networks", "requests", "tokens") + LIMIT_FIELDS
 KEY_FIELDS = ("key", "key_sha256") + RULE_FIELDS
@@ -61,6 +64,7 @@ class KeysFile:
     defaults: KeyRules = KeyRules()
     rules: Mapping[str, KeyRules] = field(default_factory=dict)
     keys: tuple[tuple[str, bytes], ...] = ()  # (name, SHA-256 digest of the key)
+    empty: bool = False  # the file holds no table at all (not even an empty [defaults])
 
     def rules_for(self, name: str | None) -> KeyRules:
         own = self.rules.get(name) if name is not None else None
@@ -155,7 +159,7 @@ def parse(text: str, path: str = "<keys file>") -> KeysFile:
     digests = [d for _, d in keys]
     if len(set(digests)) != len(digests):
         raise KeysFileError(f"{path}: the same key is given to two names")
-    return KeysFile(path=path, defaults=defaults, rules=rules, keys=tuple(keys))
+    return KeysFile(path=path, defaults=defaults, rules=rules, keys=tuple(keys), empty=not data)
 
 
 def load(path: str) -> KeysFile:
@@ -215,9 +219,17 @@ class KeysFileWatcher:
             log.error("KEYS_FILE %s is gone; the version read before stays in force", self.path)
             return
         try:
-            self.current = load(self.path)
+            fresh = load(self.path)
         except KeysFileError as exc:
             log.error("KEYS_FILE not reloaded, the previous version stays in force: %s", exc)
             return
+        if self._stat() != signature:  # written to while it was read: what was read may be half of it
+            self._signature = UNREAD
+            return
+        if fresh.empty and not self.current.empty:
+            log.warning("KEYS_FILE %s is now empty: taken for an unfinished edit, the previous version stays in "
+                        "force (a file meant to hold no rules keeps an empty [defaults] table)", self.path)
+            return
+        self.current = fresh
         self.version += 1
         log.info("KEYS_FILE %s reloaded: %d key table(s)", self.path, len(self.current.rules))
