@@ -1,0 +1,129 @@
+"""gunicorn's settings for the proxy, taken from the proxy's own: `gunicorn wsgi:app` (or `gunicorn -k gevent
+wsgi:app`) run in this folder reads this file. Options given on gunicorn's command line still win.
+
+- bind: HOST:PORT; worker_class: gevent;
+- keepalive: gunicorn's one wait covers both the idle time between requests and the arrival of a request
+  head, so it is the smaller of KEEPALIVE_TIMEOUT and HEADER_TIMEOUT;
+- worker_connections: MAX_CONNECTIONS per worker (beyond it gunicorn stops accepting until one ends: the
+  kernel's backlog queues newcomers; `python wsgi.py` answers them 503 instead);
+- request heads: at most 100 header lines of 8190 bytes, a request line of 8190 bytes (gunicorn's parser
+  also refuses ambiguous framing with 400, see tests/test_gunicorn.py);
+- the open-file soft limit is raised to the hard limit before the workers start;
+- graceful stop (SIGTERM): gunicorn stops accepting and lets requests run; after DRAIN_TIMEOUT the requests
+  still running are ended as under `python wsgi.py` (streams get a final error chunk in their dialect, all
+  are recorded as cancelled) and each worker writes its log queue (bounded) before it exits.
+  graceful_timeout is DRAIN_TIMEOUT plus the time for that.
+
+This file reads the settings without importing the application: gunicorn's master must not load gevent
+before its workers patch the standard library.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import resource
+import sys
+import time
+
+END_GRACE_S = 3.0  # proxy.server.END_GRACE_S: ended requests send their last chunk
+FLUSH_TIMEOUT_S = 5.0  # proxy.draining.FLUSH_TIMEOUT_S: the log writer's last write
+
+
+def _settings() -> dict:
+    """HOST, PORT and the connection settings, parsed by the proxy's own SETTINGS table (proxy/config.py is
+    loaded on its own, not as part of the proxy package, whose import would load the application)."""
+    from dotenv import load_dotenv
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    env_file = os.path.join(os.getcwd(), ".env")
+    if os.path.isfile(env_file):
+        load_dotenv(env_file, override=False)  # as wsgi.py does: the working directory's .env; set variables win
+    spec = importlib.util.spec_from_file_location("_llm_proxy_config", os.path.join(here, "proxy", "config.py"))
+    config = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = config  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(config)  # type: ignore[union-attr]
+    finally:
+        del sys.modules[spec.name]
+    wanted = {"HOST", "PORT", "HEADER_TIMEOUT", "KEEPALIVE_TIMEOUT", "MAX_CONNECTIONS", "DRAIN_TIMEOUT"}
+    values, problems = {}, []
+    for setting in config.SETTINGS:
+        if setting.env in wanted:
+            raw = os.environ.get(setting.env, setting.default)
+            try:
+                values[setting.env] = setting.parse(raw)
+            except ValueError as exc:
+                problems.append(f"{setting.env}={raw!r} is not valid: expected {exc}")
+    if problems:
+        print("llm-proxy: configuration error: " + "; ".join(problems), file=sys.stderr)
+        sys.exit(2)
+    return values
+
+
+def _raise_open_file_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+_s = _settings()
+_raise_open_file_limit()
+
+bind = [f"[{_s['HOST']}]:{_s['PORT']}" if ":" in _s["HOST"] else f"{_s['HOST']}:{_s['PORT']}"]
+worker_class = "gevent"
+worker_connections = _s["MAX_CONNECTIONS"]
+keepalive = max(1, math.ceil(min(_s["KEEPALIVE_TIMEOUT"], _s["HEADER_TIMEOUT"])))
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+drain_timeout = _s["DRAIN_TIMEOUT"]
+graceful_timeout = math.ceil(drain_timeout + END_GRACE_S + FLUSH_TIMEOUT_S + 2)
+
+
+def post_worker_init(worker) -> None:
+    """Watch for the worker's graceful stop: after DRAIN_TIMEOUT (or less, when gunicorn's own graceful
+    timeout was set shorter on its command line) end the requests still running."""
+    import gevent
+
+    from proxy import draining
+
+    window = max(0.0, min(drain_timeout, worker.cfg.graceful_timeout - END_GRACE_S - FLUSH_TIMEOUT_S - 1))
+
+    def watch() -> None:
+        while worker.alive:
+            gevent.sleep(0.2)
+        deadline = time.monotonic() + window
+        while draining.running() and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        if draining.running():
+            ended = draining.end_running()
+            worker.log.warning("drain time over: %d running requests ended as cancelled", ended)
+
+    gevent.spawn(watch)
+
+
+def worker_int(worker) -> None:
+    """A quick stop (SIGINT/SIGQUIT): end the running requests now, give them a moment to send their last
+    chunk, and write the log queue."""
+    import gevent
+
+    from proxy import draining
+
+    if draining.end_running():
+        gevent.sleep(0.5)
+    draining.flush_log(worker.wsgi)
+
+
+def worker_exit(server, worker) -> None:
+    """Write what the log writer still has queued, within FLUSH_TIMEOUT_S even if the database hangs."""
+    app = getattr(worker, "wsgi", None)
+    if app is None or not hasattr(app, "extensions"):
+        return
+    from proxy import draining
+
+    if not draining.flush_log(app):
+        os._exit(0)
