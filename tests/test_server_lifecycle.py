@@ -298,3 +298,80 @@ def test_a_request_waiting_for_the_backend_after_drain_timeout_gets_503_in_its_d
     assert proxy.process.wait(timeout=15) == 0, proxy.output()
     assert result["status"] == 503 and "shutting down" in result["body"]["error"]["message"]
     assert [(row[1], row[2]) for row in rows(db)] == [(503, "cancelled")]
+
+
+class FreezableRelay:
+    """A TCP relay to ``target`` that can stop passing bytes on: a database that stops answering."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.frozen = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                while self.frozen.is_set():
+                    time.sleep(0.05)  # held: never delivered
+                if not data:
+                    return
+                dst.sendall(data)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_the_last_log_write_is_bounded_when_the_database_stops_answering(wsgi_proxy, tmp_path):
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg2
+    from store_fixtures import _drop_pg_schema, _pg_schema_url, pg_url_or_skip
+
+    base = pg_url_or_skip()
+    url, schema = _pg_schema_url(base)
+    parts = urlsplit(url)
+    relay = FreezableRelay((parts.hostname, parts.port or 5432))
+    netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{relay.port}" if "@" in parts.netloc \
+        else f"127.0.0.1:{relay.port}"
+    body = {"model": "stub", "stream": False, "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        proxy = wsgi_proxy(BACKEND_TYPE="stub", STUB_DELAY_MS=0, DATABASE_URL=urlunsplit(parts._replace(netloc=netloc)))
+        assert requests.post(proxy.url + OLLAMA_CHAT, json=body, timeout=10).status_code == 200
+        deadline = time.monotonic() + 10
+        while True:  # the first record reached the database through the relay
+            with psycopg2.connect(url) as conn, conn.cursor() as cur:
+                cur.execute("SELECT COUNT(*) FROM exchanges")
+                if cur.fetchone()[0] == 1:
+                    break
+            assert time.monotonic() < deadline, proxy.output()
+            time.sleep(0.2)
+        relay.frozen.set()
+        assert requests.post(proxy.url + OLLAMA_CHAT, json=body, timeout=10).status_code == 200
+        time.sleep(1)  # the writer is now stuck in a write the database never answers
+        started = time.monotonic()
+        proxy.process.send_signal(signal.SIGTERM)
+        assert proxy.process.wait(timeout=30) == 0, proxy.output()
+        assert time.monotonic() - started < 12
+        assert "did not finish the last write" in proxy.output()
+    finally:
+        relay.close()
+        _drop_pg_schema(base, schema)
