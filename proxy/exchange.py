@@ -212,6 +212,9 @@ class Exchange:
     def fail(self, exc: ProxyError) -> None:
         self.outcome = exc.outcome
         self.error = exc.message
+        body = getattr(exc, "body", None)  # a backend's error answer (UpstreamStatus): kept for the log
+        if body and not self.upstream_response.size:
+            self.upstream_response.add(body)
         if self.status is None or self.status < 400 and not self.stream:
             self.status = exc.status
 

@@ -154,17 +154,27 @@ def logs() -> str:
 @bp.route("/logs/<int:ident>")
 def exchange(ident: int) -> str:
     store = _store_or_off()
-    row = store.read(search.get_exchange, ident)
-    if row is None:
+    page = store.read(_exchange_page, ident)
+    if page is None:
         abort(Response(render_template("ui/denied.html", status=404, title="Not found",
                                        message=f"There is no exchange {ident} (retention may have deleted it)."),
                        404))
+    return _page("ui/exchange.html", **page)
+
+
+def _exchange_page(models: Any, ident: int) -> dict[str, Any] | None:
+    """The exchange page's data, prepared in the reader pool where its query ran: formatting and comparing
+    bodies of a megabyte is CPU work that must not hold up the gevent hub, and the API requests on it."""
+    row = search.get_exchange(models, ident)
+    if row is None:
+        return None
     bodies = row["bodies"]
-    return _page("ui/exchange.html", row=row, near=store.read(search.neighbours, row),
-                 convo=ui_render.conversation(bodies["client_request"]["text"]),
-                 answer=ui_render.answer_view(row["answer"]),
-                 diff=ui_render.side_by_side(bodies["client_request"]["text"], bodies["upstream_request"]["text"]),
-                 raw=[(name, BODY_TITLES[name], ui_render.pretty(b["text"]), b) for name, b in bodies.items()])
+    request, upstream = bodies["client_request"], bodies["upstream_request"]
+    return {"row": row, "near": search.neighbours(models, row),
+            "convo": ui_render.conversation(request["text"]), "answer": ui_render.answer_view(row["answer"]),
+            "diff": ui_render.side_by_side(request["text"], upstream["text"],
+                                           truncated=bool(request["truncated"] or upstream["truncated"])),
+            "raw": [(name, BODY_TITLES[name], ui_render.pretty(b["text"]), b) for name, b in bodies.items()]}
 
 
 @bp.route("/stats")

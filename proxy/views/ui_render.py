@@ -157,11 +157,12 @@ def answer_view(answer: dict | None) -> dict[str, Any] | None:
             "finish_reason": answer.get("finish_reason") or "", "error": answer.get("error") or ""}
 
 
-def side_by_side(left: str, right: str) -> dict[str, Any]:
-    """Rows (kind, left line no, left text, right line no, right text); kind: same, change, add, del."""
+def side_by_side(left: str, right: str, truncated: bool = False) -> dict[str, Any]:
+    """Rows (kind, left line no, left text, right line no, right text); kind: same, change, add, del.
+    ``truncated``: a side is a cut copy, so equal text does not mean the request went up unchanged."""
     a, b = pretty(left).splitlines(), pretty(right).splitlines()
     if len(a) > DIFF_MAX_LINES or len(b) > DIFF_MAX_LINES:
-        return {"rows": [], "too_large": True, "changed": left != right}
+        return {"rows": [], "too_large": True, "changed": left != right, "truncated": truncated}
     rows = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         if tag == "equal":
@@ -174,4 +175,4 @@ def side_by_side(left: str, right: str) -> dict[str, Any]:
             kind = "change" if li is not None and rj is not None else ("del" if li is not None else "add")
             rows.append((kind, li + 1 if li is not None else "", a[li] if li is not None else "",
                          rj + 1 if rj is not None else "", b[rj] if rj is not None else ""))
-    return {"rows": rows, "too_large": False, "changed": any(r[0] != "same" for r in rows)}
+    return {"rows": rows, "too_large": False, "changed": any(r[0] != "same" for r in rows), "truncated": truncated}
