@@ -16,6 +16,7 @@ from .forwarded import Forwarded
 from .hostguard import install_host_guard
 from .metrics import Metrics
 from .policy.gate import install_policy
+from .policy.origins import Origins
 from .store import init_app as init_store
 from .views import register_blueprints
 from .views.common import Services, dialect_of_path, http_exception_to_proxy_error, render_error
@@ -42,7 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     install_host_guard(app, settings)  # before the gate: a refused page or name costs no limit and no key check
     install_policy(app, settings)
     if settings.cors_origins:
-        origins = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
+        origins = Origins(settings.cors_origins).for_flask_cors()  # anchored patterns, never bare strings
         CORS(app, resources={r"/api/*": {"origins": origins}, r"/v1/*": {"origins": origins}},
              supports_credentials=False, send_wildcard=True, expose_headers=["X-Request-ID", "Retry-After"],
              max_age=600)

@@ -150,6 +150,11 @@ def _networks(raw: str) -> tuple[str, ...]:
     return parse_networks(raw)
 
 
+def _cors_origins(raw: str) -> tuple[str, ...]:
+    from .policy.origins import parse
+    return parse(raw)
+
+
 def _keys_file(raw: str) -> str:
     from .policy.keysfile import check_path
     return check_path(raw)
@@ -257,7 +262,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_MESSAGES", "false", _bool, "print a summary of each chat request's messages"),
     Setting("LOG_RAW_REQUESTS", "false", _bool, "print raw request bodies"),
     Setting("LOG_RAW_RESPONSES", "false", _bool, "print raw response bodies"),
-    Setting("CORS_ORIGINS", "", _csv, "comma-separated allowed origins for /api and /v1 (empty = CORS off)"),
+    Setting("CORS_ORIGINS", "", _cors_origins, "comma-separated allowed origins for /api and /v1, matched whole "
+            "(https://*.example.org: its subdomains; * = any; empty = CORS off)"),
     Setting("ADMIN_TOKEN", "", _str, "protects /ui and its JSON; when empty the UI answers loopback clients only", secret=True),
     Setting("ALLOWED_HOSTS", "", _csv, "more Host names served, comma-separated (.example.com = it and its subdomains; "
             "* = any): IP addresses, single-label and .localhost/.local/.internal/.home.arpa names and this machine's "

@@ -154,6 +154,10 @@ class Policy:
     def __init__(self, settings: Settings, limiter: Limiter | None = None):
         self.env_keys = settings.api_keys
         self.networks = Networks(settings.allowed_networks)
+        for net in settings.allowed_networks:
+            if net.endswith("/0"):  # ::/0 holds the IPv4-mapped addresses a dual-stack listener gives IPv4 clients
+                log.warning("ALLOWED_NETWORKS %s admits every client%s without a key", net,
+                            ", IPv4 ones too on a dual-stack listener (HOST=::)," if ":" in net else "")
         self.env_rate = settings.rate_limit
         self.max_bytes = settings.max_request_bytes
         self.watcher = KeysFileWatcher(settings.keys_file) if settings.keys_file else None
