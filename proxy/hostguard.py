@@ -18,6 +18,7 @@ from flask import Flask, Response, request
 
 from .config import Settings
 from .errors import ProxyError
+from .policy.origins import Origins
 
 log = logging.getLogger(__name__)
 # Domains that never resolve through public DNS (RFC 6761, RFC 6762, RFC 8375, ICANN's .internal).
@@ -71,9 +72,7 @@ class HostGuard:
         self.names = (machine_names(settings.host) if names is None else set(names)) | {
             e.lstrip("*.") for e in entries if e != "*"}
         self.suffixes = LOCAL_SUFFIXES + tuple("." + e.lstrip("*.") for e in entries if e.startswith((".", "*.")))
-        origins = [o.strip().lower().rstrip("/") for o in settings.cors_origins]
-        self.any_origin = "*" in origins
-        self.origins = frozenset(origins)
+        self.origins = Origins(settings.cors_origins)  # matched whole, as flask-cors is told to match them
         self._hosts: dict[str, bool] = {}
 
     # --- Host -----------------------------------------------------------------------------------------------
@@ -105,7 +104,7 @@ class HostGuard:
             return True
         if path.startswith("/ui"):
             return False
-        return self.any_origin or normalised in self.origins
+        return self.origins.allows(normalised)
 
     @staticmethod
     def same_origin(origin: str, host_header: str, scheme: str) -> bool:
@@ -131,6 +130,8 @@ class HostGuard:
                                "if clients use it (names a DNS rebinding page could use are refused)",
                                "host_not_allowed")
         origin = environ.get("HTTP_ORIGIN")
+        if origin == "null" and environ.get("HTTP_SEC_FETCH_SITE") == "same-origin":
+            origin = None  # a page of ours under a no-referrer policy; the browser itself says it is ours
         if origin is not None and not self.origin_allowed(origin, host, environ.get("wsgi.url_scheme", "http"),
                                                           environ.get("PATH_INFO") or "/"):
             where = "the log view" if (environ.get("PATH_INFO") or "").startswith("/ui") else "this proxy"

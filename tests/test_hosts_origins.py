@@ -153,3 +153,15 @@ def test_the_bound_name_and_the_machine_name_are_served():
     guard = HostGuard(settings)
     assert guard.host_allowed("llm-box.lan:11434") and guard.host_allowed(socket.gethostname())
     assert not guard.host_allowed("llm-box.lan.evil.example")
+
+
+def test_a_null_origin_is_ours_only_when_the_browser_says_same_origin(backend_setup):
+    setup = backend_setup("openai", ADMIN_TOKEN="s3cret")
+    ours = requests.post(setup.url + "/ui/login", data={"token": "s3cret"}, allow_redirects=False,
+                         headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"})
+    assert ours.status_code == 302 and "Set-Cookie" in ours.headers
+    theirs = requests.post(setup.url + "/ui/login", data={"token": "s3cret"}, allow_redirects=False,
+                           headers={"Origin": "null", "Sec-Fetch-Site": "cross-site"})
+    assert theirs.status_code == 403
+    # the log view's pages make browsers send their real Origin on their own form posts
+    assert requests.get(setup.url + "/ui/login").headers["Referrer-Policy"] == "same-origin"

@@ -27,7 +27,9 @@ OPEN_ENDPOINTS = frozenset({"ui.static", "ui.login", "ui.logout"})
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-                    "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+                    # same-origin, not no-referrer: under no-referrer browsers send `Origin: null` on the
+                    # log view's own form posts, which the Origin check (hostguard) cannot tell from a sandbox
+                    "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY",
                     "Cross-Origin-Opener-Policy": "same-origin"}
 
 
