@@ -90,3 +90,11 @@ def test_a_zero_prefix_network_is_warned_about(caplog):
     with caplog.at_level(logging.WARNING, logger="proxy.policy.gate"):
         Policy(Settings.from_env({"ALLOWED_NETWORKS": "0.0.0.0/0", "BACKEND_TYPE": "stub"}))
     assert "ALLOWED_NETWORKS 0.0.0.0/0 admits every client without a key" in caplog.text
+
+
+def test_a_subdomain_pattern_is_served_end_to_end_and_its_lookalike_refused(backend_setup):
+    setup = backend_setup("openai", CORS_ORIGINS=ALLOWED)
+    ok = call(setup.proxy, "GET", "/api/tags", headers={"Origin": "https://a.b.example.net"})
+    assert ok.status_code == 200 and ok.headers["Access-Control-Allow-Origin"] == "https://a.b.example.net"
+    evil = call(setup.proxy, "GET", "/api/tags", headers={"Origin": "https://a.example.net.evil.net"})
+    assert evil.status_code == 403 and "Access-Control-Allow-Origin" not in evil.headers
