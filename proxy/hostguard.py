@@ -130,6 +130,8 @@ class HostGuard:
                                "if clients use it (names a DNS rebinding page could use are refused)",
                                "host_not_allowed")
         origin = environ.get("HTTP_ORIGIN")
+        if origin == "null" and environ.get("HTTP_SEC_FETCH_SITE") == "same-origin":
+            origin = None  # a page of ours under a no-referrer policy; the browser itself says it is ours
         if origin is not None and not self.origin_allowed(origin, host, environ.get("wsgi.url_scheme", "http"),
                                                           environ.get("PATH_INFO") or "/"):
             where = "the log view" if (environ.get("PATH_INFO") or "").startswith("/ui") else "this proxy"
