@@ -40,3 +40,25 @@ def test_reasoning_is_read_under_both_names():
 def test_content_parts_become_plain_text():
     assert oa.content_text([{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]) == "a\nb"
     assert oa.content_text(None) == ""
+
+
+def test_integers_written_as_floats_are_integers_and_are_rewritten_in_place():
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 16.0, "n": 1.0, "seed": -3.0}
+    oa.check_chat_request(body)
+    assert body["max_tokens"] == 16 and type(body["max_tokens"]) is int
+    assert type(body["n"]) is int and body["seed"] == -3 and type(body["seed"]) is int
+
+
+@pytest.mark.parametrize("check, body, param", [
+    (oa.check_completion_request, {"prompt": "x", "stream_options": 1}, "stream_options"),
+    (oa.check_chat_request, {"response_format": {"type": "json_schema", "json_schema": 5}}, "response_format"),
+    (oa.check_chat_request, {"tool_choice": {"function": 5}}, "tool_choice"),
+    (oa.check_chat_request, {"seed": 2.0 ** 64}, "seed"),
+    (oa.check_embedding_request, {"input": "x", "dimensions": 2.5}, "dimensions"),
+    (oa.check_embedding_request, {"input": "x", "dimensions": oa.MAX_DIMENSIONS + 1}, "dimensions"),
+])
+def test_every_field_the_proxy_reads_is_checked_from_the_table(check, body, param):
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], **body}
+    with pytest.raises(BadRequest) as info:
+        check(body)
+    assert info.value.param == param

@@ -170,9 +170,14 @@ class StubBackend:
         if path == "/v1/embeddings":
             if model != "stub-embed":
                 raise UpstreamStatus(f"model '{model}' does not support embeddings", status=400)
+            dimensions = request.get("dimensions") or EMBEDDING_DIMENSIONS
+            if not isinstance(dimensions, int) or not 0 < dimensions <= EMBEDDING_DIMENSIONS:
+                # as OpenAI answers: a model shortens its vectors, never lengthens them
+                raise UpstreamStatus(f"'dimensions' must be an integer from 1 to {EMBEDDING_DIMENSIONS} for {model}",
+                                     status=400)
             inputs = request.get("input")
             inputs = [inputs] if isinstance(inputs, str) else list(inputs or ())
-            vectors = [embed(str(x), request.get("dimensions") or EMBEDDING_DIMENSIONS) for x in inputs]
+            vectors = [embed(str(x), dimensions) for x in inputs]
             tokens = sum(len(_words(str(x))) for x in inputs)
             payload = oa.embedding_response(model, vectors, tokens, request.get("encoding_format"))
             return StubUpstream([jsonio.dumps(payload)], "application/json")

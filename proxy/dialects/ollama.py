@@ -13,6 +13,8 @@ from typing import Any
 
 from .. import jsonio
 from ..errors import BadRequest
+from .checks import (an_object, boolean, check_fields, fail, fields, integer, items, number, string,
+                     string_or_strings)
 
 
 THINK_LEVELS = ("low", "medium", "high", "max")
@@ -100,20 +102,66 @@ def parse_arguments(raw: Any) -> tuple[dict, bool]:
     return (value, True) if isinstance(value, dict) else ({}, False)
 
 
-def _check_options(body: dict) -> dict:
-    options = body.get("options")
-    if options is None:
-        return {}
-    if not isinstance(options, dict):
-        raise BadRequest("'options' must be an object")
-    for key in ("temperature", "top_p", "top_k", "min_p", "num_predict", "seed", "num_ctx", "repeat_penalty"):
-        value = options.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise BadRequest(f"option '{key}' must be a number")
-    stop = options.get("stop")
-    if stop is not None and not isinstance(stop, (str, list)):
-        raise BadRequest("option 'stop' must be a string or an array of strings")
-    return options
+# --- request validation ---------------------------------------------------------------------
+# One table per endpoint of the fields the proxy reads, translates or forwards (built from ``checks``): a wrong
+# type is a 400, never an exception deeper down. Integer options given as floats are read as Ollama reads them
+# (cut toward zero); the other integers take an integral float only.
+
+INTEGER_OPTIONS = ("num_keep", "seed", "num_predict", "top_k", "repeat_last_n", "mirostat", "num_ctx", "num_batch",
+                   "num_gpu", "main_gpu", "num_thread")
+NUMBER_OPTIONS = ("temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "presence_penalty",
+                  "frequency_penalty", "mirostat_tau", "mirostat_eta", "tfs_z")
+BOOLEAN_OPTIONS = ("penalize_newline", "numa", "use_mmap", "use_mlock", "low_vram", "f16_kv", "vocab_only")
+OPTIONS = {**{k: integer(truncate=True) for k in INTEGER_OPTIONS}, **{k: number for k in NUMBER_OPTIONS},
+           **{k: boolean for k in BOOLEAN_OPTIONS}, "stop": string_or_strings}
+MAX_DIMENSIONS = 65536  # embedding sizes: the largest models have a few thousand
+
+
+def _strings(value: Any, name: str) -> list:
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        fail(name, "an array of strings")
+    return value
+
+
+def _format(value: Any, name: str) -> Any:
+    if value not in ("", "json") and not isinstance(value, dict):
+        raise BadRequest('format must be "json" or a JSON schema object', param="format")
+    return value
+
+
+def _think(value: Any, name: str) -> Any:
+    if not isinstance(value, bool) and value not in THINK_LEVELS:
+        raise BadRequest('think must be true, false or one of "low", "medium", "high", "max"', param="think")
+    return value
+
+
+def _duration(value: Any, name: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        fail(name, 'a duration ("5m", "0") or a number of seconds')
+    return value
+
+
+def _arguments(value: Any, name: str) -> Any:
+    if not isinstance(value, (dict, str)):
+        fail(name, "an object")
+    return value
+
+
+TOOL_CALL = fields({"id": string, "function": fields({"name": string, "arguments": _arguments, "index": integer()})})
+MESSAGE = {"role": string, "content": string, "thinking": string, "images": _strings, "tool_calls": items(TOOL_CALL),
+           "tool_name": string, "tool_call_id": string}
+TOOL = fields({"type": string, "function": fields({"name": string, "description": string,
+                                                   "parameters": an_object})})
+LOADING = {"keep_alive": _duration, "options": fields(OPTIONS)}
+GENERATION = {**LOADING, "stream": boolean, "format": _format, "think": _think, "tools": items(TOOL),
+              "logprobs": boolean, "top_logprobs": integer(0, 20), "raw": boolean, "truncate": boolean,
+              "shift": boolean}
+CHAT = {**GENERATION, "messages": items(fields(MESSAGE))}
+GENERATE = {**GENERATION, "prompt": string, "suffix": string, "system": string, "template": string,
+            "images": _strings, "context": items(integer())}
+EMBED = {**LOADING, "truncate": boolean, "dimensions": integer(1, MAX_DIMENSIONS)}
+MANAGE = {"stream": boolean, "insecure": boolean, "from": string, "quantize": string, "template": string,
+          "system": string, "license": string_or_strings, "files": an_object, "adapters": an_object}
 
 
 def check_model(body: Any) -> str:
@@ -121,55 +169,49 @@ def check_model(body: Any) -> str:
         raise BadRequest("the request body must be a JSON object")
     model = body.get("model", body.get("name"))
     if not isinstance(model, str) or not model.strip():
-        raise BadRequest("model is required")
+        raise BadRequest("model is required and must be a non-empty string", param="model")
     return model
 
 
 def check_chat_request(body: Any) -> str:
     model = check_model(body)
     messages = body.get("messages")
-    if messages is not None and not isinstance(messages, list):
-        raise BadRequest("messages must be an array")
-    for i, message in enumerate(messages or ()):
+    for i, message in enumerate(messages if isinstance(messages, list) else ()):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise BadRequest(f"messages[{i}] must be an object with a string role")
-        if message.get("content") is not None and not isinstance(message["content"], str):
-            raise BadRequest(f"messages[{i}].content must be a string")
-        images = message.get("images")
-        if images is not None and (not isinstance(images, list) or not all(isinstance(x, str) for x in images)):
-            raise BadRequest(f"messages[{i}].images must be an array of base64 strings")
-        calls = message.get("tool_calls")
-        if calls is not None and (not isinstance(calls, list) or not all(
-                isinstance(c, dict) and isinstance(c.get("function"), dict) for c in calls)):
-            raise BadRequest(f"messages[{i}].tool_calls must be an array of objects with a function")
-    _check_common(body)
+            raise BadRequest(f"messages[{i}] must be an object with a string role", param="messages")
+    check_fields(body, CHAT)
     return model
 
 
 def check_generate_request(body: Any) -> str:
     model = check_model(body)
-    for key in ("prompt", "suffix", "system"):
-        if body.get(key) is not None and not isinstance(body[key], str):
-            raise BadRequest(f"{key} must be a string")
-    images = body.get("images")
-    if images is not None and (not isinstance(images, list) or not all(isinstance(x, str) for x in images)):
-        raise BadRequest("images must be an array of base64 strings")
-    _check_common(body)
+    check_fields(body, GENERATE)
     return model
 
 
-def _check_common(body: dict) -> None:
-    if body.get("stream") is not None and not isinstance(body["stream"], bool):
-        raise BadRequest("stream must be a boolean")
-    if body.get("tools") is not None and not isinstance(body["tools"], list):
-        raise BadRequest("tools must be an array")
-    fmt = body.get("format")
-    if fmt is not None and fmt not in ("", "json") and not isinstance(fmt, dict):
-        raise BadRequest('format must be "json" or a JSON schema object')
-    think = body.get("think")
-    if think is not None and not isinstance(think, bool) and think not in THINK_LEVELS:
-        raise BadRequest('think must be true, false or one of "low", "medium", "high", "max"')
-    _check_options(body)
+def check_embed_request(body: Any) -> str:
+    """/api/embed (`input`: a string or strings) and the older /api/embeddings (`prompt`: a string)."""
+    model = check_model(body)
+    data = body.get("input")
+    if data is not None and not isinstance(data, str) and not (isinstance(data, list) and all(
+            isinstance(x, str) for x in data)):
+        raise BadRequest("input must be a string or an array of strings", param="input")
+    check_fields(body, {**EMBED, "prompt": string})
+    return model
+
+
+def check_manage_request(body: Any, action: str) -> str:
+    """pull, push, create and delete name a model (`model`, or the older `name`); copy names two."""
+    if action == "copy":
+        if not isinstance(body, dict):
+            raise BadRequest("the request body must be a JSON object")
+        for key in ("source", "destination"):
+            if not isinstance(body.get(key), str) or not body[key].strip():
+                raise BadRequest(f"{key} is required and must be a non-empty string", param=key)
+        return body["source"]
+    model = check_model(body)
+    check_fields(body, MANAGE)
+    return model
 
 
 def is_streaming(body: dict) -> bool:

@@ -10,6 +10,8 @@ import struct
 from typing import Any
 
 from ..errors import BadRequest
+from .checks import (an_object, boolean, check_fields, fail, fields, integer, items, number, one_of, string,
+                     string_or_strings)
 
 SSE_DONE = b"data: [DONE]\n\n"
 FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "function_call")
@@ -28,16 +30,63 @@ def sse_event(payload: bytes) -> bytes:
 
 
 # --- request validation -------------------------------------------------------------------
+# Every field of a request the proxy reads, translates or forwards is checked here, from one table per
+# endpoint, so that a wrong type is a 400 naming the field and never an exception deeper down. Integers
+# written as floats (16.0) are integers to JSON Schema and to OpenAI: they are accepted and rewritten as ints
+# in place, so that the backend and the translations see ints. Integers are bounded to 64 bits (what backends
+# parse them into, and what the JSON encoder writes).
 
-def _check_type(body: dict, key: str, types: tuple, what: str) -> None:
-    if key in body and body[key] is not None and not isinstance(body[key], types):
-        raise BadRequest(f"'{key}' must be {what}", param=key)
+MAX_DIMENSIONS = 65536  # embedding sizes: the largest models have a few thousand
 
 
-def _check_number(body: dict, key: str) -> None:
-    value = body.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise BadRequest(f"'{key}' must be a number", param=key)
+def _tool_choice(value: Any, name: str) -> Any:
+    if isinstance(value, str):
+        return value
+    return fields({"type": string, "function": fields({"name": string})})(value, name)
+
+
+def _arguments(value: Any, name: str) -> Any:
+    if not isinstance(value, (str, dict)):
+        fail(name, "a JSON string")
+    return value
+
+
+def _image_url(value: Any, name: str) -> Any:
+    if isinstance(value, str):
+        return value
+    return fields({"url": string, "detail": string})(value, name)
+
+
+def _content(value: Any, name: str) -> Any:
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        fail(name, "a string, an array of parts or null")
+    return items(fields({"type": string, "text": string, "image_url": _image_url}))(value, name)
+
+
+TOOL_CALL = fields({"id": string, "type": string, "function": fields({"name": string, "arguments": _arguments})})
+MESSAGE = {"role": string, "content": _content, "name": string, "tool_calls": items(TOOL_CALL),
+           "tool_call_id": string, "reasoning_content": string, "reasoning": string, "refusal": string}
+TOOL = fields({"type": string, "function": fields({"name": string, "description": string,
+                                                   "parameters": an_object, "strict": boolean})})
+RESPONSE_FORMAT = fields({"type": one_of("text", "json_object", "json_schema"),
+                          "json_schema": fields({"name": string, "description": string, "schema": an_object,
+                                                 "strict": boolean})})
+# What chat and text completions share: sampling, lengths, streaming, stops.
+COMMON = {
+    "stream": boolean, "stream_options": fields({"include_usage": boolean}),
+    "temperature": number, "top_p": number, "presence_penalty": number, "frequency_penalty": number,
+    "min_p": number, "typical_p": number, "repeat_penalty": number, "repetition_penalty": number,
+    "top_k": integer(), "max_tokens": integer(), "max_completion_tokens": integer(), "seed": integer(),
+    "n": integer(1, 128), "stop": string_or_strings, "logit_bias": an_object, "user": string,
+    "response_format": RESPONSE_FORMAT,
+}
+CHAT = {**COMMON, "messages": items(fields(MESSAGE)), "tools": items(TOOL), "tool_choice": _tool_choice,
+        "parallel_tool_calls": boolean, "logprobs": boolean, "top_logprobs": integer(0, 20),
+        "reasoning_effort": string, "metadata": an_object, "store": boolean}
+COMPLETION = {**COMMON, "suffix": string, "echo": boolean, "logprobs": integer(0, 5), "best_of": integer(1, 128)}
+EMBEDDING = {"dimensions": integer(1, MAX_DIMENSIONS), "encoding_format": one_of("float", "base64"), "user": string}
 
 
 def check_model(body: Any) -> str:
@@ -57,17 +106,14 @@ def check_chat_request(body: Any) -> str:
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise BadRequest(f"messages[{i}] must be an object with a string 'role'", param="messages")
-        content = message.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise BadRequest(f"messages[{i}].content must be a string, an array of parts or null", param="messages")
-        calls = message.get("tool_calls")
-        if calls is not None and not isinstance(calls, list):
-            raise BadRequest(f"messages[{i}].tool_calls must be an array", param="messages")
-    _check_common(body)
-    _check_type(body, "tools", (list,), "an array")
-    _check_type(body, "response_format", (dict,), "an object")
-    _check_type(body, "stream_options", (dict,), "an object")
+    check_fields(body, CHAT)
     return model
+
+
+def _token_lists(value: list) -> bool:
+    """Token ids: an array of integers, or an array of such arrays."""
+    ints = lambda values: all(isinstance(x, int) and not isinstance(x, bool) for x in values)  # noqa: E731
+    return ints(value) or all(isinstance(x, list) and ints(x) for x in value)
 
 
 def check_completion_request(body: Any) -> str:
@@ -75,34 +121,21 @@ def check_completion_request(body: Any) -> str:
     prompt = body.get("prompt")
     if prompt is None:
         raise BadRequest("'prompt' is required", param="prompt")
-    if not isinstance(prompt, (str, list)):
-        raise BadRequest("'prompt' must be a string or an array", param="prompt")
-    _check_type(body, "suffix", (str,), "a string")
-    _check_common(body)
+    if not isinstance(prompt, (str, list)) or isinstance(prompt, list) and not (
+            all(isinstance(x, str) for x in prompt) or _token_lists(prompt)):
+        raise BadRequest("'prompt' must be a string, an array of strings or an array of token ids", param="prompt")
+    check_fields(body, COMPLETION)
     return model
 
 
 def check_embedding_request(body: Any) -> str:
     model = check_model(body)
     data = body.get("input")
-    if not isinstance(data, (str, list)) or (isinstance(data, list) and not data):
-        raise BadRequest("'input' must be a string or a non-empty array", param="input")
-    if body.get("encoding_format") not in (None, "float", "base64"):
-        raise BadRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
+    if not isinstance(data, (str, list)) or isinstance(data, list) and not (
+            data and (all(isinstance(x, str) for x in data) or _token_lists(data))):
+        raise BadRequest("'input' must be a string or a non-empty array of strings or token ids", param="input")
+    check_fields(body, EMBEDDING)
     return model
-
-
-def _check_common(body: dict) -> None:
-    _check_type(body, "stream", (bool,), "a boolean")
-    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "top_k", "min_p"):
-        _check_number(body, key)
-    for key in ("max_tokens", "max_completion_tokens", "seed", "n"):
-        value = body.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise BadRequest(f"'{key}' must be an integer", param=key)
-    stop = body.get("stop")
-    if stop is not None and not isinstance(stop, (str, list)):
-        raise BadRequest("'stop' must be a string or an array of strings", param="stop")
 
 
 def wants_usage(body: dict) -> bool:

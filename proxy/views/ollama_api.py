@@ -15,7 +15,7 @@ from ..passthrough import model_renames, passthrough_lines
 from ..streaming import OpenAIStreamToOllama, OpenAIToOllama
 from . import models as model_views
 from .common import (NDJSON, begin, finish_whole, json_response, open_upstream, raw_json_response, read_json, read_whole,
-                     route_model, services, start_exchange, stream_response, upstream_backend, upstream_object)
+                     route_model, services, stream_response, upstream_backend, upstream_object)
 
 bp = Blueprint("ollama_api", __name__)
 OLLAMA_VERSION = "0.12.10"  # what Ollama clients are told; numeric and >= 0.6.4 (Copilot, Open WebUI)
@@ -175,7 +175,7 @@ def whole_reply_from_openai(translator: OpenAIToOllama, kind: str, resp: dict) -
 @bp.route("/api/embeddings", methods=["POST"])
 def embed() -> Response:
     legacy = request.path.endswith("embeddings")
-    exchange, body = begin("ollama", ol.check_model)
+    exchange, body = begin("ollama", ol.check_embed_request)
     svc = services()
     upstream_model = route_model(exchange)
     if svc.backend.dialect == "ollama":
@@ -213,29 +213,29 @@ def embed() -> Response:
 def manage() -> Response:
     svc = services()
     action = request.path.rsplit("/", 1)[-1]
-    body = read_json()
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
+    exchange, body = begin("ollama", lambda b: ol.check_manage_request(b, action))  # recorded, whatever happens
     if svc.backend.dialect == "ollama":
         payload = jsonio.dumps(body)  # the body that was checked, not the bytes sent (a repeated key goes)
+        exchange.sent_upstream(payload)
         upstream = upstream_backend().open(request.method, request.path, payload, request_id=_rid())
         if body.get("stream") is False or action in ("copy", "delete"):
             try:
                 raw = upstream.read()
             finally:
                 upstream.close()
-            return Response(raw, status=upstream.status,
-                            content_type=upstream.headers.get("Content-Type", "application/json"))
-        exchange = start_exchange("ollama")
-        exchange.model_requested = body.get("model") or body.get("name")
-        return stream_response(exchange, upstream, upstream.iter_bytes(), "ollama")
+            exchange.upstream_response.add(raw)
+            response = Response(raw, status=upstream.status,
+                                content_type=upstream.headers.get("Content-Type", "application/json"))
+            return finish_whole(exchange, response, raw)
+        return stream_response(exchange, upstream, exchange.upstream_chunks(upstream), "ollama")
     if action == "pull":
-        name = ol.check_model(body)
-        svc.catalog.find(name)  # 404 if the backend does not have it
+        svc.catalog.find(exchange.model_requested)  # 404 if the backend does not have it
+        exchange.local = True
         if body.get("stream") is False:
-            return json_response({"status": "success"})
-        lines = b"".join(jsonio.dumps_line(x) for x in ({"status": "pulling manifest"}, {"status": "success"}))
-        return Response(lines, content_type=NDJSON)
+            raw = jsonio.dumps({"status": "success"})
+            return finish_whole(exchange, raw_json_response(raw), raw)
+        raw = b"".join(jsonio.dumps_line(x) for x in ({"status": "pulling manifest"}, {"status": "success"}))
+        return finish_whole(exchange, Response(raw, content_type=NDJSON), raw)
     raise NotSupported(f"/api/{action} is not supported by the {svc.backend.describe()}; "
                        "manage models on the backend itself")
 
