@@ -240,6 +240,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BACKEND_API_KEY", "", _str, "sent upstream as Authorization: Bearer; never shown or logged", secret=True),
     Setting("BACKEND_TIMEOUT", "300", _float_pos, "seconds to wait for the backend (first byte and between chunks)"),
     Setting("BACKEND_CONNECT_TIMEOUT", "5", _float_pos, "seconds to wait for a connection to the backend"),
+    Setting("MAX_RESPONSE_BYTES", "134217728", _int_min(0), "a larger non-streamed backend answer (or compressed "
+            "one, once decoded) is refused with 502; streams are relayed, not kept (0 = no limit)"),
     Setting("MODEL_MAP", "", _model_map, "client-name=backend-name pairs, comma-separated; * globs on the left"),
     Setting("MODEL_LIST_TTL", "10", _float_pos, "seconds a backend model list is reused before it is fetched again"),
     Setting("DEFAULT_CONTEXT_LENGTH", "8192", _int_min(1), "context length reported when the backend does not say"),
@@ -312,6 +314,7 @@ class Settings:
     backend_api_key: str
     backend_timeout: float
     backend_connect_timeout: float
+    max_response_bytes: int
     model_map: tuple[tuple[str, str], ...]
     model_list_ttl: float
     default_context_length: int

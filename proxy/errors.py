@@ -158,8 +158,16 @@ def code_from_upstream_body(body: bytes) -> str | None:
     return None
 
 
+MAX_UPSTREAM_MESSAGE = 2000  # characters of a backend's error text passed on (to the client, the log, the row)
+
+
+def clip_message(text: str, limit: int = MAX_UPSTREAM_MESSAGE) -> str:
+    """A backend's error text, cut to ``limit`` characters (marked) so a hostile one cannot fill answers and rows."""
+    return text if len(text) <= limit else text[:limit] + "… (cut)"
+
+
 def message_from_upstream_body(body: bytes, fallback: str) -> str:
-    """Best human-readable message from an upstream error body of either dialect."""
+    """Best human-readable message from an upstream error body of either dialect, clipped."""
     from . import jsonio  # local: errors must stay importable without orjson at import time
 
     text = body.decode("utf-8", "replace").strip()
@@ -172,7 +180,8 @@ def message_from_upstream_body(body: bytes, fallback: str) -> str:
         if isinstance(err, dict):
             err = err.get("message") or err.get("msg")
         if isinstance(err, str) and err:
-            return err
+            return clip_message(err)
         if isinstance(err, list) and err:  # FastAPI-style validation details
-            return "; ".join(str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in err)
+            return clip_message("; ".join(str(item.get("msg", item)) if isinstance(item, dict) else str(item)
+                                          for item in err[:50]))
     return text[:500] or fallback

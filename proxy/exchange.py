@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import draining
 from .errors import ProxyError
+from .framing import FrameTooLarge
 from .streaming import Answer, error_chunk
 from .usage import UsageTap
 
@@ -328,8 +329,8 @@ class Relay:
                     raise translate.error
             self._completed = True
         except (ProxyError, OSError) as exc:
-            if not isinstance(exc, ProxyError):
-                exc = self.upstream.error_for(exc)
+            if not isinstance(exc, ProxyError) or isinstance(exc, FrameTooLarge):
+                exc = self.upstream.error_for(exc)  # names the backend
             exchange.fail(exc)
             log.warning("%s: stream failed after the first byte: %s", exchange.request_id, exc.message)
             tail = error_chunk(self.dialect, exc)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 from . import jsonio
+from .framing import MAX_FRAME, FrameTooLarge
 
 
 def _rename_model(data: bytes, renames: tuple[tuple[bytes, bytes], ...]) -> bytes:
@@ -38,15 +39,24 @@ def passthrough_sse(chunks: Iterable[bytes], *, strip_usage_chunk: bool,
 
 def _edited_sse(chunks: Iterable[bytes], strip_usage_chunk: bool,
                 renames: tuple[tuple[bytes, bytes], ...]) -> Iterator[bytes]:
-    pending = b""
+    pending = bytearray()  # an event not complete yet: grown in place and searched only where it grew
     for chunk in chunks:
-        data = pending + chunk if pending else chunk
-        cut = max(data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n"))
+        if pending:
+            start = max(0, len(pending) - 3)  # a separator may straddle the two
+            pending += chunk
+            data = pending
+        else:
+            start, data = 0, chunk
+        cut = max(data.rfind(b"\n\n", start), data.rfind(b"\r\n\r\n", start))
         if cut < 0:
-            pending = data
+            if data is chunk:
+                pending += chunk
+            if len(pending) > MAX_FRAME:
+                raise FrameTooLarge("an SSE event", MAX_FRAME)
             continue
         end = cut + (4 if data[cut:cut + 4] == b"\r\n\r\n" else 2)
-        ready, pending = data[:end], data[end:]
+        ready = bytes(data[:end]) if data is pending else data[:end]
+        pending = bytearray(data[end:])
         if strip_usage_chunk and (_EMPTY_CHOICES[0] in ready or _EMPTY_CHOICES[1] in ready):
             ready = b"".join(ev + b"\n\n" for ev in ready.replace(b"\r\n", b"\n").split(b"\n\n")
                              if ev and not (_EMPTY_CHOICES[0] in ev or _EMPTY_CHOICES[1] in ev))
@@ -55,7 +65,7 @@ def _edited_sse(chunks: Iterable[bytes], strip_usage_chunk: bool,
         if ready:
             yield ready
     if pending:
-        yield _rename_model(pending, renames) if renames else pending
+        yield _rename_model(bytes(pending), renames) if renames else bytes(pending)
 
 
 def passthrough_lines(chunks: Iterable[bytes], renames: tuple[tuple[bytes, bytes], ...] = ()) -> Iterator[bytes]:
@@ -66,14 +76,16 @@ def passthrough_lines(chunks: Iterable[bytes], renames: tuple[tuple[bytes, bytes
 
 
 def _renamed_lines(chunks: Iterable[bytes], renames: tuple[tuple[bytes, bytes], ...]) -> Iterator[bytes]:
-    pending = b""
+    pending = bytearray()  # a line not complete yet, grown in place
     for chunk in chunks:
-        data = pending + chunk if pending else chunk
-        cut = data.rfind(b"\n")
+        cut = chunk.rfind(b"\n")
         if cut < 0:
-            pending = data
+            pending += chunk
+            if len(pending) > MAX_FRAME:
+                raise FrameTooLarge("a line", MAX_FRAME)
             continue
-        ready, pending = data[:cut + 1], data[cut + 1:]
+        ready = bytes(pending + chunk[:cut + 1]) if pending else chunk[:cut + 1]
+        pending = bytearray(chunk[cut + 1:])
         yield _rename_model(ready, renames)
     if pending:
-        yield _rename_model(pending, renames)
+        yield _rename_model(bytes(pending), renames)

@@ -16,7 +16,7 @@ from . import jsonio
 from .dialects import ollama as ol
 from .dialects import ollama_openai as oo
 from .dialects import openai as oa
-from .errors import BackendError, ProxyError
+from .errors import BackendError, ProxyError, clip_message
 from .framing import NDJSONFraming, SSEFraming
 
 
@@ -33,8 +33,8 @@ def _load(payload: bytes, what: str) -> Any:
 
 def _error_message(error: Any) -> str:
     if isinstance(error, dict):
-        return str(error.get("message") or error)
-    return str(error)
+        error = error.get("message") or error
+    return clip_message(error if isinstance(error, str) else str(error))
 
 
 # --- the answer, assembled (shared by translators and the log recorder) ----------------------

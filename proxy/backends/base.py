@@ -16,26 +16,33 @@ from .. import jsonio
 from ..config import Settings
 from ..errors import (BackendTimeout, BackendUnavailable, ProxyError, UpstreamStatus, code_from_upstream_body,
                       message_from_upstream_body)
-from .http11 import ConnectTimeout, Origin, Pool, Response, encode_headers
+from ..framing import FrameTooLarge
+from .http11 import ConnectTimeout, Origin, Pool, Response, ResponseTooLarge, encode_headers
 
 log = logging.getLogger(__name__)
+MAX_ERROR_BODY = 1048576  # of an error answer, what is read for its message; the rest is dropped with the connection
 
 
 class Upstream:
-    """An open upstream response: status, headers, its body as chunks, close()."""
+    """An open upstream response: status, headers, its body as chunks, close().
 
-    __slots__ = ("_resp", "_backend", "status", "headers")
+    A body read whole (``stream=False``) is bounded by MAX_RESPONSE_BYTES; a stream is not (it is relayed,
+    not kept), but a compressed one is, once decoded, and its lines and events are bounded by the framing."""
 
-    def __init__(self, resp: Response, backend: "HTTPBackend"):
+    __slots__ = ("_resp", "_backend", "status", "headers", "limit", "decoded_limit")
+
+    def __init__(self, resp: Response, backend: "HTTPBackend", stream: bool = False):
         self._resp = resp
         self._backend = backend
         self.status = resp.status
         self.headers = resp.headers
+        self.decoded_limit = backend.settings.max_response_bytes or None
+        self.limit = None if stream else self.decoded_limit
 
     def iter_bytes(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
         """The body as it arrives, a broken connection raised as a ProxyError naming the backend."""
         try:
-            yield from self._resp.iter_bytes(tap)
+            yield from self._resp.iter_bytes(tap, self.limit, self.decoded_limit)
         except OSError as exc:
             raise self.error_for(exc) from None
 
@@ -43,14 +50,20 @@ class Upstream:
         """The body as it arrives, for a ``Relay``: the client's chunks pass through no wrapper here,
         and a broken connection raises the OSError itself, which the Relay turns into a ProxyError
         with ``error_for``. ``tap`` sees each chunk first."""
-        return self._resp.iter_bytes(tap)
+        return self._resp.iter_bytes(tap, self.limit, self.decoded_limit)
 
-    def error_for(self, exc: OSError) -> ProxyError:
-        """The ProxyError for a connection failure while the body was read."""
+    def error_for(self, exc: Exception) -> ProxyError:
+        """The ProxyError, naming the backend, for a failure while the body was read: a broken connection,
+        a bound exceeded (MAX_RESPONSE_BYTES, a trailer, a stream's line or event)."""
+        name = self._backend.describe()
         if isinstance(exc, socket.timeout):
-            return BackendTimeout(f"{self._backend.describe()} stopped sending for "
-                                  f"{self._backend.read_timeout:g} s")
-        return BackendUnavailable(f"the connection to {self._backend.describe()} broke: {exc}")
+            return BackendTimeout(f"{name} stopped sending for {self._backend.read_timeout:g} s")
+        if isinstance(exc, ResponseTooLarge):
+            hint = " (MAX_RESPONSE_BYTES)" if exc.limit in (self.limit, self.decoded_limit) else ""
+            return BackendUnavailable(f"{name} sent {exc}{hint}")
+        if isinstance(exc, FrameTooLarge):
+            return BackendUnavailable(f"{name} {exc.message}")
+        return BackendUnavailable(f"the connection to {name} broke: {exc}")
 
     def read(self) -> bytes:
         return b"".join(self.iter_bytes())
@@ -99,8 +112,9 @@ class HTTPBackend:
         return f"{self.type} backend at {self.base_url}"
 
     def open(self, method: str, path: str, body: bytes | None = None, *, request_id: str | None = None,
-             timeout: float | None = None) -> Upstream:
-        """Send a request and return the response unread; error statuses raise ``UpstreamStatus``."""
+             timeout: float | None = None, stream: bool = False) -> Upstream:
+        """Send a request and return the response unread; error statuses raise ``UpstreamStatus``.
+        ``stream``: the body is relayed as it arrives rather than read whole (no MAX_RESPONSE_BYTES)."""
         head_lines = self._head_lines
         if request_id:
             head_lines += encode_headers({"X-Request-ID": request_id})
@@ -122,16 +136,25 @@ class HTTPBackend:
             raise BackendUnavailable(f"cannot reach {self.describe()}: TLS failed: {exc}") from None
         except OSError as exc:
             raise BackendUnavailable(f"cannot reach {self.describe()}: {exc.strerror or exc}") from None
-        upstream = Upstream(resp, self)
+        upstream = Upstream(resp, self, stream)
         if resp.status >= 400:
-            try:
-                raw = resp.read()
+            pieces: list[bytes] = []
+            size = 0
+            try:  # only the start of an error body is read: its message is all that is wanted
+                for piece in resp.iter_bytes(None, None, MAX_ERROR_BODY * 4):
+                    pieces.append(piece)
+                    size += len(piece)
+                    if size >= MAX_ERROR_BODY:
+                        break
             except OSError:
-                raw = b""
+                pass
             finally:
                 upstream.close()
+            raw = b"".join(pieces)[:MAX_ERROR_BODY]
             message = message_from_upstream_body(raw, f"{self.describe()} answered HTTP {resp.status}")
-            raise UpstreamStatus(message, status=resp.status, code=code_from_upstream_body(raw))
+            error = UpstreamStatus(message, status=resp.status, code=code_from_upstream_body(raw))
+            error.body = raw  # type: ignore[attr-defined]  # the log stores the backend's own error body
+            raise error
         return upstream
 
     def get_json(self, path: str, timeout: float | None = None) -> Any:

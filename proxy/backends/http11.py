@@ -18,6 +18,7 @@ import collections
 import select
 import socket
 import ssl
+import time
 import zlib
 from typing import Callable, Iterator
 from urllib.parse import unquote, urlsplit
@@ -25,6 +26,9 @@ from urllib.parse import unquote, urlsplit
 RECV_SIZE = 65536
 MAX_HEAD = 65536  # status line + headers
 MAX_IDLE = 256  # idle connections kept per backend
+MAX_TRAILER = 65536  # the chunked trailer section, bounded like a head
+DECODE_STEP = 262144  # most bytes one decompress call may produce: a compressed body never inflates at once
+YIELD_EVERY = 1048576  # bytes read without waiting before a reader lets other greenlets run
 
 try:  # the kernel's poll, not gevent's: a zero-timeout look at one descriptor must not yield or allocate a watcher
     from gevent.monkey import get_original
@@ -56,6 +60,20 @@ def send_all(sock: socket.socket, data: bytes | bytearray) -> None:
 
 class HTTPProtocolError(OSError):
     """The backend broke HTTP/1.1 framing (or closed the connection mid-message)."""
+
+
+class ResponseTooLarge(HTTPProtocolError):
+    """A bound was exceeded (trailer, body, decoded body); the message names what, to follow "sent"."""
+
+    def __init__(self, what: str, limit: int):
+        super().__init__(f"{what} larger than {limit} bytes")
+        self.limit = limit
+
+
+def _cooperate() -> None:
+    """Let other greenlets run: a backend sending as fast as the socket delivers never makes ``recv`` wait,
+    so without this one reader would hold the process (``time.sleep`` is gevent's once patched)."""
+    time.sleep(0)
 
 
 class ConnectTimeout(TimeoutError):
@@ -280,26 +298,66 @@ class Response:
             self._finish()
 
     # --- body -------------------------------------------------------------------------------------
-    def iter_bytes(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
+    def iter_bytes(self, tap: Callable[[bytes], None] | None = None, limit: int | None = None,
+                   decoded_limit: int | None = None) -> Iterator[bytes]:
         """The body as it arrives; ``tap(chunk)`` sees each chunk just before it is yielded (a call
         rather than one more generator around this one). Not a generator itself: a stream's greenlet
-        keeps every generator frame it is suspended in on its saved C stack, so an uncompressed body
-        is one layer, not three."""
-        if self._decoder is None:
-            return self._raw(tap)
-        return self._decoded(self._raw(None), tap)
+        keeps every generator frame it is suspended in on its saved C stack, so an uncompressed,
+        unbounded body (a stream) is one layer, not three.
 
-    def _decoded(self, raw: Iterator[bytes], tap: Callable[[bytes], None] | None) -> Iterator[bytes]:
+        ``limit`` bounds the whole body, ``decoded_limit`` a compressed body once decoded (the proxy asks
+        for none); past either, ``ResponseTooLarge`` and the connection is dropped."""
+        if self._decoder is not None:
+            if limit is not None:
+                decoded_limit = limit if decoded_limit is None else min(limit, decoded_limit)
+            return self._decoded(self._raw(None), tap, decoded_limit)
+        if limit is None:
+            return self._raw(tap)
+        if self._mode == _LENGTH and self._remaining > limit:  # refused before a byte of it is read
+            self.close()
+            return self._refused(limit)
+        return self._bounded(self._raw(None), tap, limit)
+
+    def _refused(self, limit: int) -> Iterator[bytes]:
+        raise ResponseTooLarge("a body", limit)
+        yield b""  # pragma: no cover - makes this a generator: the error comes when the body is read
+
+    def _bounded(self, raw: Iterator[bytes], tap: Callable[[bytes], None] | None, limit: int) -> Iterator[bytes]:
+        total = 0
+        for data in raw:
+            total += len(data)
+            if total > limit:
+                self.close()
+                raise ResponseTooLarge("a body", limit)
+            if tap is not None:
+                tap(data)
+            yield data
+
+    def _decoded(self, raw: Iterator[bytes], tap: Callable[[bytes], None] | None,
+                 limit: int | None) -> Iterator[bytes]:
         decoder = self._decoder
+        total = 0
         try:
             for data in raw:
-                data = decoder.decompress(data)
-                if data:
-                    if tap is not None:
-                        tap(data)
-                    yield data
+                while True:  # a step at a time: a few compressed bytes may stand for gigabytes
+                    out = decoder.decompress(data, DECODE_STEP)
+                    data = decoder.unconsumed_tail
+                    if out:
+                        total += len(out)
+                        if limit is not None and total > limit:
+                            self.close()
+                            raise ResponseTooLarge("a compressed body that decodes to", limit)
+                        if tap is not None:
+                            tap(out)
+                        yield out
+                    if not data and len(out) < DECODE_STEP:
+                        break
             tail = decoder.flush()
             if tail:
+                total += len(tail)
+                if limit is not None and total > limit:
+                    self.close()
+                    raise ResponseTooLarge("a compressed body that decodes to", limit)
                 if tap is not None:
                     tap(tail)
                 yield tail
@@ -323,6 +381,7 @@ class Response:
         buf, self._buf = self._buf, b""
         remaining = self._remaining
         sock = self._sock
+        unyielded = 0  # bytes read since other greenlets last ran
         while True:
             if buf:
                 if len(buf) > remaining:
@@ -340,10 +399,15 @@ class Response:
             buf = sock.recv(RECV_SIZE)
             if not buf:
                 raise HTTPProtocolError(f"the connection closed with {remaining} bytes of the body unread")
+            unyielded += len(buf)
+            if unyielded >= YIELD_EVERY:
+                unyielded = 0
+                _cooperate()
 
     def _read_until_close(self, tap: Callable[[bytes], None] | None) -> Iterator[bytes]:
         buf, self._buf = self._buf, b""
         sock = self._sock
+        unyielded = 0
         while True:
             if buf:
                 if tap is not None:
@@ -353,6 +417,10 @@ class Response:
             if not buf:
                 self._finish()
                 return
+            unyielded += len(buf)
+            if unyielded >= YIELD_EVERY:
+                unyielded = 0
+                _cooperate()
 
     def _read_chunked(self, tap: Callable[[bytes], None] | None) -> Iterator[bytes]:
         """Decode chunked transfer coding; yields each receive's payload bytes at once."""
@@ -360,6 +428,7 @@ class Response:
         self._buf = b""
         sock = self._sock
         size = -1  # bytes left in the current chunk; -1: a size line is expected next
+        unyielded = 0
         while True:
             out = []
             pos = 0
@@ -406,8 +475,8 @@ class Response:
                     if end >= 0:
                         after = end + 4
                         break
-                    if len(rest) > MAX_HEAD:
-                        raise HTTPProtocolError("the chunked trailer section is larger than 64 KiB")
+                    if len(rest) > MAX_TRAILER:
+                        raise ResponseTooLarge("a chunked trailer section", MAX_TRAILER)
                     data = sock.recv(RECV_SIZE)
                     if not data:
                         raise HTTPProtocolError("the connection closed inside the chunked trailer")
@@ -433,6 +502,10 @@ class Response:
             data = sock.recv(RECV_SIZE)
             if not data:
                 raise HTTPProtocolError("the connection closed in the middle of a chunked body")
+            unyielded += len(data)
+            if unyielded >= YIELD_EVERY:
+                unyielded = 0
+                _cooperate()
             buf = buf + data if buf else data
 
     # --- connection -------------------------------------------------------------------------------

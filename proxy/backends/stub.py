@@ -155,7 +155,7 @@ class StubBackend:
         return raw, jsonio.loads(raw)
 
     def open(self, method: str, path: str, body: bytes | None = None, *, request_id: str | None = None,
-             timeout: float | None = None) -> StubUpstream:
+             timeout: float | None = None, stream: bool = False) -> StubUpstream:
         request = jsonio.loads(body) if body else {}
         model = request.get("model", "stub")
         if model not in dict(MODELS):

@@ -152,7 +152,7 @@ def open_upstream(exchange: Exchange, path: str, out: dict) -> Any:
     release_body(request)  # parsed and copied for the log: the backend gets `out`, encoded below
     payload = jsonio.dumps(out)
     exchange.sent_upstream(payload)
-    return upstream_backend().open("POST", path, payload, request_id=exchange.request_id)
+    return upstream_backend().open("POST", path, payload, request_id=exchange.request_id, stream=exchange.stream)
 
 
 def read_whole(exchange: Exchange, upstream: Any) -> bytes:

@@ -217,8 +217,9 @@ def manage() -> Response:
     if svc.backend.dialect == "ollama":
         payload = jsonio.dumps(body)  # the body that was checked, not the bytes sent (a repeated key goes)
         exchange.sent_upstream(payload)
-        upstream = upstream_backend().open(request.method, request.path, payload, request_id=_rid())
-        if body.get("stream") is False or action in ("copy", "delete"):
+        whole = body.get("stream") is False or action in ("copy", "delete")
+        upstream = upstream_backend().open(request.method, request.path, payload, request_id=_rid(), stream=not whole)
+        if whole:
             try:
                 raw = upstream.read()
             finally:
