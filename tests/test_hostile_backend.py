@@ -232,3 +232,20 @@ def test_other_clients_are_served_while_a_backend_floods_a_stream(wsgi_proxy, ra
     thread.join(10)
     assert received > 10_000_000, received  # the flood really ran
     assert len(latencies) >= 5 and max(latencies) < 1.0, latencies
+
+
+def test_stray_bytes_after_an_answer_never_become_the_next_clients_answer(make_proxy, raw):
+    """Issue 10 item 10 over the whole proxy: the backend writes a forged answer on the idle keep-alive
+    connection after a real one; the next request is served on a fresh connection with its own answer."""
+    def completion(text: str) -> bytes:
+        return json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m1", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}).encode()
+
+    raw.script(Reply([http(body=completion("first")), http(body=completion("forged"))], pause=0.2),
+               http(body=completion("second")))
+    proxy = make_proxy(BACKEND_URL=raw.url)
+    first = requests.post(proxy.url + "/v1/chat/completions", json=CHAT, timeout=10)
+    assert first.json()["choices"][0]["message"]["content"] == "first"
+    time.sleep(0.5)  # the forged answer is on the idle connection now
+    second = requests.post(proxy.url + "/v1/chat/completions", json=CHAT, timeout=10)
+    assert second.json()["choices"][0]["message"]["content"] == "second"
