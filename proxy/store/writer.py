@@ -260,9 +260,16 @@ class LogWriter:
             log.error("log writer: %d records could not be written and are lost: %s", len(batch), reason_of(exc))
 
     def _one_by_one(self, batch: list[Record]) -> None:
-        for record in batch:
+        for index, record in enumerate(batch):
             try:
                 self._write([record])
+            except UNAVAILABLE as exc:  # the database went away meanwhile: the rest waits, nothing is lost
+                self.health.failed(exc)
+                rest = batch[index:]
+                self._queue.extendleft(reversed(rest))
+                self._refused_queued += sum(1 for r in rest if r.outcome == REFUSED)
+                self._close_connection()
+                return
             except Exception as exc:  # noqa: BLE001
                 self._lost([record], exc)
                 self._close_connection()
