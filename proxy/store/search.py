@@ -6,8 +6,10 @@ Nothing here renders HTML.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 import peewee as pw
@@ -19,6 +21,8 @@ from .schema import FTS_TABLE, SEARCH_TABLE
 
 PAGE = 50
 MAX_PAGE = 500
+MAX_ID = 2 ** 63 - 1  # a BIGINT
+EARLIEST, LATEST = -62135596800.0, 253402300799.0  # 0001-01-01 and 9999-12-31T23:59:59, UTC
 LIST_FIELDS = ("id", "started", "ended", "request_id", "client", "user_agent", "key_name", "front", "endpoint",
                "method", "backend_name", "backend_type", "model", "upstream_model", "stream", "status", "outcome",
                "error", "duration_ms", "ttfb_ms", "ttfc_ms", "overhead_ms", "prompt_tokens", "completion_tokens",
@@ -44,17 +48,21 @@ class Filters:
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> "Filters":
-        def num(name: str, cast: Any, default: Any) -> Any:
-            try:
-                return cast(args.get(name)) if args.get(name) not in (None, "") else default
-            except (TypeError, ValueError):
-                return default
-        limit = max(1, min(MAX_PAGE, num("limit", int, PAGE)))
-        return cls(model=args.get("model", "").strip(), endpoint=args.get("endpoint", "").strip(),
-                   status=args.get("status", "").strip(), client=args.get("client", "").strip(),
-                   outcome=args.get("outcome", "").strip(), q=args.get("q", "").strip()[:500],
-                   before=args.get("before", "").strip(), after_id=num("after_id", int, 0),
-                   since=num("since", float, None), until=num("until", float, None), limit=limit)
+        """Filters from URL arguments; BadFilter (a 400) for one that cannot be a filter."""
+        text = {name: text_arg(args, name) for name in ("model", "endpoint", "status", "client", "outcome", "q",
+                                                          "before", "limit", "after_id", "since", "until")}
+        status = text["status"]
+        if status and not (STATUS_CLASS.match(status) or status.lower() in ("error", "errors")
+                           or status.isdigit() and len(status) == 3):
+            raise BadFilter(f"status must be a code (200), a class (4xx) or 'error', not {status[:40]!r}")
+        if text["before"] and _parse_cursor(text["before"]) is None:
+            raise BadFilter("before must be a cursor of the form <started>_<id>, as the previous page gave it")
+        limit = int_arg(text["limit"], "limit", 1, None)
+        return cls(model=text["model"], endpoint=text["endpoint"], status=status, client=text["client"],
+                   outcome=text["outcome"], q=text["q"][:500], before=text["before"],
+                   after_id=int_arg(text["after_id"], "after_id", 0, MAX_ID) or 0,
+                   since=time_arg(text["since"], "since"), until=time_arg(text["until"], "until"),
+                   limit=PAGE if limit is None else min(MAX_PAGE, limit))
 
     def query_args(self, **changes: Any) -> dict[str, str]:
         """The non-empty filters as URL arguments (for links), with ``changes`` applied."""
@@ -76,9 +84,61 @@ def cursor_of(row: dict) -> str:
 def _parse_cursor(value: str) -> tuple[float, int] | None:
     started, _, ident = value.partition("_")
     try:
-        return float(started), int(ident)
+        when, number = float(started), int(ident)
     except ValueError:
         return None
+    return (when, number) if math.isfinite(when) and 0 <= number <= MAX_ID else None
+
+
+# --- URL arguments ------------------------------------------------------------------------------
+# Every value reaches SQL as a parameter; these keep it to what every database takes: no NUL (PostgreSQL
+# refuses it in text), integers that fit a BIGINT, finite times within the years a datetime can hold.
+
+class BadFilter(ValueError):
+    """A URL argument of the log view that cannot be a filter: its message is shown with a 400."""
+
+
+def text_arg(args: Mapping[str, str], name: str) -> str:
+    value = args.get(name, "").strip()
+    if "\x00" in value:
+        raise BadFilter(f"{name} must not contain NUL characters")
+    return value
+
+
+def int_arg(value: str, name: str, low: int, high: int | None) -> int | None:
+    """An integer argument, None when empty; one below ``low`` or above ``high`` (None: what a BIGINT holds) is
+    refused."""
+    if not value:
+        return None
+    top = MAX_ID if high is None else high
+    if not value.isdigit() or len(value) > 19 or not low <= int(value):
+        raise BadFilter(f"{name} must be a whole number from {low} to {top}, not {value[:40]!r}")
+    number = int(value)
+    if high is not None and number > high:
+        raise BadFilter(f"{name} must be a whole number from {low} to {top}, not {value[:40]!r}")
+    return number
+
+
+def time_arg(value: str, name: str) -> float | None:
+    """Epoch seconds, or an ISO date/time (UTC unless it says otherwise); None when empty."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadFilter(f"{name} must be epoch seconds or an ISO date/time, not {value[:40]!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        try:
+            seconds = parsed.timestamp()
+        except (OverflowError, ValueError):
+            seconds = math.nan
+    if not EARLIEST <= seconds <= LATEST:  # also NaN and the infinities
+        raise BadFilter(f"{name} must be a time between the years 1 and 9999, not {value[:40]!r}")
+    return seconds
 
 
 def fts5_query(text: str) -> str:

@@ -44,6 +44,8 @@ def failure(exc: Exception) -> Any:
     """Errors of the log view as a page (or JSON under /ui/api), never as an API error body."""
     if isinstance(exc, HTTPException):
         return exc
+    if isinstance(exc, search.BadFilter):  # a URL argument no query can take: NUL, NaN, out of range
+        return ui_auth.refuse(400, str(exc))
     if isinstance(exc, (pw.OperationalError, pw.InterfaceError)):  # down or stalled: the store logged it once
         response = ui_auth.refuse(503, f"The log database cannot be read now: {reason_of(exc)}")
         response.headers["Retry-After"] = "10"
@@ -154,7 +156,7 @@ def logs() -> str:
 @bp.route("/logs/<int:ident>")
 def exchange(ident: int) -> str:
     store = _store_or_off()
-    page = store.read(_exchange_page, ident)
+    page = store.read(_exchange_page, ident) if ident <= search.MAX_ID else None
     if page is None:
         abort(Response(render_template("ui/denied.html", status=404, title="Not found",
                                        message=f"There is no exchange {ident} (retention may have deleted it)."),
@@ -204,7 +206,7 @@ def api_logs() -> Response:
 @bp.route("/api/logs/<int:ident>")
 def api_log(ident: int) -> Response:
     store = _store_or_off()
-    row = store.read(search.get_exchange, ident)
+    row = store.read(search.get_exchange, ident) if ident <= search.MAX_ID else None
     if row is None:
         return json_response({"error": f"there is no exchange {ident}"}, 404)
     headers = None
@@ -214,21 +216,8 @@ def api_log(ident: int) -> Response:
 
 
 def _time_arg(name: str) -> float | None:
-    """Epoch seconds, or an ISO date/time (UTC unless it says otherwise)."""
-    value = request.args.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        abort(json_response({"error": f"{name} must be epoch seconds or an ISO date/time, not {value!r}"}, 400))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
+    """Epoch seconds, or an ISO date/time (UTC unless it says otherwise); BadFilter (a 400) otherwise."""
+    return search.time_arg(search.text_arg(request.args, name), name)
 
 
 @bp.route("/api/export")
