@@ -93,3 +93,43 @@ def test_a_database_down_at_start_is_one_line_and_its_return_another(wsgi_proxy,
     assert "available again" in store_lines[1]
     assert "Traceback" not in out and "failed with" not in out
     shutil.rmtree(blocker)
+
+
+def test_a_locked_postgresql_table_stalls_only_the_log_view(wsgi_proxy, fake_upstream):
+    """The database answers connections but a query waits on a lock: pages give 503 after the read limit,
+    API requests (and their records, which wait in the queue) are not held up."""
+    import psycopg2
+
+    import fakes
+    from store_fixtures import _drop_pg_schema, _pg_schema_url, pg_url_or_skip
+
+    base = pg_url_or_skip()
+    url, schema = _pg_schema_url(base)
+    fake_upstream.serve_openai_models("m")
+    fake_upstream.default("POST", "/v1/chat/completions", fakes.openai_chat_responder(["Hello"]))
+    proxy = wsgi_proxy(DATABASE_URL=url, BACKEND_URL=f"http://localhost:{fake_upstream.port}")
+    locker = psycopg2.connect(base)
+    try:
+        locker.cursor().execute(f"LOCK TABLE {schema}.exchanges IN ACCESS EXCLUSIVE MODE")
+        with ThreadPoolExecutor(15) as pages:
+            waiting = [pages.submit(requests.get, proxy.url + "/ui/logs", timeout=60) for _ in range(15)]
+            time.sleep(1.0)
+
+            def chat(i: int) -> float:
+                start = time.monotonic()
+                resp = requests.post(proxy.url + "/v1/chat/completions", timeout=30,
+                                     json={"model": "m", "messages": [{"role": "user", "content": f"hi {i}"}]})
+                assert resp.status_code == 200, resp.text
+                return time.monotonic() - start
+
+            with ThreadPoolExecutor(6) as pool:
+                took = list(pool.map(chat, range(6)))
+            assert max(took) < 2.0, took
+            statuses = [f.result().status_code for f in waiting]
+        assert set(statuses) == {503}, statuses
+    finally:
+        locker.rollback()
+        locker.close()
+    wait_for(lambda: requests.get(proxy.url + "/ui/api/logs", timeout=30).json().get("items"), timeout=30)
+    proxy.stop()
+    _drop_pg_schema(base, schema)

@@ -160,10 +160,8 @@ class Readers:
                 return False, busy
             return captured(fn, args)
 
-        try:
-            ok, value = self._pool.spawn(task).get(timeout=self.timeout)
-        except gevent.Timeout:
-            raise busy from None
+        with gevent.Timeout(self.timeout, busy):  # spawn itself waits while every reader thread is busy
+            ok, value = self._pool.spawn(task).get()
         if not ok:
             raise value
         return value
