@@ -273,6 +273,8 @@ class Exchange:
         return (self.ended_at or self.clock()) - self.started
 
     def tokens(self) -> tuple[int | None, int | None]:
+        """(prompt, completion) as the backend reported them or as counted from the stream: what the token
+        limits charge and the log shows; never read from the log's copy of the body (see ``_assemble``)."""
         if self.answer is None:
             return None, None
         return self.answer.prompt_tokens, self.answer.completion_tokens
