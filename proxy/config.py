@@ -251,6 +251,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATABASE_URL", "sqlite:///data/proxy.db", _database_url, "log database (postgresql://…, mysql://… also)",
             show=_masked_url),
     Setting("LOG_MAX_REQUESTS", "10000", _int_min(0), "rows kept; oldest deleted by the cleanup (0 = unlimited)"),
+    Setting("LOG_MAX_REFUSED", "1000", _int_min(0),
+            "requests the gate refused (401/403/413/429), kept compact on a budget of their own (0 = not stored)"),
     Setting("LOG_MAX_AGE_DAYS", "0", _int_min(0), "rows older than this deleted (0 = keep)"),
     Setting("LOG_CLEANUP_MINUTES", "5", _int_min(0), "cleanup interval; first run at start-up (0 = never)"),
     Setting("LOG_MAX_BODY_BYTES", "1048576", _int_min(0), "larger bodies are stored truncated, marked as such"),
@@ -323,6 +325,7 @@ class Settings:
     inject_mode: str
     database_url: str
     log_max_requests: int
+    log_max_refused: int
     log_max_age_days: int
     log_cleanup_minutes: int
     log_max_body_bytes: int
