@@ -61,7 +61,8 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        if not (request.path.startswith(("/api", "/v1")) or request.path == "/"):
+        # API prefixes in any letter case (/API/chat is a 404, not a route) are answered in their dialect
+        if not (request.path.lower().startswith(("/api", "/v1")) or request.path == "/"):
             return exc  # type: ignore[return-value]
         return render_error(http_exception_to_proxy_error(exc), dialect_of_path(request.path))
 

@@ -109,7 +109,7 @@ def _check_every_route(port: int, fake: Any) -> None:
             status, headers, raw = _send(port, method, target)
             if status != expected:
                 failures.append(f"{method} {target} ({name}): {status} {raw[:100]!r}, expected {expected}")
-            elif expected in (400, 401):
+            elif expected in (400, 401, 404):
                 wrong = _dialect_error(path, raw)
                 if wrong:
                     failures.append(f"{method} {target} ({name}): {wrong}")

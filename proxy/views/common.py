@@ -240,7 +240,7 @@ def render_error(exc: ProxyError, dialect: str) -> Response:
 
 
 def dialect_of_path(path: str) -> str:
-    return "openai" if path.startswith("/v1") else "ollama"
+    return "openai" if path[:3].lower() == "/v1" else "ollama"
 
 
 def http_exception_to_proxy_error(exc: HTTPException) -> ProxyError:
