@@ -12,10 +12,14 @@ from typing import Any
 
 from .errors import BadRequest
 
+# Values that are free-form maps to every backend (JSON schemas, tool arguments, metadata): Go decodes them
+# into maps, which keep keys exactly as sent, so `ID` beside `id` there is a legitimate pair of names.
+FREE_FORM = frozenset({"parameters", "arguments", "schema", "format", "input_schema", "metadata", "properties"})
+
 
 def first_clash(value: Any) -> tuple[str, str] | None:
-    """The first two keys of one object in ``value`` (parsed JSON, walked without recursion) that differ only
-    in letter case, or None. An object whose keys are all lower-case ASCII cannot hold such a pair and is not
+    """The first two keys of one object in ``value`` (parsed JSON, walked without recursion, free-form maps
+    skipped) that differ only in letter case, or None. An object whose keys are all lower-case ASCII cannot hold such a pair and is not
     folded key by key: that is nearly every object."""
     stack = [value]
     pop, push = stack.pop, stack.append
@@ -28,8 +32,8 @@ def first_clash(value: Any) -> tuple[str, str] | None:
                     clash = _clash(item)
                     if clash is not None:
                         return clash
-            for child in item.values():
-                if type(child) is dict or type(child) is list:
+            for key, child in item.items():
+                if (type(child) is dict or type(child) is list) and key not in FREE_FORM:
                     push(child)
         elif type(item) is list:
             for child in item:

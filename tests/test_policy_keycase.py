@@ -108,6 +108,11 @@ def test_the_checked_model_still_passes_when_spelled_once(ollama_restricted):
     ({"model": "a", "Messages": [], "options": {"Temperature": 1}}, None),
     ({"a1": 1, "_": 2, "1": 3}, None),
     ([1, "x", {"k": {"K": 1}}], None),
+    # free-form maps keep keys exactly in every backend: a schema or tool arguments may name `ID` and `id`
+    ({"tools": [{"function": {"parameters": {"properties": {"ID": {}, "id": {}}}}}]}, None),
+    ({"messages": [{"tool_calls": [{"function": {"arguments": {"Path": 1, "path": 2}}}]}]}, None),
+    ({"format": {"properties": {"A": {}, "a": {}}}}, None),
+    ({"tools": [{"function": {"name": "f", "Name": "g", "parameters": {}}}]}, ("name", "Name")),
 ])
 def test_first_clash_finds_keys_equal_under_case_folding_at_any_depth(value, clash):
     from proxy.keycase import first_clash
