@@ -28,8 +28,8 @@ PACK_DICT = (b'{"model":"","created_at":"2026-01-01T00:00:00.000000000Z","messag
              b'data: {"id":"chatcmpl-","object":"chat.completion.chunk","created":1700000000,"model":"",'
              b'"system_fingerprint":"","choices":[{"index":0,"delta":{"role":"assistant","content":"",'
              b'"reasoning_content":""},"logprobs":null,"finish_reason":null}]}\n\n')
-PACK_WBITS = -11  # raw deflate, a 2 KiB window: the block and the dictionary fit; zlib's set-up is 8x cheaper
-MERGE_WBITS = -13  # an 8 KiB window for merged blocks
+PACK_WBITS = -11  # raw deflate, a small window: the block and the dictionary fit, and zlib's set-up stays cheap
+MERGE_WBITS = -13  # a window that holds a whole merged block
 
 
 def pack_block(data: bytes | bytearray, wbits: int = PACK_WBITS) -> bytes:
@@ -49,13 +49,13 @@ def unpack_merged(block: bytes) -> bytes:
 class BodyBuffer:
     """A body kept for the log, up to a byte limit; past it, counted and marked truncated.
 
-    Bytes are copied into one bytearray: orjson's small outputs each pin a 4 KiB allocation, so
-    keeping the chunk objects would cost 4 KiB per streamed line. A stream's copy is also packed as
+    Bytes are copied into one bytearray: each of orjson's small outputs pins its whole working buffer,
+    so keeping the chunk objects would cost a buffer per streamed line. A stream's copy is also packed as
     it grows (``pack``): every PACK_AT bytes of chunks are deflated in one call (level 1, a small
-    window and the preset dictionary PACK_DICT: ~10 µs a block), because a long stream's copy is most
-    of what a stream costs in memory — streamed JSON chunks repeat themselves. Every MERGE_EVERY small
-    blocks are packed again as one (~40 µs), which compresses three times better than the small ones did:
-    a 30 s stream keeps ~1 KiB instead of ~25 KiB."""
+    window and the preset dictionary PACK_DICT, which keeps each call cheap), because a long stream's copy
+    is most of what a stream costs in memory — streamed JSON chunks repeat themselves. Every MERGE_EVERY
+    small blocks are packed again as one, which compresses much better than the small ones did.
+    Figures: docs/performance.md."""
 
     __slots__ = ("data", "size", "limit", "truncated", "packed", "pack", "merged")
 

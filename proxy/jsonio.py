@@ -45,9 +45,9 @@ def dumps(obj: Any) -> bytes:
 def dumps_line(obj: Any) -> bytes:
     """One NDJSON line.
 
-    Not ``OPT_APPEND_NEWLINE``: orjson's output object keeps its whole 4 KiB working buffer, and a
+    Not ``OPT_APPEND_NEWLINE``: orjson's output object keeps its whole working buffer, and a
     stream holds its last line until the next one (the server's loop variable), so every open
-    stream would pin 4 KiB. Adding the newline copies the line into an object of its own size."""
+    stream would pin one. Adding the newline copies the line into an object of its own size."""
     return orjson.dumps(obj) + b"\n"
 
 

@@ -2,7 +2,7 @@
 and a connection life cycle of its own (timeouts, a connection cap, a graceful drain on stop).
 
 Every request passes through the handler, so what pywsgi does generically is done cheaper here
-(measured with py-spy under bench/run.py: together about a tenth of the CPU of a small request):
+(measured with py-spy under bench/run.py; figures in docs/performance.md):
 
 - request headers are split by hand instead of by the ``email`` package (``http.client.parse_headers``),
   and checked as they are split: a line without a colon, whitespace before the colon, obsolete line
@@ -16,7 +16,7 @@ Every request passes through the handler, so what pywsgi does generically is don
 - a response piece goes out in one ``send`` when the kernel takes it whole (gevent's ``sendall`` asks
   for the socket's buffer size first, a system call per piece);
 - pywsgi formats no access line of its own (``accesslog.AccessLog`` writes ours);
-- the connection's read buffer is 1 KiB, not 8 KiB: it lives as long as the connection (a stream
+- the connection's read buffer is small, not pywsgi's default: it lives as long as the connection (a stream
   holds it for minutes) while a request head is a few hundred bytes, and bodies larger than the
   buffer are read past it, straight into their destination.
 
@@ -552,8 +552,8 @@ def make_server(host: str, port: int, app: Any, error_log: Any = None, *, max_co
     cap = connection_cap(max_connections, raise_open_file_limit())
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = WSGIServer.get_listener((host, port), backlog=1024, family=family)
-    # Without TCP_NODELAY, Nagle holds the second of two small writes until the client's delayed ACK
-    # (~40 ms). Accepted sockets inherit the option from the listener.
+    # Without TCP_NODELAY, Nagle holds the second of two small writes until the client's delayed ACK.
+    # Accepted sockets inherit the option from the listener.
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return Server(listener, app, log=None, error_log=error_log, max_connections=cap,
                   header_timeout=header_timeout, keepalive_timeout=keepalive_timeout)

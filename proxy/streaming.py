@@ -41,7 +41,7 @@ def _error_message(error: Any) -> str:
 
 class Pieces(list):
     """The text pieces of a streamed answer, joined every JOIN_EVERY appends: a long stream keeps one
-    string (a byte per character) instead of a string object (~70 bytes) per token."""
+    string (a byte per character) instead of a whole string object per token."""
 
     __slots__ = ()
     JOIN_EVERY = 32

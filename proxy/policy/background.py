@@ -10,8 +10,8 @@ from ..store.db import gevent_patched
 
 def defer(job: Callable[[], None]) -> None:
     """Run ``job`` soon, off the request's clock: under gevent (as the proxy is served) in a greenlet started
-    from the hub's callbacks, which run once the request waits for I/O (spawning right here costs ~10 µs on
-    the request's clock); elsewhere in a thread."""
+    from the hub's callbacks, which run once the request waits for I/O (spawning right here would put the
+    spawn on the request's clock); elsewhere in a thread."""
     if gevent_patched():
         if not _JOBS:
             from gevent import get_hub

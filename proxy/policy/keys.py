@@ -4,7 +4,7 @@ and matching it without a timing side channel.
 Keys are kept only as SHA-256 digests once a ``KeyRing`` is built. A presented key is hashed and its
 digest looked up: whatever the lookup's timing reveals is about digests, and a digest's first bytes say
 nothing about the key behind it, so the time taken does not tell how much of a key matched (the lookup
-costs the same for 1 key or 1,000, where comparing with each digest in turn cost ~0.4 µs a key).
+costs the same however many keys there are, where comparing with each digest in turn grew with them).
 Nothing here logs; callers see key *names* only.
 """
 from __future__ import annotations

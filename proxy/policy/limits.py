@@ -120,7 +120,7 @@ class Limiter(Refusals):
 
     def _memory_plan(self, who: str, rules: Rules, day: str) -> tuple:
         """The storage keys of one caller and rule set, formatted once (the library formats them on every call
-        otherwise, a few µs each): (token keys, daily key or "", request window keys)."""
+        otherwise, on every call): (token keys, daily key or "", request window keys)."""
         plan_key = (who, rules, day)
         plan = self._memory_plans.get(plan_key)
         if plan is None:
@@ -164,7 +164,7 @@ class Limiter(Refusals):
     def _admit_plan(self, who: str, rules: Rules, day: str) -> tuple[bytes, bytes]:
         """The admission command for one caller and rule set, packed once in two parts: what comes before the
         force flag and the time, and what comes after them (the limits library's key formatting and the packing
-        cost ~40 µs a request otherwise); those two and, with a concurrency limit, the slot id are packed per
+        would otherwise run on every request); those two and, with a concurrency limit, the slot id are packed per
         request."""
         plan_key = (who, rules, day, self.moving)
         plan = self._admit_plans.get(plan_key)
@@ -239,7 +239,7 @@ class Limiter(Refusals):
         if not rules or self.redis is None or self.clock() < self._down_until:
             return Admission(self, self.admit(who, label, rules) if rules else ticket)
         if self.mirror is not None and self.mirror.ahead(who, rules):
-            # admitted: the admission is sent and its reply read in the background (even the send costs ~30 µs);
+            # admitted: the admission is sent and its reply read in the background (even the send is off the clock);
             # Redis counts it whatever it finds there
             ticket.ahead = True
             if rules.concurrency:

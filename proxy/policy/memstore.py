@@ -10,9 +10,9 @@ from limits.storage import MemoryStorage
 
 class SweptMemoryStorage(MemoryStorage):
     """The library's in-memory storage, its expiry sweep run once a second by one long-lived thread instead
-    of a new ``threading.Timer`` every 10 ms started from inside an admission: under gevent each such
+    of a new short-lived ``threading.Timer`` started from inside an admission: under gevent each such
     "thread" is a greenlet whose ``start()`` waits on the hub, a context switch in the middle of a request
-    (with the sweep itself, 0.1 ms of the gate's 0.2 on one core). Counters and windows expire when read
+    (with the sweep itself, a large share of the gate's cost). Counters and windows expire when read
     whatever the sweep does (``get`` and ``get_moving_window`` compare times); the sweep only frees memory."""
 
     SWEEP_EVERY = 1.0

@@ -142,7 +142,7 @@ class Mirror:
     def _listen_forever(self) -> None:
         """Subscribe and hear charges until the process ends; on any failure drop every view, wait, subscribe
         again. The channel is read straight off a redis-py connection (URL, auth, TLS, database) with a hiredis
-        reader: every charge of every process arrives here, and redis-py's PubSub costs ~0.1 ms a message."""
+        reader: every charge of every process arrives here, and redis-py's PubSub is costly per message."""
         pid = os.getpid()
         pool = self.client.connection_pool
         while not self._stopping and self._pid == pid:

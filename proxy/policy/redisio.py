@@ -2,8 +2,8 @@
 
 ``Link.roundtrip`` sends a batch of commands in one write and reads their replies. redis-py makes the
 connections (URL, auth, TLS, database); writing and reading go straight to its socket and a hiredis
-reader, because redis-py's pool and response layers cost ~25 µs a call, a tenth of the gate's 0.2 ms
-budget. Scripts go by SHA1 and are loaded again when Redis has forgotten them (a restart).
+reader, because redis-py's pool and response layers were a large share of the gate's budget
+(docs/performance.md). Scripts go by SHA1 and are loaded again when Redis has forgotten them (a restart).
 """
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ class Link:
 
     def roundtrip(self, commands: list[tuple]) -> list:
         """Send ``commands`` in one write and read their replies: one round trip. (A redis-py pipeline does the
-        same with ~60 µs more bookkeeping per call, which matters inside the 0.2 ms budget.) Scripts go by
+        same with more bookkeeping per call, which matters inside the gate's budget.) Scripts go by
         their SHA1; when Redis lost its script cache (a restart) they are loaded and the batch sent again —
         safe, since then every script in it failed and the other commands (GET, ZREM) are idempotent."""
         return self.roundtrip_packed(pack_commands(commands), len(commands))

@@ -66,7 +66,7 @@ class RedisSlots:
 
     def held(self, who: str, slot_id: str) -> None:
         """Note a slot the admission script acquired, so its lease is renewed until release. (The map is changed
-        by single dict operations, atomic as they are; a lock here cost ~8 µs a request under gevent.)"""
+        by single dict operations, atomic as they are; a lock here is costly under gevent.)"""
         self._held[slot_id] = self.key(who)
         if self._renewer_pid != os.getpid():  # (Thread.is_alive may switch greenlets under gevent: not asked)
             with self._lock:

@@ -19,7 +19,7 @@ from playhouse import db_url
 T = TypeVar("T")
 
 BUSY_TIMEOUT_S = 10
-# MySQL's TEXT holds 64 KiB; bodies go up to LOG_MAX_BODY_BYTES (1 MiB by default).
+# MySQL's TEXT is smaller than LOG_MAX_BODY_BYTES' default: bodies go into LONGTEXT there.
 FIELD_TYPES = {"sqlite": {"BIGTEXT": "TEXT"}, "postgres": {"BIGTEXT": "TEXT"}, "mysql": {"BIGTEXT": "LONGTEXT"}}
 
 

@@ -323,7 +323,7 @@ class LogWriter:
         slice_end = time.perf_counter() + PREPARE_SLICE_S
         for record in tuple(batch):  # a copy: each commit removes the records it wrote from ``batch``
             if time.perf_counter() > slice_end:  # under gevent: let streams run between slices (a long
-                self._sleep(0)                     # stream's record takes ~1 ms to prepare)
+                self._sleep(0)                     # stream's record takes a while to prepare)
                 slice_end = time.perf_counter() + PREPARE_SLICE_S
             rows = record.rows(nul_free)
             prepared.append(rows)
@@ -335,7 +335,7 @@ class LogWriter:
             self._commit(batch, prepared)
 
     def _small_page_cache(self) -> None:
-        """Give the writer's connection a small page cache (SQLite's default, 2 MiB, fills up with pages written
+        """Give the writer's connection a small page cache (SQLite's default one fills up with pages written
         once and stays in the process for good; readers keep the default)."""
         conn = self.db.connection()
         if conn is not self._tuned:
