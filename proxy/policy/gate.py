@@ -14,6 +14,7 @@ Only key *names* leave this module (``exchange.key_name`` via the WSGI environ),
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -122,22 +123,9 @@ class _Profile:
     read_rules: Rules
 
 
+@functools.lru_cache(maxsize=4096)
 def model_allowed(name: str, patterns: tuple[str, ...]) -> bool:
     """Globs match the name as given, and with Ollama's `:latest` tag added or removed."""
-    key = (name, patterns)
-    allowed = _ALLOWED.get(key)
-    if allowed is None:
-        allowed = _model_allowed(name, patterns)
-        if len(_ALLOWED) >= 4096:
-            _ALLOWED.clear()
-        _ALLOWED[key] = allowed
-    return allowed
-
-
-_ALLOWED: dict[tuple[str, tuple[str, ...]], bool] = {}
-
-
-def _model_allowed(name: str, patterns: tuple[str, ...]) -> bool:
     candidates = [name]
     if name.endswith(":latest"):
         candidates.append(name[:-7])
@@ -348,28 +336,25 @@ def teardown_request(exc: BaseException | None, policy: Policy | None = None) ->
         (policy or _policy()).settle(ticket, request.environ.get(ENVIRON_EXCHANGE))
 
 
-_FILTERED: dict[tuple[bytes, tuple[str, ...]], bytes] = {}  # (list body, globs) -> filtered body; lists repeat
-
-
 def _filter_list(response: Response, spec: tuple[str, str], patterns: tuple[str, ...]) -> None:
-    raw = response.get_data()
-    done = _FILTERED.get((raw, patterns))
-    if done is not None:
-        response.set_data(done)
-        return
+    filtered = _filtered(response.get_data(), spec, patterns)
+    if filtered is not None:
+        response.set_data(filtered)
+
+
+@functools.lru_cache(maxsize=64)  # model lists repeat
+def _filtered(raw: bytes, spec: tuple[str, str], patterns: tuple[str, ...]) -> bytes | None:
+    """A model list with only the models ``patterns`` allow (None: not a list to filter)."""
     field, id_field = spec
     try:
         data = jsonio.loads(raw)
     except ValueError:
-        return
-    if isinstance(data, dict) and isinstance(data.get(field), list):
-        data[field] = [m for m in data[field] if isinstance(m, dict) and isinstance(m.get(id_field), str)
-                       and model_allowed(m[id_field], patterns)]
-        filtered = jsonio.dumps(data)
-        if len(_FILTERED) >= 64:
-            _FILTERED.clear()
-        _FILTERED[(raw, patterns)] = filtered
-        response.set_data(filtered)
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get(field), list):
+        return None
+    data[field] = [m for m in data[field] if isinstance(m, dict) and isinstance(m.get(id_field), str)
+                   and model_allowed(m[id_field], patterns)]
+    return jsonio.dumps(data)
 
 
 def install_policy(app: Flask, settings: Settings) -> Policy:
