@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import ipaddress
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -229,6 +230,9 @@ class Setting:
         return self.env.lower()
 
 
+# Variables no longer read: a value still set in the environment or .env gets one warning line, not a failure.
+RETIRED = {"LIMITS_EXACT": "every gated request now waits for the limits store's verdict"}
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("HOST", "127.0.0.1", _host, "address to bind (0.0.0.0 to serve the network)"),
     Setting("PORT", "11434", _port, "port to listen on (Ollama's, so Ollama clients need no change)"),
@@ -291,9 +295,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_TIMEOUT", "1", _float_pos, "seconds to wait for Redis before the request is decided by LIMITS_FAIL_OPEN"),
     Setting("LIMITS_FAIL_OPEN", "true", _bool, "when Redis is unreachable: true = admit without limits (with a "
             "warning), false = refuse with 503"),
-    Setting("LIMITS_EXACT", "false", _bool, "with REDIS_URL: true = every gated request waits for Redis's verdict "
-            "(one round trip each); false = a caller far from every limit is admitted from this process's view of "
-            "the counters and counted in Redis in the background (only with LIMITS_FAIL_OPEN=true)"),
     Setting("MAX_REQUEST_BYTES", "33554432", _int_min(0), "larger request bodies get 413 without being read "
             "(0 = no limit)"),
     Setting("HEADER_TIMEOUT", "10", _float_pos, "seconds a client has to send a whole request head (a new "
@@ -350,7 +351,6 @@ class Settings:
     redis_url: str
     redis_timeout: float
     limits_fail_open: bool
-    limits_exact: bool
     max_request_bytes: int
     header_timeout: float
     keepalive_timeout: float
@@ -377,6 +377,9 @@ class Settings:
                             "credentials are sent as basic auth, the key as a bearer token)")
         if problems:
             raise ConfigError("; ".join(problems))
+        for name, why in RETIRED.items():
+            if name in environ:
+                logging.getLogger("proxy.config").warning("%s is no longer a setting (%s); remove it", name, why)
         return cls(**values)
 
     def replace(self, **changes: Any) -> "Settings":

@@ -1,4 +1,6 @@
 """Settings: defaults, parsing, one error naming every bad variable, secrets masked."""
+import logging
+
 import pytest
 
 from proxy.config import SETTINGS, ConfigError, Settings
@@ -52,3 +54,13 @@ def test_every_setting_has_help_and_a_parseable_default():
     for setting in SETTINGS:
         assert setting.help
         setting.parse(setting.default)
+
+
+def test_a_retired_limits_exact_gets_one_warning_line_not_a_failure(caplog):
+    with caplog.at_level(logging.WARNING, logger="proxy.config"):
+        Settings.from_env({"LIMITS_EXACT": "true", "REDIS_URL": "redis://127.0.0.1:6379/0"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "proxy.config"]
+    assert len(lines) == 1 and "LIMITS_EXACT is no longer a setting" in lines[0]
+    caplog.clear()
+    Settings.from_env({})
+    assert not caplog.records

@@ -16,7 +16,7 @@ import requests
 import fakes
 from support import free_port
 from policy_support import *  # noqa: F401,F403
-from policy_support import ALICE, BOB, assert_ollama_error, assert_openai_error, call, chat_body, write_keys
+from policy_support import ALICE, BOB, assert_ollama_error, assert_openai_error, call, chat_body, unique, write_keys
 
 KEYS = f"alice:{ALICE},bob:{BOB}"
 HI = [{"role": "user", "content": "hi"}]
@@ -149,11 +149,15 @@ def test_daily_token_quota_exhaustion_names_the_utc_reset(backend_setup, openai_
 
 # --- concurrency ---------------------------------------------------------------------------------------
 
-@pytest.fixture
-def one_at_a_time(backend_setup, tmp_path):
-    """alice may run one request at a time; the upstream holds streams at their second chunk until `gate` is set."""
-    path = write_keys(tmp_path / "keys.toml", "[keys.alice]\nconcurrency = 1\n")
-    setup = backend_setup("openai", API_KEYS=KEYS, KEYS_FILE=path)
+@pytest.fixture(params=["memory", "redis"])
+def one_at_a_time(request, backend_setup, tmp_path):
+    """A key that may run one request at a time, its slots in memory or in Redis (TEST_REDIS_URL, a key name of
+    its own); the upstream holds streams at their second chunk until `gate` is set."""
+    name = "alice" if request.param == "memory" else unique("alice")
+    env = {"REDIS_URL": request.getfixturevalue("shared_redis_url")} if request.param == "redis" else {}
+    path = write_keys(tmp_path / "keys.toml", f"[keys.{name}]\nconcurrency = 1\n")
+    setup = backend_setup("openai", API_KEYS=f"{name}:{ALICE},bob:{BOB}", KEYS_FILE=path, **env)
+    setup.name = name
     setup.gate = threading.Event()
     setup.script_chat(("one", " two", " three"), gate=setup.gate, gate_at=1)
     setup.finished = []
@@ -182,7 +186,7 @@ def test_concurrency_limit_refuses_a_second_request_until_the_stream_ends(one_at
     assert first.choices[0].delta.content in ("", "one", None)
     with pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(model=setup.model, messages=HI)
-    assert "concurrency limit reached for key 'alice': 1 request(s) at once" in info.value.message
+    assert f"concurrency limit reached for key '{setup.name}': 1 request(s) at once" in info.value.message
     assert info.value.response.headers["Retry-After"] == "1"
     assert _openai(openai_client, setup, BOB).models.list()  # others are not affected
     setup.gate.set()
@@ -214,6 +218,21 @@ def test_concurrency_slot_is_released_after_an_upstream_error(one_at_a_time):
     assert '"error"' in body  # the break became an in-band error chunk
     setup.gate.set()
     assert _wait_until(lambda: _chat_status(setup) == 200)
+
+
+def test_a_refused_request_takes_no_slot(one_at_a_time):
+    setup = one_at_a_time
+    resp = requests.post(setup.url + "/v1/chat/completions", json=chat_body(setup.model, stream=True),
+                         headers={"Authorization": f"Bearer {ALICE}"}, stream=True, timeout=10)
+    chunks = resp.iter_content(chunk_size=None)
+    assert next(chunks)
+    for _ in range(3):  # refused while the stream holds the slot
+        assert _chat_status(setup) == 429
+    setup.gate.set()
+    assert b"[DONE]" in b"".join(chunks)
+    assert _wait_until(lambda: _chat_status(setup) == 200)  # the refusals left nothing held behind
+    limiter = setup.proxy.app.extensions["llm_proxy"].extras["policy"].limiter
+    assert _wait_until(lambda: limiter.store.running(f"key:{setup.name}") == 0)
 
 
 def test_running_streams_are_never_cut_by_a_limit(backend_setup, openai_client, tmp_path):
@@ -284,61 +303,7 @@ def test_stream_slot_is_released_when_the_stream_ends_even_if_the_server_never_c
     client = setup.proxy.app.test_client()
     resp = client.post("/v1/chat/completions", json=chat_body(setup.model, stream=True), buffered=False,
                        headers={"Authorization": f"Bearer {ALICE}"})
-    assert limiter.slots.running("key:alice") == 1
+    assert limiter.store.running("key:alice") == 1
     body = b"".join(resp.response)  # read to the end; close() deliberately never called
     assert b"[DONE]" in body
-    assert limiter.slots.running("key:alice") == 0
-
-
-def test_commands_are_packed_exactly_as_redis_py_packs_them():
-    from redis.connection import Connection
-
-    from proxy.policy.redisio import pack_commands
-
-    commands = [("EVALSHA", "ab12", 2, "k:é", b"raw\r\n", 1.5, 1700000000.123456, -3, 0), ("ZREM", "s", "id")]
-    theirs = b"".join(Connection().pack_commands(commands))
-    assert pack_commands(commands) == theirs
-
-
-def test_the_admission_command_packed_in_parts_equals_the_command_packed_whole():
-    from proxy.policy.limits import Limiter, Rules
-    from proxy.policy.rates import parse_rate
-    from proxy.policy.redisio import SHA_ADMIT, pack_args, pack_commands
-
-    limiter = Limiter.__new__(Limiter)  # only what _admit_plan reads
-    from limits.storage import RedisStorage
-    limiter.storage = RedisStorage.__new__(RedisStorage)
-    limiter.storage.key_prefix = "llm-proxy"
-    limiter.moving, limiter.requests_id, limiter._admit_plans = True, "requests", {}
-
-    class Slots:
-        def key(self, who):
-            return f"llm-proxy:slots:{who}"
-
-    limiter.slots = Slots()
-    rules = Rules(rate=parse_rate("3/minute;2/hour"), tokens=parse_rate("100/minute"), daily_tokens=500,
-                  concurrency=2)
-    before, after = limiter._admit_plan("key:alice", rules, "2030-01-02")
-    data = before + pack_args((1, 1700000000.25)) + after + pack_args(("slot-1",))
-    keys = [limiter.storage.prefixed_key(i.key_for("key:alice", "tokens")) for i in rules.tokens]
-    keys.append(limiter.storage.prefixed_key(Limiter._day_item(500).key_for("key:alice", "daily-tokens", "2030-01-02")))
-    keys += [limiter.storage.prefixed_key(i.key_for("key:alice", "requests")) for i in rules.rate]
-    keys.append("llm-proxy:slots:key:alice")
-    args = [100, 500, 3, 60, 2, 3600, 60.0, 2]
-    whole = ("EVALSHA", SHA_ADMIT, len(keys), *keys, 1, 1, 2, 1, 1, 1, 1700000000.25, *args, "slot-1")
-    assert data == pack_commands([whole])
-
-
-def test_memory_windows_expire_on_read_and_the_sweep_frees_them():
-    from proxy.policy.memstore import SweptMemoryStorage
-
-    storage = SweptMemoryStorage()  # sweeps once a second
-    assert storage.acquire_entry("k", 2, 1) and storage.acquire_entry("k", 2, 1)
-    assert not storage.acquire_entry("k", 2, 1)  # full
-    storage.incr("c", 1)
-    time.sleep(1.1)
-    assert storage.get("c") == 0 and storage.get_moving_window("k", 2, 1)[1] == 0  # expired when read
-    assert storage.acquire_entry("k", 2, 1)
-    storage.events["old"] = list(storage.events["k"])
-    time.sleep(2.2)  # past the entries' expiry and at least one sweep
-    assert storage.events["old"] == [] and storage.events["k"] == []
+    assert limiter.store.running("key:alice") == 0

@@ -16,7 +16,7 @@ from policy_support import assert_ollama_error, assert_openai_error, call, chat_
 from proxy.errors import RateLimited
 from proxy.policy.limits import Limiter, Rules
 from proxy.policy.rates import parse_rate
-from proxy.policy.slots import RedisSlots
+from proxy.policy.redisstore import slot_key
 
 DAY = 86400
 
@@ -77,7 +77,7 @@ def test_concurrency_slots_are_taken_and_given_back(limiter_factory):
     c = limiter.admit(who, "x", rules)
     limiter.settle(b, 0)
     limiter.settle(c, 0)
-    assert limiter.slots.running(who) == 0
+    assert limiter.store.running(who) == 0
 
 
 def test_a_refused_request_holds_no_slot_and_leaves_no_token_charge(limiter_factory):
@@ -88,57 +88,20 @@ def test_a_refused_request_holds_no_slot_and_leaves_no_token_charge(limiter_fact
     with pytest.raises(RateLimited) as info:
         limiter.admit(who, "x", rules)
     assert "1 requests per minute" in info.value.message
-    assert limiter.slots.running(who) == 0
+    assert limiter.store.running(who) == 0
 
 
 def test_redis_slot_leases_are_renewed_and_lapse_when_not(shared_redis_url):
     limiter = Limiter(shared_redis_url)
     who, rules = unique("lease"), Rules(concurrency=1)
     ticket = limiter.admit(who, "x", rules)
-    slots: RedisSlots = limiter.slots
-    key = slots.key(who)
+    client = limiter.store.client
     renewed_until = time.time() + 60
-    slots.renew([(ticket.slot, key)])
-    assert limiter.redis.zscore(key, ticket.slot) >= renewed_until - 1
+    limiter.store.renew()
+    assert client.zscore(slot_key(who), ticket.slot) >= renewed_until - 1
     # a lease that was not renewed (its process died) no longer counts
-    limiter.redis.zadd(key, {ticket.slot: time.time() - 1})
+    client.zadd(slot_key(who), {ticket.slot: time.time() - 1})
     limiter.settle(limiter.admit(who, "x", rules), 0)
-
-
-def test_an_admission_sent_early_gives_its_verdict_when_asked_and_the_same_verdict_again(shared_redis_url):
-    limiter = Limiter(shared_redis_url)
-    who, rules = unique("early"), Rules(rate=parse_rate("1/minute"))
-    first = limiter.begin(who, "key 'e'", rules)
-    second = limiter.begin(who, "key 'e'", rules)  # sent before the first verdict was read
-    assert first.pending and second.pending
-    assert first.ticket().who == who and first.ticket() is first.ticket()
-    for _ in range(2):
-        with pytest.raises(RateLimited) as info:
-            second.ticket()
-        assert "1 requests per minute" in info.value.message
-
-
-def test_an_admission_nobody_asked_about_gives_its_slot_back(shared_redis_url):
-    limiter = Limiter(shared_redis_url)
-    who, rules = unique("abandon"), Rules(concurrency=1)
-    admission = limiter.begin(who, "x", rules)
-    admission.abandon()  # the request failed before it needed the verdict
-    assert limiter.slots.running(who) == 0
-    limiter.settle(limiter.admit(who, "x", rules), 0)
-
-
-@pytest.mark.parametrize("fail_open", [True, False])
-def test_redis_breaking_between_an_admission_and_its_verdict_is_decided_by_fail_open(shared_redis_url, fail_open):
-    from proxy.policy.limits import StoreUnavailable
-
-    limiter = Limiter(shared_redis_url, fail_open=fail_open)
-    admission = limiter.begin(unique("broken"), "x", Rules(rate=parse_rate("5/minute")))
-    admission.call.conn.disconnect()  # the connection dies with the reply unread
-    if fail_open:
-        assert admission.ticket().settled  # admitted without limits: nothing to give back
-    else:
-        with pytest.raises(StoreUnavailable):
-            admission.ticket()
 
 
 def test_a_request_refused_by_redis_never_reaches_the_backend(wsgi_proxy, fake_upstream, shared_redis_url):
@@ -216,6 +179,71 @@ def test_two_processes_sharing_redis_enforce_one_token_quota(two_proxies, fake_u
     assert call(a, "GET", "/v1/models", two_proxies.key).status_code == 200  # listings count requests only
 
 
+def test_two_processes_never_admit_past_a_concurrency_limit_together(two_proxies, fake_upstream):
+    gate = threading.Event()
+    fake_upstream.default("POST", "/v1/chat/completions", fakes.openai_chat_responder(("a", "b"), gate=gate))
+    a, b = two_proxies("[keys.NAME]\nconcurrency = 2\n")
+    headers = {"Authorization": f"Bearer {two_proxies.key}"}
+    opened: list = []
+    lock = threading.Lock()
+
+    def stream(proxy) -> None:
+        resp = requests.post(proxy.url + "/v1/chat/completions", json=chat_body("m1", stream=True), stream=True,
+                             headers=headers, timeout=15)
+        with lock:
+            opened.append(resp)
+
+    threads = [threading.Thread(target=stream, args=(p,)) for p in (a, b) * 5]  # 10 streams at once, 5 per process
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=15)
+    statuses = sorted(resp.status_code for resp in opened)
+    assert statuses == [200] * 2 + [429] * 8, statuses
+    assert len(fake_upstream.calls("/v1/chat/completions")) == 2  # never more than 2 at the backend
+    gate.set()
+    for resp in opened:
+        if resp.status_code == 200:
+            assert b"[DONE]" in resp.content
+        resp.close()
+    deadline = time.monotonic() + 5  # both slots come back: two more may run
+    while call(b, "POST", "/v1/chat/completions", two_proxies.key, json=chat_body("m1")).status_code != 200:
+        assert time.monotonic() < deadline, "a slot was not given back"
+        time.sleep(0.05)
+
+
+def test_two_processes_share_one_daily_quota(two_proxies, fake_upstream):
+    fake_upstream.default("POST", "/v1/chat/completions", fakes.openai_chat_responder(prompt_tokens=7,
+                                                                                      completion_tokens=2))
+    a, b = two_proxies("[keys.NAME]\ndaily_tokens = 10\n")
+    assert call(a, "POST", "/v1/chat/completions", two_proxies.key, json=chat_body("m1")).status_code == 200
+    assert call(b, "POST", "/v1/chat/completions", two_proxies.key, json=chat_body("m1")).status_code == 200
+    deadline = time.monotonic() + 2  # charged as each answer is closed: a moment after the client has it
+    while (resp := call(a, "POST", "/v1/chat/completions", two_proxies.key, json=chat_body("m1"))).status_code \
+            == 200 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "10 tokens per day (UTC)" in assert_openai_error(resp, 429)["message"]
+    assert resp.json()["error"]["code"] == "insufficient_quota"
+
+
+def test_every_admission_is_one_script_call_and_every_settlement_one_more(private_redis):
+    server = private_redis()
+    limiter = Limiter(server.url)
+    who = unique("trips")
+    rules = Rules(rate=parse_rate("100/minute;1000/hour"), tokens=parse_rate("1000/minute"), daily_tokens=10000,
+                  concurrency=3)
+    client = limiter.store.client
+    limiter.settle(limiter.admit(who, "x", rules), 5)  # scripts loaded
+    before = client.info("commandstats")
+    for _ in range(4):
+        limiter.settle(limiter.admit(who, "x", rules), 5)
+    after = client.info("commandstats")
+    calls = {name: after[name]["calls"] - before.get(name, {"calls": 0})["calls"] for name in after}
+    assert calls.get("cmdstat_evalsha") == 8  # 4 admissions, 4 settlements (other counts: inside the scripts)
+    assert not any(name.startswith(("cmdstat_eval|", "cmdstat_script", "cmdstat_multi")) for name in calls
+                   if calls[name])
+
+
 # --- Redis going away -------------------------------------------------------------------------------------
 
 def _never_500(statuses):
@@ -274,12 +302,12 @@ def test_limiter_reloads_its_scripts_when_redis_forgot_them(private_redis):
     who, rules = unique("noscript"), Rules(rate=parse_rate("2/minute"), tokens=parse_rate("100/minute"),
                                            concurrency=1)
     limiter.settle(limiter.admit(who, "x", rules), 5)
-    limiter.redis.script_flush()  # what a restarted Redis looks like to us
+    limiter.store.client.script_flush()  # what a restarted Redis looks like to us
     limiter.settle(limiter.admit(who, "x", rules), 5)
     with pytest.raises(RateLimited):  # counted exactly once each despite the resend
         limiter.admit(who, "x", rules)
-    assert limiter.redis.get(limiter.storage.prefixed_key(rules.tokens[0].key_for(who, "tokens"))) == b"10"
-    assert limiter.slots.running(who) == 0
+    assert limiter.store.client.get(f"llm-proxy:{rules.tokens[0].key_for(who, 'tokens')}") == b"10"
+    assert limiter.store.running(who) == 0
 
 
 def test_switching_the_rate_strategy_keeps_limiting(shared_redis_url):
@@ -310,15 +338,19 @@ def test_a_request_refused_by_one_limit_counts_against_none_of_the_others(limite
     with pytest.raises(RateLimited) as info:  # the hour window is full; the minute window is not
         limiter.admit(who, "key 'a'", rules)
     assert "2 requests per hour" in info.value.message and info.value.retry_after > 60
-    stats = limiter.window.get_window_stats(rules.rate[0], who, limiter.requests_id)
-    assert stats.remaining == 1  # the refused request did not take the minute window's last place
-    assert limiter.slots.running(who) == 0  # nor a slot
+    assert limiter.store.running(who) == 0  # the refused requests took no slot
+    minute = Rules(rate=rules.rate[:1])  # the same minute window alone: the refused requests took no place in it
+    limiter.admit(who, "key 'a'", minute)
+    with pytest.raises(RateLimited):
+        limiter.admit(who, "key 'a'", minute)
 
 
-def test_the_library_reads_the_windows_the_admission_script_writes(shared_redis_url):
-    limiter = Limiter(shared_redis_url)
-    who, rules = unique("layout"), Rules(rate=parse_rate("5/minute"))
+@pytest.mark.parametrize("strategy", ["moving-window", "fixed-window"])
+def test_a_full_request_window_says_when_it_has_room(limiter_factory, strategy):
+    limiter = limiter_factory(strategy=strategy)
+    who, rules = unique("wait"), Rules(rate=parse_rate("3 per 30 seconds"))
     for _ in range(3):
         limiter.admit(who, "k", rules)
-    stats = limiter.window.get_window_stats(rules.rate[0], who, limiter.requests_id)
-    assert stats.remaining == 2 and 0 < stats.reset_time - time.time() <= 60
+    with pytest.raises(RateLimited) as info:
+        limiter.admit(who, "k", rules)
+    assert 29 <= info.value.retry_after <= 30 and "3 requests per 30 seconds; resets in" in info.value.message

@@ -5,38 +5,35 @@ written (400), key (401), the key's networks (403), body size (413, from Content
 read), allowed models (403), limits (429/503). It judges the route Flask matched (its rule and blueprint),
 never the raw path. Refusals are rendered in the caller's dialect. `/`, `/health`, `/api/version` and CORS
 preflights pass untouched.
-An admitted request holds a ``Ticket``; it is settled — tokens charged, concurrency slot freed — when its
-answer is done: a stream when the server closes it (after the last chunk, on client disconnect, or after an
-error); a whole answer before it is sent (memory) or right after (Redis: its round trip is not on the client's
-clock); a request no response took is settled at teardown.
+An admitted request holds a ``Ticket`` (in ``flask.g``); it is settled (tokens charged, concurrency slot
+freed) when the request is done: a stream when its exchange finishes (after the last chunk, on client
+disconnect, or after an error), a whole answer before it is sent (memory) or as the server closes it
+(Redis: the round trip is not on the client's clock), a request no response took at teardown.
 Only key *names* leave this module (``exchange.key_name`` via the WSGI environ), never keys.
 """
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
-from flask import Flask, Request, Response, request
-from werkzeug.wsgi import ClosingIterator
+from flask import Flask, Request, Response, g, request
 
 from .. import jsonio, keycase
 from ..accesslog import ENVIRON_EXCHANGE
 from ..body import read_body
 from ..config import Settings
 from ..errors import BadRequest, PayloadTooLarge, ProxyError, Unauthorized
-from ..store.db import gevent_patched
 from ..views.common import dialect_of_path, render_error, services
-from . import ENVIRON_ADMISSION, ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
+from . import ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
 from .keys import KeyRing, Networks, presented_keys
 from .keysfile import KeyRules, KeysFile, KeysFileWatcher
-from .limits import Admission, Limiter, Rules, Ticket
+from .limits import Limiter, Rules, Ticket
 from .rates import parse_rate
 
 log = logging.getLogger(__name__)
-ENVIRON_TICKET = "llm_proxy.ticket"
 ENVIRON_CALLER = "llm_proxy.caller"
-ENVIRON_PENDING = "llm_proxy.pending_admission"
 GATED_BLUEPRINTS = frozenset({"ollama_api", "openai_api"})
 GATED_PREFIXES = ("/api/", "/v1/")
 OPEN_RULES = frozenset({"/", "/api/version"})  # rule templates served without a key
@@ -126,22 +123,9 @@ class _Profile:
     read_rules: Rules
 
 
+@functools.lru_cache(maxsize=4096)
 def model_allowed(name: str, patterns: tuple[str, ...]) -> bool:
     """Globs match the name as given, and with Ollama's `:latest` tag added or removed."""
-    key = (name, patterns)
-    allowed = _ALLOWED.get(key)
-    if allowed is None:
-        allowed = _model_allowed(name, patterns)
-        if len(_ALLOWED) >= 4096:
-            _ALLOWED.clear()
-        _ALLOWED[key] = allowed
-    return allowed
-
-
-_ALLOWED: dict[tuple[str, tuple[str, ...]], bool] = {}
-
-
-def _model_allowed(name: str, patterns: tuple[str, ...]) -> bool:
     candidates = [name]
     if name.endswith(":latest"):
         candidates.append(name[:-7])
@@ -162,7 +146,7 @@ class Policy:
         self.max_bytes = settings.max_request_bytes
         self.watcher = KeysFileWatcher(settings.keys_file) if settings.keys_file else None
         self.limiter = limiter or Limiter(settings.redis_url, settings.rate_limit_strategy, settings.limits_fail_open,
-                                          settings.redis_timeout, exact=settings.limits_exact)
+                                          settings.redis_timeout)
         self._file: KeysFile | None = None
         self._ring = KeyRing.from_pairs(self.env_keys)
         self._profiles: dict[str | None, _Profile] = {}
@@ -248,16 +232,13 @@ class Policy:
                 raise ProxyError(f"{who} may not use the model '{name}'; it may use: {', '.join(patterns) or 'none'}",
                                  status=403, code="model_not_allowed", param="model")
 
-    def admit(self, caller: Caller) -> Ticket:
-        return self.limiter.admit(caller.who, caller.label, caller.rules)
-
-    def begin(self, caller: Caller, rule: str) -> Admission:
-        """Admission for a request served by the route with template ``rule``."""
+    def admit(self, caller: Caller, rule: str) -> Ticket:
+        """Admission for a request served by the route with template ``rule``: a Ticket, or RateLimited /
+        StoreUnavailable."""
         rules = caller.rules if metered(rule) else caller.read_rules
-        return self.limiter.begin(caller.who, caller.label, rules)
+        return self.limiter.admit(caller.who, caller.label, rules)
 
-    def settle(self, ticket: Ticket, environ: dict) -> None:
-        exchange = environ.get(ENVIRON_EXCHANGE)
+    def settle(self, ticket: Ticket, exchange: Any) -> None:
         tokens = 0
         if exchange is not None:
             prompt, completion = exchange.tokens()
@@ -311,16 +292,11 @@ def before_request(policy: Policy | None = None) -> Response | None:
         policy.check_size(request)
         if caller.models is not None:
             policy.check_models(caller, request)
-        admission = policy.begin(caller, rule_of(req))
-        if admission.pending:  # its verdict is read when the request first needs it (views.common.admitted)
-            environ[ENVIRON_ADMISSION] = lambda: _take_ticket(admission, environ)
-            environ[ENVIRON_PENDING] = admission
-            return None
-        ticket = admission.ticket()
+        ticket = policy.admit(caller, rule_of(req))
     except ProxyError as exc:
         return _refuse(exc, req.path, environ)
-    if not ticket.settled and ticket.rules:
-        environ[ENVIRON_TICKET] = ticket
+    if not ticket.settled:
+        g.llm_proxy_ticket = ticket
     return None
 
 
@@ -332,39 +308,18 @@ def _refuse(exc: ProxyError, path: str, environ: dict) -> Response:
     return response
 
 
-def _take_ticket(admission: Admission, environ: dict) -> None:
-    """The verdict of an admission sent earlier: keep its ticket for settlement, or raise the refusal."""
-    environ.pop(ENVIRON_PENDING, None)
-    try:
-        ticket = admission.ticket()
-    except ProxyError:
-        environ[ENVIRON_REFUSED] = True
-        raise
-    if not ticket.settled and ticket.rules:
-        environ[ENVIRON_TICKET] = ticket
-
-
 def after_request(response: Response, policy: Policy | None = None) -> Response:
     environ = request.environ
-    confirm = environ.pop(ENVIRON_ADMISSION, None)
-    if confirm is not None:  # answered without the backend: the verdict is still needed before it goes out
-        try:
-            confirm()
-        except ProxyError as exc:
-            return render_error(exc, dialect_of_path(request.path))
-    ticket = environ.pop(ENVIRON_TICKET, None)
+    ticket = g.pop("llm_proxy_ticket", None)
     if ticket is not None:
         policy = policy or _policy()
-        settle = lambda: policy.settle(ticket, environ)  # noqa: E731
-        if response.direct_passthrough:  # a stream: settled when it ends (its exchange finishes) or is closed
-            exchange = environ.get(ENVIRON_EXCHANGE)
-            if exchange is not None:
-                exchange.on_finish.append(lambda _: settle())
-            _when_closed(response, settle)
-        elif policy.limiter.redis is not None:  # a whole answer: after it is sent, off the client's clock
-            response.call_on_close(lambda: _off_the_clock(settle))
-        else:  # in memory settling costs microseconds: before the client can ask again
-            settle()
+        exchange = environ.get(ENVIRON_EXCHANGE)
+        if response.direct_passthrough and exchange is not None:  # a stream: its exchange finishes however it ends
+            exchange.on_finish.append(lambda done: policy.settle(ticket, done))
+        elif policy.limiter.redis_url:  # a whole answer: its round trip once the answer is out, as it is closed
+            response.call_on_close(lambda: policy.settle(ticket, exchange))
+        else:  # in memory it costs nothing: before the client can ask again
+            policy.settle(ticket, exchange)
     caller = environ.get(ENVIRON_CALLER)
     if caller is not None and caller.models is not None and environ.get("REQUEST_METHOD") == "GET" \
             and response.status_code == 200:
@@ -374,61 +329,32 @@ def after_request(response: Response, policy: Policy | None = None) -> Response:
     return response
 
 
-def _off_the_clock(settle: Any) -> None:
-    """Settle without holding up the connection's next request. Under gevent the settlement runs in its own
-    greenlet, which is started at once so that its Redis command leaves before the next request is read (its
-    admission then sees the charge); the reply is awaited there, not here. Elsewhere it runs inline."""
-    if gevent_patched():
-        import gevent
-
-        gevent.spawn(settle)
-        gevent.sleep(0)
-    else:
-        settle()
-
-
-def _when_closed(response: Response, callback: Any) -> None:
-    """Run ``callback`` when the server closes the response: after the last byte, or when the client left.
-    werkzeug hands a direct-passthrough body (our streams) to the server as it is, without the wrapper that
-    runs ``call_on_close`` callbacks, so the body is wrapped here; its own close (the Relay's) runs first.
-    (The exchange's end settles too: werkzeug's development server skips close() when the client resets.)"""
-    response.response = ClosingIterator(response.response, callback)
-
-
 def teardown_request(exc: BaseException | None, policy: Policy | None = None) -> None:
     """A ticket no response took (the after-request hooks never ran) is settled here, at once."""
-    environ = request.environ
-    environ.pop(ENVIRON_ADMISSION, None)
-    pending = environ.pop(ENVIRON_PENDING, None)
-    if pending is not None:  # the request failed before anyone asked for its verdict
-        pending.abandon()
-    ticket = environ.pop(ENVIRON_TICKET, None)
+    ticket = g.pop("llm_proxy_ticket", None)
     if ticket is not None:
-        (policy or _policy()).settle(ticket, environ)
-
-
-_FILTERED: dict[tuple[bytes, tuple[str, ...]], bytes] = {}  # (list body, globs) -> filtered body; lists repeat
+        (policy or _policy()).settle(ticket, request.environ.get(ENVIRON_EXCHANGE))
 
 
 def _filter_list(response: Response, spec: tuple[str, str], patterns: tuple[str, ...]) -> None:
-    raw = response.get_data()
-    done = _FILTERED.get((raw, patterns))
-    if done is not None:
-        response.set_data(done)
-        return
+    filtered = _filtered(response.get_data(), spec, patterns)
+    if filtered is not None:
+        response.set_data(filtered)
+
+
+@functools.lru_cache(maxsize=64)  # model lists repeat
+def _filtered(raw: bytes, spec: tuple[str, str], patterns: tuple[str, ...]) -> bytes | None:
+    """A model list with only the models ``patterns`` allow (None: not a list to filter)."""
     field, id_field = spec
     try:
         data = jsonio.loads(raw)
     except ValueError:
-        return
-    if isinstance(data, dict) and isinstance(data.get(field), list):
-        data[field] = [m for m in data[field] if isinstance(m, dict) and isinstance(m.get(id_field), str)
-                       and model_allowed(m[id_field], patterns)]
-        filtered = jsonio.dumps(data)
-        if len(_FILTERED) >= 64:
-            _FILTERED.clear()
-        _FILTERED[(raw, patterns)] = filtered
-        response.set_data(filtered)
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get(field), list):
+        return None
+    data[field] = [m for m in data[field] if isinstance(m, dict) and isinstance(m.get(id_field), str)
+                   and model_allowed(m[id_field], patterns)]
+    return jsonio.dumps(data)
 
 
 def install_policy(app: Flask, settings: Settings) -> Policy:

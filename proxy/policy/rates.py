@@ -1,5 +1,5 @@
 """Values of the limit settings: rate strings (parsed by the ``limits`` library) and the Redis URL, checked
-when settings are read and the URL shown with its password masked."""
+when settings are read."""
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -30,9 +30,3 @@ def check_redis_url(raw: str) -> str:
         raise ValueError("a redis://[:password@]host:port[/db], rediss://… or unix://… URL")
     return value
 
-
-def mask_url(url: str) -> str:
-    """The URL with its credentials masked (``config.mask_url``, the one rule for every URL shown)."""
-    from ..config import mask_url as masked
-
-    return masked(url)

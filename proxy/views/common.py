@@ -17,7 +17,7 @@ from ..errors import (BackendUnavailable, BadRequest, ModelNotFound, NotFound, P
                       ollama_error_body, openai_error_body)
 from ..exchange import Exchange, Relay
 from ..store.record import REFUSED
-from ..policy import ENVIRON_ADMISSION, ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
+from ..policy import ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 NDJSON = "application/x-ndjson"
@@ -132,18 +132,8 @@ def current_exchange() -> Exchange | None:
     return request.environ.get(ENVIRON_EXCHANGE)
 
 
-def admitted() -> None:
-    """Wait for the gate's verdict on this request if it is still on its way (limits in Redis: the admission
-    is sent when the request arrives and read here, so its round trip overlaps the work before). Called before
-    anything reaches the backend and before an answer is recorded; a refusal raises its ProxyError (429/503)."""
-    confirm = request.environ.pop(ENVIRON_ADMISSION, None)
-    if confirm is not None:
-        confirm()
-
-
 def upstream_backend() -> Any:
-    """The backend, for a call that costs something there: only once the request is admitted."""
-    admitted()
+    """The backend, for a call that costs something there."""
     return services().backend
 
 
@@ -195,7 +185,6 @@ def stream_response(exchange: Exchange, upstream: Any, chunks: Iterable[bytes], 
 
 
 def finish_whole(exchange: Exchange, response: Response, client_body: bytes) -> Response:
-    admitted()
     exchange.status = response.status_code
     exchange.client_response.add(client_body)
     exchange.finish()
@@ -215,11 +204,6 @@ def _visible_models(exc: ProxyError) -> ProxyError:
 
 
 def render_error(exc: ProxyError, dialect: str) -> Response:
-    try:
-        admitted()  # a request the gate refuses gets that answer, whatever else went wrong
-    except ProxyError as refusal:
-        request.environ[ENVIRON_REFUSED] = True
-        exc = refusal
     exc = _visible_models(exc)
     body = openai_error_body(exc) if dialect == "openai" else ollama_error_body(exc)
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
