@@ -17,7 +17,10 @@ set -euo pipefail
 
 VERSION=0.3.36
 CACHE_ROOT="${LLAMA_CACHE_DIR:-$HOME/.cache/llm-proxy}"
-DEST_DIR="$CACHE_ROOT/llama-server-$VERSION"
+# A portable x86-64 build (AVX2/FMA/F16C), not -march=native: a native build on a CPU that reports AMX
+# uses AMX tiles, and where the kernel or sandbox does not grant them the server dies loading a model.
+FLAVOR=portable-avx2
+DEST_DIR="$CACHE_ROOT/llama-server-$VERSION-$FLAVOR"
 BIN="$DEST_DIR/llama-server"
 JOBS="${JOBS:-2}"
 
@@ -55,6 +58,7 @@ cmake -B build \
     -DBUILD_SHARED_LIBS=OFF \
     -DLLAMA_BUILD_TESTS=OFF \
     -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
     -DCMAKE_BUILD_TYPE=Release >&2
 echo "building llama-server with -j$JOBS (about 10 minutes on 2 cores)" >&2
 cmake --build build --target llama-server -j"$JOBS" >&2
