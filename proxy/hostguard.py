@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
 
-from .config import Settings
+from .config import Settings, normalise_origin
 from .errors import ProxyError
 from .policy.origins import Origins
 
@@ -99,7 +99,7 @@ class HostGuard:
     # --- Origin ---------------------------------------------------------------------------------------------
     def origin_allowed(self, origin: str, host_header: str, scheme: str, path: str) -> bool:
         """Same origin as the request (host and port), or listed in CORS_ORIGINS outside the log view."""
-        normalised = origin.strip().lower().rstrip("/")
+        normalised = normalise_origin(origin)
         if self.same_origin(normalised, host_header, scheme):
             return True
         if path.startswith("/ui"):

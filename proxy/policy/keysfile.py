@@ -26,8 +26,8 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
-from .keys import NAME_RE, digest, parse_network
-from .rates import check_rate
+from ..config import KEY_NAME, ConfigError, parse_network, parse_rate
+from .keys import digest
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 1.0  # seconds between looks at the file
@@ -108,7 +108,8 @@ def _rules(where: str, table: Any, allowed: tuple[str, ...]) -> KeyRules:
             try:
                 if not isinstance(text, str):
                     raise ValueError(windows)
-                values[windows] = check_rate(text)
+                parse_rate(text)
+                values[windows] = text.strip()
             except ValueError:
                 raise KeysFileError(f"{where}.{windows} must be windows such as \"60/minute\" or "
                                     "\"10/second;500/hour\" (\"\" = none)") from None
@@ -152,7 +153,7 @@ def parse(text: str, path: str = "<keys file>") -> KeysFile:
     keys: list[tuple[str, bytes]] = []
     for name, table in tables.items():
         where = f"{path}: [keys.{name}]"
-        if not NAME_RE.match(name):
+        if not KEY_NAME.match(name):
             raise KeysFileError(f"{where}: a key name uses letters, digits and . _ @ + - (at most 64)")
         rules[name] = _rules(where, table, KEY_FIELDS)
         keys.extend((name, d) for d in _key_digests(where, table))
@@ -171,17 +172,6 @@ def load(path: str) -> KeysFile:
     return parse(raw.decode("utf-8", "replace"), path)
 
 
-def check_path(raw: str) -> str:
-    """Settings parser for KEYS_FILE: empty, or a file that loads."""
-    path = raw.strip()
-    if path:
-        try:
-            load(path)
-        except KeysFileError as exc:
-            raise ValueError(f"a readable TOML keys file ({exc})") from None
-    return path
-
-
 class KeysFileWatcher:
     """The file's current content; ``get`` re-reads it when its mtime, size or inode changed, looking at
     most every ``interval`` seconds (a stat on every request costs 3-20 µs of the gate's 0.2 ms)."""
@@ -192,7 +182,10 @@ class KeysFileWatcher:
         self.clock = clock
         self._signature = self._stat()
         self._next_check = clock() + interval
-        self.current = load(path)
+        try:
+            self.current = load(path)
+        except KeysFileError as exc:  # at start-up: a setting that cannot be served, said as config says it
+            raise ConfigError(f"KEYS_FILE={path!r} is not valid: expected a readable TOML keys file ({exc})") from None
         self.version = 1
 
     def _stat(self) -> tuple[int, int, int] | None:
