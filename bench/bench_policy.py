@@ -28,7 +28,7 @@ from __future__ import annotations
 import sys
 
 if __name__ == "__main__" and "--http-only" not in sys.argv:  # as the proxy is served: gevent, patched before
-    from gevent import monkey                                    # anything imports (the HTTP client is plain)
+    from gevent import monkey  # anything imports (the HTTP client is plain)
 
     monkey.patch_all()
 
@@ -41,8 +41,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

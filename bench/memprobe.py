@@ -58,9 +58,9 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--serve"]:
     wsgi.main()
     sys.exit(0)
 
+import loadgen  # noqa: E402
 import procs  # noqa: E402
 import run as bench_run  # noqa: E402
-import loadgen  # noqa: E402
 
 
 def main():

@@ -441,7 +441,7 @@ class Settings:
     drain_timeout: float
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from a mapping (``os.environ`` when omitted); unknown keys are ignored."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -462,7 +462,7 @@ class Settings:
             raise ConfigError("; ".join(problems))
         return cls(**values)
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
     def public_items(self) -> list[tuple[str, str]]:

@@ -8,8 +8,8 @@ worker or run one worker per host.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from werkzeug.exceptions import HTTPException

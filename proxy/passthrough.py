@@ -4,7 +4,7 @@ usage-only chunk removed when the client did not ask for usage. Framing happens 
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from . import jsonio
 from .framing import MAX_FRAME, FrameTooLarge

@@ -36,7 +36,8 @@ import re
 import resource
 import socket
 import time
-from typing import Any, BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 from gevent import GreenletExit, Timeout
 from gevent.pool import Pool
@@ -146,7 +147,7 @@ class RequestHeaders:
         return "a header value has a CR or NUL character in it"
 
     @classmethod
-    def read(cls, fp: BinaryIO, budget: int = MAX_HEAD_BYTES) -> "RequestHeaders":
+    def read(cls, fp: BinaryIO, budget: int = MAX_HEAD_BYTES) -> RequestHeaders:
         """The header lines up to the blank line; ``budget`` bytes at most (what the request line left)."""
         lines: list[str] = []
         while True:

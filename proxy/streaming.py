@@ -10,7 +10,8 @@ Each translator also keeps the assembled answer (text, thinking, tool calls, usa
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from . import jsonio
 from .dialects import ollama as ol

@@ -28,7 +28,6 @@ from fakes import FakeUpstream  # noqa: E402
 from openai_schema import assert_openai_schema  # noqa: E402,F401  (re-exported for tests)
 from support import OLLAMA_MODELS, OPENAI_MODELS, free_port  # noqa: E402,F401  (used by fixtures below)
 
-
 # --------------------------------------------------------------------------------------------
 # fake upstream
 # --------------------------------------------------------------------------------------------

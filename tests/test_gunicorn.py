@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from framing_cases import AMBIGUOUS_FRAMING, SMUGGLED
 from support import REPO_ROOT, free_port
 from test_server import exchange_closed

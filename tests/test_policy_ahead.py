@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from policy_support import *  # noqa: F401,F403
 from policy_support import unique
+
 from proxy.errors import RateLimited
 from proxy.policy.limits import Limiter, Rules
 from proxy.policy.rates import parse_rate

@@ -13,7 +13,6 @@ from proxy.policy.gate import model_allowed
 from proxy.policy.keys import KeyRing, Networks, digest, presented_keys
 from proxy.policy.keysfile import KeysFileError, KeysFileWatcher, parse
 
-
 # --- API_KEYS -----------------------------------------------------------------------------------------
 
 def test_api_keys_are_name_key_pairs_and_bare_keys_get_positional_names():

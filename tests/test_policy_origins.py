@@ -8,10 +8,9 @@ import logging
 import pytest
 from flask import Flask
 from flask_cors import CORS
-
 from policy_support import ALICE, assert_openai_error, call
-from proxy.config import ConfigError, Settings
-from proxy.config import parse_origins
+
+from proxy.config import ConfigError, Settings, parse_origins
 from proxy.policy.origins import Origins
 
 ALLOWED = "https://chat.example.org,https://*.example.net,http://localhost:3000"

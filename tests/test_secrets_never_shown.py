@@ -8,13 +8,13 @@ import json
 import secrets
 import time
 
+import fakes
 import ollama
 import openai
 import pytest
 import requests
-
-import fakes
 from policy_support import write_keys
+
 from proxy.store.db import sqlite_path
 
 

@@ -6,8 +6,8 @@ import io
 import socket
 
 import pytest
-
 from framing_cases import AMBIGUOUS_FRAMING, SMUGGLED
+
 from proxy.server import MAX_HEADERS, RequestHeaders
 
 
@@ -96,7 +96,7 @@ def exchange(url: str, raw: bytes, *, until: bytes | None = None) -> bytes:
         while True:
             try:
                 piece = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if not piece:
                 break
@@ -273,7 +273,7 @@ def exchange_closed(url: str, raw: bytes, timeout: float = 5.0) -> tuple[bytes, 
         while True:
             try:
                 piece = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 return data, False
             except ConnectionResetError:
                 return data, True

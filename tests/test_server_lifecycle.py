@@ -16,7 +16,6 @@ import time
 
 import pytest
 import requests
-
 from support import REPO_ROOT, free_port
 
 
@@ -33,7 +32,7 @@ def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float |
     while time.monotonic() - start < limit:
         try:
             piece = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except ConnectionResetError:
             return data, time.monotonic() - start
@@ -105,7 +104,7 @@ def test_idle_connections_at_the_cap_make_room_for_new_ones(wsgi_proxy):
             try:
                 if sock.recv(1) == b"":
                     ended.append(i)
-            except socket.timeout:
+            except TimeoutError:
                 pass
             except ConnectionResetError:
                 ended.append(i)

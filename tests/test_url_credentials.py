@@ -8,13 +8,13 @@ import glob
 import secrets
 import time
 
+import fakes
 import pytest
 import requests
+from support import free_port
 
-import fakes
 from proxy.config import ConfigError, Settings, mask_url
 from proxy.store.db import sqlite_path
-from support import free_port
 
 
 @pytest.mark.parametrize("url, shown", [

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .. import jsonio
 from ..catalog import ModelInfo

@@ -4,7 +4,8 @@ BadRequest naming the field. Pure: no Flask, no I/O."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from ..errors import BadRequest
 

@@ -5,13 +5,13 @@ top; the functions below walk them.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .. import jsonio
 from ..errors import BadRequest
 from . import openai as oa
 from .ollama import image_from_url, image_to_data_uri, is_streaming, parse_arguments
-
 
 OPTION_TO_OPENAI = {
     "temperature": "temperature",

@@ -3,9 +3,9 @@ and the settlement that may travel with it)."""
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
-from ..store.db import gevent_patched
+from ..greenlets import gevent_patched
 
 
 def defer(job: Callable[[], None]) -> None:

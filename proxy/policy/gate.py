@@ -13,29 +13,30 @@ Only key *names* leave this module (``exchange.key_name`` via the WSGI environ),
 """
 from __future__ import annotations
 
-import fnmatch
 import logging
 from dataclasses import dataclass
 from typing import Any
+
 from flask import Flask, Request, Response, request
 from werkzeug.wsgi import ClosingIterator
 
 from .. import jsonio, keycase
 from ..accesslog import ENVIRON_EXCHANGE
 from ..body import read_body
-from ..config import Settings
+from ..catalog import model_allowed
+from ..config import Settings, parse_rate
+from ..environ import ENVIRON_ADMISSION, ENVIRON_CALLER, ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
 from ..errors import BadRequest, PayloadTooLarge, ProxyError, Unauthorized
-from ..store.db import gevent_patched
-from ..views.common import dialect_of_path, render_error, services
-from . import ENVIRON_ADMISSION, ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
+from ..greenlets import gevent_patched
+from ..recording import dialect_of_path
+from ..render import render_error
+from ..services import services
 from .keys import KeyRing, Networks, presented_keys
 from .keysfile import KeyRules, KeysFile, KeysFileWatcher
 from .limits import Admission, Limiter, Rules, Ticket
-from .rates import parse_rate
 
 log = logging.getLogger(__name__)
 ENVIRON_TICKET = "llm_proxy.ticket"
-ENVIRON_CALLER = "llm_proxy.caller"
 ENVIRON_PENDING = "llm_proxy.pending_admission"
 GATED_BLUEPRINTS = frozenset({"ollama_api", "openai_api"})
 GATED_PREFIXES = ("/api/", "/v1/")
@@ -124,30 +125,6 @@ class _Profile:
     networks: Networks | None
     rules: Rules
     read_rules: Rules
-
-
-def model_allowed(name: str, patterns: tuple[str, ...]) -> bool:
-    """Globs match the name as given, and with Ollama's `:latest` tag added or removed."""
-    key = (name, patterns)
-    allowed = _ALLOWED.get(key)
-    if allowed is None:
-        allowed = _model_allowed(name, patterns)
-        if len(_ALLOWED) >= 4096:
-            _ALLOWED.clear()
-        _ALLOWED[key] = allowed
-    return allowed
-
-
-_ALLOWED: dict[tuple[str, tuple[str, ...]], bool] = {}
-
-
-def _model_allowed(name: str, patterns: tuple[str, ...]) -> bool:
-    candidates = [name]
-    if name.endswith(":latest"):
-        candidates.append(name[:-7])
-    elif ":" not in name:
-        candidates.append(name + ":latest")
-    return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in patterns)
 
 
 class Policy:
@@ -312,7 +289,7 @@ def before_request(policy: Policy | None = None) -> Response | None:
         if caller.models is not None:
             policy.check_models(caller, request)
         admission = policy.begin(caller, rule_of(req))
-        if admission.pending:  # its verdict is read when the request first needs it (views.common.admitted)
+        if admission.pending:  # its verdict is read when the request first needs it (render.admitted)
             environ[ENVIRON_ADMISSION] = lambda: _take_ticket(admission, environ)
             environ[ENVIRON_PENDING] = admission
             return None

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 
 from ..config import Network, parse_network
 
+
 def digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
@@ -31,7 +32,7 @@ class KeyRing:
             self._by_digest.setdefault(known, name)
 
     @classmethod
-    def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> "KeyRing":
+    def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> KeyRing:
         return cls((name, digest(key)) for name, key in pairs)
 
     def __bool__(self) -> bool:
@@ -40,7 +41,7 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def plus(self, entries: Iterable[tuple[str, bytes]]) -> "KeyRing":
+    def plus(self, entries: Iterable[tuple[str, bytes]]) -> KeyRing:
         """This ring with more (name, digest) entries."""
         return KeyRing(self._entries + tuple(entries))
 

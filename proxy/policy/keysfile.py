@@ -23,8 +23,9 @@ import logging
 import os
 import time
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..config import KEY_NAME, ConfigError, parse_network, parse_rate
 from .keys import digest
@@ -52,7 +53,7 @@ class KeyRules:
     concurrency: int | None = None
     daily_tokens: int | None = None
 
-    def over(self, base: "KeyRules") -> "KeyRules":
+    def over(self, base: KeyRules) -> KeyRules:
         """These rules where set, ``base`` elsewhere."""
         return KeyRules(**{f.name: getattr(base, f.name) if getattr(self, f.name) is None else getattr(self, f.name)
                            for f in fields(self)})

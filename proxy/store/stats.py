@@ -53,7 +53,7 @@ def window_stats(models: Models, now: float, seconds: int, bucket_s: int) -> dic
     errors = sum(err for _, err in requests)
     return {
         "since": since, "seconds": seconds, "bucket_s": bucket_s,
-        "series": [{"t": t, "requests": n, "errors": err} for t, (n, err) in zip(series, requests)],
+        "series": [{"t": t, "requests": n, "errors": err} for t, (n, err) in zip(series, requests, strict=False)],
         "total": total, "errors": errors, "error_rate": (errors / total) if total else None,
         "outcomes": outcomes,
         "latency_ms": {p: percentile(durations, p) for p in PERCENTILES},

@@ -7,15 +7,29 @@ import time
 from flask import Blueprint, Response, redirect, request
 
 from .. import jsonio
+from ..accesslog import ENVIRON_REQUEST_ID
 from ..dialects import ollama as ol
 from ..dialects import ollama_openai as oo
+from ..dialects.openai import decode_embedding
 from ..errors import BadRequest, NotSupported
-from ..rewrite import inject_text
 from ..passthrough import model_renames, passthrough_lines
-from ..streaming import OpenAIStreamToOllama, OpenAIToOllama
+from ..render import json_response, raw_json_response
+from ..rewrite import inject_text
+from ..services import services
+from ..streaming import OpenAIStreamToOllama, OpenAIToOllama, assemble_ollama_ndjson
 from . import models as model_views
-from .common import (NDJSON, begin, finish_whole, json_response, open_upstream, raw_json_response, read_json, read_whole,
-                     route_model, services, stream_response, upstream_backend, upstream_object)
+from .common import (
+    NDJSON,
+    begin,
+    finish_whole,
+    open_upstream,
+    read_json,
+    read_whole,
+    route_model,
+    stream_response,
+    upstream_backend,
+    upstream_object,
+)
 
 bp = Blueprint("ollama_api", __name__)
 OLLAMA_VERSION = "0.12.10"  # what Ollama clients are told; numeric and >= 0.6.4 (Copilot, Open WebUI)
@@ -64,7 +78,6 @@ def show() -> Response:
 
 
 def _rid() -> str:
-    from ..accesslog import ENVIRON_REQUEST_ID
     return request.environ.get(ENVIRON_REQUEST_ID, "")
 
 
@@ -127,8 +140,6 @@ def _passthrough(exchange, path: str, out: dict) -> Response:
 
 
 def _ollama_parser(path: str):
-    from ..streaming import assemble_ollama_ndjson
-
     kind = "chat" if path.endswith("chat") else "generate"
     return lambda raw: assemble_ollama_ndjson(raw, kind)
 
@@ -189,7 +200,6 @@ def embed() -> Response:
     started = time.time()
     raw, resp = upstream_backend().post_json("/v1/embeddings", out, request_id=exchange.request_id)
     exchange.upstream_response.add(raw)
-    from ..dialects.openai import decode_embedding
     data = resp.get("data") if isinstance(resp, dict) else None
     vectors = [decode_embedding(item.get("embedding")) for item in data or () if isinstance(item, dict)]
     if legacy:

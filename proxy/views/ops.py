@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
+from ..render import json_response
+from ..services import services
 from . import ui_auth
-from .common import json_response, services
 
 bp = Blueprint("ops", __name__)
 

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 from flask import Response, redirect, render_template, request, url_for
 
 from ..forwarded import relayed
+from ..render import json_response
+from ..services import services
 from .ui_state import client_key, make_state
 
 COOKIE = "llm_proxy_ui"
@@ -92,8 +94,6 @@ def local_request() -> bool:
 
 def state():
     """The sign-in state of this app (made on first use: REDIS_URL shares it between workers)."""
-    from .common import services
-
     svc = services()
     current = svc.extras.get("ui_state")
     if current is None:
@@ -161,8 +161,6 @@ def gate(token: str) -> Response | None:
 
 
 def refuse(status: int, message: str) -> Response:
-    from .common import json_response
-
     if wants_json():
         response = json_response({"error": message}, status)
     else:

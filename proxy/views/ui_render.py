@@ -166,7 +166,7 @@ def side_by_side(left: str, right: str, truncated: bool = False) -> dict[str, An
     rows = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         if tag == "equal":
-            rows.extend(("same", i + 1, a[i], j + 1, b[j]) for i, j in zip(range(i1, i2), range(j1, j2)))
+            rows.extend(("same", i + 1, a[i], j + 1, b[j]) for i, j in zip(range(i1, i2), range(j1, j2), strict=False))
             continue
         left_lines, right_lines = list(range(i1, i2)), list(range(j1, j2))
         for k in range(max(len(left_lines), len(right_lines))):

@@ -10,7 +10,8 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 GUESSES = 5          # failed token checks a client may make per window
