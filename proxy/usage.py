@@ -17,10 +17,7 @@ LINE_MAX = 8 << 20  # a longer line (an Ollama generate's final `context`, in th
 
 
 def _marked(data: Any, end: int) -> bool:
-    for marker in MARKERS:
-        if data.find(marker, 0, end) >= 0:
-            return True
-    return False
+    return any(data.find(marker, 0, end) >= 0 for marker in MARKERS)
 
 
 class UsageTap:

@@ -204,11 +204,10 @@ class _Handler(BaseHTTPRequestHandler):
                     ex.aborted = True
                     self._abort()
                     return
-                if reply.gate is not None and i == reply.gate_at:
-                    if not self._wait_gate(reply.gate):
-                        ex.aborted = True
-                        self._abort()
-                        return
+                if reply.gate is not None and i == reply.gate_at and not self._wait_gate(reply.gate):
+                    ex.aborted = True
+                    self._abort()
+                    return
                 if i > 0 and reply.delay and not self._wait(reply.delay):
                     ex.aborted = True
                     self._abort()

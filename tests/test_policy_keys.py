@@ -167,12 +167,12 @@ tpm = 5000
 daily_tokens = 100000
 
 [keys.bob]
-key_sha256 = "%s"
+key_sha256 = "{}"
 tokens = "100/second;1000/hour"
 concurrency = 0
 
 [keys.carol]
-""" % digest("sk-bob").hex()
+""".format(digest("sk-bob").hex())
 
 
 def test_keys_file_parses_every_field():

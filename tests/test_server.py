@@ -201,7 +201,7 @@ def test_a_body_far_larger_than_the_read_buffer_arrives_whole(wsgi_proxy):
     proxy = wsgi_proxy(BACKEND_TYPE="stub")
     word = "lorem "
     text = word * 50000  # 300 KB, against a 1 KiB connection buffer
-    body = ('{"model": "stub", "stream": false, "messages": [{"role": "user", "content": "%s"}]}' % text).encode()
+    body = (f'{{"model": "stub", "stream": false, "messages": [{{"role": "user", "content": "{text}"}}]}}').encode()
     raw = chat_post(body)
     reply = exchange(proxy.url, raw)
     assert reply.startswith(b"HTTP/1.1 200"), reply[:300]

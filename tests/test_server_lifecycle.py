@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -155,7 +156,7 @@ def test_the_open_file_soft_limit_is_raised_to_the_hard_limit_at_start(tmp_path)
                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc)
-        limits = open(f"/proc/{proc.pid}/limits").read()
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
         line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
         assert line.split()[3] == str(hard), line
     finally:

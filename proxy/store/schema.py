@@ -49,7 +49,7 @@ def schema_lock(db: pw.Database) -> Iterator[None]:
         return
     with db.atomic():
         if kind == "postgres":
-            db.execute_sql("SELECT pg_advisory_xact_lock(%s)" % LOCK_KEY)
+            db.execute_sql(f"SELECT pg_advisory_xact_lock({LOCK_KEY})")
         yield
 
 
