@@ -305,7 +305,7 @@ class Setting:
     parse: Callable[[str], Any]
     help: str
     secret: bool = False
-    show: Callable[[Any], str] | None = None  # how public_items displays the value (e.g. a URL with its password masked)
+    show: Callable[[Any], str] | None = None  # how public_items displays it (e.g. a URL, its password masked)
 
     @property
     def attr(self) -> str:
@@ -339,7 +339,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_MAX_AGE_DAYS", "0", _int_min(0), "rows older than this deleted (0 = keep)"),
     Setting("LOG_CLEANUP_MINUTES", "5", _int_min(0), "cleanup interval; first run at start-up (0 = never)"),
     Setting("LOG_MAX_BODY_BYTES", "1048576", _int_min(0), "larger bodies are stored truncated, marked as such"),
-    Setting("LOG_ENABLED", "true", _bool, "record every exchange in the log database (false: no database, no log view)"),
+    Setting("LOG_ENABLED", "true", _bool,
+            "record every exchange in the log database (false: no database, no log view)"),
     Setting("LOG_POLLING", "false", _bool,
             "store polling (/api/tags, /api/ps, /api/version, /v1/models) row by row; by default only counted"),
     Setting("LOG_QUEUE_SIZE", "2000", _int_min(1),
@@ -351,7 +352,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_RAW_RESPONSES", "false", _bool, "print raw response bodies"),
     Setting("CORS_ORIGINS", "", parse_origins, "comma-separated allowed origins for /api and /v1, matched whole "
             "(https://*.example.org: its subdomains; * = any; empty = CORS off)"),
-    Setting("ADMIN_TOKEN", "", _str, "protects /ui and its JSON; when empty the UI answers loopback clients only", secret=True),
+    Setting("ADMIN_TOKEN", "", _str, "protects /ui and its JSON; when empty the UI answers loopback clients only",
+            secret=True),
     Setting("ALLOWED_HOSTS", "", _csv, "more Host names served, comma-separated (.example.com = it and its subdomains; "
             "* = any): IP addresses, single-label and .localhost/.local/.internal/.home.arpa names and this machine's "
             "name are always served; other names are refused (DNS rebinding)"),
@@ -359,7 +361,8 @@ SETTINGS: tuple[Setting, ...] = (
             "X-Forwarded-Proto and X-Forwarded-Host are believed (default: this machine; empty = none)"),
     Setting("METRICS_TOKEN", "", _str, "when set (or ADMIN_TOKEN is), /metrics needs Authorization: Bearer "
             "<METRICS_TOKEN or ADMIN_TOKEN>", secret=True),
-    Setting("API_KEYS", "", parse_api_keys, "comma-separated name:key pairs (a bare key is named key1, key2…); when set, "
+    Setting("API_KEYS", "", parse_api_keys, "comma-separated name:key pairs (a bare key is named key1, key2…); "
+            "when set, "
             "/api/* and /v1/* need Authorization: Bearer <key> or X-API-Key: <key>", secret=True, show=_key_names),
     Setting("ALLOWED_NETWORKS", "", parse_networks, "comma-separated CIDRs whose clients need no API key "
             "(when set without keys, only these networks are served)"),
@@ -371,7 +374,8 @@ SETTINGS: tuple[Setting, ...] = (
             "how request windows are counted: moving-window (exact) or fixed-window (cheaper)"),
     Setting("REDIS_URL", "", _redis_url, "keep limit counters in Redis, shared by workers and hosts "
             "(redis://[:password@]host:port/db); empty = in process memory", show=_masked_url),
-    Setting("REDIS_TIMEOUT", "1", _float_pos, "seconds to wait for Redis before the request is decided by LIMITS_FAIL_OPEN"),
+    Setting("REDIS_TIMEOUT", "1", _float_pos,
+            "seconds to wait for Redis before the request is decided by LIMITS_FAIL_OPEN"),
     Setting("LIMITS_FAIL_OPEN", "true", _bool, "when Redis is unreachable: true = admit without limits (with a "
             "warning), false = refuse with 503"),
     Setting("LIMITS_EXACT", "false", _bool, "with REDIS_URL: true = every gated request waits for Redis's verdict "

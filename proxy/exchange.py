@@ -135,7 +135,7 @@ class Exchange:
                  "max_body", "client_request", "upstream_request", "upstream_response", "client_response",
                  "backend_name", "backend_type", "model_requested", "model_upstream", "stream", "status", "outcome",
                  "error", "answer", "answer_parser", "upstream_first_byte_at", "client_first_chunk_at", "ended_at",
-                 "local", "usage", "whole", "_sinks", "on_finish", "_finished")  # a running stream holds one: no per-instance dict
+                 "local", "usage", "whole", "_sinks", "on_finish", "_finished")  # each stream holds one: no dict
 
     def __init__(self, *, request_id: str, front: str, endpoint: str, method: str, client: str, user_agent: str,
                  client_body: bytes, max_body: int, sinks: Iterable[Callable[[Exchange], None]],
@@ -154,7 +154,7 @@ class Exchange:
         self.client_request.add(client_body)
         self.upstream_request = BodyBuffer(max_body)
         self.upstream_response = BodyBuffer(max_body)
-        self.client_response = BodyBuffer(max_body)
+        self.client_response: BodyBuffer | DerivedBody = BodyBuffer(max_body)
         self.backend_name = ""
         self.backend_type = ""
         self.model_requested: str | None = None
@@ -326,7 +326,7 @@ class Relay:
                         yield self._note(out)
                     if translate.error is not None:  # after what the same chunk gave before the failure
                         raise translate.error
-                    outs = out = None  # type: ignore[assignment]  # not kept while waiting for the next chunk
+                    outs = out = None  # not kept while waiting for the next chunk
                 for out in translate.end():
                     yield self._note(out)
                 if translate.error is not None:

@@ -65,8 +65,9 @@ _HEADER_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\r\n\x00]*?)[
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _FRAMING = ("content-length", "transfer-encoding")
-_REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 431: "Request Header Fields Too Large",
-            501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported"}
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
+            431: "Request Header Fields Too Large", 501: "Not Implemented", 503: "Service Unavailable",
+            505: "HTTP Version Not Supported"}
 
 
 class BadHead(ValueError):

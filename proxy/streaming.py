@@ -361,7 +361,8 @@ class OllamaToOpenAI:
                 if self.kind == "chat":
                     body = oa.usage_chunk(self.cid, self.created, self.model, usage)
                 else:
-                    body = {**oa.completion_chunk(self.cid, self.created, self.model, ""), "choices": [], "usage": usage}
+                    body = {**oa.completion_chunk(self.cid, self.created, self.model, ""), "choices": [],
+                            "usage": usage}
                 out.append(oa.sse_event(jsonio.dumps(body)))
             out.append(oa.SSE_DONE)
         return out

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Union
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fake_wire import Reply, json_reply
@@ -54,7 +54,7 @@ class Exchange:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-ReplyOrResponder = Union[Reply, Callable[[RecordedRequest], Reply]]
+ReplyOrResponder = Reply | Callable[[RecordedRequest], Reply]
 
 
 class RequestLog(list):

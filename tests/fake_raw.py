@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Union
 
 # --------------------------------------------------------------------------------------------
 # the raw server
@@ -60,7 +59,7 @@ class Conn:
     closed: threading.Event = field(default_factory=threading.Event)  # the server closed it
 
 
-RouteReply = Union[Reply, bytes, Callable[[], Reply]]  # a callable builds a fresh Reply per request
+RouteReply = Reply | bytes | Callable[[], Reply]  # a callable builds a fresh Reply per request
 
 
 class RawServer:

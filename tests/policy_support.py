@@ -116,7 +116,7 @@ class PrivateRedis:
                 return self
             except redis.RedisError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise AssertionError(f"redis-server on port {self.port} did not start")
+                    raise AssertionError(f"redis-server on port {self.port} did not start") from None
                 time.sleep(0.05)
 
     def stop(self) -> None:

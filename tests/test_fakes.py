@@ -87,9 +87,9 @@ def test_delay_spaces_out_chunks(fake_upstream):
 
 def test_close_after_breaks_the_stream_without_a_terminating_chunk(fake_upstream):
     fake_upstream.default("GET", "/c", Reply(chunks=[b"a\n", b"b\n", b"c\n"], close_after=2))
-    with pytest.raises(requests.exceptions.ChunkedEncodingError):
-        with requests.get(fake_upstream.url + "/c", stream=True, timeout=5) as r:
-            b"".join(r.iter_content(chunk_size=None))
+    with (pytest.raises(requests.exceptions.ChunkedEncodingError),
+          requests.get(fake_upstream.url + "/c", stream=True, timeout=5) as r):
+        b"".join(r.iter_content(chunk_size=None))
     ex = fake_upstream.exchanges[-1]
     ex.done.wait(5)
     assert ex.aborted and ex.chunks_sent == 2 and not ex.completed

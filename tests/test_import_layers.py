@@ -93,7 +93,8 @@ def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     for source, targets in graph.items():
         if source == "proxy":
             continue
-        parts.setdefault(part(source), set()).update(part(t) for t in targets if t != "proxy" and part(t) != part(source))
+        parts.setdefault(part(source), set()).update(
+            part(t) for t in targets if t != "proxy" and part(t) != part(source))
     return parts
 
 

@@ -134,7 +134,8 @@ class HTTPUpstream:
         try:
             return jsonio.loads(body)
         except ValueError:
-            raise BackendUnavailable(f"{self._backend.describe()} sent a body that is not JSON: {body[:200]!r}") from None
+            described = self._backend.describe()
+            raise BackendUnavailable(f"{described} sent a body that is not JSON: {body[:200]!r}") from None
 
     def close(self) -> None:
         # A body read to the end has gone back to the pool already; one not read to the end

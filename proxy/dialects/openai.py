@@ -251,5 +251,6 @@ def content_text(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(p.get("text", "") for p in content
-                         if isinstance(p, dict) and p.get("type") in ("text", "input_text") and isinstance(p.get("text"), str))
+                         if isinstance(p, dict) and p.get("type") in ("text", "input_text")
+                         and isinstance(p.get("text"), str))
     return str(content)

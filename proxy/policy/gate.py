@@ -369,7 +369,7 @@ def _when_closed(response: Response, callback: Any) -> None:
     werkzeug hands a direct-passthrough body (our streams) to the server as it is, without the wrapper that
     runs ``call_on_close`` callbacks, so the body is wrapped here; its own close (the Relay's) runs first.
     (The exchange's end settles too: werkzeug's development server skips close() when the client resets.)"""
-    response.response = ClosingIterator(response.response, callback)
+    response.response = ClosingIterator(response.response, callback)  # type: ignore[arg-type]  # bytes here
 
 
 def teardown_request(exc: BaseException | None, policy: Policy | None = None) -> None:

@@ -2,7 +2,8 @@
 
 An entry is `*` (any origin), an origin (`https://chat.example.org`, `http://localhost:3000`), or an origin
 whose host begins with `*.` (`https://*.example.org`: its subdomains at any depth, not the name itself).
-Entries are checked at start-up (``config.parse_origins``) and each becomes a pattern anchored at both ends. (flask-cors takes a string
+Entries are checked at start-up (``config.parse_origins``) and each becomes a pattern anchored at both ends.
+(flask-cors takes a string
 holding `*`, `?`, `(`… for a regular expression matched from the start only, so `https://*.example.org`
 would also admit `https://xexample.org.evil.net`.)
 """

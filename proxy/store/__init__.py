@@ -59,7 +59,13 @@ class LogStore:
             self._close_quietly()
         self.writer.start()
         ref = weakref.ref(self)
-        atexit.register(lambda: ref() is not None and ref().close())
+
+        def close_at_exit() -> None:
+            store = ref()
+            if store is not None:
+                store.close()
+
+        atexit.register(close_at_exit)
         return self
 
     def describe(self) -> str:

@@ -53,8 +53,8 @@ class _SqliteDatabase(peewee.SqliteDatabase):
         deadline = time.monotonic() + BUSY_TIMEOUT_S
         while True:
             try:
-                return super()._set_pragmas(conn)
-            except peewee.sqlite3.OperationalError as exc:
+                return super()._set_pragmas(conn)  # type: ignore[misc]  # peewee's private hook, untyped
+            except peewee.sqlite3.OperationalError as exc:  # type: ignore[attr-defined]  # peewee's driver module
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)

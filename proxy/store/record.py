@@ -203,7 +203,7 @@ _FIELD = re.compile(r'"(?:content|text|prompt|input)"\s*:\s*"((?:[^"\\]|\\.){1,2
 def _preview_from_raw(raw: str) -> str:
     """Best effort for a truncated JSON body: the first text after the last user role."""
     last = None
-    for last in _USER.finditer(raw):
+    for last in _USER.finditer(raw):  # noqa: B007 - the loop only finds the last match
         pass
     match = _FIELD.search(raw, last.end() if last else 0)
     if not match:

@@ -218,7 +218,7 @@ def list_exchanges(models: Models, f: Filters) -> dict[str, Any]:
         query = e.select(*columns).join(fts, on=(fts.c.rowid == e.id)) \
             .where(pw.SQL(f'"fts"."{FTS_TABLE}" MATCH ?', [fts5_query(f.q)]))
         conditions = _conditions(models, replace(f, q=""))
-        order = (fts.c.rowid.desc(),)
+        order: tuple[Any, ...] = (fts.c.rowid.desc(),)
     else:
         query = e.select(*columns)
         conditions = _conditions(models, f)

@@ -29,7 +29,7 @@ def window_stats(models: Models, now: float, seconds: int, bucket_s: int) -> dic
     in_window = e.started >= since
     first_bucket = int(since // bucket_s)
     if kind_of_database(models.database) == "sqlite":
-        bucket = pw.Cast(e.started / bucket_s, "INTEGER")
+        bucket: Any = pw.Cast(e.started / bucket_s, "INTEGER")
     else:
         bucket = pw.fn.FLOOR(e.started / bucket_s)
     per_bucket = {int(b): (n, int(err or 0)) for b, n, err in

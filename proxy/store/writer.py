@@ -247,7 +247,7 @@ class LogWriter:
         self._next_cleanup = 0.0
 
     def _take(self, n: int) -> list[Record]:
-        out = []
+        out: list[Record] = []
         queue = self._queue
         while queue and len(out) < n:
             out.append(queue.popleft())
@@ -363,10 +363,12 @@ class LogWriter:
                         cursor.execute(head + one, entry)
                         ids.append(cursor.lastrowid)
                 else:
-                    self._insert_rows(cursor, "exchange", [(i, *entry) for i, (entry, _, _) in zip(ids, prepared, strict=False)])
+                    self._insert_rows(cursor, "exchange",
+                                      [(i, *entry) for i, (entry, _, _) in zip(ids, prepared, strict=False)])
                 self._insert_rows(cursor, "body", [(i, *body) for i, (_, body, _) in zip(ids, prepared, strict=False)])
                 if "search" in self._insert_sql:
-                    self._insert_rows(cursor, "search", [(i, text) for i, (_, _, text) in zip(ids, prepared, strict=False)])
+                    self._insert_rows(cursor, "search",
+                                      [(i, text) for i, (_, _, text) in zip(ids, prepared, strict=False)])
         except UNAVAILABLE:
             self.db.close()  # in this thread: the next call reconnects
             raise

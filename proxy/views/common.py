@@ -49,6 +49,7 @@ def begin(front: str, check: Callable[[Any], str]) -> tuple[Exchange, Any]:
 
 def route_model(exchange: Exchange) -> str:
     """The backend's name for the model asked for (aliases applied); ModelNotFound if unknown."""
+    assert exchange.model_requested is not None  # begin() noted it
     exchange.model_upstream = services().catalog.upstream_name(exchange.model_requested)
     return exchange.model_upstream
 
@@ -87,7 +88,8 @@ def upstream_object(raw: bytes) -> dict:
     except ValueError:
         value = None
     if not isinstance(value, dict):
-        raise BackendUnavailable(f"{services().backend.describe()} sent a body that is not a JSON object: {raw[:200]!r}")
+        described = services().backend.describe()
+        raise BackendUnavailable(f"{described} sent a body that is not a JSON object: {raw[:200]!r}")
     return value
 
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 from flask import Blueprint, Response, redirect, request
+from werkzeug.wrappers import Response as BaseResponse  # what redirect() makes
 
 from .. import jsonio
 from ..accesslog import ENVIRON_REQUEST_ID
@@ -37,7 +39,7 @@ MANAGEMENT = ("pull", "push", "create", "copy", "delete")
 
 
 @bp.route("/", methods=["GET", "HEAD"])
-def root() -> Response:
+def root() -> BaseResponse:
     if request.method == "GET" and any(kind == "text/html" for kind, _ in request.accept_mimetypes):
         return redirect("/ui/")  # a browser; API clients (Accept: */* or JSON) get the usual answer
     return Response("Ollama is running", content_type="text/plain; charset=utf-8")
@@ -160,7 +162,7 @@ def whole_reply_from_openai(translator: OpenAIToOllama, kind: str, resp: dict) -
     """A non-streamed OpenAI answer as one Ollama object, through the same translator as streams."""
     choices = resp.get("choices") if isinstance(resp, dict) else None
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {"content": choice.get("text")}
+    message = found if isinstance(found := choice.get("message"), dict) else {"content": choice.get("text")}
     chunk = {"choices": [{"delta": {k: v for k, v in message.items() if k != "tool_calls"},
                           "finish_reason": choice.get("finish_reason") or "stop"}],
              "usage": resp.get("usage"), "timings": resp.get("timings")}
@@ -203,9 +205,9 @@ def embed() -> Response:
     data = resp.get("data") if isinstance(resp, dict) else None
     vectors = [decode_embedding(item.get("embedding")) for item in data or () if isinstance(item, dict)]
     if legacy:
-        reply = {"embedding": vectors[0] if vectors else []}
+        reply: dict[str, Any] = {"embedding": vectors[0] if vectors else []}
     else:
-        usage = resp.get("usage") if isinstance(resp.get("usage"), dict) else {}
+        usage = found if isinstance(found := resp.get("usage"), dict) else {}
         reply = {"model": exchange.model_requested, "embeddings": vectors,
                  "total_duration": ol.ns(time.time() - started),
                  "prompt_eval_count": int(usage.get("prompt_tokens") or 0)}
@@ -240,6 +242,7 @@ def manage() -> Response:
             return finish_whole(exchange, response, raw)
         return stream_response(exchange, upstream, exchange.upstream_chunks(upstream), "ollama")
     if action == "pull":
+        assert exchange.model_requested is not None  # begin() noted it
         svc.catalog.find(exchange.model_requested)  # 404 if the backend does not have it
         exchange.local = True
         if body.get("stream") is False:

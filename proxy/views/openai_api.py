@@ -77,6 +77,7 @@ def embeddings() -> Response:
     exchange.sent_upstream(jsonio.dumps(out))
     raw, resp = upstream_backend().post_json("/api/embed", out, request_id=exchange.request_id)
     exchange.upstream_response.add(raw)
+    assert exchange.model_requested is not None  # begin() noted it
     reply = oo.embed_response_to_openai(resp if isinstance(resp, dict) else {}, exchange.model_requested,
                                         body.get("encoding_format"))
     data = jsonio.dumps(reply)

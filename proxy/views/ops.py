@@ -21,7 +21,8 @@ def healthz() -> Response:
     backend = services().backend
     ok, detail = backend.reachable()
     return json_response({"status": "ok" if ok else "unavailable",
-                          "backend": {"type": backend.type, "url": backend.base_url, "reachable": ok, "detail": detail}},
+                          "backend": {"type": backend.type, "url": backend.base_url, "reachable": ok,
+                                      "detail": detail}},
                          200 if ok else 503)
 
 

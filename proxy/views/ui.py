@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import peewee as pw
 from flask import Blueprint, Response, abort, redirect, render_template, request, stream_with_context, url_for
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse  # what redirect() makes
 
 from .. import jsonio
 from ..render import json_response
@@ -34,7 +35,7 @@ BODY_TITLES = {"client_request": "what the client sent", "upstream_request": "wh
 
 
 @bp.before_request
-def check_access() -> Response | None:
+def check_access() -> BaseResponse | None:
     return ui_auth.gate(services().settings.admin_token)
 
 
@@ -118,7 +119,7 @@ def login() -> Any:
 
 
 @bp.route("/logout", methods=["POST"])
-def logout() -> Response:
+def logout() -> BaseResponse:
     return ui_auth.clear_session(redirect(url_for("ui.login")), services().settings.admin_token)
 
 

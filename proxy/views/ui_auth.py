@@ -17,6 +17,7 @@ import time
 from urllib.parse import urlsplit
 
 from flask import Response, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse  # what redirect() makes
 
 from ..forwarded import relayed
 from ..render import json_response
@@ -135,7 +136,7 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def gate(token: str) -> Response | None:
+def gate(token: str) -> BaseResponse | None:
     """None when the request may go on; otherwise the refusal to send."""
     if request.endpoint in OPEN_ENDPOINTS:
         return None
@@ -173,13 +174,13 @@ def refuse(status: int, message: str) -> Response:
     return response
 
 
-def set_session(response: Response, token: str) -> Response:
+def set_session(response: BaseResponse, token: str) -> BaseResponse:
     response.set_cookie(COOKIE, session_value(token), max_age=SESSION_S, path="/ui", httponly=True,
                         samesite="Strict", secure=request.is_secure)
     return response
 
 
-def clear_session(response: Response, token: str) -> Response:
+def clear_session(response: BaseResponse, token: str) -> BaseResponse:
     """Log out: the session is remembered as ended (a copy of the cookie is no use any more) and the cookie
     removed from the browser."""
     session = session_of(token, request.cookies.get(COOKIE, "")) if token else None
