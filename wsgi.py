@@ -15,11 +15,11 @@ from proxy.startup import StartupError, listen_error, load_env_file, probe_in_ba
 try:
     load_env_file()  # ./.env of the working directory; variables already set win
     settings = Settings.from_env()
+    app = create_app(settings)  # a KEYS_FILE whose tables are wrong is found here
 except (ConfigError, StartupError) as exc:
     print(f"llm-proxy: configuration error: {exc}", file=sys.stderr)
     sys.exit(2)
 
-app = create_app(settings)
 if __name__ != "__main__":  # a gunicorn worker: `python wsgi.py` probes once it listens
     probe_in_background(app.extensions["llm_proxy"].backend)
 

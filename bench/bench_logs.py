@@ -34,8 +34,9 @@ sys.path.insert(0, str(REPO))
 MODELS = ["qwen3-8b", "llama3.2:latest", "smollm2", "gpt-oss-20b", "nomic-embed-text", "mistral-small"]
 ENDPOINTS = ["/api/chat", "/v1/chat/completions", "/api/generate", "/v1/completions", "/api/embed"]
 CLIENTS = ["127.0.0.1", "192.168.1.20", "192.168.1.31", "10.0.0.7"]
-WORDS = ("kitchen light weather tomorrow summarise contract translate invoice python function error "
-         "garden music calendar meeting recipe train ticket budget report poem story").split()
+WORDS = ["kitchen", "light", "weather", "tomorrow", "summarise", "contract", "translate", "invoice", "python",
+         "function", "error", "garden", "music", "calendar", "meeting", "recipe", "train", "ticket", "budget",
+         "report", "poem", "story"]
 
 
 def seed(db_path: str, rows: int, days: float = 30.0) -> float:
@@ -112,7 +113,7 @@ def render(db_path: str, repeat: int = 15) -> dict:
         "log list, page in the middle": f"/ui/logs?before={cursor}",
         "log list, full-text search": "/ui/logs?q=invoice+garden",
         "JSON list": "/ui/api/logs",
-        "one exchange": "/ui/logs/%d" % (total // 2),
+        "one exchange": f"/ui/logs/{total // 2}",
         "overview (hour/day counts)": "/ui/",
         "stats, last hour": "/ui/stats?window=1h",
         "stats, last 24 h": "/ui/stats?window=24h",

@@ -28,7 +28,7 @@ from __future__ import annotations
 import sys
 
 if __name__ == "__main__" and "--http-only" not in sys.argv:  # as the proxy is served: gevent, patched before
-    from gevent import monkey                                    # anything imports (the HTTP client is plain)
+    from gevent import monkey  # anything imports (the HTTP client is plain)
 
     monkey.patch_all()
 
@@ -41,8 +41,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -154,7 +155,7 @@ def interleave(calls: dict[str, Callable[[], Any]], rounds: int, per_round: int)
     """Time each call; what a call returns (a response's close) runs after the clock stopped."""
     samples: dict[str, list[float]] = {name: [] for name in calls}
     clock = time.perf_counter
-    for name, fn in calls.items():  # warm-up: catalogs, Redis scripts, connections
+    for fn in calls.values():  # warm-up: catalogs, Redis scripts, connections
         for _ in range(50):
             off_the_clock(fn())
         time.sleep(0.2)

@@ -262,7 +262,7 @@ class Client:
                 self.conn = await connect(self.target)
             fut = self.conn.send(self.target.request, self.target.events, keep_body)
             return await (asyncio.wait_for(fut, timeout) if timeout else fut)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             if self.conn is not None:
                 self.conn.close()
                 self.conn = None

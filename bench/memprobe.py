@@ -58,9 +58,9 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--serve"]:
     wsgi.main()
     sys.exit(0)
 
+import loadgen  # noqa: E402
 import procs  # noqa: E402
 import run as bench_run  # noqa: E402
-import loadgen  # noqa: E402
 
 
 def main():
@@ -116,7 +116,7 @@ def main():
     finally:
         proxy.stop()
         mock.stop()
-    snaps = [pickle.load(open(f"{tmp}/snap{i}.pickle", "rb")) for i in (1, 2)]
+    snaps = [pickle.loads(Path(f"{tmp}/snap{i}.pickle").read_bytes()) for i in (1, 2)]
     filt = [tracemalloc.Filter(False, tracemalloc.__file__)]
     s1, s2 = (s.filter_traces(filt) for s in snaps)
     stats = s2.compare_to(s1, a.group)
@@ -128,7 +128,7 @@ def main():
           f"(+{(peak - rss0) / n:.1f} KiB/stream)")
     print(f"traced growth with all open: {total / 1024 / n:.1f} KiB/stream")
     print("a stream's suspended stack (outermost first):")
-    print(open(f"{tmp}/stack.txt").read())
+    print(Path(f"{tmp}/stack.txt").read_text())
     for s in stats[:a.top]:
         where = s.traceback.format()[-1].strip() if a.group != "traceback" else \
             " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in s.traceback)

@@ -67,7 +67,7 @@ class Proc:
     def __init__(self, name, argv, env=None, cwd=None, cpus=None, log_dir=None):
         self.name = name
         self.log_path = Path(log_dir or "/tmp") / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
-        self.log = open(self.log_path, "wb")
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - the server process writes it; closed when it stops
         self.popen = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self.log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       preexec_fn=_preexec(cpus))

@@ -19,7 +19,6 @@ import sys  # noqa: E402
 
 import urllib3  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
-
 from mock_upstream import openai_completion  # noqa: E402
 
 HELLO = openai_completion("mock")

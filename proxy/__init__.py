@@ -1,5 +1,5 @@
 """LLM Proxy: one process speaking the Ollama and OpenAI APIs in front of LLM servers."""
 from .app import create_app
+from .version import __version__
 
-__all__ = ["create_app"]
-__version__ = "0.1.0"
+__all__ = ["__version__", "create_app"]

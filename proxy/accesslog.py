@@ -14,7 +14,8 @@ import os
 import re
 import sys
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from .config import Settings
 

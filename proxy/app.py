@@ -17,9 +17,11 @@ from .hostguard import install_host_guard
 from .metrics import Metrics
 from .policy.gate import install_policy
 from .policy.origins import Origins
+from .recording import dialect_of_path
+from .render import http_exception_to_proxy_error, render_error
+from .services import Services
 from .store import init_app as init_store
 from .views import register_blueprints
-from .views.common import Services, dialect_of_path, http_exception_to_proxy_error, render_error
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,14 @@ gives it 5 s). `foo` and `foo:latest` are the same model everywhere.
 """
 from __future__ import annotations
 
+import fnmatch
+import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 from .dialects.ollama import canonical
 from .errors import ModelNotFound, ProxyError
@@ -153,3 +156,15 @@ class Catalog:
         except ProxyError:  # no model list at all: let the backend judge the name
             return self._resolve_alias(client_name)
         return model.alias_of or model.id
+
+
+@functools.lru_cache(maxsize=4096)
+def model_allowed(name: str, patterns: tuple[str, ...]) -> bool:
+    """Whether a key whose KEYS_FILE `models` are ``patterns`` may use the model ``name``: globs match the
+    name as given, and with Ollama's `:latest` tag added or removed."""
+    candidates = [name]
+    if name.endswith(":latest"):
+        candidates.append(name[:-7])
+    elif ":" not in name:
+        candidates.append(name + ":latest")
+    return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in patterns)

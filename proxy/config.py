@@ -13,9 +13,14 @@ import ipaddress
 import logging
 import os
 import re
+import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
 
 
 class ConfigError(ValueError):
@@ -141,34 +146,112 @@ def _model_map(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _api_keys(raw: str) -> tuple[tuple[str, str], ...]:
-    from .policy.keys import parse_api_keys
-    return parse_api_keys(raw)
+# --- access settings: their syntax lives here; proxy/policy holds what uses the values ---
+
+KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")  # a key's name (API_KEYS, KEYS_FILE)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _networks(raw: str) -> tuple[str, ...]:
-    from .policy.keys import parse_networks
-    return parse_networks(raw)
+def parse_api_keys(raw: str) -> tuple[tuple[str, str], ...]:
+    """`name:key` pairs, comma-separated; a bare key is named `key1`, `key2`… by its position."""
+    pairs: list[tuple[str, str]] = []
+    for position, item in enumerate((x.strip() for x in raw.split(",")), start=1):
+        if not item:
+            continue
+        name, sep, key = item.partition(":")
+        if not sep:
+            name, key = f"key{position}", item
+        name, key = name.strip(), key.strip()
+        if not KEY_NAME.match(name) or not key:
+            raise ValueError("comma-separated name:key pairs (names: letters, digits, . _ @ + -; keys not empty)")
+        pairs.append((name, key))
+    names = [n for n, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError("comma-separated name:key pairs with distinct names")
+    if len({k for _, k in pairs}) != len(pairs):
+        raise ValueError("comma-separated name:key pairs with distinct keys")
+    return tuple(pairs)
 
 
-def _cors_origins(raw: str) -> tuple[str, ...]:
-    from .policy.origins import parse
-    return parse(raw)
+def parse_network(raw: str) -> Network:
+    try:
+        return ipaddress.ip_network(raw.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"CIDR networks such as 10.0.0.0/8 or fd00::/8 (not {raw.strip()!r})") from None
 
 
-def _keys_file(raw: str) -> str:
-    from .policy.keysfile import check_path
-    return check_path(raw)
+def parse_networks(raw: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs (a bare address is a /32 or /128), normalised to strings."""
+    return tuple(str(parse_network(item)) for item in raw.split(",") if item.strip())
+
+
+ANY_ORIGIN = "*"
+ORIGIN_ENTRY = re.compile(r"""
+    (?P<scheme>[a-z][a-z0-9+.-]*)://
+    (?P<wild>\*\.)?
+    (?P<host>[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*|\[[0-9a-f:.]+\])
+    (?::(?P<port>[0-9]{1,5}))?
+    """, re.VERBOSE)
+ORIGINS_EXPECTED = ("comma-separated origins such as https://chat.example.org or http://localhost:3000 (scheme, "
+                    "host, optional port; no path), a host may begin with *. for its subdomains, or * for any origin")
+
+
+def normalise_origin(entry: str) -> str:
+    """A CORS_ORIGINS entry (or an Origin header) as it is compared: lower case, no trailing slash."""
+    return entry.strip().lower().rstrip("/")
+
+
+def parse_origins(raw: str) -> tuple[str, ...]:
+    """CORS_ORIGINS: the entries, normalised (``policy.origins`` matches them); ValueError naming a malformed one."""
+    entries = []
+    for item in raw.split(","):
+        entry = normalise_origin(item)
+        if not entry:
+            continue
+        if entry != ANY_ORIGIN and ORIGIN_ENTRY.fullmatch(entry) is None:
+            raise ValueError(f"{ORIGINS_EXPECTED}; {item.strip()!r} is not one")
+        entries.append(entry)
+    return tuple(dict.fromkeys(entries))
+
+
+def parse_rate(raw: str) -> tuple[RateLimitItem, ...]:
+    """`60/minute`, `10/second;1000/hour`, `100 per 2 seconds`…, parsed by the limits library."""
+    text = raw.strip()
+    if not text:
+        return ()
+    import limits  # imported when a rate is set: gunicorn's master reads this module and needs no limits
+
+    try:
+        return tuple(limits.parse_many(text))
+    except ValueError:
+        raise ValueError("a rate such as 60/minute or 10/second;1000/hour") from None
 
 
 def _rate_limit(raw: str) -> str:
-    from .policy.rates import check_rate
-    return check_rate(raw)
+    parse_rate(raw)
+    return raw.strip()
 
 
 def _redis_url(raw: str) -> str:
-    from .policy.rates import check_redis_url
-    return check_redis_url(raw)
+    value = raw.strip()
+    if value and urlsplit(value).scheme not in ("redis", "rediss", "unix", "redis+unix"):
+        raise ValueError("a redis://[:password@]host:port[/db], rediss://… or unix://… URL")
+    return value
+
+
+def _keys_file(raw: str) -> str:
+    """KEYS_FILE: empty, or a readable TOML file. Its tables and fields are checked by ``policy.keysfile`` when
+    the app is built, which raises a ConfigError in this module's words."""
+    path = raw.strip()
+    if path:
+        try:
+            with open(path, "rb") as stream:
+                tomllib.load(stream)
+        except OSError as exc:
+            raise ValueError(f"a readable TOML keys file ({path} cannot be read: {exc.strerror or exc})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"a readable TOML keys file ({path} is not valid TOML: {exc})") from None
+    return path
 
 
 def _key_names(pairs: tuple[tuple[str, str], ...]) -> str:
@@ -223,7 +306,7 @@ class Setting:
     parse: Callable[[str], Any]
     help: str
     secret: bool = False
-    show: Callable[[Any], str] | None = None  # how public_items displays the value (e.g. a URL with its password masked)
+    show: Callable[[Any], str] | None = None  # how public_items displays it (e.g. a URL, its password masked)
 
     @property
     def attr(self) -> str:
@@ -260,7 +343,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_MAX_AGE_DAYS", "0", _int_min(0), "rows older than this deleted (0 = keep)"),
     Setting("LOG_CLEANUP_MINUTES", "5", _int_min(0), "cleanup interval; first run at start-up (0 = never)"),
     Setting("LOG_MAX_BODY_BYTES", "1048576", _int_min(0), "larger bodies are stored truncated, marked as such"),
-    Setting("LOG_ENABLED", "true", _bool, "record every exchange in the log database (false: no database, no log view)"),
+    Setting("LOG_ENABLED", "true", _bool,
+            "record every exchange in the log database (false: no database, no log view)"),
     Setting("LOG_POLLING", "false", _bool,
             "store polling (/api/tags, /api/ps, /api/version, /v1/models) row by row; by default only counted"),
     Setting("LOG_QUEUE_SIZE", "2000", _int_min(1),
@@ -270,19 +354,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_MESSAGES", "false", _bool, "print a summary of each chat request's messages"),
     Setting("LOG_RAW_REQUESTS", "false", _bool, "print raw request bodies"),
     Setting("LOG_RAW_RESPONSES", "false", _bool, "print raw response bodies"),
-    Setting("CORS_ORIGINS", "", _cors_origins, "comma-separated allowed origins for /api and /v1, matched whole "
+    Setting("CORS_ORIGINS", "", parse_origins, "comma-separated allowed origins for /api and /v1, matched whole "
             "(https://*.example.org: its subdomains; * = any; empty = CORS off)"),
-    Setting("ADMIN_TOKEN", "", _str, "protects /ui and its JSON; when empty the UI answers loopback clients only", secret=True),
+    Setting("ADMIN_TOKEN", "", _str, "protects /ui and its JSON; when empty the UI answers loopback clients only",
+            secret=True),
     Setting("ALLOWED_HOSTS", "", _csv, "more Host names served, comma-separated (.example.com = it and its subdomains; "
             "* = any): IP addresses, single-label and .localhost/.local/.internal/.home.arpa names and this machine's "
             "name are always served; other names are refused (DNS rebinding)"),
-    Setting("TRUSTED_PROXIES", "127.0.0.0/8,::1", _networks, "CIDRs of reverse proxies whose X-Forwarded-For, "
+    Setting("TRUSTED_PROXIES", "127.0.0.0/8,::1", parse_networks, "CIDRs of reverse proxies whose X-Forwarded-For, "
             "X-Forwarded-Proto and X-Forwarded-Host are believed (default: this machine; empty = none)"),
     Setting("METRICS_TOKEN", "", _str, "when set (or ADMIN_TOKEN is), /metrics needs Authorization: Bearer "
             "<METRICS_TOKEN or ADMIN_TOKEN>", secret=True),
-    Setting("API_KEYS", "", _api_keys, "comma-separated name:key pairs (a bare key is named key1, key2…); when set, "
+    Setting("API_KEYS", "", parse_api_keys, "comma-separated name:key pairs (a bare key is named key1, key2…); "
+            "when set, "
             "/api/* and /v1/* need Authorization: Bearer <key> or X-API-Key: <key>", secret=True, show=_key_names),
-    Setting("ALLOWED_NETWORKS", "", _networks, "comma-separated CIDRs whose clients need no API key "
+    Setting("ALLOWED_NETWORKS", "", parse_networks, "comma-separated CIDRs whose clients need no API key "
             "(when set without keys, only these networks are served)"),
     Setting("KEYS_FILE", "", _keys_file, "TOML file of per-key settings (models, networks, rpm, tpm, concurrency, "
             "daily_tokens); reloaded when it changes"),
@@ -292,7 +378,8 @@ SETTINGS: tuple[Setting, ...] = (
             "how request windows are counted: moving-window (exact) or fixed-window (cheaper)"),
     Setting("REDIS_URL", "", _redis_url, "keep limit counters in Redis, shared by workers and hosts "
             "(redis://[:password@]host:port/db); empty = in process memory", show=_masked_url),
-    Setting("REDIS_TIMEOUT", "1", _float_pos, "seconds to wait for Redis before the request is decided by LIMITS_FAIL_OPEN"),
+    Setting("REDIS_TIMEOUT", "1", _float_pos,
+            "seconds to wait for Redis before the request is decided by LIMITS_FAIL_OPEN"),
     Setting("LIMITS_FAIL_OPEN", "true", _bool, "when Redis is unreachable: true = admit without limits (with a "
             "warning), false = refuse with 503"),
     Setting("MAX_REQUEST_BYTES", "33554432", _int_min(0), "larger request bodies get 413 without being read "
@@ -358,7 +445,7 @@ class Settings:
     drain_timeout: float
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from a mapping (``os.environ`` when omitted); unknown keys are ignored."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -382,7 +469,7 @@ class Settings:
                 logging.getLogger("proxy.config").warning("%s is no longer a setting (%s); remove it", name, why)
         return cls(**values)
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
     def public_items(self) -> list[tuple[str, str]]:

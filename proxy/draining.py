@@ -17,7 +17,7 @@ from greenlet import getcurrent
 from .errors import ShuttingDown
 
 # greenlet -> the exchange it runs; weak, so a greenlet that ends without finishing its exchange leaves no trace
-_running: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_running: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 MESSAGE = "the proxy is shutting down and its drain time (DRAIN_TIMEOUT) is over; the request was ended"
 

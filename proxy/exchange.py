@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from . import draining
+from .backends.base import Upstream
 from .errors import ProxyError
 from .framing import FrameTooLarge
 from .streaming import Answer, error_chunk
@@ -133,10 +135,10 @@ class Exchange:
                  "max_body", "client_request", "upstream_request", "upstream_response", "client_response",
                  "backend_name", "backend_type", "model_requested", "model_upstream", "stream", "status", "outcome",
                  "error", "answer", "answer_parser", "upstream_first_byte_at", "client_first_chunk_at", "ended_at",
-                 "local", "usage", "whole", "_sinks", "on_finish", "_finished")  # a running stream holds one: no per-instance dict
+                 "local", "usage", "whole", "_sinks", "on_finish", "_finished")  # each stream holds one: no dict
 
     def __init__(self, *, request_id: str, front: str, endpoint: str, method: str, client: str, user_agent: str,
-                 client_body: bytes, max_body: int, sinks: Iterable[Callable[["Exchange"], None]],
+                 client_body: bytes, max_body: int, sinks: Iterable[Callable[[Exchange], None]],
                  clock: Callable[[], float] = time.time):
         self.clock = clock
         self.started = clock()
@@ -152,7 +154,7 @@ class Exchange:
         self.client_request.add(client_body)
         self.upstream_request = BodyBuffer(max_body)
         self.upstream_response = BodyBuffer(max_body)
-        self.client_response = BodyBuffer(max_body)
+        self.client_response: BodyBuffer | DerivedBody = BodyBuffer(max_body)
         self.backend_name = ""
         self.backend_type = ""
         self.model_requested: str | None = None
@@ -170,7 +172,7 @@ class Exchange:
         self.ended_at: float | None = None
         self.local = False  # answered without the backend (probes, model lists)
         self._sinks = tuple(sinks)
-        self.on_finish: list[Callable[["Exchange"], None]] = []  # this exchange's own callbacks (e.g. limits)
+        self.on_finish: list[Callable[[Exchange], None]] = []  # this exchange's own callbacks (e.g. limits)
         self._finished = False
         draining.started(self)  # a stopping server ends it after DRAIN_TIMEOUT
 
@@ -197,7 +199,7 @@ class Exchange:
     def sent_upstream(self, body: bytes) -> None:
         self.upstream_request.add(body)
 
-    def upstream_chunks(self, upstream: Any) -> Iterator[bytes]:
+    def upstream_chunks(self, upstream: Upstream) -> Iterator[bytes]:
         """The upstream body as it arrives, its first-byte time noted and a copy kept for the log.
         A broken connection raises OSError (``upstream.error_for`` names the backend): the ``Relay``
         around a stream and ``views.common.read_whole`` translate it."""
@@ -292,7 +294,7 @@ class Exchange:
 class Relay:
     """A streamed response body: forwards ``chunks`` and always cleans up, even if never iterated."""
 
-    def __init__(self, exchange: Exchange, upstream: Any, chunks: Iterable[bytes], dialect: str,
+    def __init__(self, exchange: Exchange, upstream: Upstream, chunks: Iterable[bytes], dialect: str,
                  translate: Any = None):
         self.exchange = exchange
         self.upstream = upstream
@@ -324,7 +326,7 @@ class Relay:
                         yield self._note(out)
                     if translate.error is not None:  # after what the same chunk gave before the failure
                         raise translate.error
-                    outs = out = None  # type: ignore[assignment]  # not kept while waiting for the next chunk
+                    outs = out = None  # not kept while waiting for the next chunk
                 for out in translate.end():
                     yield self._note(out)
                 if translate.error is not None:

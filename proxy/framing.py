@@ -6,7 +6,7 @@ A line or an event longer than ``MAX_FRAME`` raises ``FrameTooLarge``: a backend
 would otherwise fill memory (and rescanning what waits would cost time growing with its square)."""
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from .errors import BackendUnavailable
 

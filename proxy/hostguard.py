@@ -16,9 +16,14 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
 
-from .config import Settings
+from .accesslog import printable
+from .config import Settings, normalise_origin
+from .environ import ENVIRON_REFUSED
 from .errors import ProxyError
 from .policy.origins import Origins
+from .recording import dialect_of_path
+from .render import render_error
+from .views import ui_auth
 
 log = logging.getLogger(__name__)
 # Domains that never resolve through public DNS (RFC 6761, RFC 6762, RFC 8375, ICANN's .internal).
@@ -99,7 +104,7 @@ class HostGuard:
     # --- Origin ---------------------------------------------------------------------------------------------
     def origin_allowed(self, origin: str, host_header: str, scheme: str, path: str) -> bool:
         """Same origin as the request (host and port), or listed in CORS_ORIGINS outside the log view."""
-        normalised = origin.strip().lower().rstrip("/")
+        normalised = normalise_origin(origin)
         if self.same_origin(normalised, host_header, scheme):
             return True
         if path.startswith("/ui"):
@@ -142,10 +147,6 @@ class HostGuard:
 
     @staticmethod
     def refuse(message: str, code: str) -> Response:
-        from .policy import ENVIRON_REFUSED
-        from .views import ui_auth
-        from .views.common import dialect_of_path, render_error
-
         path = request.path
         log.debug("refused %s %s: %s", _shown(request.method), _shown(path), message)
         if path.startswith("/ui"):
@@ -156,8 +157,6 @@ class HostGuard:
 
 def _shown(text: str) -> str:
     """Client text in a message or a log line: printable and short."""
-    from .accesslog import printable
-
     return printable(text[:200])
 
 

@@ -21,8 +21,11 @@ def loads(data: bytes | str) -> Any:
 def too_deep(value: Any, raw: bytes | str, limit: int = MAX_DEPTH) -> bool:
     """Whether ``value`` (parsed from ``raw``) nests arrays and objects more than ``limit`` deep. A body with
     fewer brackets than the limit cannot be, and is not walked: the walk is for the rare body that might."""
-    opening = (b"[", b"{") if isinstance(raw, (bytes, bytearray, memoryview)) else ("[", "{")
-    if raw.count(opening[0]) + raw.count(opening[1]) <= limit:
+    if isinstance(raw, str):
+        brackets = raw.count("[") + raw.count("{")
+    else:
+        brackets = raw.count(b"[") + raw.count(b"{")
+    if brackets <= limit:
         return False
     level = [value] if isinstance(value, (dict, list)) else []
     depth = 0

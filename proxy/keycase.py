@@ -19,8 +19,8 @@ FREE_FORM = frozenset({"parameters", "arguments", "schema", "format", "input_sch
 
 def first_clash(value: Any) -> tuple[str, str] | None:
     """The first two keys of one object in ``value`` (parsed JSON, walked without recursion, free-form maps
-    skipped) that differ only in letter case, or None. An object whose keys are all lower-case ASCII cannot hold such a pair and is not
-    folded key by key: that is nearly every object."""
+    skipped) that differ only in letter case, or None. An object whose keys are all lower-case ASCII cannot
+    hold such a pair and is not folded key by key: that is nearly every object."""
     stack = [value]
     pop, push = stack.pop, stack.append
     while stack:

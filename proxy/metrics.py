@@ -8,12 +8,12 @@ worker or run one worker per host.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, RequestRedirect
+from werkzeug.routing import Map, MapAdapter, RequestRedirect
 
 from .exchange import Exchange
 
@@ -40,7 +40,7 @@ class Metrics:
     def __init__(self, url_map: Map | None = None, known_model: Callable[[str], bool] | None = None) -> None:
         self.url_map = url_map
         self.known_model = known_model or (lambda name: False)
-        self._adapter = None
+        self._adapter: MapAdapter | None = None
         self._routes: dict[tuple[str, str], str] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("llm_proxy_requests", "Finished requests to /api and /v1",

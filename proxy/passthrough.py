@@ -4,7 +4,7 @@ usage-only chunk removed when the client did not ask for usage. Framing happens 
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from . import jsonio
 from .framing import MAX_FRAME, FrameTooLarge
@@ -41,6 +41,7 @@ def _edited_sse(chunks: Iterable[bytes], strip_usage_chunk: bool,
                 renames: tuple[tuple[bytes, bytes], ...]) -> Iterator[bytes]:
     pending = bytearray()  # an event not complete yet: grown in place and searched only where it grew
     for chunk in chunks:
+        data: bytes | bytearray
         if pending:
             start = max(0, len(pending) - 3)  # a separator may straddle the two
             pending += chunk
@@ -55,7 +56,7 @@ def _edited_sse(chunks: Iterable[bytes], strip_usage_chunk: bool,
                 raise FrameTooLarge("an SSE event", MAX_FRAME)
             continue
         end = cut + (4 if data[cut:cut + 4] == b"\r\n\r\n" else 2)
-        ready = bytes(data[:end]) if data is pending else data[:end]
+        ready = bytes(data[:end])  # a slice of bytes is bytes already: bytes() returns it as it is
         pending = bytearray(data[end:])
         if strip_usage_chunk and (_EMPTY_CHOICES[0] in ready or _EMPTY_CHOICES[1] in ready):
             ready = b"".join(ev + b"\n\n" for ev in ready.replace(b"\r\n", b"\n").split(b"\n\n")

@@ -36,7 +36,8 @@ import re
 import resource
 import socket
 import time
-from typing import Any, BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 from gevent import GreenletExit, Timeout
 from gevent.pool import Pool
@@ -64,8 +65,9 @@ _HEADER_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\r\n\x00]*?)[
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _FRAMING = ("content-length", "transfer-encoding")
-_REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 431: "Request Header Fields Too Large",
-            501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported"}
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
+            431: "Request Header Fields Too Large", 501: "Not Implemented", 503: "Service Unavailable",
+            505: "HTTP Version Not Supported"}
 
 
 class BadHead(ValueError):
@@ -146,7 +148,7 @@ class RequestHeaders:
         return "a header value has a CR or NUL character in it"
 
     @classmethod
-    def read(cls, fp: BinaryIO, budget: int = MAX_HEAD_BYTES) -> "RequestHeaders":
+    def read(cls, fp: BinaryIO, budget: int = MAX_HEAD_BYTES) -> RequestHeaders:
         """The header lines up to the blank line; ``budget`` bytes at most (what the request line left)."""
         lines: list[str] = []
         while True:

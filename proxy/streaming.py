@@ -10,7 +10,8 @@ Each translator also keeps the assembled answer (text, thinking, tool calls, usa
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from . import jsonio
 from .dialects import ollama as ol
@@ -360,7 +361,8 @@ class OllamaToOpenAI:
                 if self.kind == "chat":
                     body = oa.usage_chunk(self.cid, self.created, self.model, usage)
                 else:
-                    body = {**oa.completion_chunk(self.cid, self.created, self.model, ""), "choices": [], "usage": usage}
+                    body = {**oa.completion_chunk(self.cid, self.created, self.model, ""), "choices": [],
+                            "usage": usage}
                 out.append(oa.sse_event(jsonio.dumps(body)))
             out.append(oa.SSE_DONE)
         return out

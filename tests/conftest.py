@@ -28,7 +28,6 @@ from fakes import FakeUpstream  # noqa: E402
 from openai_schema import assert_openai_schema  # noqa: E402,F401  (re-exported for tests)
 from support import OLLAMA_MODELS, OPENAI_MODELS, free_port  # noqa: E402,F401  (used by fixtures below)
 
-
 # --------------------------------------------------------------------------------------------
 # fake upstream
 # --------------------------------------------------------------------------------------------
@@ -165,7 +164,7 @@ def wsgi_proxy(fake_upstream, tmp_path):
         defaults = {s.env: s.default for s in SETTINGS}
         proc_env = {**os.environ, **defaults, **full, "PYTHONUNBUFFERED": "1"}
         log_path = tmp_path / f"wsgi-{len(started)}.log"
-        log = open(log_path, "wb")
+        log = open(log_path, "wb")  # noqa: SIM115 - the server process writes it; closed when it stops
         proc = subprocess.Popen([sys.executable, "wsgi.py"], cwd=REPO_ROOT, env=proc_env,
                                 stdout=log, stderr=subprocess.STDOUT)
         log.close()

@@ -19,12 +19,14 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Union
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fake_wire import Reply, json_reply
+
 
 @dataclass
 class RecordedRequest:
@@ -52,7 +54,7 @@ class Exchange:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-ReplyOrResponder = Union[Reply, Callable[[RecordedRequest], Reply]]
+ReplyOrResponder = Reply | Callable[[RecordedRequest], Reply]
 
 
 class RequestLog(list):
@@ -76,7 +78,7 @@ class RequestLog(list):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, format, *args):  # noqa: A002 - silence stderr access log
         pass
@@ -202,11 +204,10 @@ class _Handler(BaseHTTPRequestHandler):
                     ex.aborted = True
                     self._abort()
                     return
-                if reply.gate is not None and i == reply.gate_at:
-                    if not self._wait_gate(reply.gate):
-                        ex.aborted = True
-                        self._abort()
-                        return
+                if reply.gate is not None and i == reply.gate_at and not self._wait_gate(reply.gate):
+                    ex.aborted = True
+                    self._abort()
+                    return
                 if i > 0 and reply.delay and not self._wait(reply.delay):
                     ex.aborted = True
                     self._abort()
@@ -232,7 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    fake: "FakeUpstream"
+    fake: FakeUpstream
 
     def handle_error(self, request, client_address):  # a dropped client is not an error here
         pass
@@ -256,7 +257,7 @@ class FakeUpstream:
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
-    def start(self) -> "FakeUpstream":
+    def start(self) -> FakeUpstream:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         self._thread = threading.Thread(
@@ -289,14 +290,14 @@ class FakeUpstream:
         return f"http://127.0.0.1:{self.port}"
 
     # -- scripting ----------------------------------------------------------------------
-    def expect(self, method: str, path: str, *replies: ReplyOrResponder) -> "FakeUpstream":
+    def expect(self, method: str, path: str, *replies: ReplyOrResponder) -> FakeUpstream:
         """Queue replies for (method, path); each is used once, in order, before the default.
         A reply may be a responder: a callable taking the RecordedRequest and returning a Reply."""
         with self._lock:
             self._queues.setdefault((method.upper(), path), collections.deque()).extend(replies)
         return self
 
-    def default(self, method: str, path: str, reply: ReplyOrResponder) -> "FakeUpstream":
+    def default(self, method: str, path: str, reply: ReplyOrResponder) -> FakeUpstream:
         """Reply used for (method, path) whenever its queue is empty (reused, never consumed)."""
         with self._lock:
             self._defaults[(method.upper(), path)] = reply
@@ -352,13 +353,13 @@ class FakeUpstream:
         )
 
     # -- presets ------------------------------------------------------------------------
-    def serve_openai_models(self, *ids: str, **extra: Any) -> "FakeUpstream":
+    def serve_openai_models(self, *ids: str, **extra: Any) -> FakeUpstream:
         """GET /v1/models lists `ids` (extra keys merged into every entry, e.g. max_model_len)."""
         from fake_openai import openai_models
 
         return self.default("GET", "/v1/models", json_reply(openai_models(*ids, **extra)))
 
-    def serve_llamacpp(self, model_id: str = "smollm2", n_ctx: int = 2048) -> "FakeUpstream":
+    def serve_llamacpp(self, model_id: str = "smollm2", n_ctx: int = 2048) -> FakeUpstream:
         """Look like llama-server: /v1/models with `meta`, and /props with n_ctx."""
         from fake_openai import llamacpp_models, llamacpp_props
 
@@ -366,7 +367,7 @@ class FakeUpstream:
         self.default("GET", "/props", json_reply(llamacpp_props(model_id, n_ctx=n_ctx)))
         return self
 
-    def serve_ollama_models(self, *names: str) -> "FakeUpstream":
+    def serve_ollama_models(self, *names: str) -> FakeUpstream:
         """GET /api/tags lists `names`, /api/version answers, /api/show describes any model."""
         from fake_ollama import ollama_show, ollama_tags
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import base64
 import uuid
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from fake_http import RecordedRequest
 from fake_wire import Reply, json_reply, ndjson_reply, split_reply_kw

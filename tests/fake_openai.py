@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64
 import math
 import struct
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from fake_http import RecordedRequest
 from fake_wire import Reply, json_reply, split_reply_kw, sse_reply

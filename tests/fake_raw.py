@@ -9,9 +9,8 @@ import collections
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Union
-
 
 # --------------------------------------------------------------------------------------------
 # the raw server
@@ -60,7 +59,7 @@ class Conn:
     closed: threading.Event = field(default_factory=threading.Event)  # the server closed it
 
 
-RouteReply = Union[Reply, bytes, Callable[[], Reply]]  # a callable builds a fresh Reply per request
+RouteReply = Reply | bytes | Callable[[], Reply]  # a callable builds a fresh Reply per request
 
 
 class RawServer:
@@ -77,18 +76,18 @@ class RawServer:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def script(self, *replies: Reply | bytes) -> "RawServer":
+    def script(self, *replies: Reply | bytes) -> RawServer:
         with self._lock:
             self._replies.extend(r if isinstance(r, Reply) else Reply([r]) for r in replies)
         return self
 
-    def route(self, method: str, path: str, reply: RouteReply) -> "RawServer":
+    def route(self, method: str, path: str, reply: RouteReply) -> RawServer:
         """Answer every request for (method, path) with `reply` (before the ordered script)."""
         with self._lock:
             self._routes[(method.upper(), path)] = reply
         return self
 
-    def start(self) -> "RawServer":
+    def start(self) -> RawServer:
         self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
         self._acceptor.start()
         return self

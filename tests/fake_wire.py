@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 DATA_DIR = Path(__file__).parent / "data"
 WIRE_DIR = DATA_DIR / "wire"
@@ -142,7 +143,7 @@ def ndjson_reply(lines: str | bytes | Iterable[Any], **kw: Any) -> Reply:
     if isinstance(lines, (str, bytes)):
         chunks = ndjson_lines(lines)
     else:
-        chunks = [l if isinstance(l, bytes) else json.dumps(l).encode() + b"\n" for l in lines]
+        chunks = [line if isinstance(line, bytes) else json.dumps(line).encode() + b"\n" for line in lines]
     headers = {"Content-Type": NDJSON, **kw.pop("headers", {})}
     return Reply(status=kw.pop("status", 200), headers=headers, chunks=chunks, chunked=True, **kw)
 

@@ -37,7 +37,7 @@ KNOWN = (
 DERIVED = {"CreateCompletionStreamResponse": "CreateCompletionResponse"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _spec() -> dict:
     spec = json.loads(SPEC_PATH.read_text())
     schemas = spec["components"]["schemas"]
@@ -49,7 +49,7 @@ def _spec() -> dict:
     return spec
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(name: str) -> jsonschema.Draft202012Validator:
     spec = _spec()
     schemas = spec["components"]["schemas"]

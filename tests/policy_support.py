@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import requests
-
 from support import free_port
 
 __all__ = ["ALICE", "BOB", "write_keys", "call", "chat_body", "assert_openai_error", "assert_ollama_error",
@@ -104,7 +103,7 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "PrivateRedis":
+    def start(self) -> PrivateRedis:
         import redis
 
         self.process = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -117,7 +116,7 @@ class PrivateRedis:
                 return self
             except redis.RedisError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise AssertionError(f"redis-server on port {self.port} did not start")
+                    raise AssertionError(f"redis-server on port {self.port} did not start") from None
                 time.sleep(0.05)
 
     def stop(self) -> None:

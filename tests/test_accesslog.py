@@ -47,10 +47,10 @@ def test_text_access_line_per_request_with_status_bytes_and_model(tmp_path):
         requests.get(url + "/api/tags")
     finally:
         out = stop(proc)
-    lines = [l for l in out.splitlines() if "proxy.access" in l]
-    chat = next(l for l in lines if '"POST /api/chat"' in l)
+    lines = [line for line in out.splitlines() if "proxy.access" in line]
+    chat = next(line for line in lines if '"POST /api/chat"' in line)
     assert "127.0.0.1" in chat and " 200 " in chat and "model=stub" in chat and "tokens=" in chat and "ms id=" in chat
-    assert any('"GET /api/tags" 200' in l for l in lines)
+    assert any('"GET /api/tags" 200' in line for line in lines)
     assert "sk-client-secret" not in out
 
 
@@ -63,7 +63,7 @@ def test_json_lines_carry_the_request_id_and_optional_bodies(tmp_path):
         assert r.headers["X-Request-ID"] == "req-42"
     finally:
         out = stop(proc)
-    records = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     access = next(r for r in records if r.get("event") == "access" and r.get("path") == "/api/chat")
     assert access["request_id"] == "req-42" and access["status"] == 200 and access["model"] == "stub"
     events = {r["event"] for r in records if r.get("request_id") == "req-42"}
@@ -84,7 +84,7 @@ def test_a_stream_gets_one_access_line_with_the_bytes_the_client_received(tmp_pa
             {"role": "user", "content": "one two"}]})
     finally:
         out = stop(proc)
-    access = [json.loads(l) for l in out.splitlines() if l.startswith("{") and '"event": "access"' in l]
+    access = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"event": "access"' in line]
     chats = [a for a in access if a["path"] == "/api/chat"]
     assert len(chats) == 2
     assert chats[0]["stream"] is True and chats[0]["bytes"] == len(streamed.content) > 0
@@ -116,13 +116,13 @@ def test_control_characters_in_the_path_cannot_forge_or_colour_access_lines(tmp_
     finally:
         out = stop(proc)
     assert "\x1b" not in out and "\x07" not in out and "\u009b" not in out
-    lines = [l for l in out.splitlines() if "proxy.access" in l]
-    assert not any(l.startswith("2026-01-01") or l.startswith("1999-01-01") for l in out.splitlines())
-    forged = next(l for l in lines if "/api/x" in l)
+    lines = [line for line in out.splitlines() if "proxy.access" in line]
+    assert not any(line.startswith("2026-01-01") or line.startswith("1999-01-01") for line in out.splitlines())
+    forged = next(line for line in lines if "/api/x" in line)
     assert '"GET /api/x\\x0a2026-01-01 00:00:00,000 INFO proxy.access: \\x1b[2J\\x1b]0;pwned\\x07\\x9b31m\\x22\\x5c" 404' \
         in forged
-    assert any("\\x1b[31mred" in l for l in lines)
-    assert any("model=stub\\x0a1999-01-01" in l for l in lines)
+    assert any("\\x1b[31mred" in line for line in lines)
+    assert any("model=stub\\x0a1999-01-01" in line for line in lines)
 
 
 def test_json_access_lines_escape_what_json_leaves_raw(tmp_path):
@@ -132,7 +132,7 @@ def test_json_access_lines_escape_what_json_leaves_raw(tmp_path):
     finally:
         out = stop(proc)
     assert "\x1b" not in out and "\u009b" not in out and "\u2028" not in out
-    records = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     access = next(r for r in records if r.get("event") == "access" and r["path"].startswith("/api/x"))
     assert access["path"].startswith("/api/x\\x0a2026-01-01") and "\\x9b31m" in access["path"]
 

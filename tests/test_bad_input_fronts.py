@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import fakes
+import pytest
 from store_fixtures import store_of, wait_rows
 from wire_checks import post
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from fakes import openai_chat_responder
 
 BODY_BYTES = 32 * 1024 * 1024  # the default MAX_REQUEST_BYTES

@@ -36,7 +36,9 @@ def make(names, model_map="", ttl=10.0):
 
 def test_list_is_fetched_once_within_the_ttl():
     catalog, fetch, now = make(["a"])
-    catalog.models(); now[0] += 5; catalog.models()
+    catalog.models()
+    now[0] += 5
+    catalog.models()
     assert fetch.calls == 1
 
 

@@ -1,5 +1,6 @@
 """Ollama <-> OpenAI mapping tables and functions (pure)."""
 import json
+from datetime import UTC
 
 import pytest
 
@@ -163,14 +164,14 @@ def test_timestamps_are_utc_with_z_and_microseconds():
 
 def test_rfc3339_formats_exactly_as_datetime_does_across_seconds_and_rounding_edges():
     import random
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     rng = random.Random(7)
     stamps = [0.0, 0.9999995, 1.0000005, 1732400000.0, 1732400000.9999996, 4102444800.5, -1.25]
     stamps += [rng.uniform(0, 5e9) for _ in range(5000)]
     stamps += [1732400000 + i / 7 for i in range(2000)]  # many lines within the same seconds, as a stream stamps
     for ts in stamps:
-        assert ol.rfc3339(ts) == datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), ts
+        assert ol.rfc3339(ts) == datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), ts
 
 
 def test_latest_tag_is_the_same_model():

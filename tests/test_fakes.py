@@ -10,10 +10,9 @@ import socket
 import threading
 import time
 
+import fakes
 import pytest
 import requests
-
-import fakes
 from fakes import Reply, json_reply, ndjson_reply, sse_reply
 from openai_schema import assert_openai_schema, openai_schema_errors
 
@@ -88,9 +87,9 @@ def test_delay_spaces_out_chunks(fake_upstream):
 
 def test_close_after_breaks_the_stream_without_a_terminating_chunk(fake_upstream):
     fake_upstream.default("GET", "/c", Reply(chunks=[b"a\n", b"b\n", b"c\n"], close_after=2))
-    with pytest.raises(requests.exceptions.ChunkedEncodingError):
-        with requests.get(fake_upstream.url + "/c", stream=True, timeout=5) as r:
-            b"".join(r.iter_content(chunk_size=None))
+    with (pytest.raises(requests.exceptions.ChunkedEncodingError),
+          requests.get(fake_upstream.url + "/c", stream=True, timeout=5) as r):
+        b"".join(r.iter_content(chunk_size=None))
     ex = fake_upstream.exchanges[-1]
     ex.done.wait(5)
     assert ex.aborted and ex.chunks_sent == 2 and not ex.completed
@@ -176,7 +175,7 @@ def test_sse_error_event_keeps_its_event_line_with_its_data():
 
 def test_ndjson_fixture_splits_into_lines():
     lines = fakes.ndjson_lines("ollama_docs_chat_stream_tool_call.ndjson")
-    assert len(lines) == 2 and all(l.endswith(b"\n") for l in lines)
+    assert len(lines) == 2 and all(line.endswith(b"\n") for line in lines)
     objs = fakes.ndjson_objects("ollama-cloud_generate_stream_thinking_gpt-oss-20b.ndjson")
     assert objs[-1]["done"] is True and objs[-1]["eval_count"] == 172
 
@@ -263,6 +262,6 @@ def test_ollama_responder_streams_unless_told_not_to(fake_upstream):
     r = requests.post(url, json={"model": "m"}, timeout=5)
     assert r.headers["Content-Type"] == fakes.NDJSON
     lines = fakes.ndjson_objects(r.content)
-    assert [l["message"]["content"] for l in lines] == ["a", "b", ""] and lines[-1]["done"]
+    assert [line["message"]["content"] for line in lines] == ["a", "b", ""] and lines[-1]["done"]
     one = requests.post(url, json={"model": "m", "stream": False}, timeout=5).json()
     assert one["message"]["content"] == "ab" and one["done"] is True

@@ -9,7 +9,8 @@ import logging
 import socket
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from proxy import create_app
 from proxy.config import Settings
@@ -193,7 +194,7 @@ def _send(url: str, raw: bytes) -> bytes:
         while True:
             try:
                 chunk = sock.recv(65536)
-            except (socket.timeout, ConnectionResetError):
+            except (TimeoutError, ConnectionResetError):
                 break
             if not chunk:
                 break

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from framing_cases import AMBIGUOUS_FRAMING, SMUGGLED
 from support import REPO_ROOT, free_port
 from test_server import exchange_closed
@@ -30,7 +29,7 @@ class Gunicorn:
         full = {**os.environ, "BACKEND_TYPE": "stub", "HOST": "127.0.0.1", "PORT": str(self.port),
                 "DATABASE_URL": f"sqlite:///{self.db}", "LOG_LEVEL": "WARNING", "LOG_CLEANUP_MINUTES": "0",
                 **{k: str(v) for k, v in env.items()}}
-        log = open(self.log_path, "wb")
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the server process writes it; closed when it stops
         self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "1", "wsgi:app"], cwd=REPO_ROOT,
                                         env=full, stdout=log, stderr=subprocess.STDOUT)
         log.close()

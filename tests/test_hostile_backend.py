@@ -13,8 +13,8 @@ import time
 
 import pytest
 import requests
-
 from fake_raw import CHUNKED_HEAD, RawServer, Reply, chunked, http
+
 from proxy.backends.base import HTTPBackend
 from proxy.config import Settings
 from proxy.errors import BackendUnavailable, UpstreamStatus

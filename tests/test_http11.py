@@ -13,14 +13,12 @@ import time
 import zlib
 
 import pytest
+from fake_raw import CHUNKED_HEAD, RawServer, Reply, chunked, http
 
 from proxy.backends.base import HTTPBackend
-from proxy.backends.http11 import (ConnectTimeout, Headers, HTTPProtocolError, Origin, Pool, Response,
-                                   encode_headers)
+from proxy.backends.http11 import ConnectTimeout, Headers, HTTPProtocolError, Origin, Pool, Response, encode_headers
 from proxy.config import Settings
 from proxy.errors import BackendTimeout, BackendUnavailable, UpstreamStatus
-
-from fake_raw import CHUNKED_HEAD, RawServer, Reply, chunked, http
 
 WAIT = 5.0  # upper bound for anything that should happen at once (never reached when green)
 

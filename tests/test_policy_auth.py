@@ -7,7 +7,6 @@ import time
 import ollama
 import openai
 import pytest
-
 from policy_support import *  # noqa: F401,F403
 from policy_support import ALICE, BOB, assert_ollama_error, assert_openai_error, call, chat_body, write_keys
 

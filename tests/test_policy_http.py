@@ -9,9 +9,8 @@ import time
 
 import openai
 import pytest
-
 from policy_support import *  # noqa: F401,F403
-from policy_support import ALICE, assert_ollama_error, assert_openai_error, call, chat_body
+from policy_support import ALICE, assert_openai_error, call, chat_body
 
 KEYS = f"alice:{ALICE}"
 ORIGIN = "https://chat.example.org"
@@ -34,7 +33,7 @@ def _raw_exchange(url: str, head: bytes, body_parts=(), read_timeout: float = 10
         while time.monotonic() < deadline:
             try:
                 chunk = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if not chunk:
                 break

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from fakes import json_reply, ollama_chat_response
 from policy_support import ALICE, BOB, assert_ollama_error, assert_openai_error, call, write_keys
 

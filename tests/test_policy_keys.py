@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from proxy.config import ConfigError, Settings
+from proxy import create_app
+from proxy.config import ConfigError, Settings, parse_api_keys, parse_networks
 from proxy.policy.gate import model_allowed
-from proxy.policy.keys import KeyRing, Networks, digest, parse_api_keys, parse_networks, presented_keys
+from proxy.policy.keys import KeyRing, Networks, digest, presented_keys
 from proxy.policy.keysfile import KeysFileError, KeysFileWatcher, parse
-
 
 # --- API_KEYS -----------------------------------------------------------------------------------------
 
@@ -63,6 +63,23 @@ def test_bad_limit_settings_name_the_variable(env, name):
     with pytest.raises(ConfigError) as info:
         Settings.from_env(env)
     assert str(info.value).startswith(f"{name}=")
+
+
+def test_a_keys_file_with_wrong_tables_stops_the_app_from_being_built(tmp_path):
+    path = tmp_path / "keys.toml"
+    path.write_text("[keys.alice]\nrpm = \"many\"\n")
+    settings = Settings.from_env({"KEYS_FILE": str(path), "BACKEND_TYPE": "stub", "LOG_ENABLED": "false"})
+    with pytest.raises(ConfigError) as info:
+        create_app(settings)
+    assert str(info.value).startswith("KEYS_FILE=") and "rpm" in str(info.value)
+
+
+def test_a_keys_file_that_is_not_toml_is_a_bad_setting(tmp_path):
+    path = tmp_path / "keys.toml"
+    path.write_text("[keys.alice\n")
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"KEYS_FILE": str(path)})
+    assert str(info.value).startswith("KEYS_FILE=") and "not valid TOML" in str(info.value)
 
 
 def test_rate_limit_accepts_several_windows():
@@ -150,12 +167,12 @@ tpm = 5000
 daily_tokens = 100000
 
 [keys.bob]
-key_sha256 = "%s"
+key_sha256 = "{}"
 tokens = "100/second;1000/hour"
 concurrency = 0
 
 [keys.carol]
-""" % digest("sk-bob").hex()
+""".format(digest("sk-bob").hex())
 
 
 def test_keys_file_parses_every_field():

@@ -8,15 +8,14 @@ import datetime as dt
 import threading
 import time
 
+import fakes
 import ollama
 import openai
 import pytest
 import requests
-
-import fakes
-from support import free_port
 from policy_support import *  # noqa: F401,F403
 from policy_support import ALICE, BOB, assert_ollama_error, assert_openai_error, call, chat_body, unique, write_keys
+from support import free_port
 
 KEYS = f"alice:{ALICE},bob:{BOB}"
 HI = [{"role": "user", "content": "hi"}]
@@ -137,8 +136,8 @@ def test_daily_token_quota_exhaustion_names_the_utc_reset(backend_setup, openai_
     client.chat.completions.create(model=setup.model, messages=HI)
     with pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(model=setup.model, messages=HI)
-    now = dt.datetime.now(dt.timezone.utc)
-    midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
+    midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
     assert (f"daily token quota used up for key 'alice': 5 tokens per day (UTC); resets at "
             f"{midnight:%Y-%m-%dT%H:%M:%SZ}") in info.value.message
     assert info.value.body["code"] == "insufficient_quota"

@@ -8,10 +8,10 @@ import logging
 import pytest
 from flask import Flask
 from flask_cors import CORS
-
 from policy_support import ALICE, assert_openai_error, call
-from proxy.config import ConfigError, Settings
-from proxy.policy.origins import Origins, parse
+
+from proxy.config import ConfigError, Settings, parse_origins
+from proxy.policy.origins import Origins
 
 ALLOWED = "https://chat.example.org,https://*.example.net,http://localhost:3000"
 LOOKALIKES = ["https://chat.example.org.evil.net", "https://chat.example.orgx", "https://xchat.example.org",
@@ -41,16 +41,16 @@ def test_a_listed_origin_still_gets_its_grant_over_http(backend_setup):
 @pytest.mark.parametrize("origin, granted", [(o, False) for o in LOOKALIKES] + [(o, True) for o in GRANTED])
 def test_what_flask_cors_is_given_matches_whole_origins(origin, granted):
     app = Flask(__name__)
-    CORS(app, origins=Origins(parse(ALLOWED)).for_flask_cors(), send_wildcard=True)
+    CORS(app, origins=Origins(parse_origins(ALLOWED)).for_flask_cors(), send_wildcard=True)
     app.add_url_rule("/x", "x", lambda: "ok")
     resp = app.test_client().get("/x", headers={"Origin": origin})
     assert (resp.headers.get("Access-Control-Allow-Origin") == origin) is granted
-    assert Origins(parse(ALLOWED)).allows(origin) is granted
+    assert Origins(parse_origins(ALLOWED)).allows(origin) is granted
 
 
 def test_star_allows_every_origin():
-    assert Origins(parse("*")).for_flask_cors() == "*"
-    assert Origins(parse("https://a.example, *")).allows("https://anything.example")
+    assert Origins(parse_origins("*")).for_flask_cors() == "*"
+    assert Origins(parse_origins("https://a.example, *")).allows("https://anything.example")
 
 
 @pytest.mark.parametrize("raw", ["chat.example.org", "https://chat.example.org/app", "https://.*\\.example\\.org",
@@ -63,7 +63,7 @@ def test_cors_origins_that_are_not_origins_stop_start_up_with_the_entry_named(ra
 
 
 def test_cors_origins_are_normalised():
-    assert parse(" HTTPS://Chat.Example.org/ , https://chat.example.org,*") == ("https://chat.example.org", "*")
+    assert parse_origins(" HTTPS://Chat.Example.org/ , https://chat.example.org,*") == ("https://chat.example.org", "*")
 
 
 # --- ALLOWED_NETWORKS on a dual-stack listener -----------------------------------------------------------------

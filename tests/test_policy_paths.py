@@ -13,12 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
-
 from policy_support import ALICE
 from support import OLLAMA_MODELS, REPO_ROOT, free_port
 

@@ -7,12 +7,12 @@ import datetime as dt
 import threading
 import time
 
+import fakes
 import pytest
 import requests
-
-import fakes
 from policy_support import *  # noqa: F401,F403
 from policy_support import assert_ollama_error, assert_openai_error, call, chat_body, unique, write_keys
+
 from proxy.errors import RateLimited
 from proxy.policy.limits import Limiter, Rules
 from proxy.policy.rates import parse_rate
@@ -41,7 +41,7 @@ def limiter_factory(request):
 
 
 def test_daily_quota_resets_at_the_next_utc_day(limiter_factory):
-    start = dt.datetime(2030, 5, 17, 23, 59, 0, tzinfo=dt.timezone.utc).timestamp()
+    start = dt.datetime(2030, 5, 17, 23, 59, 0, tzinfo=dt.UTC).timestamp()
     clock = Clock(start)
     limiter = limiter_factory(clock=clock)
     who, rules = unique("day"), Rules(daily_tokens=100)

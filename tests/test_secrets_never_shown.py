@@ -7,14 +7,15 @@ import glob
 import json
 import secrets
 import time
+from pathlib import Path
 
+import fakes
 import ollama
 import openai
 import pytest
 import requests
-
-import fakes
 from policy_support import write_keys
+
 from proxy.store.db import sqlite_path
 
 
@@ -79,7 +80,7 @@ def test_configured_keys_never_reach_stdout_the_log_database_or_the_ui(wsgi_prox
     proxy.stop()  # the writer flushes on SIGTERM
 
     stdout = proxy.output()
-    database = b"".join(open(path, "rb").read() for path in glob.glob(sqlite_path(f"sqlite:///{db_file}") + "*"))
+    database = b"".join(Path(path).read_bytes() for path in glob.glob(sqlite_path(f"sqlite:///{db_file}") + "*"))
     places = {"stdout": stdout.encode(), "the log database": database,
               **{f"UI page {p}": text.encode() for p, text in pages.items()}}
     for place, content in places.items():

@@ -6,8 +6,8 @@ import io
 import socket
 
 import pytest
-
 from framing_cases import AMBIGUOUS_FRAMING, SMUGGLED
+
 from proxy.server import MAX_HEADERS, RequestHeaders
 
 
@@ -96,7 +96,7 @@ def exchange(url: str, raw: bytes, *, until: bytes | None = None) -> bytes:
         while True:
             try:
                 piece = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if not piece:
                 break
@@ -201,7 +201,7 @@ def test_a_body_far_larger_than_the_read_buffer_arrives_whole(wsgi_proxy):
     proxy = wsgi_proxy(BACKEND_TYPE="stub")
     word = "lorem "
     text = word * 50000  # 300 KB, against a 1 KiB connection buffer
-    body = ('{"model": "stub", "stream": false, "messages": [{"role": "user", "content": "%s"}]}' % text).encode()
+    body = (f'{{"model": "stub", "stream": false, "messages": [{{"role": "user", "content": "{text}"}}]}}').encode()
     raw = chat_post(body)
     reply = exchange(proxy.url, raw)
     assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
@@ -273,7 +273,7 @@ def exchange_closed(url: str, raw: bytes, timeout: float = 5.0) -> tuple[bytes, 
         while True:
             try:
                 piece = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 return data, False
             except ConnectionResetError:
                 return data, True

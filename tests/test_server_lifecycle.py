@@ -13,10 +13,10 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
-
 from support import REPO_ROOT, free_port
 
 
@@ -33,7 +33,7 @@ def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float |
     while time.monotonic() - start < limit:
         try:
             piece = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except ConnectionResetError:
             return data, time.monotonic() - start
@@ -105,7 +105,7 @@ def test_idle_connections_at_the_cap_make_room_for_new_ones(wsgi_proxy):
             try:
                 if sock.recv(1) == b"":
                     ended.append(i)
-            except socket.timeout:
+            except TimeoutError:
                 pass
             except ConnectionResetError:
                 ended.append(i)
@@ -156,7 +156,7 @@ def test_the_open_file_soft_limit_is_raised_to_the_hard_limit_at_start(tmp_path)
                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc)
-        limits = open(f"/proc/{proc.pid}/limits").read()
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
         line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
         assert line.split()[3] == str(hard), line
     finally:

@@ -10,15 +10,14 @@ import math
 import threading
 import time
 
+import fakes
 import ollama
 import openai
 import pytest
 import requests
-
-import fakes
-from support import free_port
 from fakes import Reply, json_reply, ndjson_reply, sse_reply, text_reply
 from openai_schema import assert_openai_schema
+from support import free_port
 from wire_checks import ndjson_strict, post, sse_strict
 
 CHAT = {"ollama": "/api/chat", "openai": "/v1/chat/completions"}
@@ -324,7 +323,7 @@ def assert_stream_ends_with_error(front: str, raw: bytes, *, built_by_proxy: boo
         lines = ndjson_strict(raw)
         last = lines[-1]
         assert set(last) >= {"error"} and isinstance(last["error"], str) and last["error"], lines[-3:]
-        assert not any(l.get("done") for l in lines), "a fake done line was sent"
+        assert not any(line.get("done") for line in lines), "a fake done line was sent"
         return last["error"]
     payloads = sse_strict(raw)
     errors = [p for p in payloads if isinstance(p, dict) and "error" in p]

@@ -8,15 +8,21 @@ from __future__ import annotations
 import json
 import re
 
+import fakes
 import pytest
 import requests
-
-import fakes
-from support import OPENAI_MODELS
 from fakes import json_reply, sse_reply
-from wire_checks import (KOOG_CAPABILITIES, assert_ollama_chat_line, assert_ollama_generate_line,
-                         assert_tags_entry, bare, ndjson_strict, post,
-                         user_texts)
+from support import OPENAI_MODELS
+from wire_checks import (
+    KOOG_CAPABILITIES,
+    assert_ollama_chat_line,
+    assert_ollama_generate_line,
+    assert_tags_entry,
+    bare,
+    ndjson_strict,
+    post,
+    user_texts,
+)
 
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city",
@@ -35,16 +41,16 @@ def chat_stream_raw(setup, body: dict) -> list[dict]:
     lines = ndjson_strict(r.content)
     for line in lines:
         assert_ollama_chat_line(line)
-    assert [l["done"] for l in lines].count(True) == 1 and lines[-1]["done"] is True
+    assert [line["done"] for line in lines].count(True) == 1 and lines[-1]["done"] is True
     return lines
 
 
 def joined(lines: list[dict], key: str) -> str:
-    return "".join(l["message"].get(key) or "" for l in lines)
+    return "".join(line["message"].get(key) or "" for line in lines)
 
 
 def tool_calls_of(lines: list[dict]) -> list[dict]:
-    return [c for l in lines for c in (l["message"].get("tool_calls") or [])]
+    return [c for line in lines for c in (line["message"].get("tool_calls") or [])]
 
 
 # =============================================================================================
@@ -310,7 +316,7 @@ def test_openai_tool_fragments_become_one_ollama_call_with_object_arguments(open
     request = fakes.load_json("openai_chat_stream_tool_call.request.json")
     lines = chat_stream_raw(openai_backend, {"messages": request["messages"],
                                              "tools": CAPITAL_TOOL, "stream": True})
-    with_calls = [l for l in lines if l["message"].get("tool_calls")]
+    with_calls = [line for line in lines if line["message"].get("tool_calls")]
     assert len(with_calls) == 1, lines
     (call,) = with_calls[0]["message"]["tool_calls"]
     assert call["function"]["name"] == "get_capital"
@@ -386,7 +392,7 @@ def test_ollama_tool_history_gets_json_string_arguments_and_ids_matched_by_name(
     assert assistant["role"] == "assistant"
     calls = assistant["tool_calls"]
     assert [c["function"]["name"] for c in calls] == ["get_weather", "get_time"]
-    for call, args in zip(calls, [{"city": "Tokyo"}, {"tz": "JST"}]):
+    for call, args in zip(calls, [{"city": "Tokyo"}, {"tz": "JST"}], strict=False):
         assert call["type"] == "function"
         assert isinstance(call["function"]["arguments"], str)
         assert json.loads(call["function"]["arguments"]) == args
@@ -495,8 +501,8 @@ def test_deepseek_reasoning_stream_becomes_thinking_then_content(openai_backend)
     lines = chat_stream_raw(openai_backend, {"messages": [{"role": "user", "content": "Hello"}]})
     assert joined(lines, "thinking") == want_thinking and want_thinking
     assert joined(lines, "content") == want_content and want_content
-    first_content = next(i for i, l in enumerate(lines) if l["message"]["content"])
-    assert not any(l["message"].get("thinking") for l in lines[first_content:])
+    first_content = next(i for i, line in enumerate(lines) if line["message"]["content"])
+    assert not any(line["message"].get("thinking") for line in lines[first_content:])
     assert lines[-1]["prompt_eval_count"] == 6 and lines[-1]["eval_count"] == 212
 
 
@@ -545,8 +551,8 @@ def test_generate_stream_lines_carry_response_deltas_and_final_counts(openai_bac
     lines = ndjson_strict(r.content)
     for line in lines:
         assert_ollama_generate_line(line)
-    assert "".join(l["response"] for l in lines) == "One two"
-    assert [l["done"] for l in lines].count(True) == 1 and lines[-1]["done"]
+    assert "".join(line["response"] for line in lines) == "One two"
+    assert [line["done"] for line in lines].count(True) == 1 and lines[-1]["done"]
     assert lines[-1]["prompt_eval_count"] == 4 and lines[-1]["eval_count"] == 2
 
 
@@ -554,8 +560,8 @@ def test_generate_reasoning_becomes_thinking(openai_backend):
     openai_backend.script_chat(["42"], reasoning=["hmm"])
     r = post(openai_backend.url + "/api/generate", {"model": openai_backend.model, "prompt": "q"})
     lines = ndjson_strict(r.content)
-    assert "".join(l.get("thinking") or "" for l in lines) == "hmm"
-    assert "".join(l["response"] for l in lines) == "42"
+    assert "".join(line.get("thinking") or "" for line in lines) == "hmm"
+    assert "".join(line["response"] for line in lines) == "42"
 
 
 # =============================================================================================
@@ -666,7 +672,7 @@ def test_stub_streams_a_deterministic_echo_word_by_word(stub):
         assert_ollama_chat_line(line)
     text = joined(first, "content")
     assert "alpha beta gamma delta" in text and text == joined(second, "content")
-    assert sum(1 for l in first if l["message"]["content"]) >= 4  # one line per word at least
+    assert sum(1 for line in first if line["message"]["content"]) >= 4  # one line per word at least
     assert first[-1]["done"] and first[-1]["prompt_eval_count"] > 0 and first[-1]["eval_count"] > 0
 
 
@@ -741,7 +747,7 @@ def test_generate_with_suffix_goes_to_v1_completions_with_suffix(openai_backend)
         "model": openai_backend.model, "prompt": "def add(a, b):\n    ", "suffix": "\n\nprint(add(1, 2))",
         "options": {"num_predict": 32, "temperature": 0}})
     lines = ndjson_strict(r.content)
-    assert "".join(l["response"] for l in lines) == "return a + b" and lines[-1]["done"]
+    assert "".join(line["response"] for line in lines) == "return a + b" and lines[-1]["done"]
     up = openai_backend.fake.last("/v1/completions").json
     assert up["prompt"] == "def add(a, b):\n    " and up["suffix"] == "\n\nprint(add(1, 2))"
     assert up["max_tokens"] == 32 and up["temperature"] == 0

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 
+import fakes
 import pytest
 import requests
-
-import fakes
-from support import OPENAI_MODELS
 from fakes import json_reply, ndjson_reply, sse_reply
 from openai_schema import assert_openai_schema
+from support import OPENAI_MODELS
 from wire_checks import bare, ndjson_strict, post, sse_ends_with_done, sse_strict
 
 

@@ -9,12 +9,11 @@ import json
 import threading
 import time
 
+import fakes
 import pytest
 import requests
-
-import fakes
-from support import OLLAMA_MODELS, OPENAI_MODELS
 from fakes import Reply, sse_reply
+from support import OLLAMA_MODELS, OPENAI_MODELS
 from wire_checks import assert_ollama_chat_line, ndjson_strict, post, sse_strict
 
 CHAT = {"ollama": "/api/chat", "openai": "/v1/chat/completions"}
@@ -72,7 +71,7 @@ def first_chunk_arrives_while_upstream_paused(url: str, model: str, fake, chat_p
     assert b"third" in rest
     if front == "ollama":
         lines = ndjson_strict(rest)
-        assert "".join(l["message"]["content"] for l in lines) == "".join(pieces)
+        assert "".join(line["message"]["content"] for line in lines) == "".join(pieces)
         assert lines[-1]["done"] is True
     else:
         payloads = sse_strict(rest)
@@ -176,7 +175,7 @@ def test_proxy_keeps_serving_after_clients_disconnect(openai_backend):
     openai_backend.script_chat(["fine"])
     lines = ndjson_strict(post(openai_backend.url + "/api/chat",
                                chat_body(openai_backend.model)).content)
-    assert "".join(l["message"]["content"] for l in lines) == "fine"
+    assert "".join(line["message"]["content"] for line in lines) == "fine"
 
 
 # =============================================================================================
@@ -199,9 +198,9 @@ def ollama_chat_from(openai_backend, reply: Reply) -> list[dict]:
 
 
 def summary(lines: list[dict]) -> tuple:
-    return ("".join(l["message"].get("thinking") or "" for l in lines),
-            "".join(l["message"]["content"] for l in lines),
-            [c["function"] for l in lines for c in l["message"].get("tool_calls") or []],
+    return ("".join(line["message"].get("thinking") or "" for line in lines),
+            "".join(line["message"]["content"] for line in lines),
+            [c["function"] for line in lines for c in line["message"].get("tool_calls") or []],
             lines[-1].get("done_reason"), lines[-1].get("eval_count"))
 
 
@@ -224,7 +223,7 @@ def test_utf8_split_inside_a_character_is_reassembled(openai_backend):
     raw = b"".join(fakes.encode_sse(e) for e in fakes.openai_stream_events([text]))
     reply = Reply(headers={"Content-Type": "text/event-stream"}, chunks=split_every(raw, 1))
     lines = ollama_chat_from(openai_backend, reply)
-    assert "".join(l["message"]["content"] for l in lines) == text
+    assert "".join(line["message"]["content"] for line in lines) == text
 
 
 def test_crlf_sse_framing_and_comments_are_understood(openai_backend):
@@ -233,7 +232,7 @@ def test_crlf_sse_framing_and_comments_are_understood(openai_backend):
     raw = raw.replace(b"data: ", b"data:", 2).replace(b"\n", b"\r\n")
     reply = Reply(headers={"Content-Type": "text/event-stream"}, chunks=split_every(raw, 50))
     lines = ollama_chat_from(openai_backend, reply)
-    assert "".join(l["message"]["content"] for l in lines) == "Hello there"
+    assert "".join(line["message"]["content"] for line in lines) == "Hello there"
     assert lines[-1]["done"] is True
 
 
@@ -254,7 +253,7 @@ def test_ndjson_lines_split_across_tcp_chunks_are_reassembled(ollama_backend):
 def test_ndjson_split_for_openai_chat_from_ollama_backend(ollama_backend):
     lines = [fakes.ollama_chat_chunk(w) for w in ["Ünï", "cödé ", "🦙"]] + [
         fakes.ollama_chat_chunk("", done=True, done_reason="stop", **fakes.DEFAULT_METRICS)]
-    raw = b"".join(json.dumps(l, ensure_ascii=False).encode() + b"\n" for l in lines)
+    raw = b"".join(json.dumps(line, ensure_ascii=False).encode() + b"\n" for line in lines)
     ollama_backend.fake.default("POST", "/api/chat", Reply(
         headers={"Content-Type": "application/x-ndjson"}, chunks=split_every(raw, 3)))
     r = post(ollama_backend.url + "/v1/chat/completions", chat_body(ollama_backend.model))

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from support import REPO_ROOT, free_port
 
 WSGI = str(REPO_ROOT / "wsgi.py")

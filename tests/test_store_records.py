@@ -7,9 +7,8 @@ import json
 import threading
 from pathlib import Path
 
-import requests
-
 import fakes
+import requests
 from store_fixtures import *  # noqa: F401,F403 - fixtures
 from store_fixtures import one, store_of, wait_rows
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 
 import requests
-
 from policy_support import ALICE, chat_body
-from proxy.store.record import Record
-from proxy.store.writer import LogWriter
 from store_fixtures import *  # noqa: F401,F403 - fixtures
 from store_fixtures import make_exchange, rows, store_of, wait_for
+
+from proxy.store.record import Record
+from proxy.store.writer import LogWriter
 
 KEYS = f"alice:{ALICE}"
 

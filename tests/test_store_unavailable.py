@@ -12,7 +12,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-
 from store_fixtures import wait_for
 
 
@@ -98,9 +97,8 @@ def test_a_database_down_at_start_is_one_line_and_its_return_another(wsgi_proxy,
 def test_a_locked_postgresql_table_stalls_only_the_log_view(wsgi_proxy, fake_upstream):
     """The database answers connections but a query waits on a lock: pages give 503 after the read limit,
     API requests (and their records, which wait in the queue) are not held up."""
-    import psycopg2
-
     import fakes
+    import psycopg2
     from store_fixtures import _drop_pg_schema, _pg_schema_url, pg_url_or_skip
 
     base = pg_url_or_skip()

@@ -13,11 +13,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-
-from support import REPO_ROOT, free_port
-from proxy.store.record import Record
 from store_fixtures import *  # noqa: F401,F403 - fixtures
 from store_fixtures import make_exchange, open_store, store_of, wait_for
+from support import REPO_ROOT, free_port
+
+from proxy.store.record import Record
 
 BODY = {"model": "stub", "messages": [{"role": "user", "content": "burst"}], "stream": False}
 
@@ -104,7 +104,7 @@ def test_database_down_requests_still_succeed_and_drops_are_counted(make_proxy, 
     proxy = make_proxy(BACKEND_TYPE="stub", STUB_DELAY_MS=0, LOG_QUEUE_SIZE=5,
                        DATABASE_URL=f"sqlite:///{blocker}/log.db")
     store = store_of(proxy)
-    for i in range(20):
+    for _i in range(20):
         r = requests.post(proxy.url + "/api/chat", json=BODY)
         assert r.status_code == 200 and r.json()["done"] is True
     stats = store.writer.stats()
@@ -158,7 +158,7 @@ def test_gunicorn_workers_flush_on_exit_and_share_one_sqlite_file(fake_upstream,
     port = free_port()
     env = {**os.environ, "BACKEND_TYPE": "stub", "STUB_DELAY_MS": "0", "DATABASE_URL": f"sqlite:///{db}",
            "LOG_LEVEL": "WARNING", "LOG_CLEANUP_MINUTES": "0"}
-    log = open(tmp_path / "gunicorn.log", "wb")
+    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115 - the server process writes it; closed when it stops
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "--bind",
                              f"127.0.0.1:{port}", "--graceful-timeout", "10", "wsgi:app"],
                             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -8,8 +8,7 @@ import pytest
 from proxy.errors import BackendError
 from proxy.framing import Lines, iter_ndjson_lines, iter_sse_events
 from proxy.passthrough import model_renames, passthrough_lines, passthrough_sse
-from proxy.streaming import (OllamaToOpenAI, OpenAIToOllama, ollama_ndjson_to_openai,
-                             openai_sse_to_ollama)
+from proxy.streaming import OllamaToOpenAI, OpenAIToOllama, ollama_ndjson_to_openai, openai_sse_to_ollama
 
 WIRE = Path(__file__).parent / "data" / "wire"
 
@@ -82,7 +81,7 @@ def test_openai_stream_translation_is_independent_of_chunk_boundaries(fixture):
 
 def test_openai_tool_fragments_become_one_ollama_call_with_object_arguments():
     lines, answer = to_ollama([wire("openai_chat_stream_tool_call.sse")])
-    calls = [l for l in lines if l["message"].get("tool_calls")]
+    calls = [line for line in lines if line["message"].get("tool_calls")]
     assert len(calls) == 1
     call = calls[0]["message"]["tool_calls"][0]
     assert isinstance(call["function"]["arguments"], dict) and call["function"]["name"]
@@ -98,11 +97,11 @@ def test_openai_tool_fragments_become_one_ollama_call_with_object_arguments():
 
 def test_reasoning_content_becomes_thinking_then_content():
     lines, answer = to_ollama([wire("deepseek_chat_stream_reasoning_content.sse")])
-    thinking = "".join(l["message"].get("thinking", "") for l in lines)
-    content = "".join(l["message"]["content"] for l in lines)
+    thinking = "".join(line["message"].get("thinking", "") for line in lines)
+    content = "".join(line["message"]["content"] for line in lines)
     assert thinking and content and thinking == "".join(answer.thinking)
-    first_content = next(i for i, l in enumerate(lines) if l["message"]["content"])
-    assert all("thinking" not in l["message"] for l in lines[first_content:])
+    first_content = next(i for i, line in enumerate(lines) if line["message"]["content"])
+    assert all("thinking" not in line["message"] for line in lines[first_content:])
 
 
 def test_llamacpp_timings_become_nanosecond_durations():
@@ -138,7 +137,7 @@ def test_text_completion_chunks_become_generate_lines():
             b'data: {"object":"text_completion","choices":[{"index":0,"text":" f","finish_reason":"stop"}],'
             b'"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\ndata: [DONE]\n\n')
     lines, _ = to_ollama([data], kind="generate")
-    assert [l["response"] for l in lines] == ["def", " f", ""]
+    assert [line["response"] for line in lines] == ["def", " f", ""]
     assert lines[-1]["done"] and lines[-1]["prompt_eval_count"] == 3 and "message" not in lines[-1]
 
 

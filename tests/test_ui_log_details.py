@@ -2,10 +2,9 @@
 a truncated request is never called "unchanged", and a refused request keeps the model it asked for."""
 from __future__ import annotations
 
+import fakes
 import orjson
 import requests
-
-import fakes
 from policy_support import ALICE
 from store_fixtures import *  # noqa: F401,F403 - fixtures
 from store_fixtures import store_of, wait_rows

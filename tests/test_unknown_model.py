@@ -9,7 +9,6 @@ import ollama
 import openai
 import pytest
 import requests
-
 from policy_support import write_keys
 from support import REPO_ROOT
 

@@ -7,14 +7,15 @@ import base64
 import glob
 import secrets
 import time
-
-import pytest
-import requests
+from pathlib import Path
 
 import fakes
+import pytest
+import requests
+from support import free_port
+
 from proxy.config import ConfigError, Settings, mask_url
 from proxy.store.db import sqlite_path
-from support import free_port
 
 
 @pytest.mark.parametrize("url, shown", [
@@ -102,7 +103,7 @@ def test_backend_url_credentials_go_as_basic_auth_and_are_shown_nowhere(wsgi_pro
         pages[f"/ui/api/logs/{item['id']}"] = ui.get(proxy.url + f"/ui/api/logs/{item['id']}", timeout=10).text
     assert f"{user}:***@127.0.0.1:{fake_upstream.port}" in pages["/ui/"]  # the configuration table, masked
     proxy.stop()
-    database = b"".join(open(p, "rb").read() for p in glob.glob(sqlite_path(f"sqlite:///{db_file}") + "*"))
+    database = b"".join(Path(p).read_bytes() for p in glob.glob(sqlite_path(f"sqlite:///{db_file}") + "*"))
     assert f"127.0.0.1:{fake_upstream.port}".encode() in database  # the rows do name the backend
     places = {**{k: v.encode() for k, v in pages.items()}, "stdout": proxy.output().encode(),
               "the log database": database}

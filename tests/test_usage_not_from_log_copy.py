@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from policy_support import ALICE, call, chat_body, write_keys
 from store_fixtures import store_of, wait_rows
+
 from proxy.usage import UsageTap
 
 KEYS = f"alice:{ALICE}"

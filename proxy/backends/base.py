@@ -1,4 +1,5 @@
-"""Upstream HTTP: one keep-alive pool per backend, responses read chunk by chunk.
+"""The backend seam: ``Backend`` and ``Upstream``, the Protocols the views program against, and the HTTP
+implementation of both, one keep-alive pool per backend, responses read chunk by chunk.
 
 Requests go through ``http11`` (a small HTTP/1.1 client written for this path; see its docstring
 for why not urllib3). This is the only place that turns transport failures into ``ProxyError``s,
@@ -10,12 +11,20 @@ import base64
 import logging
 import socket
 import ssl
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from .. import jsonio
+from ..catalog import ModelInfo
 from ..config import Settings
-from ..errors import (BackendTimeout, BackendUnavailable, ProxyError, UpstreamStatus, code_from_upstream_body,
-                      message_from_upstream_body)
+from ..errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    ProxyError,
+    UpstreamStatus,
+    code_from_upstream_body,
+    message_from_upstream_body,
+)
 from ..framing import FrameTooLarge
 from .http11 import ConnectTimeout, Origin, Pool, Response, ResponseTooLarge, encode_headers
 
@@ -23,7 +32,59 @@ log = logging.getLogger(__name__)
 MAX_ERROR_BODY = 1048576  # of an error answer, what is read for its message; the rest is dropped with the connection
 
 
-class Upstream:
+class ResponseHeaders(Protocol):
+    """An upstream answer's headers, looked up without regard to letter case."""
+
+    def get(self, name: str, default: str | None = None, /) -> str | None: ...
+
+
+class Upstream(Protocol):
+    """An open upstream answer: status, headers, its body as chunks, close() (which drops a connection whose
+    body was not read to the end). Every failure while reading is turned into a ProxyError naming the backend."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> ResponseHeaders: ...
+
+    def iter_bytes(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
+        """The body as it arrives; a broken connection raises a ProxyError."""
+        ...
+
+    def stream(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
+        """The body as it arrives, with no wrapper around the chunks: a broken connection raises the OSError
+        itself, for the caller to turn into a ProxyError with ``error_for``."""
+        ...
+
+    def error_for(self, exc: Exception) -> ProxyError: ...
+    def read(self) -> bytes: ...
+    def json(self) -> Any: ...
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """What the views use of a backend: what it is (``type``, the ``dialect`` it speaks, its ``flavor`` of
+    OpenAI-compatible server), how it is named, its models, and requests to it."""
+
+    type: str
+    dialect: str
+    base_url: str  # without credentials: what /healthz and the log show
+
+    @property
+    def flavor(self) -> str: ...
+    def describe(self) -> str: ...
+    def reachable(self) -> tuple[bool, str]: ...
+    def list_models(self, timeout: float | None = None) -> list[ModelInfo]: ...
+    def get_json(self, path: str, timeout: float | None = None) -> Any: ...
+    def post_json(self, path: str, body: dict, *, request_id: str | None = None) -> tuple[bytes, Any]: ...
+
+    def open(self, method: str, path: str, body: bytes | None = None, *, request_id: str | None = None,
+             timeout: float | None = None, stream: bool = False) -> Upstream:
+        """Send a request and return the answer unread; error statuses raise ``UpstreamStatus``."""
+        ...
+
+
+class HTTPUpstream:
     """An open upstream response: status, headers, its body as chunks, close().
 
     A body read whole (``stream=False``) is bounded by MAX_RESPONSE_BYTES; a stream is not (it is relayed,
@@ -31,7 +92,7 @@ class Upstream:
 
     __slots__ = ("_resp", "_backend", "status", "headers", "limit", "decoded_limit")
 
-    def __init__(self, resp: Response, backend: "HTTPBackend", stream: bool = False):
+    def __init__(self, resp: Response, backend: HTTPBackend, stream: bool = False):
         self._resp = resp
         self._backend = backend
         self.status = resp.status
@@ -73,7 +134,8 @@ class Upstream:
         try:
             return jsonio.loads(body)
         except ValueError:
-            raise BackendUnavailable(f"{self._backend.describe()} sent a body that is not JSON: {body[:200]!r}") from None
+            described = self._backend.describe()
+            raise BackendUnavailable(f"{described} sent a body that is not JSON: {body[:200]!r}") from None
 
     def close(self) -> None:
         # A body read to the end has gone back to the pool already; one not read to the end
@@ -108,11 +170,16 @@ class HTTPBackend:
     def name(self) -> str:
         return f"{self.type} backend"
 
+    @property
+    def flavor(self) -> str:
+        """Which OpenAI-compatible server this is (``OpenAIBackend`` finds out); others need no extra fields."""
+        return "generic"
+
     def describe(self) -> str:
         return f"{self.type} backend at {self.base_url}"
 
     def open(self, method: str, path: str, body: bytes | None = None, *, request_id: str | None = None,
-             timeout: float | None = None, stream: bool = False) -> Upstream:
+             timeout: float | None = None, stream: bool = False) -> HTTPUpstream:
         """Send a request and return the response unread; error statuses raise ``UpstreamStatus``.
         ``stream``: the body is relayed as it arrives rather than read whole (no MAX_RESPONSE_BYTES)."""
         head_lines = self._head_lines
@@ -126,7 +193,7 @@ class HTTPBackend:
         except ConnectTimeout:
             raise BackendTimeout(f"{self.describe()} did not accept a connection within "
                                  f"{connect_timeout or self.connect_timeout:g} s") from None
-        except socket.timeout:
+        except TimeoutError:
             raise BackendTimeout(f"{self.describe()} did not answer within {read_timeout:g} s") from None
         except socket.gaierror as exc:
             raise BackendUnavailable(f"cannot connect to {self.describe()}: {exc.strerror or exc}") from None
@@ -136,7 +203,7 @@ class HTTPBackend:
             raise BackendUnavailable(f"cannot reach {self.describe()}: TLS failed: {exc}") from None
         except OSError as exc:
             raise BackendUnavailable(f"cannot reach {self.describe()}: {exc.strerror or exc}") from None
-        upstream = Upstream(resp, self, stream)
+        upstream = HTTPUpstream(resp, self, stream)
         if resp.status >= 400:
             pieces: list[bytes] = []
             size = 0
@@ -183,5 +250,5 @@ class HTTPBackend:
         except ProxyError as exc:
             return False, exc.message
 
-    def list_models(self, timeout: float | None = None) -> list[dict]:  # pragma: no cover - abstract
+    def list_models(self, timeout: float | None = None) -> list[ModelInfo]:  # pragma: no cover - abstract
         raise NotImplementedError

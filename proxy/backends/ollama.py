@@ -18,7 +18,7 @@ def _epoch(stamp: str) -> int:
 
 
 def model_from_tag(entry: dict) -> ModelInfo:
-    details = entry.get("details") if isinstance(entry.get("details"), dict) else {}
+    details = found if isinstance(found := entry.get("details"), dict) else {}
     name = str(entry.get("model") or entry.get("name"))
     caps = entry.get("capabilities")
     return ModelInfo(

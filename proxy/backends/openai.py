@@ -29,10 +29,10 @@ def family_of(model_id: str) -> str:
 
 
 def model_from_openai(entry: dict, default_owner: str) -> ModelInfo:
-    meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+    meta = found if isinstance(found := entry.get("meta"), dict) else {}
     context = meta.get("n_ctx") or entry.get("max_model_len") or entry.get("context_length") \
         or entry.get("context_window") or entry.get("max_context_length")
-    n_params = meta.get("n_params") if isinstance(meta.get("n_params"), int) else 0
+    n_params = found if isinstance(found := meta.get("n_params"), int) else 0
     model_id = str(entry.get("id", ""))
     caps = ["completion", "tools"]
     if "embed" in model_id.lower():
@@ -97,13 +97,14 @@ class OpenAIBackend(HTTPBackend):
         props = self._server_props()
         settings = props.get("default_generation_settings") if isinstance(props, dict) else None
         n_ctx = (settings or {}).get("n_ctx") or props.get("n_ctx")
-        modalities = props.get("modalities") if isinstance(props.get("modalities"), dict) else {}
-        template_caps = props.get("chat_template_caps") if isinstance(props.get("chat_template_caps"), dict) else {}
+        modalities = found if isinstance(found := props.get("modalities"), dict) else {}
+        template_caps = found if isinstance(found := props.get("chat_template_caps"), dict) else {}
         no_tools = template_caps.get("supports_tools") is False  # the chat template would drop `tools`
         out = []
         for model in models:
             caps = tuple(c for c in model.capabilities if not (no_tools and c == "tools"))
             caps += ("vision",) if modalities.get("vision") and "vision" not in caps else ()
-            out.append(replace(model, context_length=model.context_length or (n_ctx if isinstance(n_ctx, int) else None),
+            context_length = model.context_length or (n_ctx if isinstance(n_ctx, int) else None)
+            out.append(replace(model, context_length=context_length,
                                capabilities=caps))
         return out

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .. import jsonio
 from ..catalog import ModelInfo
@@ -48,7 +49,8 @@ def _example_value(schema: Any, text: str) -> Any:
 
 
 def _pick_tool(body: dict, text: str) -> dict | None:
-    tools = [t.get("function") for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    tools = [function for t in body.get("tools") or ()
+             if isinstance(t, dict) and isinstance(function := t.get("function"), dict)]
     if not tools or body.get("tool_choice") == "none":
         return None
     choice = body.get("tool_choice")
@@ -71,8 +73,8 @@ def reply_for(body: dict) -> tuple[str, dict | None]:
     user_text = next((oa.content_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
     tool = _pick_tool(body, user_text)
     if tool is not None:
-        params = tool.get("parameters") if isinstance(tool.get("parameters"), dict) else {}
-        props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+        params = found if isinstance(found := tool.get("parameters"), dict) else {}
+        props = found if isinstance(found := params.get("properties"), dict) else {}
         arguments = {name: _example_value(schema, user_text) for name, schema in props.items()}
         call = {"id": "call_" + hashlib.sha256(user_text.encode()).hexdigest()[:8], "type": "function",
                 "function": {"name": tool.get("name", ""), "arguments": jsonio.dumps_str(arguments)}}

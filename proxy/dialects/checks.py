@@ -4,7 +4,8 @@ BadRequest naming the field. Pure: no Flask, no I/O."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NoReturn
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
 
 from ..errors import BadRequest
 
@@ -83,7 +84,7 @@ def fields(table: dict[str, Callable[[Any, str], Any]]) -> Callable[[Any, str], 
     return check
 
 
-def check_fields(body: dict, table: dict[str, Callable[[Any, str], Any]], prefix: str = "") -> None:
+def check_fields(body: dict, table: Mapping[str, Callable[[Any, str], object]], prefix: str = "") -> None:
     for key, check in table.items():
         value = body.get(key)
         if value is not None:

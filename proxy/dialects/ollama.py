@@ -8,14 +8,12 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import jsonio
 from ..errors import BadRequest
-from .checks import (an_object, boolean, check_fields, fail, fields, integer, items, number, string,
-                     string_or_strings)
-
+from .checks import an_object, boolean, check_fields, fail, fields, integer, items, number, string, string_or_strings
 
 THINK_LEVELS = ("low", "medium", "high", "max")
 IMAGE_MAGIC = (("iVBOR", "image/png"), ("/9j/", "image/jpeg"), ("R0lGOD", "image/gif"),
@@ -33,14 +31,14 @@ def rfc3339(ts: float) -> str:
     Ollama line carries one, so the date and time of day are formatted once per second, not per line."""
     global _SECOND
     if ts < 0:
-        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     fraction, whole = math.modf(ts)  # rounded as datetime.fromtimestamp rounds (half to even, on the fraction)
     second, micros = int(whole), round(fraction * 1e6)
     if micros >= 1_000_000:
         second, micros = second + 1, micros - 1_000_000
     cached = _SECOND
     if cached[0] != second:
-        cached = _SECOND = (second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+        cached = _SECOND = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
     return f"{cached[1]}.{micros:06d}Z"
 
 

@@ -5,13 +5,13 @@ top; the functions below walk them.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .. import jsonio
 from ..errors import BadRequest
 from . import openai as oa
 from .ollama import image_from_url, image_to_data_uri, is_streaming, parse_arguments
-
 
 OPTION_TO_OPENAI = {
     "temperature": "temperature",
@@ -341,7 +341,8 @@ def tool_calls_to_openai(calls: Iterable[dict], start_index: int = 0) -> list[di
         arguments = function.get("arguments", {})
         out.append({"index": start_index + offset, "id": call.get("id") or oa.new_call_id(), "type": "function",
                     "function": {"name": function.get("name", ""),
-                                 "arguments": arguments if isinstance(arguments, str) else jsonio.dumps_str(arguments)}})
+                                 "arguments": arguments if isinstance(arguments, str)
+                                 else jsonio.dumps_str(arguments)}})
     return out
 
 
@@ -358,7 +359,8 @@ def usage_from_line(line: dict) -> dict:
 def chat_response_to_openai(resp: dict, cid: str, created: int, model: str) -> dict:
     message = resp.get("message") or {}
     calls = tool_calls_to_openai(message.get("tool_calls") or [])
-    out_message: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ("" if not calls else None)}
+    out_message: dict[str, Any] = {"role": "assistant",
+                                   "content": message.get("content") or ("" if not calls else None)}
     if message.get("thinking"):
         out_message["reasoning_content"] = message["thinking"]
     if calls:

@@ -10,8 +10,19 @@ import struct
 from typing import Any
 
 from ..errors import BadRequest
-from .checks import (an_object, boolean, check_fields, fail, fields, integer, items, number, one_of, string,
-                     string_or_strings)
+from .checks import (
+    an_object,
+    boolean,
+    check_fields,
+    fail,
+    fields,
+    integer,
+    items,
+    number,
+    one_of,
+    string,
+    string_or_strings,
+)
 
 SSE_DONE = b"data: [DONE]\n\n"
 FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "function_call")
@@ -240,5 +251,6 @@ def content_text(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(p.get("text", "") for p in content
-                         if isinstance(p, dict) and p.get("type") in ("text", "input_text") and isinstance(p.get("text"), str))
+                         if isinstance(p, dict) and p.get("type") in ("text", "input_text")
+                         and isinstance(p.get("text"), str))
     return str(content)

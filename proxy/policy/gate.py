@@ -13,27 +13,28 @@ Only key *names* leave this module (``exchange.key_name`` via the WSGI environ),
 """
 from __future__ import annotations
 
-import fnmatch
 import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
+
 from flask import Flask, Request, Response, g, request
 
 from .. import jsonio, keycase
 from ..accesslog import ENVIRON_EXCHANGE
 from ..body import read_body
-from ..config import Settings
+from ..catalog import model_allowed
+from ..config import Settings, parse_rate
+from ..environ import ENVIRON_CALLER, ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
 from ..errors import BadRequest, PayloadTooLarge, ProxyError, Unauthorized
-from ..views.common import dialect_of_path, render_error, services
-from . import ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
+from ..recording import dialect_of_path
+from ..render import render_error
+from ..services import services
 from .keys import KeyRing, Networks, presented_keys
 from .keysfile import KeyRules, KeysFile, KeysFileWatcher
 from .limits import Limiter, Rules, Ticket
-from .rates import parse_rate
 
 log = logging.getLogger(__name__)
-ENVIRON_CALLER = "llm_proxy.caller"
 GATED_BLUEPRINTS = frozenset({"ollama_api", "openai_api"})
 GATED_PREFIXES = ("/api/", "/v1/")
 OPEN_RULES = frozenset({"/", "/api/version"})  # rule templates served without a key
@@ -121,17 +122,6 @@ class _Profile:
     networks: Networks | None
     rules: Rules
     read_rules: Rules
-
-
-@functools.lru_cache(maxsize=4096)
-def model_allowed(name: str, patterns: tuple[str, ...]) -> bool:
-    """Globs match the name as given, and with Ollama's `:latest` tag added or removed."""
-    candidates = [name]
-    if name.endswith(":latest"):
-        candidates.append(name[:-7])
-    elif ":" not in name:
-        candidates.append(name + ":latest")
-    return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in patterns)
 
 
 class Policy:

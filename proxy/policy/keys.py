@@ -1,5 +1,5 @@
-"""API keys and networks: parsing `API_KEYS` / `ALLOWED_NETWORKS`, finding the key a request presents,
-and matching it without a timing side channel.
+"""API keys and networks: finding the key a request presents and matching it without a timing side
+channel, and matching addresses against networks (``config`` parses `API_KEYS` and `ALLOWED_NETWORKS`).
 
 Keys are kept only as SHA-256 digests once a ``KeyRing`` is built. A presented key is hashed and its
 digest looked up: whatever the lookup's timing reveals is about digests, and a digest's first bytes say
@@ -11,44 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_api_keys(raw: str) -> tuple[tuple[str, str], ...]:
-    """`name:key` pairs, comma-separated; a bare key is named `key1`, `key2`… by its position."""
-    pairs: list[tuple[str, str]] = []
-    for position, item in enumerate((x.strip() for x in raw.split(",")), start=1):
-        if not item:
-            continue
-        name, sep, key = item.partition(":")
-        if not sep:
-            name, key = f"key{position}", item
-        name, key = name.strip(), key.strip()
-        if not NAME_RE.match(name) or not key:
-            raise ValueError("comma-separated name:key pairs (names: letters, digits, . _ @ + -; keys not empty)")
-        pairs.append((name, key))
-    names = [n for n, _ in pairs]
-    if len(set(names)) != len(names):
-        raise ValueError("comma-separated name:key pairs with distinct names")
-    if len({k for _, k in pairs}) != len(pairs):
-        raise ValueError("comma-separated name:key pairs with distinct keys")
-    return tuple(pairs)
-
-
-def parse_network(raw: str) -> Network:
-    try:
-        return ipaddress.ip_network(raw.strip(), strict=False)
-    except ValueError:
-        raise ValueError(f"CIDR networks such as 10.0.0.0/8 or fd00::/8 (not {raw.strip()!r})") from None
-
-
-def parse_networks(raw: str) -> tuple[str, ...]:
-    """Comma-separated CIDRs (a bare address is a /32 or /128), normalised to strings."""
-    return tuple(str(parse_network(item)) for item in raw.split(",") if item.strip())
+from ..config import Network, parse_network
 
 
 def digest(key: str) -> bytes:
@@ -67,7 +32,7 @@ class KeyRing:
             self._by_digest.setdefault(known, name)
 
     @classmethod
-    def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> "KeyRing":
+    def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> KeyRing:
         return cls((name, digest(key)) for name, key in pairs)
 
     def __bool__(self) -> bool:
@@ -76,7 +41,7 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def plus(self, entries: Iterable[tuple[str, bytes]]) -> "KeyRing":
+    def plus(self, entries: Iterable[tuple[str, bytes]]) -> KeyRing:
         """This ring with more (name, digest) entries."""
         return KeyRing(self._entries + tuple(entries))
 

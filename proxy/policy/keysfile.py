@@ -23,11 +23,12 @@ import logging
 import os
 import time
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from .keys import NAME_RE, digest, parse_network
-from .rates import check_rate
+from ..config import KEY_NAME, ConfigError, parse_network, parse_rate
+from .keys import digest
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 1.0  # seconds between looks at the file
@@ -52,7 +53,7 @@ class KeyRules:
     concurrency: int | None = None
     daily_tokens: int | None = None
 
-    def over(self, base: "KeyRules") -> "KeyRules":
+    def over(self, base: KeyRules) -> KeyRules:
         """These rules where set, ``base`` elsewhere."""
         return KeyRules(**{f.name: getattr(base, f.name) if getattr(self, f.name) is None else getattr(self, f.name)
                            for f in fields(self)})
@@ -108,7 +109,8 @@ def _rules(where: str, table: Any, allowed: tuple[str, ...]) -> KeyRules:
             try:
                 if not isinstance(text, str):
                     raise ValueError(windows)
-                values[windows] = check_rate(text)
+                parse_rate(text)
+                values[windows] = text.strip()
             except ValueError:
                 raise KeysFileError(f"{where}.{windows} must be windows such as \"60/minute\" or "
                                     "\"10/second;500/hour\" (\"\" = none)") from None
@@ -152,7 +154,7 @@ def parse(text: str, path: str = "<keys file>") -> KeysFile:
     keys: list[tuple[str, bytes]] = []
     for name, table in tables.items():
         where = f"{path}: [keys.{name}]"
-        if not NAME_RE.match(name):
+        if not KEY_NAME.match(name):
             raise KeysFileError(f"{where}: a key name uses letters, digits and . _ @ + - (at most 64)")
         rules[name] = _rules(where, table, KEY_FIELDS)
         keys.extend((name, d) for d in _key_digests(where, table))
@@ -171,17 +173,6 @@ def load(path: str) -> KeysFile:
     return parse(raw.decode("utf-8", "replace"), path)
 
 
-def check_path(raw: str) -> str:
-    """Settings parser for KEYS_FILE: empty, or a file that loads."""
-    path = raw.strip()
-    if path:
-        try:
-            load(path)
-        except KeysFileError as exc:
-            raise ValueError(f"a readable TOML keys file ({exc})") from None
-    return path
-
-
 class KeysFileWatcher:
     """The file's current content; ``get`` re-reads it when its mtime, size or inode changed, looking at
     most every ``interval`` seconds (a stat on every request was a noticeable share of the gate's cost)."""
@@ -192,7 +183,10 @@ class KeysFileWatcher:
         self.clock = clock
         self._signature = self._stat()
         self._next_check = clock() + interval
-        self.current = load(path)
+        try:
+            self.current = load(path)
+        except KeysFileError as exc:  # at start-up: a setting that cannot be served, said as config says it
+            raise ConfigError(f"KEYS_FILE={path!r} is not valid: expected a readable TOML keys file ({exc})") from None
         self.version = 1
 
     def _stat(self) -> tuple[int, int, int] | None:

@@ -16,8 +16,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from limits import RateLimitItem, RateLimitItemPerDay
 from limits.storage import MemoryStorage
@@ -151,8 +152,8 @@ class Limiter:
 
     def _day(self) -> tuple[str, float]:
         """Today's UTC date and the epoch second it ends."""
-        today = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).date()
-        return today.isoformat(), dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), dt.timezone.utc).timestamp()
+        today = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
+        return today.isoformat(), dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), dt.UTC).timestamp()
 
     def admit(self, who: str, label: str, rules: Rules) -> Ticket:
         """Room for one more request of ``who``? A Ticket, or RateLimited / StoreUnavailable."""
@@ -196,7 +197,7 @@ class Limiter:
         if full.kind == "daily":
             end = self._day()[1]
             wait = max(1, math.ceil(end - self.clock()))
-            stamp = dt.datetime.fromtimestamp(end, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            stamp = dt.datetime.fromtimestamp(end, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             return RateLimited(f"daily token quota used up for {label}: {rules.daily_tokens} tokens per day (UTC); "
                                f"resets at {stamp} (in {_wait(wait)})", code="insufficient_quota", retry_after=wait)
         wait = max(1, math.ceil(full.wait))

@@ -2,52 +2,29 @@
 
 An entry is `*` (any origin), an origin (`https://chat.example.org`, `http://localhost:3000`), or an origin
 whose host begins with `*.` (`https://*.example.org`: its subdomains at any depth, not the name itself).
-Entries are checked at start-up and each becomes a pattern anchored at both ends. (flask-cors takes a string
+Entries are checked at start-up (``config.parse_origins``) and each becomes a pattern anchored at both ends.
+(flask-cors takes a string
 holding `*`, `?`, `(`… for a regular expression matched from the start only, so `https://*.example.org`
 would also admit `https://xexample.org.evil.net`.)
 """
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
-ANY = "*"
-_ENTRY = re.compile(r"""
-    (?P<scheme>[a-z][a-z0-9+.-]*)://
-    (?P<wild>\*\.)?
-    (?P<host>[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*|\[[0-9a-f:.]+\])
-    (?::(?P<port>[0-9]{1,5}))?
-    """, re.VERBOSE)
+from ..config import ANY_ORIGIN, ORIGIN_ENTRY, ORIGINS_EXPECTED, normalise_origin
+
+ANY = ANY_ORIGIN
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
-EXPECTED = ("comma-separated origins such as https://chat.example.org or http://localhost:3000 (scheme, host, "
-            "optional port; no path), a host may begin with *. for its subdomains, or * for any origin")
-
-
-def normalise(entry: str) -> str:
-    """An entry (or an Origin header) as it is compared: lower case, no trailing slash."""
-    return entry.strip().lower().rstrip("/")
-
-
-def parse(raw: str) -> tuple[str, ...]:
-    """Settings parser for CORS_ORIGINS: the entries, normalised; ValueError naming a malformed one."""
-    entries = []
-    for item in raw.split(","):
-        entry = normalise(item)
-        if not entry:
-            continue
-        if entry != ANY and _ENTRY.fullmatch(entry) is None:
-            raise ValueError(f"{EXPECTED}; {item.strip()!r} is not one")
-        entries.append(entry)
-    return tuple(dict.fromkeys(entries))
 
 
 def pattern(entry: str) -> re.Pattern[str]:
     """The entry as a regular expression that matches a whole Origin header (any letter case)."""
     if entry == ANY:
         return re.compile(r"\A.*\Z", re.IGNORECASE | re.DOTALL)
-    match = _ENTRY.fullmatch(normalise(entry))
+    match = ORIGIN_ENTRY.fullmatch(normalise_origin(entry))
     if match is None:
-        raise ValueError(f"{EXPECTED}; {entry!r} is not one")
+        raise ValueError(f"{ORIGINS_EXPECTED}; {entry!r} is not one")
     host = re.escape(match["host"])
     if match["wild"]:
         host = rf"(?:{_LABEL}\.)+{host}"
@@ -70,7 +47,7 @@ class Origins:
     def allows(self, origin: str) -> bool:
         if self.any:
             return True
-        candidate = normalise(origin)
+        candidate = normalise_origin(origin)
         return candidate in self.exact or any(p.match(candidate) for p in self.patterns)
 
     def for_flask_cors(self) -> str | list[re.Pattern[str]]:

@@ -11,13 +11,15 @@ import atexit
 import logging
 import os
 import weakref
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import peewee as pw
 
 from ..config import Settings, mask_url
 from .db import Readers, kind_of_database, open_database
 from .health import DatabaseHealth
+from .hooks import install_hooks
 from .models import Models, build_models
 from .record import REFUSED, Record
 from .retention import Retention
@@ -44,7 +46,7 @@ class LogStore:
         self._pid = os.getpid()
         self.start_error: str | None = None
 
-    def open(self) -> "LogStore":
+    def open(self) -> LogStore:
         """Create or migrate the schema now (so the UI works at once), then start the writer.
 
         A database that cannot be reached is not fatal: the proxy serves, the writer keeps trying."""
@@ -57,7 +59,13 @@ class LogStore:
             self._close_quietly()
         self.writer.start()
         ref = weakref.ref(self)
-        atexit.register(lambda: ref() is not None and ref().close())
+
+        def close_at_exit() -> None:
+            store = ref()
+            if store is not None:
+                store.close()
+
+        atexit.register(close_at_exit)
         return self
 
     def describe(self) -> str:
@@ -110,8 +118,6 @@ class LogStore:
 
 def init_app(app: Any, services: Any) -> LogStore | None:
     """Wire the store into an app: the sink, the shutdown flush and the recording hooks."""
-    from .hooks import install_hooks
-
     settings: Settings = services.settings
     if not settings.log_enabled:
         services.extras["log_store"] = None

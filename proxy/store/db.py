@@ -8,13 +8,15 @@ nothing on the request path ever waits for the database. Nothing here knows the 
 from __future__ import annotations
 
 import os
-import sys
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import peewee
 from playhouse import db_url
+
+from ..greenlets import captured, gevent_patched
 
 T = TypeVar("T")
 
@@ -51,8 +53,8 @@ class _SqliteDatabase(peewee.SqliteDatabase):
         deadline = time.monotonic() + BUSY_TIMEOUT_S
         while True:
             try:
-                return super()._set_pragmas(conn)
-            except peewee.sqlite3.OperationalError as exc:
+                return super()._set_pragmas(conn)  # type: ignore[misc]  # peewee's private hook, untyped
+            except peewee.sqlite3.OperationalError as exc:  # type: ignore[attr-defined]  # peewee's driver module
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
@@ -86,41 +88,6 @@ def kind_of_database(db: peewee.Database) -> str:
     if isinstance(db, peewee.PostgresqlDatabase):
         return "postgres"
     return "mysql"
-
-
-# --- gevent-aware execution -------------------------------------------------------------------
-
-def gevent_patched() -> bool:
-    monkey = sys.modules.get("gevent.monkey")
-    return bool(monkey and monkey.is_module_patched("threading"))
-
-
-def start_native_thread(target: Callable[[], None], name: str) -> None:
-    """Run ``target`` in a real OS thread, also when gevent has patched ``threading``."""
-    if gevent_patched():
-        from gevent import monkey
-        start_new_thread = monkey.get_original("_thread", "start_new_thread")
-        start_new_thread(target, ())
-        return
-    import threading
-    threading.Thread(target=target, name=name, daemon=True).start()
-
-
-def captured(fn: Callable[..., T], args: tuple) -> tuple[bool, Any]:
-    """``fn(*args)`` as (True, result) or (False, exception), for a native pool thread: an exception raised
-    there is printed by gevent with its traceback before the caller gets it (a flood while a database is down)."""
-    try:
-        return True, fn(*args)
-    except Exception as exc:  # noqa: BLE001 - handed back to the caller, which raises it
-        return False, exc
-
-
-def in_pool(pool: Any, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in a gevent ThreadPool, its exception raised here, in the calling greenlet."""
-    ok, value = pool.apply(captured, (fn, args))
-    if not ok:
-        raise value
-    return value
 
 
 class DatabaseBusy(peewee.OperationalError):

@@ -14,14 +14,13 @@ from flask import Flask, Response, request
 from .. import jsonio
 from ..config import Settings
 from ..errors import message_from_upstream_body
+from ..recording import current_exchange, dialect_of_path, start_exchange
 
 POLLING = frozenset({"/api/tags", "/api/ps", "/api/version", "/v1/models"})
 ENVIRON_STARTED = "llm_proxy.started"
 
 
 def install_hooks(app: Flask, store: Any, settings: Settings) -> None:
-    from ..views.common import current_exchange, dialect_of_path, start_exchange
-
     @app.before_request
     def note_start() -> None:
         request.environ.setdefault(ENVIRON_STARTED, time.time())

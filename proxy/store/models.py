@@ -8,6 +8,7 @@ narrow. Full-text tables are created in ``schema.py`` because they are database 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import peewee as pw
 
@@ -34,13 +35,13 @@ POLL_COLUMNS = ("minute", "endpoint", "client", "count")
 @dataclass(frozen=True)
 class Models:
     database: pw.Database
-    Exchange: type
-    ExchangeBody: type
-    PollCount: type
-    SchemaVersion: type
+    Exchange: Any  # a peewee model class built for one database (peewee has no type information)
+    ExchangeBody: Any  # a peewee model class built for one database (peewee has no type information)
+    PollCount: Any  # a peewee model class built for one database (peewee has no type information)
+    SchemaVersion: Any  # a peewee model class built for one database (peewee has no type information)
 
     @property
-    def all(self) -> tuple[type, ...]:
+    def all(self) -> tuple[Any, ...]:
         return (self.Exchange, self.ExchangeBody, self.PollCount, self.SchemaVersion)
 
 

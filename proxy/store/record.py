@@ -7,7 +7,8 @@ the searchable text, the timings and rates. No database access here.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from .. import jsonio
 
@@ -23,9 +24,32 @@ class Record:
     __slots__ = ("started", "ended", "request_id", "client", "user_agent", "key_name", "front", "endpoint", "method",
                  "backend_name", "backend_type", "model", "upstream_model", "stream", "status", "outcome", "error",
                  "bodies", "answer", "upstream_first_byte_at", "client_first_chunk_at", "local")
+    # the slots' types, for readers and type checkers (``of`` fills them all)
+    started: float
+    ended: float
+    request_id: str
+    client: str
+    user_agent: str
+    key_name: str | None
+    front: str
+    endpoint: str
+    method: str
+    backend_name: str
+    backend_type: str
+    model: str | None
+    upstream_model: str | None
+    stream: bool
+    status: int
+    outcome: str
+    error: str | None
+    bodies: tuple[Any, Any, Any, Any]
+    answer: Any
+    upstream_first_byte_at: float | None
+    client_first_chunk_at: float | None
+    local: bool
 
     @classmethod
-    def of(cls, exchange: Any) -> "Record":
+    def of(cls, exchange: Any) -> Record:
         r = cls.__new__(cls)
         r.started = exchange.started
         r.ended = exchange.ended_at or exchange.started
@@ -58,7 +82,7 @@ class Record:
         texts = [_text(body.value(), nul_free) for body in self.bodies]
         cut = [body.truncated for body in self.bodies]
         if self.outcome == REFUSED:  # anyone can send these: a few lines each, never a stored body
-            cut = [was or len(text) > REFUSED_BODY_CHARS for was, text in zip(cut, texts)]
+            cut = [was or len(text) > REFUSED_BODY_CHARS for was, text in zip(cut, texts, strict=False)]
             texts = [text[:REFUSED_BODY_CHARS] for text in texts]
         request = _json_or_none(texts[0]) if not cut[0] else None
         answer = self.answer.as_dict() if self.answer is not None else None
@@ -179,7 +203,7 @@ _FIELD = re.compile(r'"(?:content|text|prompt|input)"\s*:\s*"((?:[^"\\]|\\.){1,2
 def _preview_from_raw(raw: str) -> str:
     """Best effort for a truncated JSON body: the first text after the last user role."""
     last = None
-    for last in _USER.finditer(raw):
+    for last in _USER.finditer(raw):  # noqa: B007 - the loop only finds the last match
         pass
     match = _FIELD.search(raw, last.end() if last else 0)
     if not match:

@@ -10,7 +10,7 @@ Polling counts are kept as long as rows are (30 days when no age limit is set).
 from __future__ import annotations
 
 import logging
-from typing import Iterator
+from collections.abc import Iterator
 
 from .db import kind_of_database
 from .models import Models

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import peewee as pw
 from playhouse.migrate import SchemaMigrator, migrate
@@ -49,7 +49,7 @@ def schema_lock(db: pw.Database) -> Iterator[None]:
         return
     with db.atomic():
         if kind == "postgres":
-            db.execute_sql("SELECT pg_advisory_xact_lock(%s)" % LOCK_KEY)
+            db.execute_sql(f"SELECT pg_advisory_xact_lock({LOCK_KEY})")
         yield
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import peewee as pw
 
@@ -47,7 +48,7 @@ class Filters:
     extra: dict = field(default_factory=dict, compare=False)
 
     @classmethod
-    def from_args(cls, args: Mapping[str, str]) -> "Filters":
+    def from_args(cls, args: Mapping[str, str]) -> Filters:
         """Filters from URL arguments; BadFilter (a 400) for one that cannot be a filter."""
         text = {name: text_arg(args, name) for name in ("model", "endpoint", "status", "client", "outcome", "q",
                                                           "before", "limit", "after_id", "since", "until")}
@@ -131,7 +132,7 @@ def time_arg(value: str, name: str) -> float | None:
         except ValueError:
             raise BadFilter(f"{name} must be epoch seconds or an ISO date/time, not {value[:40]!r}") from None
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         try:
             seconds = parsed.timestamp()
         except (OverflowError, ValueError):
@@ -217,7 +218,7 @@ def list_exchanges(models: Models, f: Filters) -> dict[str, Any]:
         query = e.select(*columns).join(fts, on=(fts.c.rowid == e.id)) \
             .where(pw.SQL(f'"fts"."{FTS_TABLE}" MATCH ?', [fts5_query(f.q)]))
         conditions = _conditions(models, replace(f, q=""))
-        order = (fts.c.rowid.desc(),)
+        order: tuple[Any, ...] = (fts.c.rowid.desc(),)
     else:
         query = e.select(*columns)
         conditions = _conditions(models, f)

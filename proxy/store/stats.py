@@ -29,7 +29,7 @@ def window_stats(models: Models, now: float, seconds: int, bucket_s: int) -> dic
     in_window = e.started >= since
     first_bucket = int(since // bucket_s)
     if kind_of_database(models.database) == "sqlite":
-        bucket = pw.Cast(e.started / bucket_s, "INTEGER")
+        bucket: Any = pw.Cast(e.started / bucket_s, "INTEGER")
     else:
         bucket = pw.fn.FLOOR(e.started / bucket_s)
     per_bucket = {int(b): (n, int(err or 0)) for b, n, err in
@@ -53,7 +53,7 @@ def window_stats(models: Models, now: float, seconds: int, bucket_s: int) -> dic
     errors = sum(err for _, err in requests)
     return {
         "since": since, "seconds": seconds, "bucket_s": bucket_s,
-        "series": [{"t": t, "requests": n, "errors": err} for t, (n, err) in zip(series, requests)],
+        "series": [{"t": t, "requests": n, "errors": err} for t, (n, err) in zip(series, requests, strict=False)],
         "total": total, "errors": errors, "error_rate": (errors / total) if total else None,
         "outcomes": outcomes,
         "latency_ms": {p: percentile(durations, p) for p in PERCENTILES},

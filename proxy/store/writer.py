@@ -14,16 +14,18 @@ socket call). Without gevent (tests, threaded servers) the loop is a plain daemo
 from __future__ import annotations
 
 import collections
-from itertools import chain
 import logging
 import sqlite3
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from itertools import chain
+from typing import Any
 
 import peewee as pw
 
-from .db import gevent_patched, in_pool, kind_of_database, start_native_thread
+from ..greenlets import gevent_patched, in_pool, start_native_thread
+from .db import kind_of_database
 from .health import DatabaseHealth, reason_of
 from .models import BODY_COLUMNS, EXCHANGE_COLUMNS, POLL_COLUMNS, Models
 from .record import REFUSED, Record
@@ -245,7 +247,7 @@ class LogWriter:
         self._next_cleanup = 0.0
 
     def _take(self, n: int) -> list[Record]:
-        out = []
+        out: list[Record] = []
         queue = self._queue
         while queue and len(out) < n:
             out.append(queue.popleft())
@@ -361,10 +363,12 @@ class LogWriter:
                         cursor.execute(head + one, entry)
                         ids.append(cursor.lastrowid)
                 else:
-                    self._insert_rows(cursor, "exchange", [(i, *entry) for i, (entry, _, _) in zip(ids, prepared)])
-                self._insert_rows(cursor, "body", [(i, *body) for i, (_, body, _) in zip(ids, prepared)])
+                    self._insert_rows(cursor, "exchange",
+                                      [(i, *entry) for i, (entry, _, _) in zip(ids, prepared, strict=False)])
+                self._insert_rows(cursor, "body", [(i, *body) for i, (_, body, _) in zip(ids, prepared, strict=False)])
                 if "search" in self._insert_sql:
-                    self._insert_rows(cursor, "search", [(i, text) for i, (_, _, text) in zip(ids, prepared)])
+                    self._insert_rows(cursor, "search",
+                                      [(i, text) for i, (_, _, text) in zip(ids, prepared, strict=False)])
         except UNAVAILABLE:
             self.db.close()  # in this thread: the next call reconnects
             raise

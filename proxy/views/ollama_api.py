@@ -3,19 +3,35 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 from flask import Blueprint, Response, redirect, request
+from werkzeug.wrappers import Response as BaseResponse  # what redirect() makes
 
 from .. import jsonio
+from ..accesslog import ENVIRON_REQUEST_ID
 from ..dialects import ollama as ol
 from ..dialects import ollama_openai as oo
+from ..dialects.openai import decode_embedding
 from ..errors import BadRequest, NotSupported
-from ..rewrite import inject_text
 from ..passthrough import model_renames, passthrough_lines
-from ..streaming import OpenAIStreamToOllama, OpenAIToOllama
+from ..render import json_response, raw_json_response
+from ..rewrite import inject_text
+from ..services import services
+from ..streaming import OpenAIStreamToOllama, OpenAIToOllama, assemble_ollama_ndjson
 from . import models as model_views
-from .common import (NDJSON, begin, finish_whole, json_response, open_upstream, raw_json_response, read_json, read_whole,
-                     route_model, services, stream_response, upstream_backend, upstream_object)
+from .common import (
+    NDJSON,
+    begin,
+    finish_whole,
+    open_upstream,
+    read_json,
+    read_whole,
+    route_model,
+    stream_response,
+    upstream_backend,
+    upstream_object,
+)
 
 bp = Blueprint("ollama_api", __name__)
 OLLAMA_VERSION = "0.12.10"  # what Ollama clients are told; numeric and >= 0.6.4 (Copilot, Open WebUI)
@@ -23,7 +39,7 @@ MANAGEMENT = ("pull", "push", "create", "copy", "delete")
 
 
 @bp.route("/", methods=["GET", "HEAD"])
-def root() -> Response:
+def root() -> BaseResponse:
     if request.method == "GET" and any(kind == "text/html" for kind, _ in request.accept_mimetypes):
         return redirect("/ui/")  # a browser; API clients (Accept: */* or JSON) get the usual answer
     return Response("Ollama is running", content_type="text/plain; charset=utf-8")
@@ -64,7 +80,6 @@ def show() -> Response:
 
 
 def _rid() -> str:
-    from ..accesslog import ENVIRON_REQUEST_ID
     return request.environ.get(ENVIRON_REQUEST_ID, "")
 
 
@@ -127,8 +142,6 @@ def _passthrough(exchange, path: str, out: dict) -> Response:
 
 
 def _ollama_parser(path: str):
-    from ..streaming import assemble_ollama_ndjson
-
     kind = "chat" if path.endswith("chat") else "generate"
     return lambda raw: assemble_ollama_ndjson(raw, kind)
 
@@ -149,7 +162,7 @@ def whole_reply_from_openai(translator: OpenAIToOllama, kind: str, resp: dict) -
     """A non-streamed OpenAI answer as one Ollama object, through the same translator as streams."""
     choices = resp.get("choices") if isinstance(resp, dict) else None
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {"content": choice.get("text")}
+    message = found if isinstance(found := choice.get("message"), dict) else {"content": choice.get("text")}
     chunk = {"choices": [{"delta": {k: v for k, v in message.items() if k != "tool_calls"},
                           "finish_reason": choice.get("finish_reason") or "stop"}],
              "usage": resp.get("usage"), "timings": resp.get("timings")}
@@ -189,13 +202,12 @@ def embed() -> Response:
     started = time.time()
     raw, resp = upstream_backend().post_json("/v1/embeddings", out, request_id=exchange.request_id)
     exchange.upstream_response.add(raw)
-    from ..dialects.openai import decode_embedding
     data = resp.get("data") if isinstance(resp, dict) else None
     vectors = [decode_embedding(item.get("embedding")) for item in data or () if isinstance(item, dict)]
     if legacy:
-        reply = {"embedding": vectors[0] if vectors else []}
+        reply: dict[str, Any] = {"embedding": vectors[0] if vectors else []}
     else:
-        usage = resp.get("usage") if isinstance(resp.get("usage"), dict) else {}
+        usage = found if isinstance(found := resp.get("usage"), dict) else {}
         reply = {"model": exchange.model_requested, "embeddings": vectors,
                  "total_duration": ol.ns(time.time() - started),
                  "prompt_eval_count": int(usage.get("prompt_tokens") or 0)}
@@ -230,6 +242,7 @@ def manage() -> Response:
             return finish_whole(exchange, response, raw)
         return stream_response(exchange, upstream, exchange.upstream_chunks(upstream), "ollama")
     if action == "pull":
+        assert exchange.model_requested is not None  # begin() noted it
         svc.catalog.find(exchange.model_requested)  # 404 if the backend does not have it
         exchange.local = True
         if body.get("stream") is False:

@@ -9,12 +9,22 @@ from .. import jsonio
 from ..dialects import ollama_openai as oo
 from ..dialects import openai as oa
 from ..errors import BackendUnavailable, NotFound
-from ..rewrite import inject_text
 from ..passthrough import model_renames, passthrough_sse
-from ..streaming import OllamaStreamToOpenAI, OllamaToOpenAI, assemble_openai_sse
+from ..render import json_response, raw_json_response
+from ..rewrite import inject_text
+from ..services import services
+from ..streaming import Answer, OllamaStreamToOpenAI, OllamaToOpenAI, assemble_openai_sse
 from . import models as model_views
-from .common import (begin, finish_whole, json_response, open_upstream, raw_json_response, read_whole, route_model,
-                     services, stream_response, upstream_backend, upstream_object)
+from .common import (
+    begin,
+    finish_whole,
+    open_upstream,
+    read_whole,
+    route_model,
+    stream_response,
+    upstream_backend,
+    upstream_object,
+)
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
 OUT_OF_SCOPE = {"responses": "the Responses API", "messages": "the Anthropic Messages API"}
@@ -67,6 +77,7 @@ def embeddings() -> Response:
     exchange.sent_upstream(jsonio.dumps(out))
     raw, resp = upstream_backend().post_json("/api/embed", out, request_id=exchange.request_id)
     exchange.upstream_response.add(raw)
+    assert exchange.model_requested is not None  # begin() noted it
     reply = oo.embed_response_to_openai(resp if isinstance(resp, dict) else {}, exchange.model_requested,
                                         body.get("encoding_format"))
     data = jsonio.dumps(reply)
@@ -110,8 +121,6 @@ def _whole_answer(raw: bytes):
 
 
 def _answer_of(resp):
-    from ..streaming import Answer
-
     answer = Answer()
     if not isinstance(resp, dict):
         return answer

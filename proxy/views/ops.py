@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
+from ..render import json_response
+from ..services import services
 from . import ui_auth
-from .common import json_response, services
 
 bp = Blueprint("ops", __name__)
 
@@ -20,7 +21,8 @@ def healthz() -> Response:
     backend = services().backend
     ok, detail = backend.reachable()
     return json_response({"status": "ok" if ok else "unavailable",
-                          "backend": {"type": backend.type, "url": backend.base_url, "reachable": ok, "detail": detail}},
+                          "backend": {"type": backend.type, "url": backend.base_url, "reachable": ok,
+                                      "detail": detail}},
                          200 if ok else 503)
 
 

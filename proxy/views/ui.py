@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlencode
 
 import peewee as pw
 from flask import Blueprint, Response, abort, redirect, render_template, request, stream_with_context, url_for
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse  # what redirect() makes
 
 from .. import jsonio
+from ..render import json_response
+from ..services import services
 from ..store import search, stats
 from ..store.health import reason_of
+from ..version import __version__
 from . import ui_auth, ui_charts, ui_render
-from .common import json_response, services
+from .ollama_api import OLLAMA_VERSION
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ui", __name__, url_prefix="/ui", static_folder="../static", static_url_path="/static",
@@ -30,7 +35,7 @@ BODY_TITLES = {"client_request": "what the client sent", "upstream_request": "wh
 
 
 @bp.before_request
-def check_access() -> Response | None:
+def check_access() -> BaseResponse | None:
     return ui_auth.gate(services().settings.admin_token)
 
 
@@ -61,7 +66,7 @@ def failure(exc: Exception) -> Any:
 def utc(ts: float | None) -> str:
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @bp.app_template_filter("with_query")
@@ -114,7 +119,7 @@ def login() -> Any:
 
 
 @bp.route("/logout", methods=["POST"])
-def logout() -> Response:
+def logout() -> BaseResponse:
     return ui_auth.clear_session(redirect(url_for("ui.login")), services().settings.admin_token)
 
 
@@ -122,9 +127,6 @@ def logout() -> Response:
 
 @bp.route("/")
 def overview() -> str:
-    from .. import __version__
-    from .ollama_api import OLLAMA_VERSION
-
     svc = services()
 
     store = _store()

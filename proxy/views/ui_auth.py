@@ -17,8 +17,11 @@ import time
 from urllib.parse import urlsplit
 
 from flask import Response, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse  # what redirect() makes
 
 from ..forwarded import relayed
+from ..render import json_response
+from ..services import services
 from .ui_state import client_key, make_state
 
 COOKIE = "llm_proxy_ui"
@@ -92,8 +95,6 @@ def local_request() -> bool:
 
 def state():
     """The sign-in state of this app (made on first use: REDIS_URL shares it between workers)."""
-    from .common import services
-
     svc = services()
     current = svc.extras.get("ui_state")
     if current is None:
@@ -135,7 +136,7 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def gate(token: str) -> Response | None:
+def gate(token: str) -> BaseResponse | None:
     """None when the request may go on; otherwise the refusal to send."""
     if request.endpoint in OPEN_ENDPOINTS:
         return None
@@ -161,8 +162,6 @@ def gate(token: str) -> Response | None:
 
 
 def refuse(status: int, message: str) -> Response:
-    from .common import json_response
-
     if wants_json():
         response = json_response({"error": message}, status)
     else:
@@ -175,13 +174,13 @@ def refuse(status: int, message: str) -> Response:
     return response
 
 
-def set_session(response: Response, token: str) -> Response:
+def set_session(response: BaseResponse, token: str) -> BaseResponse:
     response.set_cookie(COOKIE, session_value(token), max_age=SESSION_S, path="/ui", httponly=True,
                         samesite="Strict", secure=request.is_secure)
     return response
 
 
-def clear_session(response: Response, token: str) -> Response:
+def clear_session(response: BaseResponse, token: str) -> BaseResponse:
     """Log out: the session is remembered as ended (a copy of the cookie is no use any more) and the cookie
     removed from the browser."""
     session = session_of(token, request.cookies.get(COOKIE, "")) if token else None

@@ -70,7 +70,7 @@ def _parts(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
     if isinstance(content, list):
-        out = []
+        out: list[dict[str, Any]] = []
         for part in content:
             if isinstance(part, str):
                 out.append({"text": part})
@@ -90,7 +90,7 @@ def tool_call_view(call: Any) -> dict[str, str]:
     """OpenAI ({function: {name, arguments: str}}) or Ollama ({function: {name, arguments: {}}}) alike."""
     if not isinstance(call, dict):
         return {"name": "?", "arguments": pretty_json(call), "id": ""}
-    function = call.get("function") if isinstance(call.get("function"), dict) else call
+    function: dict = call["function"] if isinstance(call.get("function"), dict) else call
     arguments = function.get("arguments")
     if isinstance(arguments, str):
         try:
@@ -163,10 +163,10 @@ def side_by_side(left: str, right: str, truncated: bool = False) -> dict[str, An
     a, b = pretty(left).splitlines(), pretty(right).splitlines()
     if len(a) > DIFF_MAX_LINES or len(b) > DIFF_MAX_LINES:
         return {"rows": [], "too_large": True, "changed": left != right, "truncated": truncated}
-    rows = []
+    rows: list[tuple] = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         if tag == "equal":
-            rows.extend(("same", i + 1, a[i], j + 1, b[j]) for i, j in zip(range(i1, i2), range(j1, j2)))
+            rows.extend(("same", i + 1, a[i], j + 1, b[j]) for i, j in zip(range(i1, i2), range(j1, j2), strict=False))
             continue
         left_lines, right_lines = list(range(i1, i2)), list(range(j1, j2))
         for k in range(max(len(left_lines), len(right_lines))):

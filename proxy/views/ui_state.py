@@ -10,7 +10,8 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 GUESSES = 5          # failed token checks a client may make per window
@@ -99,8 +100,10 @@ class RedisState:
 
     def locked_for(self, client: str) -> int:
         def check() -> int:
-            used, ttl = self.client.pipeline().get(PREFIX + "guesses:" + client).ttl(
-                PREFIX + "guesses:" + client).execute()
+            pipe = self.client.pipeline()
+            pipe.get(PREFIX + "guesses:" + client)
+            pipe.ttl(PREFIX + "guesses:" + client)
+            used, ttl = pipe.execute()
             return max(1, int(ttl)) if used is not None and int(used) >= GUESSES else 0
         return max(self._call("the login throttle", check, 0), self.fallback.locked_for(client))
 
@@ -108,7 +111,10 @@ class RedisState:
         key = PREFIX + "guesses:" + client
 
         def count() -> bool:
-            self.client.pipeline().set(key, 0, ex=GUESS_WINDOW_S, nx=True).incr(key).execute()
+            pipe = self.client.pipeline()
+            pipe.set(key, 0, ex=GUESS_WINDOW_S, nx=True)
+            pipe.incr(key)
+            pipe.execute()
             return True
         if not self._call("the login throttle", count, False):
             self.fallback.failed(client)

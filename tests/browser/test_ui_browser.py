@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 import requests
-
 from store_fixtures import store_of, wait_rows
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")

@@ -29,9 +29,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -148,7 +148,7 @@ class Server:
 
 
 def _spawn(name: str, argv: list[str], log_path: Path, **kw) -> subprocess.Popen:
-    log = open(log_path, "wb")
+    log = open(log_path, "wb")  # noqa: SIM115 - the server process writes it; closed when it stops
     try:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, **kw)

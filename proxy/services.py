@@ -1,0 +1,27 @@
+"""The services one app is built with (settings, backend, model catalog, record sinks), kept on
+``app.extensions["llm_proxy"]`` and reached with ``services()`` while a request is served."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app
+
+from .backends.base import Backend
+from .catalog import Catalog
+from .config import Settings
+from .exchange import Exchange
+
+
+@dataclass
+class Services:
+    settings: Settings
+    backend: Backend
+    catalog: Catalog
+    sinks: list[Callable[[Exchange], None]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def services() -> Services:
+    return current_app.extensions["llm_proxy"]
