@@ -17,8 +17,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 from limits import RateLimitItem, RateLimitItemPerDay
 from limits.storage import MemoryStorage
@@ -27,47 +25,12 @@ from redis.exceptions import RedisError
 
 from ..config import mask_url
 from ..errors import ProxyError, RateLimited
+from .counting import Full, Rules, Store, Ticket
+from .redisstore import RedisCounters
 
 log = logging.getLogger(__name__)
 DOWN_PAUSE = 1.0  # seconds Redis is left alone after a failure (requests are decided by LIMITS_FAIL_OPEN)
 STORE_ERRORS = (RedisError, OSError)  # the store's own failures; anything else must surface
-
-
-@dataclass(frozen=True)
-class Rules:
-    rate: tuple[RateLimitItem, ...] = ()      # request windows
-    tokens: tuple[RateLimitItem, ...] = ()    # token windows (tokens per minute…)
-    daily_tokens: int = 0                     # tokens per UTC day; 0 = none
-    concurrency: int = 0                      # requests at once; 0 = none
-
-    def __bool__(self) -> bool:
-        return bool(self.rate or self.tokens or self.daily_tokens or self.concurrency)
-
-
-@dataclass
-class Ticket:
-    """An admitted request: what to charge and release when it ends. ``settled``: nothing (more) to do."""
-
-    who: str
-    rules: Rules
-    slot: str | None = None
-    settled: bool = False
-
-
-@dataclass(frozen=True)
-class Full:
-    """A store's refusal: which limit (``kind``, and its position among the caller's windows of that kind)
-    and the seconds until it has room."""
-
-    kind: str  # "tokens", "daily", "rate" or "concurrency"
-    index: int = 0
-    wait: float = 1.0
-
-
-class Store(Protocol):
-    def admit(self, ticket: Ticket, day: str) -> Full | None: ...
-    def settle(self, ticket: Ticket, tokens: int, day: str) -> None: ...
-    def running(self, who: str) -> int: ...
 
 
 class StoreUnavailable(ProxyError):
@@ -139,8 +102,6 @@ class Limiter:
         self.redis_url = redis_url
         moving = strategy != "fixed-window"
         if redis_url:
-            from .redisstore import RedisCounters
-
             self.store: Store = RedisCounters(redis_url, timeout, moving, clock)
         else:
             self.store = MemoryCounters(moving)

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from .limits import Full, Rules, Ticket
+from .counting import Full, Rules, Ticket
 
 log = logging.getLogger(__name__)
 PREFIX = "llm-proxy"
