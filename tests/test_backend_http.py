@@ -56,7 +56,7 @@ def body_of(backend: HTTPBackend, path: str = "/x", method: str = "GET") -> byte
 
 def test_chunked_body_with_extensions_and_trailers_is_decoded_and_the_connection_reused(server):
     backend = backend_for(server.url)
-    body = (b"5;name=value\r\nhello\r\n7 ; a=1\r\n, world\r\n0;final\r\nX-Trailer: yes\r\n\r\n")
+    body = (b"5;name=value\r\nhello\r\n7;a=1\r\n, world\r\n0;final\r\nX-Trailer: yes\r\n\r\n")
     server.script(CHUNKED_HEAD + body, http(body=b"next"))
     assert body_of(backend) == b"hello, world"
     assert body_of(backend) == b"next" and len(server.conns) == 1

@@ -1,32 +1,32 @@
-"""Upstream HTTP for the backends: requests through the backend's session (``wire``), bodies read as they
+"""Upstream HTTP for the backends: requests over the backend's pooled connection (``wire``), bodies read as they
 arrive and bounded, and the one table that turns every upstream failure into a ``ProxyError`` naming the
 backend."""
 from __future__ import annotations
 
-import http.client
 import logging
 import socket
 import ssl
 import time
+import zlib
 from typing import Any, Callable, Iterator
 
-import requests
-import urllib3.exceptions
+from geventhttpclient.response import HTTPParseError
 
 from .. import jsonio
 from ..config import Settings
 from ..errors import (BackendTimeout, BackendUnavailable, ProxyError, UpstreamStatus, code_from_upstream_body,
                       message_from_upstream_body)
 from ..framing import FrameTooLarge
-from .wire import ResponseTooLarge, ca_bundle, session_for, split_credentials
+from .wire import (READ_SIZE, Connection, ConnectTimeout, ProxyFailed, Response, ResponseTooLarge, ca_bundle,
+                   split_credentials)
 
 log = logging.getLogger(__name__)
 MAX_ERROR_BODY = 1048576  # of an error answer, what is read for its message; the rest is dropped with the connection
-READ_SIZE = 65536  # most bytes one read hands on
 YIELD_EVERY = 1048576  # bytes read before a reader lets other greenlets run, waiting or not
-# What reading an upstream can raise besides ProxyErrors: the library's, the socket's, and the bounds'.
-UPSTREAM_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError,
-                   ResponseTooLarge)
+# What talking to an upstream can raise besides ProxyErrors: the parser's, the socket's, the wire's, the bounds'.
+UPSTREAM_ERRORS = (HTTPParseError, OSError, ValueError, zlib.error, ResponseTooLarge, ConnectTimeout, ProxyFailed)
+# Content-Encoding -> zlib window bits for the decoder (the proxy asks for none, a backend may send one anyway)
+DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 # --------------------------------------------------------------------------------------------
@@ -35,7 +35,7 @@ UPSTREAM_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and what it wraps: urllib3's ``reason``, exception arguments, ``__cause__``/``__context__``."""
+    """``exc`` and what it wraps: exception arguments, ``__cause__``/``__context__``."""
     seen: set[int] = set()
     todo = [exc]
     while todo:
@@ -44,8 +44,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(current))
         yield current
-        inner = [getattr(current, "reason", None), current.__cause__, current.__context__,
-                 *getattr(current, "args", ())]
+        inner = [current.__cause__, current.__context__, *getattr(current, "args", ())]
         todo.extend(e for e in inner if isinstance(e, BaseException))
 
 
@@ -64,10 +63,8 @@ def _innermost(exc: BaseException) -> BaseException:
     return last
 
 
-_CONNECT_TIMEOUTS = (urllib3.exceptions.ConnectTimeoutError, requests.ConnectTimeout)
-_READ_TIMEOUTS = (urllib3.exceptions.ReadTimeoutError, requests.ReadTimeout, socket.timeout)
-_PROXY_FAILURES = (urllib3.exceptions.ProxyError, requests.exceptions.ProxyError)
-_NAME_FAILURES = (socket.gaierror, urllib3.exceptions.NameResolutionError)
+_READ_TIMEOUTS = (socket.timeout, TimeoutError)
+_NAME_FAILURES = (socket.gaierror,)
 
 # (what the failure is, when it is met, the error). ``n``: the backend named; ``c``: the call's timeouts,
 # whether the body was being read; ``e``: the matching exception in the chain.
@@ -75,14 +72,14 @@ FAILURES: tuple[tuple[Any, Callable[..., ProxyError]], ...] = (
     (ResponseTooLarge, lambda n, c, e: BackendUnavailable(f"{n} sent {e}{c.hint(e)}")),
     (FrameTooLarge, lambda n, c, e: BackendUnavailable(f"{n} {e.message}")),
     (ssl.SSLError, lambda n, c, e: BackendUnavailable(f"cannot reach {n}: TLS failed: {_text(e)}")),
-    (_PROXY_FAILURES, lambda n, c, e: BackendUnavailable(
+    (ProxyFailed, lambda n, c, e: BackendUnavailable(
         f"cannot reach {n} through the proxy: {_text(_innermost(e))}")),
     (_NAME_FAILURES, lambda n, c, e: BackendUnavailable(f"cannot connect to {n}: {_text(_innermost(e))}")),
     (ConnectionRefusedError, lambda n, c, e: BackendUnavailable(f"cannot connect to {n}: connection refused")),
-    (_CONNECT_TIMEOUTS, lambda n, c, e: BackendTimeout(f"{n} did not accept a connection within {c.connect:g} s")),
+    (ConnectTimeout, lambda n, c, e: BackendTimeout(f"{n} did not accept a connection within {c.connect:g} s")),
     (_READ_TIMEOUTS, lambda n, c, e: BackendTimeout(f"{n} stopped sending for {c.read:g} s" if c.reading
                                                     else f"{n} did not answer within {c.read:g} s")),
-    (urllib3.exceptions.DecodeError, lambda n, c, e: BackendUnavailable(
+    (zlib.error, lambda n, c, e: BackendUnavailable(
         f"{n} sent a compressed body that does not decode: {_text(_innermost(e))}")),
     (BaseException, lambda n, c, e: BackendUnavailable(f"the connection to {n} broke: {_text(_innermost(e))}"
                                                        if c.reading else
@@ -125,17 +122,17 @@ class Upstream:
     A body read whole (``stream=False``) is bounded by MAX_RESPONSE_BYTES; a stream is not (it is relayed,
     not kept), but a compressed one is, once decoded, and its lines and events are bounded by the framing."""
 
-    __slots__ = ("_resp", "_name", "_call", "status", "headers", "limit", "compressed")
+    __slots__ = ("_resp", "_name", "_call", "status", "headers", "limit", "compressed", "_wbits")
 
-    def __init__(self, resp: requests.Response, name: str, call: Call, limit: int | None,
-                 decoded_limit: int | None):
+    def __init__(self, resp: Response, name: str, call: Call, limit: int | None, decoded_limit: int | None):
         self._resp = resp
         self._name = name
         self._call = call
         self.status = resp.status_code
-        self.headers = resp.headers
-        encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
+        self.headers = resp.header_fields()
+        encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
         self.compressed = encoding != "identity"
+        self._wbits = DECODERS.get(encoding)
         self.limit = decoded_limit if self.compressed else limit  # a compressed body is bounded once decoded, always
 
     def stream(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
@@ -145,8 +142,28 @@ class Upstream:
 
     iter_bytes = stream
 
+    def _pieces(self) -> Iterator[bytes]:
+        """The body as read, or decoded in pieces of at most READ_SIZE (a bomb never inflates at once)."""
+        read_some = self._resp.read_some
+        if self._wbits is None:
+            while data := read_some(READ_SIZE):
+                yield data
+            return
+        decoder = zlib.decompressobj(self._wbits)
+        first = True
+        while data := read_some(READ_SIZE):
+            if first and self._wbits == zlib.MAX_WBITS and (data[0] & 0x0F != 8 or int.from_bytes(data[:2]) % 31):
+                decoder = zlib.decompressobj(-zlib.MAX_WBITS)  # deflate sent raw, without its zlib header
+            first = False
+            while data:
+                out = decoder.decompress(data, READ_SIZE)
+                data = decoder.unconsumed_tail
+                if out:
+                    yield out
+        if tail := decoder.flush():
+            yield tail
+
     def _chunks(self, tap: Callable[[bytes], None] | None, limit: int | None) -> Iterator[bytes]:
-        read1 = self._resp.raw.read1
         total = unyielded = 0
         what = "a compressed body that decodes to" if self.compressed else "a body"
         try:
@@ -154,10 +171,7 @@ class Upstream:
                 length = self.headers.get("Content-Length")
                 if length is not None and length.isdigit() and int(length) > limit:
                     raise ResponseTooLarge(what, limit)  # refused before a byte of it is read
-            while True:
-                data = read1(READ_SIZE, True)
-                if not data:
-                    return
+            for data in self._pieces():
                 total += len(data)
                 if limit is not None and total > limit:
                     raise ResponseTooLarge(what, limit)
@@ -207,7 +221,7 @@ class Upstream:
     def close(self) -> None:
         # A body read to the end has gone back to the pool already; one not read to the end
         # cannot: the connection is dropped so the backend sees the client leave and stops.
-        self._resp.close()
+        self._resp.release()
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,14 +235,15 @@ class HTTPBackend:
     type = "http"
     dialect = "openai"
 
-    def __init__(self, settings: Settings, session: Any = None):
+    def __init__(self, settings: Settings, connection: Connection | None = None):
         self.settings = settings
         self.read_timeout = settings.backend_timeout
         self.connect_timeout = settings.backend_connect_timeout
         # without credentials: what describe(), /healthz and the log show; user:password@ goes as Basic auth
         self.base_url, auth = split_credentials(settings.backend_url)
-        self.session = session or session_for(self.base_url, auth=auth, api_key=settings.backend_api_key,
-                                              bundle=ca_bundle(settings.backend_ca_bundle))
+        self.connection = connection or Connection(self.base_url, auth=auth, api_key=settings.backend_api_key,
+                                                   bundle=ca_bundle(settings.backend_ca_bundle),
+                                                   connect_timeout=self.connect_timeout)
         self._limit = settings.max_response_bytes or None
 
     @property
@@ -246,9 +261,8 @@ class HTTPBackend:
                     self.read_timeout if timeout is None else timeout, limits=(self._limit,))
         name = self.describe()
         try:
-            resp = self.session.request(method, self.base_url + path, data=body, stream=True,
-                                        headers={"X-Request-ID": request_id} if request_id else None,
-                                        timeout=(call.connect, call.read), allow_redirects=False)
+            resp = self.connection.request(method, path, body, request_id=request_id, connect=call.connect,
+                                           read=call.read)
         except UPSTREAM_ERRORS as exc:
             raise failure(exc, name, call) from None
         call.reading = True
