@@ -142,14 +142,10 @@ class Upstream:
 
     iter_bytes = stream
 
-    def _pieces(self) -> Iterator[bytes]:
-        """The body as read, or decoded in pieces of at most READ_SIZE (a bomb never inflates at once)."""
+    def _decoded(self) -> Iterator[bytes]:
+        """A compressed body decoded in pieces of at most READ_SIZE (a bomb never inflates at once)."""
         read_some = self._resp.read_some
-        if self._wbits is None:
-            while data := read_some(READ_SIZE):
-                yield data
-            return
-        decoder = zlib.decompressobj(self._wbits)
+        decoder = zlib.decompressobj(self._wbits)  # type: ignore[arg-type]
         first = True
         while data := read_some(READ_SIZE):
             if first and self._wbits == zlib.MAX_WBITS and (data[0] & 0x0F != 8 or int.from_bytes(data[:2]) % 31):
@@ -171,7 +167,13 @@ class Upstream:
                 length = self.headers.get("Content-Length")
                 if length is not None and length.isdigit() and int(length) > limit:
                     raise ResponseTooLarge(what, limit)  # refused before a byte of it is read
-            for data in self._pieces():
+            # a plain body is read here, with no generator between the socket and the relay
+            pieces = self._decoded() if self._wbits is not None else None
+            read_some = self._resp.read_some
+            while True:
+                data = next(pieces, b"") if pieces is not None else read_some(READ_SIZE)
+                if not data:
+                    return
                 total += len(data)
                 if limit is not None and total > limit:
                     raise ResponseTooLarge(what, limit)
