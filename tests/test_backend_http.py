@@ -264,3 +264,10 @@ def test_backend_corrupt_compressed_body_is_backend_unavailable(server):
         backend.get_json("/v1/models")
 
 
+
+
+def test_a_request_id_that_would_break_the_request_head_is_never_sent(server):
+    backend = backend_for(server.url)
+    with pytest.raises(BackendUnavailable) as info:
+        backend.open("GET", "/x", request_id="r1\r\nX-Forged: yes")
+    assert server.url in info.value.message and server.requests == []

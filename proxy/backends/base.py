@@ -8,23 +8,38 @@ import socket
 import ssl
 import time
 import zlib
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from geventhttpclient.response import HTTPParseError
 
 from .. import jsonio
 from ..config import Settings
-from ..errors import (BackendTimeout, BackendUnavailable, ProxyError, UpstreamStatus, code_from_upstream_body,
-                      message_from_upstream_body)
+from ..errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    ProxyError,
+    UpstreamStatus,
+    code_from_upstream_body,
+    message_from_upstream_body,
+)
 from ..framing import FrameTooLarge
-from .wire import (READ_SIZE, Connection, ConnectTimeout, ProxyFailed, Response, ResponseTooLarge, ca_bundle,
-                   split_credentials)
+from .wire import (
+    READ_SIZE,
+    Connection,
+    ConnectTimeout,
+    ProxyFailed,
+    Response,
+    ResponseTooLarge,
+    ca_bundle,
+    split_credentials,
+)
 
 log = logging.getLogger(__name__)
 MAX_ERROR_BODY = 1048576  # of an error answer, what is read for its message; the rest is dropped with the connection
 YIELD_EVERY = 1048576  # bytes read before a reader lets other greenlets run, waiting or not
 # What talking to an upstream can raise besides ProxyErrors: the parser's, the socket's, the wire's, the bounds'.
-UPSTREAM_ERRORS = (HTTPParseError, OSError, ValueError, zlib.error, ResponseTooLarge, ConnectTimeout, ProxyFailed)
+UPSTREAM_ERRORS = (HTTPParseError, OSError, zlib.error, ResponseTooLarge, ConnectTimeout, ProxyFailed)
 # Content-Encoding -> zlib window bits for the decoder (the proxy asks for none, a backend may send one anyway)
 DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
@@ -265,7 +280,7 @@ class HTTPBackend:
         try:
             resp = self.connection.request(method, path, body, request_id=request_id, connect=call.connect,
                                            read=call.read)
-        except UPSTREAM_ERRORS as exc:
+        except (*UPSTREAM_ERRORS, ValueError) as exc:  # ValueError: a request head that cannot be sent
             raise failure(exc, name, call) from None
         call.reading = True
         upstream = Upstream(resp, name, call, None if stream else self._limit, self._limit)

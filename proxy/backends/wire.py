@@ -51,7 +51,7 @@ class ProxyFailed(Exception):
 class Headers(dict):
     """A response's header fields by lower-cased name (a repeated field: its values joined by ", ")."""
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return super().get(name.lower(), default)
 
     def __getitem__(self, name: str) -> str:
