@@ -125,6 +125,13 @@ def _http_url(raw: str) -> str:
     return value
 
 
+def _ca_bundle(raw: str) -> str:
+    value = raw.strip()
+    if value and not os.path.exists(value):
+        raise ValueError("the path of an existing PEM file or certificate directory")
+    return value
+
+
 def _database_url(raw: str) -> str:
     value = raw.strip()
     if not value.startswith(("sqlite://", "postgresql://", "postgres://", "mysql://", "sqlite+")):
@@ -327,6 +334,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BACKEND_API_KEY", "", _str, "sent upstream as Authorization: Bearer; never shown or logged", secret=True),
     Setting("BACKEND_TIMEOUT", "300", _float_pos, "seconds to wait for the backend (first byte and between chunks)"),
     Setting("BACKEND_CONNECT_TIMEOUT", "5", _float_pos, "seconds to wait for a connection to the backend"),
+    Setting("BACKEND_CA_BUNDLE", "", _ca_bundle, "PEM file (or directory) of extra certificates trusted for an "
+            "https backend (else REQUESTS_CA_BUNDLE; SSL_CERT_FILE replaces the system's)"),
     Setting("MAX_RESPONSE_BYTES", "134217728", _int_min(0), "a larger non-streamed backend answer (or compressed "
             "one, once decoded) is refused with 502; streams are relayed, not kept (0 = no limit)"),
     Setting("MODEL_MAP", "", _model_map, "client-name=backend-name pairs, comma-separated; * globs on the left"),
@@ -404,6 +413,7 @@ class Settings:
     backend_api_key: str
     backend_timeout: float
     backend_connect_timeout: float
+    backend_ca_bundle: str
     max_response_bytes: int
     model_map: tuple[tuple[str, str], ...]
     model_list_ttl: float

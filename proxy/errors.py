@@ -15,7 +15,7 @@
         ├── BackendTimeout     504 no answer within BACKEND_TIMEOUT
         └── UpstreamStatus     upstream answered with an error status (status passed through)
 
-Backends raise these (never requests/urllib3 exceptions); views render them with
+Backends raise these (never the HTTP client's or the socket's exceptions); views render them with
 ``ollama_error_body`` / ``openai_error_body``. Messages are meant for people: clients such as
 Open WebUI show them as they are.
 """

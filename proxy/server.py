@@ -44,10 +44,17 @@ from gevent.pool import Pool
 from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, WSGIServer
 
 from . import draining, jsonio
-from .backends.http11 import send_all
 from .errors import ProxyError, ShuttingDown, ollama_error_body, openai_error_body
 
 log = logging.getLogger(__name__)
+
+
+def send_all(sock, data: bytes | bytearray) -> None:
+    """``sock.sendall`` for the common case of a message the kernel takes at once: one ``send``.
+    (gevent's ``sendall`` asks the kernel for the send-buffer size on every call and slices the data.)"""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
 
 MAX_LINE = 65536
 MAX_HEADERS = 100

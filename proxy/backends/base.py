@@ -1,18 +1,17 @@
-"""The backend seam: ``Backend`` and ``Upstream``, the Protocols the views program against, and the HTTP
-implementation of both, one keep-alive pool per backend, responses read chunk by chunk.
-
-Requests go through ``http11`` (a small HTTP/1.1 client written for this path; see its docstring
-for why not urllib3). This is the only place that turns transport failures into ``ProxyError``s,
-each naming the backend.
-"""
+"""The backend seam: ``Backend`` and ``Upstream``, the Protocols the views program against, and their HTTP
+implementation: requests over the backend's pooled connection (``wire``), bodies read as they arrive and
+bounded, and the one table that turns every upstream failure into a ``ProxyError`` naming the backend."""
 from __future__ import annotations
 
-import base64
 import logging
 import socket
 import ssl
+import time
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
+
+from geventhttpclient.response import HTTPParseError
 
 from .. import jsonio
 from ..catalog import ModelInfo
@@ -26,10 +25,111 @@ from ..errors import (
     message_from_upstream_body,
 )
 from ..framing import FrameTooLarge
-from .http11 import ConnectTimeout, Origin, Pool, Response, ResponseTooLarge, encode_headers
+from .wire import (
+    READ_SIZE,
+    Connection,
+    ConnectTimeout,
+    ProxyFailed,
+    Response,
+    ResponseTooLarge,
+    ca_bundle,
+    split_credentials,
+)
 
 log = logging.getLogger(__name__)
 MAX_ERROR_BODY = 1048576  # of an error answer, what is read for its message; the rest is dropped with the connection
+YIELD_EVERY = 1048576  # bytes read before a reader lets other greenlets run, waiting or not
+# What talking to an upstream can raise besides ProxyErrors: the parser's, the socket's, the wire's, the bounds'.
+UPSTREAM_ERRORS = (HTTPParseError, OSError, zlib.error, ResponseTooLarge, ConnectTimeout, ProxyFailed)
+# Content-Encoding -> zlib window bits for the decoder (the proxy asks for none, a backend may send one anyway)
+DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+# --------------------------------------------------------------------------------------------
+# upstream failures -> ProxyError: one table, first match wins, each rule looks down the cause chain
+# --------------------------------------------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: exception arguments, ``__cause__``/``__context__``."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        inner = [current.__cause__, current.__context__, *getattr(current, "args", ())]
+        todo.extend(e for e in inner if isinstance(e, BaseException))
+
+
+def _text(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if exc.args and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc) or type(exc).__name__
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    *_, last = _chain(exc)
+    return last
+
+
+_READ_TIMEOUTS = (socket.timeout, TimeoutError)
+_NAME_FAILURES = (socket.gaierror,)
+
+# (what the failure is, when it is met, the error). ``n``: the backend named; ``c``: the call's timeouts,
+# whether the body was being read; ``e``: the matching exception in the chain.
+FAILURES: tuple[tuple[Any, Callable[..., ProxyError]], ...] = (
+    (ResponseTooLarge, lambda n, c, e: BackendUnavailable(f"{n} sent {e}{c.hint(e)}")),
+    (FrameTooLarge, lambda n, c, e: BackendUnavailable(f"{n} {e.message}")),
+    (ssl.SSLError, lambda n, c, e: BackendUnavailable(f"cannot reach {n}: TLS failed: {_text(e)}")),
+    (ProxyFailed, lambda n, c, e: BackendUnavailable(
+        f"cannot reach {n} through the proxy: {_text(_innermost(e))}")),
+    (_NAME_FAILURES, lambda n, c, e: BackendUnavailable(f"cannot connect to {n}: {_text(_innermost(e))}")),
+    (ConnectionRefusedError, lambda n, c, e: BackendUnavailable(f"cannot connect to {n}: connection refused")),
+    (ConnectTimeout, lambda n, c, e: BackendTimeout(f"{n} did not accept a connection within {c.connect:g} s")),
+    (_READ_TIMEOUTS, lambda n, c, e: BackendTimeout(f"{n} stopped sending for {c.read:g} s" if c.reading
+                                                    else f"{n} did not answer within {c.read:g} s")),
+    (zlib.error, lambda n, c, e: BackendUnavailable(
+        f"{n} sent a compressed body that does not decode: {_text(_innermost(e))}")),
+    (BaseException, lambda n, c, e: BackendUnavailable(f"the connection to {n} broke: {_text(_innermost(e))}"
+                                                       if c.reading else
+                                                       f"cannot reach {n}: {_text(_innermost(e))}")),
+)
+
+
+class Call:
+    """What the failure table needs to know about the call that failed."""
+
+    __slots__ = ("connect", "read", "reading", "limits")
+
+    def __init__(self, connect: float, read: float, reading: bool = False, limits: tuple = ()):
+        self.connect, self.read, self.reading, self.limits = connect, read, reading, limits
+
+    def hint(self, exc: ResponseTooLarge) -> str:
+        return " (MAX_RESPONSE_BYTES)" if exc.limit in self.limits else ""
+
+
+def failure(exc: BaseException, name: str, call: Call) -> ProxyError:
+    """The ProxyError, naming the backend, for anything that went wrong talking to it."""
+    if isinstance(exc, ProxyError) and not isinstance(exc, FrameTooLarge):
+        return exc
+    chain = list(_chain(exc))
+    for kind, make in FAILURES:
+        for link in chain:
+            if isinstance(link, kind):
+                return make(name, call, link)
+    raise AssertionError("unreachable: the last rule matches everything")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------
+# responses
+# --------------------------------------------------------------------------------------------
 
 
 class ResponseHeaders(Protocol):
@@ -52,8 +152,8 @@ class Upstream(Protocol):
         ...
 
     def stream(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
-        """The body as it arrives, with no wrapper around the chunks: a broken connection raises the OSError
-        itself, for the caller to turn into a ProxyError with ``error_for``."""
+        """The body as it arrives, for a ``Relay``: one generator between the socket and the client; failures
+        raise as ProxyErrors naming the backend."""
         ...
 
     def error_for(self, exc: Exception) -> ProxyError: ...
@@ -79,7 +179,7 @@ class Backend(Protocol):
     def post_json(self, path: str, body: dict, *, request_id: str | None = None) -> tuple[bytes, Any]: ...
 
     def open(self, method: str, path: str, body: bytes | None = None, *, request_id: str | None = None,
-             timeout: float | None = None, stream: bool = False) -> Upstream:
+             timeout: float | None = None, stream: bool = False) -> HTTPUpstream:
         """Send a request and return the answer unread; error statuses raise ``UpstreamStatus``."""
         ...
 
@@ -90,57 +190,113 @@ class HTTPUpstream:
     A body read whole (``stream=False``) is bounded by MAX_RESPONSE_BYTES; a stream is not (it is relayed,
     not kept), but a compressed one is, once decoded, and its lines and events are bounded by the framing."""
 
-    __slots__ = ("_resp", "_backend", "status", "headers", "limit", "decoded_limit")
+    __slots__ = ("_resp", "_name", "_call", "status", "headers", "limit", "compressed", "_wbits")
 
-    def __init__(self, resp: Response, backend: HTTPBackend, stream: bool = False):
+    def __init__(self, resp: Response, name: str, call: Call, limit: int | None, decoded_limit: int | None):
         self._resp = resp
-        self._backend = backend
-        self.status = resp.status
-        self.headers = resp.headers
-        self.decoded_limit = backend.settings.max_response_bytes or None
-        self.limit = None if stream else self.decoded_limit
-
-    def iter_bytes(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
-        """The body as it arrives, a broken connection raised as a ProxyError naming the backend."""
-        try:
-            yield from self._resp.iter_bytes(tap, self.limit, self.decoded_limit)
-        except OSError as exc:
-            raise self.error_for(exc) from None
+        self._name = name
+        self._call = call
+        self.status = resp.status_code
+        self.headers = resp.header_fields()
+        encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
+        self.compressed = encoding != "identity"
+        self._wbits = DECODERS.get(encoding)
+        self.limit = decoded_limit if self.compressed else limit  # a compressed body is bounded once decoded, always
 
     def stream(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
-        """The body as it arrives, for a ``Relay``: the client's chunks pass through no wrapper here,
-        and a broken connection raises the OSError itself, which the Relay turns into a ProxyError
-        with ``error_for``. ``tap`` sees each chunk first."""
-        return self._resp.iter_bytes(tap, self.limit, self.decoded_limit)
+        """The body as it arrives (for a ``Relay`` too: one generator between the socket and the client);
+        ``tap(chunk)`` sees each chunk first. Failures raise as ProxyErrors naming the backend."""
+        return self._chunks(tap, self.limit)
 
-    def error_for(self, exc: Exception) -> ProxyError:
-        """The ProxyError, naming the backend, for a failure while the body was read: a broken connection,
-        a bound exceeded (MAX_RESPONSE_BYTES, a trailer, a stream's line or event)."""
-        name = self._backend.describe()
-        if isinstance(exc, socket.timeout):
-            return BackendTimeout(f"{name} stopped sending for {self._backend.read_timeout:g} s")
-        if isinstance(exc, ResponseTooLarge):
-            hint = " (MAX_RESPONSE_BYTES)" if exc.limit in (self.limit, self.decoded_limit) else ""
-            return BackendUnavailable(f"{name} sent {exc}{hint}")
-        if isinstance(exc, FrameTooLarge):
-            return BackendUnavailable(f"{name} {exc.message}")
-        return BackendUnavailable(f"the connection to {name} broke: {exc}")
+    iter_bytes = stream
+
+    def _decoded(self) -> Iterator[bytes]:
+        """A compressed body decoded in pieces of at most READ_SIZE (a bomb never inflates at once)."""
+        read_some = self._resp.read_some
+        decoder = zlib.decompressobj(self._wbits)  # type: ignore[arg-type]
+        first = True
+        while data := read_some(READ_SIZE):
+            if first and self._wbits == zlib.MAX_WBITS and (data[0] & 0x0F != 8 or int.from_bytes(data[:2]) % 31):
+                decoder = zlib.decompressobj(-zlib.MAX_WBITS)  # deflate sent raw, without its zlib header
+            first = False
+            while data:
+                out = decoder.decompress(data, READ_SIZE)
+                data = decoder.unconsumed_tail
+                if out:
+                    yield out
+        if tail := decoder.flush():
+            yield tail
+
+    def _chunks(self, tap: Callable[[bytes], None] | None, limit: int | None) -> Iterator[bytes]:
+        total = unyielded = 0
+        what = "a compressed body that decodes to" if self.compressed else "a body"
+        try:
+            if limit is not None and not self.compressed:
+                length = self.headers.get("Content-Length")
+                if length is not None and length.isdigit() and int(length) > limit:
+                    raise ResponseTooLarge(what, limit)  # refused before a byte of it is read
+            # a plain body is read here, with no generator between the socket and the relay
+            pieces = self._decoded() if self._wbits is not None else None
+            read_some = self._resp.read_some
+            while True:
+                data = next(pieces, b"") if pieces is not None else read_some(READ_SIZE)
+                if not data:
+                    return
+                total += len(data)
+                if limit is not None and total > limit:
+                    raise ResponseTooLarge(what, limit)
+                unyielded += len(data)
+                if unyielded >= YIELD_EVERY:  # a flooding backend never makes a read wait: let others run
+                    unyielded = 0
+                    time.sleep(0)
+                if tap is not None:
+                    tap(data)
+                yield data
+                data = None  # type: ignore[assignment]  # not kept while waiting for the next
+        except UPSTREAM_ERRORS as exc:
+            self.close()
+            raise failure(exc, self._name, self._call) from None
+
+    def error_for(self, exc: BaseException) -> ProxyError:
+        """The ProxyError, naming the backend, for a failure while the body was relayed (a stream's line
+        or event beyond the framing's bound, or anything the reading raised)."""
+        return failure(exc, self._name, self._call)
 
     def read(self) -> bytes:
-        return b"".join(self.iter_bytes())
+        return b"".join(self.stream())
 
     def json(self) -> Any:
         body = self.read()
         try:
             return jsonio.loads(body)
         except ValueError:
-            described = self._backend.describe()
-            raise BackendUnavailable(f"{described} sent a body that is not JSON: {body[:200]!r}") from None
+            raise BackendUnavailable(f"{self._name} sent a body that is not JSON: {body[:200]!r}") from None
+
+    def error_body(self) -> bytes:
+        """The start of an error answer (its message is all that is wanted); the connection is released."""
+        pieces: list[bytes] = []
+        size = 0
+        try:
+            for piece in self._chunks(None, MAX_ERROR_BODY * 4 if self.compressed else None):
+                pieces.append(piece)
+                size += len(piece)
+                if size >= MAX_ERROR_BODY:
+                    break
+        except ProxyError:
+            pass
+        finally:
+            self.close()
+        return b"".join(pieces)[:MAX_ERROR_BODY]
 
     def close(self) -> None:
         # A body read to the end has gone back to the pool already; one not read to the end
         # cannot: the connection is dropped so the backend sees the client leave and stops.
-        self._resp.close()
+        self._resp.release()
+
+
+# --------------------------------------------------------------------------------------------
+# backends
+# --------------------------------------------------------------------------------------------
 
 
 class HTTPBackend:
@@ -149,77 +305,47 @@ class HTTPBackend:
     type = "http"
     dialect = "openai"
 
-    def __init__(self, settings: Settings, session: Any = None):
+    def __init__(self, settings: Settings, connection: Connection | None = None):
         self.settings = settings
         self.read_timeout = settings.backend_timeout
         self.connect_timeout = settings.backend_connect_timeout
-        self.origin = Origin(settings.backend_url)
-        self.base_url = self.origin.url  # without credentials: what describe(), /healthz and the log show
-        self.pool = Pool(self.origin, settings.backend_connect_timeout)
-        self._path_prefix = self.origin.path_prefix
-        headers = {"Content-Type": "application/json", "Accept": "*/*", "Accept-Encoding": "identity",
-                   "User-Agent": "llm-proxy"}
-        if settings.backend_api_key:
-            headers["Authorization"] = f"Bearer {settings.backend_api_key}"
-        elif self.origin.username is not None:  # user:password@ in BACKEND_URL, sent as requests would send it
-            userpass = f"{self.origin.username}:{self.origin.password}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(userpass).decode("ascii")
-        self._head_lines = encode_headers(headers)
+        # without credentials: what describe(), /healthz and the log show; user:password@ goes as Basic auth
+        self.base_url, auth = split_credentials(settings.backend_url)
+        self.connection = connection or Connection(self.base_url, auth=auth, api_key=settings.backend_api_key,
+                                                   bundle=ca_bundle(settings.backend_ca_bundle),
+                                                   connect_timeout=self.connect_timeout)
+        self._limit = settings.max_response_bytes or None
 
     @property
     def name(self) -> str:
         return f"{self.type} backend"
+
+    def describe(self) -> str:
+        return f"{self.type} backend at {self.base_url}"
 
     @property
     def flavor(self) -> str:
         """Which OpenAI-compatible server this is (``OpenAIBackend`` finds out); others need no extra fields."""
         return "generic"
 
-    def describe(self) -> str:
-        return f"{self.type} backend at {self.base_url}"
-
     def open(self, method: str, path: str, body: bytes | None = None, *, request_id: str | None = None,
              timeout: float | None = None, stream: bool = False) -> HTTPUpstream:
         """Send a request and return the response unread; error statuses raise ``UpstreamStatus``.
         ``stream``: the body is relayed as it arrives rather than read whole (no MAX_RESPONSE_BYTES)."""
-        head_lines = self._head_lines
-        if request_id:
-            head_lines += encode_headers({"X-Request-ID": request_id})
-        read_timeout = self.read_timeout if timeout is None else timeout
-        connect_timeout = None if timeout is None else min(timeout, self.connect_timeout)
+        call = Call(self.connect_timeout if timeout is None else min(timeout, self.connect_timeout),
+                    self.read_timeout if timeout is None else timeout, limits=(self._limit,))
+        name = self.describe()
         try:
-            resp = self.pool.request(method, self._path_prefix + path, head_lines, body, read_timeout,
-                                     connect_timeout)
-        except ConnectTimeout:
-            raise BackendTimeout(f"{self.describe()} did not accept a connection within "
-                                 f"{connect_timeout or self.connect_timeout:g} s") from None
-        except TimeoutError:
-            raise BackendTimeout(f"{self.describe()} did not answer within {read_timeout:g} s") from None
-        except socket.gaierror as exc:
-            raise BackendUnavailable(f"cannot connect to {self.describe()}: {exc.strerror or exc}") from None
-        except ConnectionRefusedError:
-            raise BackendUnavailable(f"cannot connect to {self.describe()}: connection refused") from None
-        except ssl.SSLError as exc:
-            raise BackendUnavailable(f"cannot reach {self.describe()}: TLS failed: {exc}") from None
-        except OSError as exc:
-            raise BackendUnavailable(f"cannot reach {self.describe()}: {exc.strerror or exc}") from None
-        upstream = HTTPUpstream(resp, self, stream)
-        if resp.status >= 400:
-            pieces: list[bytes] = []
-            size = 0
-            try:  # only the start of an error body is read: its message is all that is wanted
-                for piece in resp.iter_bytes(None, None, MAX_ERROR_BODY * 4):
-                    pieces.append(piece)
-                    size += len(piece)
-                    if size >= MAX_ERROR_BODY:
-                        break
-            except OSError:
-                pass
-            finally:
-                upstream.close()
-            raw = b"".join(pieces)[:MAX_ERROR_BODY]
-            message = message_from_upstream_body(raw, f"{self.describe()} answered HTTP {resp.status}")
-            error = UpstreamStatus(message, status=resp.status, code=code_from_upstream_body(raw))
+            resp = self.connection.request(method, path, body, request_id=request_id, connect=call.connect,
+                                           read=call.read)
+        except (*UPSTREAM_ERRORS, ValueError) as exc:  # ValueError: a request head that cannot be sent
+            raise failure(exc, name, call) from None
+        call.reading = True
+        upstream = HTTPUpstream(resp, name, call, None if stream else self._limit, self._limit)
+        if upstream.status >= 400:
+            raw = upstream.error_body()
+            message = message_from_upstream_body(raw, f"{name} answered HTTP {upstream.status}")
+            error = UpstreamStatus(message, status=upstream.status, code=code_from_upstream_body(raw))
             error.body = raw  # type: ignore[attr-defined]  # the log stores the backend's own error body
             raise error
         return upstream
