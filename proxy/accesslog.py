@@ -1,7 +1,8 @@
 """Stdout logging: the format (text or JSON lines), request ids, and one access line per request.
 
 ``AccessLog`` is WSGI middleware: it assigns the request id (a well-formed client `X-Request-ID`
-is kept), returns it on every response, and writes the access line when the response body is
+is kept), hands the app the request's ``RequestContext`` (``proxy.context``), returns the id on every
+response, and writes the access line when the response body is
 done — for streams that is when the last chunk left. Secrets never appear: only the path is
 logged, never headers or query strings. Text that comes from the client is printed with its control
 characters escaped (``printable``), so a path cannot end a line early or drive the terminal.

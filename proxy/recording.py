@@ -1,6 +1,8 @@
-"""The ``Exchange`` that records the request being served: started from the request (who, what, its body
-for the log, which front door and so which dialect), found again by the error rendering and the
-after-request hook."""
+"""The ``Exchange`` that records the request being served: started here only (who, what, its body for the
+log, which front door and so which dialect) and kept on the request's context, where the error rendering,
+the after-request hooks and the access line find it. A view starts it (``views.common.begin``), or
+``render_error`` for an error no view recorded, or ``store.hooks`` for an answer no view recorded; it is
+written once, when it finishes."""
 from __future__ import annotations
 
 from flask import request
