@@ -1,7 +1,8 @@
 """Stdout logging: the format (text or JSON lines), request ids, and one access line per request.
 
 ``AccessLog`` is WSGI middleware: it assigns the request id (a well-formed client `X-Request-ID`
-is kept), returns it on every response, and writes the access line when the response body is
+is kept), hands the app the request's ``RequestContext`` (``proxy.context``), returns the id on every
+response, and writes the access line when the response body is
 done — for streams that is when the last chunk left. Secrets never appear: only the path is
 logged, never headers or query strings. Text that comes from the client is printed with its control
 characters escaped (``printable``), so a path cannot end a line early or drive the terminal.
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -18,13 +18,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .config import Settings
+from .context import ENVIRON_CONTEXT, RequestContext, request_id_from
 
 access_log = logging.getLogger("proxy.access")
 body_log = logging.getLogger("proxy.bodies")
 SUMMARY_CHARS = 120
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-ENVIRON_REQUEST_ID = "llm_proxy.request_id"
-ENVIRON_EXCHANGE = "llm_proxy.exchange"
 # C0 controls, DEL, C1 controls (8-bit CSI among them) and the Unicode line and paragraph separators; in access
 # line fields also the backslash and double quote that would make an escape or the quoted request ambiguous.
 CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -89,11 +87,6 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level)
 
 
-def request_id_from(environ: dict) -> str:
-    given = environ.get("HTTP_X_REQUEST_ID", "")
-    return given if REQUEST_ID_RE.match(given) else os.urandom(16).hex()
-
-
 class _Body:
     """Wraps the response body to count bytes and log when it is closed."""
 
@@ -124,7 +117,7 @@ class AccessLog:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
         request_id = request_id_from(environ)
-        environ[ENVIRON_REQUEST_ID] = request_id
+        ctx = environ[ENVIRON_CONTEXT] = RequestContext(request_id)  # the app's per-request state, handed in once
         status_holder: list[str] = []
 
         def _start_response(status: str, headers: list, exc_info: Any = None):
@@ -135,7 +128,7 @@ class AccessLog:
         def done(sent: int) -> None:
             if access_log.isEnabledFor(logging.INFO):
                 status = int(status_holder[0].split(" ", 1)[0]) if status_holder else 0
-                self._write(environ, request_id, status, sent, time.perf_counter() - started)
+                self._write(environ, ctx, status, sent, time.perf_counter() - started)
 
         body = self.app(environ, _start_response)
         add_close_hook = getattr(body, "add_close_hook", None)
@@ -144,11 +137,12 @@ class AccessLog:
             return body
         return _Body(body, done)
 
-    def _write(self, environ: dict, request_id: str, status: int, sent: int, seconds: float) -> None:
+    def _write(self, environ: dict, ctx: RequestContext, status: int, sent: int, seconds: float) -> None:
+        request_id = ctx.request_id
         client = printable(environ.get("REMOTE_ADDR") or "-")
         method = printable(environ.get("REQUEST_METHOD") or "-")
         path = printable(wire_text(environ.get("PATH_INFO", "")))
-        exchange = environ.get(ENVIRON_EXCHANGE)
+        exchange = ctx.exchange
         extra = exchange.summary() if exchange is not None else {}
         if self.json:
             fields = {"event": "access", "request_id": request_id, "client": client, "method": method, "path": path,

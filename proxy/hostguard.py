@@ -18,7 +18,7 @@ from flask import Flask, Response, request
 
 from .accesslog import printable
 from .config import Settings, normalise_origin
-from .environ import ENVIRON_REFUSED
+from .context import current
 from .errors import ProxyError
 from .policy.origins import Origins
 from .recording import dialect_of_path
@@ -151,7 +151,7 @@ class HostGuard:
         log.debug("refused %s %s: %s", _shown(request.method), _shown(path), message)
         if path.startswith("/ui"):
             return ui_auth.refuse(403, message[:1].upper() + message[1:] + ".")
-        request.environ[ENVIRON_REFUSED] = True  # its body is not read for the log
+        current().refused = True  # its body is not read for the log
         return render_error(ProxyError(message, status=403, code=code), dialect_of_path(path))
 
 

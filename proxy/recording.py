@@ -1,15 +1,16 @@
-"""The ``Exchange`` that records the request being served: started from the request (who, what, its body
-for the log, which front door and so which dialect), found again by the error rendering and the
-after-request hook."""
+"""The ``Exchange`` that records the request being served: started here only (who, what, its body for the
+log, which front door and so which dialect) and kept on the request's context, where the error rendering,
+the after-request hooks and the access line find it. A view starts it (``views.common.begin``), or
+``render_error`` for an error no view recorded, or ``store.hooks`` for an answer no view recorded; it is
+written once, when it finishes."""
 from __future__ import annotations
 
 from flask import request
 from werkzeug.exceptions import HTTPException
 
 from . import jsonio
-from .accesslog import ENVIRON_EXCHANGE, ENVIRON_REQUEST_ID
 from .body import read_body
-from .environ import ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
+from .context import current
 from .errors import PayloadTooLarge
 from .exchange import Exchange
 from .services import services
@@ -18,7 +19,7 @@ from .services import services
 def _body_for_log() -> bytes:
     """The request body for the record: not read when the gate refused the request (it may be huge), and
     empty when it cannot be read (too large, client gone) — the view's own read then fails in the dialect."""
-    if request.environ.get(ENVIRON_REFUSED):
+    if current().refused:
         return b""
     try:
         return read_body(request, services().settings.max_request_bytes)
@@ -32,10 +33,9 @@ REFUSED_PEEK_BYTES = 65536  # a refused request's body is read for its model nam
 def model_of_refused() -> str | None:
     """The model a refused request asked for, for its log row: from the body the gate parsed, or from a small
     body read here; a larger one is never read (anyone can send refused requests)."""
-    environ = request.environ
     if request.path.startswith("/v1/models/"):
         return request.path[len("/v1/models/"):][:255] or None
-    body = environ.get(ENVIRON_JSON)
+    body = current().body
     if body is None:
         length = request.content_length
         if not length or length > REFUSED_PEEK_BYTES:
@@ -53,21 +53,22 @@ def model_of_refused() -> str | None:
 
 def start_exchange(front: str) -> Exchange:
     svc = services()
+    ctx = current()
     environ = request.environ
     exchange = Exchange(
-        request_id=environ.get(ENVIRON_REQUEST_ID, ""), front=front, endpoint=request.path,
+        request_id=ctx.request_id, front=front, endpoint=request.path,
         method=request.method, client=environ.get("REMOTE_ADDR") or "",
         user_agent=environ.get("HTTP_USER_AGENT", "")[:300],
         client_body=_body_for_log(), max_body=svc.settings.log_max_body_bytes, sinks=svc.sinks)
-    exchange.key_name = request.environ.get(ENVIRON_KEY_NAME)
+    exchange.key_name = ctx.key_name
     exchange.backend_name = svc.backend.describe()
     exchange.backend_type = svc.backend.type
-    request.environ[ENVIRON_EXCHANGE] = exchange
+    ctx.exchange = exchange
     return exchange
 
 
 def current_exchange() -> Exchange | None:
-    return request.environ.get(ENVIRON_EXCHANGE)
+    return current().exchange
 
 
 def dialect_of_path(path: str) -> str:

@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import jsonio
 from .catalog import model_allowed, model_not_found
-from .environ import ENVIRON_CALLER, ENVIRON_REFUSED
+from .context import current
 from .errors import ModelNotFound, NotFound, PayloadTooLarge, ProxyError, ollama_error_body, openai_error_body
 from .recording import current_exchange, model_of_refused, start_exchange
 from .store.record import REFUSED
@@ -30,7 +30,7 @@ def visible_models(exc: ProxyError) -> ProxyError:
     """A 404 that lists models lists only those the caller's key may use (KEYS_FILE `models`)."""
     if not isinstance(exc, ModelNotFound) or not exc.available:
         return exc
-    caller = request.environ.get(ENVIRON_CALLER)
+    caller = current().caller
     if caller is None or caller.models is None:
         return exc
     return model_not_found(exc.model, [n for n in exc.available if model_allowed(n, caller.models)])
@@ -47,7 +47,7 @@ def render_error(exc: ProxyError, dialect: str) -> Response:
     if exchange is not None and not exchange._finished:
         exchange.fail(exc)
         exchange.status = exc.status
-        if request.environ.get(ENVIRON_REFUSED):  # compact, on its own log budget (LOG_MAX_REFUSED)
+        if current().refused:  # compact, on its own log budget (LOG_MAX_REFUSED)
             exchange.outcome = REFUSED
             if exchange.model_requested is None:
                 exchange.model_requested = model_of_refused()

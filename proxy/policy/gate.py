@@ -5,11 +5,13 @@ written (400), key (401), the key's networks (403), body size (413, from Content
 read), allowed models (403), limits (429/503). It judges the route Flask matched (its rule and blueprint),
 never the raw path. Refusals are rendered in the caller's dialect. `/`, `/health`, `/api/version` and CORS
 preflights pass untouched.
-An admitted request holds a ``Ticket`` (in ``flask.g``); it is settled (tokens charged, concurrency slot
+The caller, the parsed body, the refusal and the admission's ``Ticket`` go on the request's context
+(``proxy.context``). A ticket is settled (tokens charged, concurrency slot
 freed) when the request is done: a stream when its exchange finishes (after the last chunk, on client
 disconnect, or after an error), a whole answer before it is sent (memory) or as the server closes it
 (Redis: the round trip is not on the client's clock), a request no response took at teardown.
-Only key *names* leave this module (``exchange.key_name`` via the WSGI environ), never keys.
+Settling happens in ``_settle`` only, called from ``after_request`` or, for a request no response took,
+``teardown_request``. Only key *names* leave this module (``exchange.key_name``, from the caller), never keys.
 """
 from __future__ import annotations
 
@@ -18,14 +20,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Request, Response, g, request
+from flask import Flask, Request, Response, request
 
 from .. import jsonio, keycase
-from ..accesslog import ENVIRON_EXCHANGE
 from ..body import read_body
 from ..catalog import model_allowed
 from ..config import Settings, parse_rate
-from ..environ import ENVIRON_CALLER, ENVIRON_JSON, ENVIRON_KEY_NAME, ENVIRON_REFUSED
+from ..context import RequestContext, current
 from ..errors import BadRequest, PayloadTooLarge, ProxyError, Unauthorized
 from ..recording import dialect_of_path
 from ..render import render_error
@@ -146,12 +147,12 @@ class Policy:
         """Follow KEYS_FILE: when it was reloaded, rebuild the key ring and forget cached profiles."""
         if self.watcher is None:
             return None
-        current = self.watcher.get()
-        if current is not self._file:
-            self._file = current
-            self._ring = KeyRing.from_pairs(self.env_keys).plus(current.keys)
+        loaded = self.watcher.get()
+        if loaded is not self._file:
+            self._file = loaded
+            self._ring = KeyRing.from_pairs(self.env_keys).plus(loaded.keys)
             self._profiles = {}
-        return current
+        return loaded
 
     def key_names(self) -> tuple[str, ...]:
         self._sync()
@@ -243,7 +244,8 @@ def requested_models(req: Request) -> list[str]:
         return [(req.view_args or {}).get(arg, "")]
     if req.method not in ("POST", "DELETE", "PUT", "PATCH"):
         return []
-    body = req.environ.get(ENVIRON_JSON)
+    ctx = current()
+    body = ctx.body
     if body is None:
         raw = read_body(req, 0)  # its size was checked already
         try:
@@ -251,15 +253,15 @@ def requested_models(req: Request) -> list[str]:
         except ValueError:
             return []  # the view answers 400 for a body that is not JSON
         keycase.check(body)  # `model` and `Model`: the backend might read the one not checked here
-        req.environ[ENVIRON_JSON] = body
+        ctx.body = body
     if not isinstance(body, dict):
         return []
     return [body[f] for f in MODEL_FIELDS if isinstance(body.get(f), str) and body[f]]
 
 
 # --- Flask hooks ---------------------------------------------------------------------------------------
-# Bound to their policy when installed, and reading the WSGI environ rather than werkzeug's request proxy
-# where they can: each proxy attribute costs a context lookup, and these run on every request.
+# Bound to their policy when installed, and reading the WSGI environ's CGI fields rather than werkzeug's
+# request proxy where they can: each proxy attribute costs a context lookup, and these run on every request.
 
 def _policy() -> Policy:
     return services().extras["policy"]
@@ -271,27 +273,26 @@ def before_request(policy: Policy | None = None) -> Response | None:
     if not canonical_path(environ.get("PATH_INFO") or ""):
         return _refuse(BadRequest("the request path is not in its plain form (doubled slashes or . / .. "
                                   "segments); send it as the route is written, e.g. /v1/chat/completions",
-                                  code="invalid_path"), _spelled_out(req.path), environ)
+                                  code="invalid_path"), _spelled_out(req.path), current())
     if environ.get("REQUEST_METHOD") == "OPTIONS" or not gated(req):
         return None
     policy = policy or _policy()
+    ctx = current()
     try:
-        caller = policy.authenticate(environ, environ.get("REMOTE_ADDR"))
-        environ[ENVIRON_KEY_NAME] = caller.name
-        environ[ENVIRON_CALLER] = caller
+        caller = ctx.caller = policy.authenticate(environ, environ.get("REMOTE_ADDR"))
         policy.check_size(request)
         if caller.models is not None:
             policy.check_models(caller, request)
         ticket = policy.admit(caller, rule_of(req))
     except ProxyError as exc:
-        return _refuse(exc, req.path, environ)
+        return _refuse(exc, req.path, ctx)
     if not ticket.settled:
-        g.llm_proxy_ticket = ticket
+        ctx.ticket = ticket
     return None
 
 
-def _refuse(exc: ProxyError, path: str, environ: dict) -> Response:
-    environ[ENVIRON_REFUSED] = True
+def _refuse(exc: ProxyError, path: str, ctx: RequestContext) -> Response:
+    ctx.refused = True
     response = render_error(exc, dialect_of_path(path))
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="llm-proxy"'
@@ -299,19 +300,11 @@ def _refuse(exc: ProxyError, path: str, environ: dict) -> Response:
 
 
 def after_request(response: Response, policy: Policy | None = None) -> Response:
-    environ = request.environ
-    ticket = g.pop("llm_proxy_ticket", None)
-    if ticket is not None:
-        policy = policy or _policy()
-        exchange = environ.get(ENVIRON_EXCHANGE)
-        if response.direct_passthrough and exchange is not None:  # a stream: its exchange finishes however it ends
-            exchange.on_finish.append(lambda done: policy.settle(ticket, done))
-        elif policy.limiter.redis_url:  # a whole answer: its round trip once the answer is out, as it is closed
-            response.call_on_close(lambda: policy.settle(ticket, exchange))
-        else:  # in memory it costs nothing: before the client can ask again
-            policy.settle(ticket, exchange)
-    caller = environ.get(ENVIRON_CALLER)
-    if caller is not None and caller.models is not None and environ.get("REQUEST_METHOD") == "GET" \
+    ctx = current()
+    if ctx.ticket is not None:
+        _settle(ctx, policy or _policy(), response)
+    caller = ctx.caller
+    if caller is not None and caller.models is not None and request.environ.get("REQUEST_METHOD") == "GET" \
             and response.status_code == 200:
         spec = MODEL_LISTS.get(rule_of(request))
         if spec is not None and not response.is_streamed:
@@ -321,9 +314,23 @@ def after_request(response: Response, policy: Policy | None = None) -> Response:
 
 def teardown_request(exc: BaseException | None, policy: Policy | None = None) -> None:
     """A ticket no response took (the after-request hooks never ran) is settled here, at once."""
-    ticket = g.pop("llm_proxy_ticket", None)
-    if ticket is not None:
-        (policy or _policy()).settle(ticket, request.environ.get(ENVIRON_EXCHANGE))
+    ctx = current()
+    if ctx.ticket is not None:
+        _settle(ctx, policy or _policy(), None)
+
+
+def _settle(ctx: RequestContext, policy: Policy, response: Response | None) -> None:
+    """The one place a request's admission is settled, once: a stream when its exchange finishes (however
+    it ends), a whole answer with Redis as the server closes it (the round trip is not on the client's
+    clock), in memory (or with no response) at once, before the client can ask again."""
+    ticket, ctx.ticket = ctx.ticket, None
+    exchange = ctx.exchange
+    if response is not None and response.direct_passthrough and exchange is not None:
+        exchange.on_finish.append(lambda done: policy.settle(ticket, done))
+    elif response is not None and policy.limiter.redis_url:
+        response.call_on_close(lambda: policy.settle(ticket, exchange))
+    else:
+        policy.settle(ticket, exchange)
 
 
 def _filter_list(response: Response, spec: tuple[str, str], patterns: tuple[str, ...]) -> None:

@@ -13,18 +13,14 @@ from flask import Flask, Response, request
 
 from .. import jsonio
 from ..config import Settings
+from ..context import current
 from ..errors import message_from_upstream_body
 from ..recording import current_exchange, dialect_of_path, start_exchange
 
 POLLING = frozenset({"/api/tags", "/api/ps", "/api/version", "/v1/models"})
-ENVIRON_STARTED = "llm_proxy.started"
 
 
 def install_hooks(app: Flask, store: Any, settings: Settings) -> None:
-    @app.before_request
-    def note_start() -> None:
-        request.environ.setdefault(ENVIRON_STARTED, time.time())
-
     @app.after_request
     def record_unrecorded(response: Response) -> Response:
         path = request.path
@@ -36,7 +32,7 @@ def install_hooks(app: Flask, store: Any, settings: Settings) -> None:
             store.count_poll(path, request.remote_addr or "", time.time())
             return response
         exchange = start_exchange(dialect_of_path(path))
-        exchange.started = request.environ.get(ENVIRON_STARTED, exchange.started)
+        exchange.started = current().started
         exchange.model_requested = _model_of(request.get_data(cache=True))
         exchange.local = True
         exchange.status = response.status_code

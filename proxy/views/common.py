@@ -10,7 +10,7 @@ from flask import Response, request
 from .. import jsonio, keycase
 from ..backends.base import Backend, Upstream
 from ..body import read_body, release_body
-from ..environ import ENVIRON_JSON
+from ..context import current
 from ..errors import BackendUnavailable, BadRequest
 from ..exchange import Exchange, Relay
 from ..recording import start_exchange
@@ -23,7 +23,7 @@ SSE = "text/event-stream"
 
 def read_json() -> Any:
     """The request body as JSON, or BadRequest with a message a person can act on."""
-    parsed = request.environ.get(ENVIRON_JSON)
+    parsed = current().body
     data = read_body(request, services().settings.max_request_bytes)
     if parsed is None:  # else the gate parsed it already (to check the model)
         if not data.strip():
@@ -96,10 +96,10 @@ def stream_response(exchange: Exchange, upstream: Upstream, chunks: Iterable[byt
     exchange.stream = True
     exchange.status = 200
     exchange.pack_stream_copies()
-    # The environ lives as long as the stream: drop what only the view needed (the parsed body and
-    # werkzeug's request with its cached copy of the body), or a long chat context stays in memory
-    # three times over for minutes. The log keeps its own copy.
-    request.environ.pop(ENVIRON_JSON, None)
+    # The environ (and the context in it) lives as long as the stream: drop what only the view needed
+    # (the parsed body and werkzeug's request with its cached copy of the body), or a long chat context
+    # stays in memory three times over for minutes. The log keeps its own copy.
+    current().body = None
     request.environ.pop("werkzeug.request", None)
     relay = Relay(exchange, upstream, chunks, dialect, translate)
     mimetype = SSE if dialect == "openai" else NDJSON

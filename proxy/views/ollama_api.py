@@ -9,7 +9,7 @@ from flask import Blueprint, Response, redirect, request
 from werkzeug.wrappers import Response as BaseResponse  # what redirect() makes
 
 from .. import jsonio
-from ..accesslog import ENVIRON_REQUEST_ID
+from ..context import current
 from ..dialects import ollama as ol
 from ..dialects import ollama_openai as oo
 from ..dialects.openai import decode_embedding
@@ -80,7 +80,7 @@ def show() -> Response:
 
 
 def _rid() -> str:
-    return request.environ.get(ENVIRON_REQUEST_ID, "")
+    return current().request_id
 
 
 # --- generation ---------------------------------------------------------------------------------
