@@ -1,7 +1,7 @@
 """The one object that carries a request's state from hook to hook: ``RequestContext``.
 
 The access log (WSGI middleware, outside Flask) makes it with the request id and hands it in once, under
-``ENVIRON_CONTEXT``; inside Flask it is ``flask.g.llm_proxy`` (``current()``). The gate fills in the caller,
+``ENVIRON_CONTEXT``; inside Flask ``current()`` returns it. The gate fills in the caller,
 the parsed body, the refusal and the ticket; the views and the error rendering start the exchange on it; the
 access line reads the exchange back from it when the response is done. Nothing else of ours rides in the
 environ, so what one hook leaves for another is written down here, in one place.
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import g, request
+from flask import request
 
 ENVIRON_CONTEXT = "llm_proxy.context"  # the WSGI hand-off from the access log to the app: a RequestContext
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -48,12 +48,10 @@ class RequestContext:
 
 
 def current() -> RequestContext:
-    """The context of the request being served (made here when no access log handed one in)."""
-    ctx = g.get("llm_proxy")
+    """The context of the request being served (made here when no access log handed one in). Read from the
+    request's environ, not cached in ``flask.g``: an app context can outlive one request."""
+    environ = request.environ
+    ctx = environ.get(ENVIRON_CONTEXT)
     if ctx is None:
-        environ = request.environ
-        ctx = environ.get(ENVIRON_CONTEXT)
-        if ctx is None:
-            ctx = environ[ENVIRON_CONTEXT] = RequestContext(request_id_from(environ))
-        g.llm_proxy = ctx
+        ctx = environ[ENVIRON_CONTEXT] = RequestContext(request_id_from(environ))
     return ctx

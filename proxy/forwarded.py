@@ -16,7 +16,6 @@ from typing import Any
 from .config import Settings
 from .policy.keys import Networks
 
-ENVIRON_PEER = "llm_proxy.peer"  # the TCP peer's address, before forwarding headers were applied
 ENVIRON_RELAYED = "llm_proxy.relayed"  # forwarding headers that could not be followed to the client
 FORWARDING = ("HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP", "HTTP_FORWARDED", "HTTP_X_FORWARDED_PROTO",
               "HTTP_X_FORWARDED_HOST")
@@ -56,7 +55,6 @@ def resolve(environ: dict, trusted: Networks) -> None:
     if not any(name in environ for name in FORWARDING):
         return
     peer = environ.get("REMOTE_ADDR") or ""
-    environ[ENVIRON_PEER] = peer
     if not trusted.contains(peer):
         environ[ENVIRON_RELAYED] = True
         return
