@@ -19,6 +19,8 @@ from .errors import ShuttingDown
 # greenlet -> the exchange it runs; weak, so a greenlet that ends without finishing its exchange leaves no trace
 _running: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
+stopping = False  # set by a stopping server: responses from now on close their connection
+
 MESSAGE = "the proxy is shutting down and its drain time (DRAIN_TIMEOUT) is over; the request was ended"
 
 
