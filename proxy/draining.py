@@ -36,7 +36,7 @@ def finished(exchange: Any) -> None:
 
 def running() -> int:
     """How many exchanges are running now."""
-    return sum(1 for exchange in list(_running.values()) if not exchange._finished)
+    return sum(1 for exchange in list(_running.values()) if not exchange.finished)
 
 
 def end_running(message: str = MESSAGE) -> int:
@@ -44,7 +44,7 @@ def end_running(message: str = MESSAGE) -> int:
     ended = 0
     for glet, exchange in list(_running.items()):
         kill = getattr(glet, "kill", None)  # gevent greenlets only (the servers' request greenlets)
-        if exchange._finished or kill is None or getattr(glet, "dead", True) or glet is getcurrent():
+        if exchange.finished or kill is None or getattr(glet, "dead", True) or glet is getcurrent():
             continue
         kill(ShuttingDown(message), block=False)
         ended += 1
