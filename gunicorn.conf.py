@@ -5,7 +5,7 @@ wsgi:app`) run in this folder reads this file. Options given on gunicorn's comma
 - keepalive: gunicorn's one wait covers both the idle time between requests and the arrival of a request
   head, so it is the smaller of KEEPALIVE_TIMEOUT and HEADER_TIMEOUT;
 - worker_connections: MAX_CONNECTIONS per worker (beyond it gunicorn stops accepting until one ends: the
-  kernel's backlog queues newcomers; `python wsgi.py` answers them 503 instead);
+  kernel's backlog queues newcomers, as under `python wsgi.py`);
 - request heads: at most 100 header lines of 8190 bytes, a request line of 8190 bytes (gunicorn's parser
   also refuses ambiguous framing with 400, see tests/test_gunicorn.py);
 - the open-file soft limit is raised to the hard limit before the workers start;

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from . import draining
 from .config import Settings
 from .context import ENVIRON_CONTEXT, RequestContext, request_id_from
 
@@ -123,6 +124,8 @@ class AccessLog:
         def _start_response(status: str, headers: list, exc_info: Any = None):
             status_holder.append(status)
             headers.append(("X-Request-ID", request_id))
+            if draining.stopping:  # a stopping server serves no further request on this connection
+                headers.append(("Connection", "close"))
             return start_response(status, headers, exc_info)
 
         def done(sent: int) -> None:

@@ -394,10 +394,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_REQUEST_BYTES", "33554432", _int_min(0), "larger request bodies get 413 without being read "
             "(0 = no limit)"),
     Setting("HEADER_TIMEOUT", "10", _float_pos, "seconds a client has to send a whole request head (a new "
-            "connection from its start; later requests from their first byte); then 408 and the connection closes"),
+            "connection from its start; later requests from their first byte); then 400 and the connection closes"),
     Setting("KEEPALIVE_TIMEOUT", "60", _float_pos, "seconds an idle keep-alive connection is kept between requests"),
-    Setting("MAX_CONNECTIONS", "8192", _int_min(1), "client connections served at once; at the cap the longest-idle "
-            "one is closed, and without an idle one a new connection gets 503 (lowered to fit the open-file limit)"),
+    Setting("MAX_CONNECTIONS", "8192", _int_min(1), "client connections served at once; beyond it new connections "
+            "wait in the listen backlog (lowered to fit the open-file limit)"),
     Setting("DRAIN_TIMEOUT", "30", _float_min0, "on SIGTERM/SIGINT: seconds running requests get to finish; then "
             "open streams end with an error chunk and are recorded as cancelled (a second signal ends them at once)"),
 )

@@ -19,6 +19,8 @@ from .errors import ShuttingDown
 # greenlet -> the exchange it runs; weak, so a greenlet that ends without finishing its exchange leaves no trace
 _running: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
+stopping = False  # set by a stopping server: responses from now on close their connection
+
 MESSAGE = "the proxy is shutting down and its drain time (DRAIN_TIMEOUT) is over; the request was ended"
 
 
@@ -34,7 +36,7 @@ def finished(exchange: Any) -> None:
 
 def running() -> int:
     """How many exchanges are running now."""
-    return sum(1 for exchange in list(_running.values()) if not exchange._finished)
+    return sum(1 for exchange in list(_running.values()) if not exchange.finished)
 
 
 def end_running(message: str = MESSAGE) -> int:
@@ -42,7 +44,7 @@ def end_running(message: str = MESSAGE) -> int:
     ended = 0
     for glet, exchange in list(_running.items()):
         kill = getattr(glet, "kill", None)  # gevent greenlets only (the servers' request greenlets)
-        if exchange._finished or kill is None or getattr(glet, "dead", True) or glet is getcurrent():
+        if exchange.finished or kill is None or getattr(glet, "dead", True) or glet is getcurrent():
             continue
         kill(ShuttingDown(message), block=False)
         ended += 1

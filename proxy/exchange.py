@@ -135,7 +135,7 @@ class Exchange:
                  "max_body", "client_request", "upstream_request", "upstream_response", "client_response",
                  "backend_name", "backend_type", "model_requested", "model_upstream", "stream", "status", "outcome",
                  "error", "answer", "answer_parser", "upstream_first_byte_at", "client_first_chunk_at", "ended_at",
-                 "local", "usage", "whole", "_sinks", "on_finish", "_finished")  # each stream holds one: no dict
+                 "local", "usage", "whole", "_sinks", "on_finish", "finished")  # each stream holds one: no dict
 
     def __init__(self, *, request_id: str, front: str, endpoint: str, method: str, client: str, user_agent: str,
                  client_body: bytes, max_body: int, sinks: Iterable[Callable[[Exchange], None]],
@@ -173,7 +173,7 @@ class Exchange:
         self.local = False  # answered without the backend (probes, model lists)
         self._sinks = tuple(sinks)
         self.on_finish: list[Callable[[Exchange], None]] = []  # this exchange's own callbacks (e.g. limits)
-        self._finished = False
+        self.finished = False
         draining.started(self)  # a stopping server ends it after DRAIN_TIMEOUT
 
     # --- filled in as the exchange runs ------------------------------------------------------
@@ -223,9 +223,9 @@ class Exchange:
 
     # --- the end -------------------------------------------------------------------------------
     def finish(self) -> None:
-        if self._finished:
+        if self.finished:
             return
-        self._finished = True
+        self.finished = True
         draining.finished(self)
         self.ended_at = self.clock()
         if self.answer is None and self.answer_parser is not None:

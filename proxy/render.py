@@ -44,7 +44,7 @@ def render_error(exc: ProxyError, dialect: str) -> Response:
     exchange = current_exchange()
     if exchange is None and request.path.startswith(("/api/", "/v1/")) and request.method != "OPTIONS":
         exchange = start_exchange(dialect)  # rejected before a view started one: still recorded
-    if exchange is not None and not exchange._finished:
+    if exchange is not None and not exchange.finished:
         exchange.fail(exc)
         exchange.status = exc.status
         if current().refused:  # compact, on its own log budget (LOG_MAX_REFUSED)
