@@ -7,6 +7,8 @@ put off to dodge a cycle is still a cycle.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "proxy"
@@ -108,6 +110,15 @@ def test_no_package_imports_one_that_imports_it_back():
 
 def test_config_imports_nothing_of_the_project():
     assert import_graph()["proxy.config"] == set()
+
+
+def test_reading_the_settings_loads_no_application():
+    """gunicorn's master imports ``proxy.config`` before its workers patch the standard library with gevent."""
+    probe = ("import sys, proxy.config; print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'flask', 'werkzeug', 'gevent', 'peewee', 'limits', 'redis', 'geventhttpclient'})))")
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=PACKAGE.parent, capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert loaded == []
 
 
 def test_a_cycle_is_found_when_there_is_one():
