@@ -17,12 +17,13 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, request
 
 from .accesslog import printable
-from .config import Settings, normalise_origin
+from .config import Settings
 from .context import current
 from .errors import ProxyError
 from .policy.origins import Origins
 from .recording import dialect_of_path
 from .render import render_error
+from .values import normalise_origin
 from .views import ui_auth
 
 log = logging.getLogger(__name__)

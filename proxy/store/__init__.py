@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import peewee as pw
 
-from ..config import Settings, mask_url
+from ..config import Settings
+from ..values import mask_url
 from .db import Readers, kind_of_database, open_database
 from .health import DatabaseHealth
 from .hooks import install_hooks
