@@ -14,7 +14,7 @@ from ..dialects import ollama as ol
 from ..dialects import ollama_openai as oo
 from ..dialects.openai import decode_embedding
 from ..errors import BadRequest, NotSupported
-from ..passthrough import model_renames, passthrough_lines
+from ..passthrough import model_renames, passthrough_lines, rename_model
 from ..render import json_response, raw_json_response
 from ..rewrite import inject_text
 from ..services import services
@@ -130,13 +130,11 @@ def _passthrough(exchange, path: str, out: dict) -> Response:
     renames = model_renames(out["model"], exchange.model_requested)
     exchange.answer_parser = _ollama_parser(path)
     if exchange.stream:
-        exchange.client_copy_derived_from_upstream(lambda raw: b"".join(passthrough_lines([raw], renames)))
+        exchange.client_copy_derived_from_upstream(lambda raw: rename_model(raw, renames))
         exchange.count_usage(sse=False)
         chunks = passthrough_lines(exchange.upstream_chunks(upstream), renames)
         return stream_response(exchange, upstream, chunks, "ollama")
-    raw = read_whole(exchange, upstream)
-    for old, new in renames:
-        raw = raw.replace(old, new)
+    raw = rename_model(read_whole(exchange, upstream), renames)
     content_type = upstream.headers.get("Content-Type", "application/json; charset=utf-8")
     return finish_whole(exchange, Response(raw, content_type=content_type), raw)
 

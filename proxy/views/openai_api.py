@@ -9,7 +9,7 @@ from .. import jsonio
 from ..dialects import ollama_openai as oo
 from ..dialects import openai as oa
 from ..errors import BackendUnavailable, NotFound
-from ..passthrough import model_renames, passthrough_sse
+from ..passthrough import model_renames, passthrough_sse, rename_model
 from ..render import json_response, raw_json_response
 from ..rewrite import inject_text
 from ..services import services
@@ -109,9 +109,7 @@ def _passthrough(exchange, path: str, out: dict) -> Response:
         chunks = passthrough_sse(exchange.upstream_chunks(upstream), strip_usage_chunk=strip, renames=renames)
         return stream_response(exchange, upstream, chunks, "openai")
     exchange.answer_parser = _whole_answer
-    raw = read_whole(exchange, upstream)
-    for old, new in renames:
-        raw = raw.replace(old, new)
+    raw = rename_model(read_whole(exchange, upstream), renames)
     return finish_whole(exchange, raw_json_response(raw), raw)
 
 
