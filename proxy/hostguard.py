@@ -9,6 +9,7 @@ that send no ``Origin`` (SDKs, curl, integrations) are untouched. Refusals are 4
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import socket
@@ -79,18 +80,9 @@ class HostGuard:
             e.lstrip("*.") for e in entries if e != "*"}
         self.suffixes = LOCAL_SUFFIXES + tuple("." + e.lstrip("*.") for e in entries if e.startswith((".", "*.")))
         self.origins = Origins(settings.cors_origins)  # matched whole, as flask-cors is told to match them
-        self._hosts: dict[str, bool] = {}
+        self.host_allowed = functools.lru_cache(maxsize=CACHE_SIZE)(self._host_allowed)  # Host headers repeat
 
     # --- Host -----------------------------------------------------------------------------------------------
-    def host_allowed(self, header: str) -> bool:
-        allowed = self._hosts.get(header)
-        if allowed is None:
-            allowed = self._host_allowed(header)
-            if len(self._hosts) >= CACHE_SIZE:
-                self._hosts.clear()
-            self._hosts[header] = allowed
-        return allowed
-
     def _host_allowed(self, header: str) -> bool:
         if self.any_host or not header:  # no Host at all: HTTP/1.0 tools; browsers always send one
             return True
