@@ -25,7 +25,6 @@ from .checks import (
 )
 
 SSE_DONE = b"data: [DONE]\n\n"
-FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "function_call")
 
 
 def new_id(prefix: str) -> str:

@@ -35,7 +35,6 @@ from .common import (
 
 bp = Blueprint("ollama_api", __name__)
 OLLAMA_VERSION = "0.12.10"  # what Ollama clients are told; numeric and >= 0.6.4 (Copilot, Open WebUI)
-MANAGEMENT = ("pull", "push", "create", "copy", "delete")
 
 
 @bp.route("/", methods=["GET", "HEAD"])
