@@ -95,17 +95,17 @@ class HostGuard:
         return host.endswith(self.suffixes)
 
     # --- Origin ---------------------------------------------------------------------------------------------
-    def origin_allowed(self, origin: str, host_header: str, scheme: str, path: str) -> bool:
+    def origin_allowed(self, origin: str, host_header: str, path: str) -> bool:
         """Same origin as the request (host and port), or listed in CORS_ORIGINS outside the log view."""
         normalised = normalise_origin(origin)
-        if self.same_origin(normalised, host_header, scheme):
+        if self.same_origin(normalised, host_header):
             return True
         if path.startswith("/ui"):
             return False
         return self.origins.allows(normalised)
 
     @staticmethod
-    def same_origin(origin: str, host_header: str, scheme: str) -> bool:
+    def same_origin(origin: str, host_header: str) -> bool:
         try:
             parts = urlsplit(origin)
             origin_port = parts.port or DEFAULT_PORTS.get(parts.scheme)
@@ -130,8 +130,7 @@ class HostGuard:
         origin = environ.get("HTTP_ORIGIN")
         if origin == "null" and environ.get("HTTP_SEC_FETCH_SITE") == "same-origin":
             origin = None  # a page of ours under a no-referrer policy; the browser itself says it is ours
-        if origin is not None and not self.origin_allowed(origin, host, environ.get("wsgi.url_scheme", "http"),
-                                                          environ.get("PATH_INFO") or "/"):
+        if origin is not None and not self.origin_allowed(origin, host, environ.get("PATH_INFO") or "/"):
             where = "the log view" if (environ.get("PATH_INFO") or "").startswith("/ui") else "this proxy"
             hint = "" if where == "the log view" else "; add it to CORS_ORIGINS to allow it"
             return self.refuse(f"requests from web pages at {_shown(origin)!r} may not use {where}{hint}",

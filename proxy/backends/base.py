@@ -305,15 +305,14 @@ class HTTPBackend:
     type = "http"
     dialect = "openai"
 
-    def __init__(self, settings: Settings, connection: Connection | None = None):
+    def __init__(self, settings: Settings):
         self.settings = settings
         self.read_timeout = settings.backend_timeout
         self.connect_timeout = settings.backend_connect_timeout
         # without credentials: what describe(), /healthz and the log show; user:password@ goes as Basic auth
         self.base_url, auth = split_credentials(settings.backend_url)
-        self.connection = connection or Connection(self.base_url, auth=auth, api_key=settings.backend_api_key,
-                                                   bundle=ca_bundle(settings.backend_ca_bundle),
-                                                   connect_timeout=self.connect_timeout)
+        self.connection = Connection(self.base_url, auth=auth, api_key=settings.backend_api_key,
+                                     bundle=ca_bundle(settings.backend_ca_bundle), connect_timeout=self.connect_timeout)
         self._limit = settings.max_response_bytes or None
 
     @property

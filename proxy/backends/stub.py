@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import jsonio
 from ..catalog import ModelInfo
+from ..config import Settings
 from ..dialects import openai as oa
 from ..errors import BackendUnavailable, BadRequest, NotFound, ProxyError, UpstreamStatus
 
@@ -126,10 +127,9 @@ class StubBackend:
     flavor = "generic"
     base_url = "stub://"
 
-    def __init__(self, settings, session=None, sleep=time.sleep):
+    def __init__(self, settings: Settings):
         self.settings = settings
         self.delay = settings.stub_delay_ms / 1000
-        self._sleep = sleep
 
     @property
     def name(self) -> str:
@@ -217,7 +217,7 @@ class StubBackend:
             yield event(oa.chat_chunk(cid, created, model, {"role": "assistant", "content": ""}))
         for piece in pieces:
             if self.delay:
-                self._sleep(self.delay)
+                time.sleep(self.delay)
             if kind == "chat":
                 yield event(oa.chat_chunk(cid, created, model, {"content": piece}))
             else:

@@ -56,7 +56,7 @@ def tags() -> Response:
 
 @bp.route("/api/ps", methods=["GET"])
 def ps() -> Response:
-    return json_response({"models": [model_views.ps_entry(m, time.time()) for m in services().catalog.models()]})
+    return json_response({"models": [model_views.ps_entry(m) for m in services().catalog.models()]})
 
 
 @bp.route("/api/show", methods=["POST"])
