@@ -397,8 +397,9 @@ def ollama_ndjson_to_openai(chunks: Iterable[bytes], translator: OllamaToOpenAI)
 
 # --- error chunks after the first byte --------------------------------------------------------
 
-def openai_error_event(message: str, err_type: str = "server_error") -> bytes:
-    return oa.sse_event(jsonio.dumps({"error": {"message": message, "type": err_type, "param": None, "code": None}}))
+def openai_error_event(message: str) -> bytes:
+    return oa.sse_event(jsonio.dumps({"error": {"message": message, "type": "server_error", "param": None,
+                                                "code": None}}))
 
 
 def ollama_error_line(message: str) -> bytes:
