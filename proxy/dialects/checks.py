@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 from ..errors import BadRequest
 
 INT64 = 2 ** 63
+MAX_DIMENSIONS = 65536  # embedding sizes: the largest models have a few thousand
 
 
 def fail(name: str, what: str) -> NoReturn:
