@@ -157,8 +157,15 @@ class Upstream(Protocol):
         ...
 
     def error_for(self, exc: Exception) -> ProxyError: ...
-    def read(self) -> bytes: ...
-    def json(self) -> Any: ...
+
+    def read(self) -> bytes:
+        """The whole body; the connection is released however the read ends."""
+        ...
+
+    def json(self) -> Any:
+        """The whole body as JSON (a ProxyError when it is not); the connection is released."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -263,7 +270,10 @@ class HTTPUpstream:
         return failure(exc, self._name, self._call)
 
     def read(self) -> bytes:
-        return b"".join(self.stream())
+        try:
+            return b"".join(self.stream())
+        finally:
+            self.close()
 
     def json(self) -> Any:
         body = self.read()
@@ -350,19 +360,11 @@ class HTTPBackend:
         return upstream
 
     def get_json(self, path: str, timeout: float | None = None) -> Any:
-        upstream = self.open("GET", path, timeout=timeout)
-        try:
-            return upstream.json()
-        finally:
-            upstream.close()
+        return self.open("GET", path, timeout=timeout).json()
 
     def post_json(self, path: str, body: dict, *, request_id: str | None = None) -> tuple[bytes, Any]:
         """POST a JSON body and return (raw bytes, parsed JSON) of a non-streamed answer."""
-        upstream = self.open("POST", path, jsonio.dumps(body), request_id=request_id)
-        try:
-            raw = upstream.read()
-        finally:
-            upstream.close()
+        raw = self.open("POST", path, jsonio.dumps(body), request_id=request_id).read()
         try:
             return raw, jsonio.loads(raw)
         except ValueError:

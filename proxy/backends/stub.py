@@ -110,7 +110,10 @@ class StubUpstream:
         return BackendUnavailable(f"the stub backend failed: {exc}")
 
     def read(self) -> bytes:
-        return b"".join(self.iter_bytes())
+        try:
+            return b"".join(self.iter_bytes())
+        finally:
+            self.close()
 
     def json(self) -> Any:
         return jsonio.loads(self.read())

@@ -229,10 +229,7 @@ def manage() -> Response:
         whole = body.get("stream") is False or action in ("copy", "delete")
         upstream = upstream_backend().open(request.method, request.path, payload, request_id=_rid(), stream=not whole)
         if whole:
-            try:
-                raw = upstream.read()
-            finally:
-                upstream.close()
+            raw = upstream.read()
             exchange.upstream_response.add(raw)
             response = Response(raw, status=upstream.status,
                                 content_type=upstream.headers.get("Content-Type", "application/json"))
@@ -264,8 +261,5 @@ def blobs(digest: str) -> Response:
         raise NotSupported(f"blobs are not supported by the {svc.backend.describe()}")
     upstream = upstream_backend().open(request.method, f"/api/blobs/{digest}", request.get_data() or None,
                                        request_id=_rid())
-    try:
-        raw = upstream.read()
-    finally:
-        upstream.close()
+    raw = upstream.read()
     return Response(raw, status=upstream.status)
