@@ -147,10 +147,6 @@ class Upstream(Protocol):
     @property
     def headers(self) -> ResponseHeaders: ...
 
-    def iter_bytes(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
-        """The body as it arrives; a broken connection raises a ProxyError."""
-        ...
-
     def stream(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
         """The body as it arrives, for a ``Relay``: one generator between the socket and the client; failures
         raise as ProxyErrors naming the backend."""
@@ -214,8 +210,6 @@ class HTTPUpstream:
         """The body as it arrives (for a ``Relay`` too: one generator between the socket and the client);
         ``tap(chunk)`` sees each chunk first. Failures raise as ProxyErrors naming the backend."""
         return self._chunks(tap, self.limit)
-
-    iter_bytes = stream
 
     def _decoded(self) -> Iterator[bytes]:
         """A compressed body decoded in pieces of at most READ_SIZE (a bomb never inflates at once)."""

@@ -91,27 +91,25 @@ def embed(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
 
 
 class StubUpstream:
-    """Looks like ``base.Upstream``: status, headers, iter_bytes(), stream(), error_for(), read(), json(), close()."""
+    """Looks like ``base.Upstream``: status, headers, stream(), error_for(), read(), json(), close()."""
 
     def __init__(self, chunks: Iterator[bytes] | list[bytes], content_type: str):
         self.status = 200
         self.headers = {"Content-Type": content_type}
         self._chunks = chunks
 
-    def iter_bytes(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
+    def stream(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
         for chunk in self._chunks:
             if tap is not None:
                 tap(chunk)
             yield chunk
-
-    stream = iter_bytes
 
     def error_for(self, exc: OSError) -> ProxyError:
         return BackendUnavailable(f"the stub backend failed: {exc}")
 
     def read(self) -> bytes:
         try:
-            return b"".join(self.iter_bytes())
+            return b"".join(self.stream())
         finally:
             self.close()
 
