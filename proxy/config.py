@@ -7,7 +7,6 @@ variable and what it accepts.
 """
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import logging
 import os
@@ -227,9 +226,6 @@ class Settings:
             if name in environ:
                 logging.getLogger("proxy.config").warning("%s is no longer a setting (%s); remove it", name, why)
         return cls(**parsed)
-
-    def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
 
     def public_items(self) -> list[tuple[str, str]]:
         """(variable, value) pairs for display, secrets masked."""
