@@ -29,7 +29,6 @@ from .common import (
     read_whole,
     route_model,
     stream_response,
-    upstream_backend,
     upstream_object,
 )
 
@@ -68,7 +67,7 @@ def show() -> Response:
     if svc.backend.dialect == "ollama":
         upstream_body = {**body, "model": model.alias_of or model.id}
         upstream_body.pop("name", None)
-        _, shown = upstream_backend().post_json("/api/show", upstream_body, request_id=_rid())
+        _, shown = svc.backend.post_json("/api/show", upstream_body, request_id=_rid())
         if isinstance(shown, dict):
             shown.setdefault("capabilities", list(model.capabilities))
             if shown.get("model_info") is None:
@@ -197,7 +196,7 @@ def embed() -> Response:
     payload = jsonio.dumps(out)
     exchange.sent_upstream(payload)
     started = time.time()
-    raw, resp = upstream_backend().post_json("/v1/embeddings", out, request_id=exchange.request_id)
+    raw, resp = svc.backend.post_json("/v1/embeddings", out, request_id=exchange.request_id)
     exchange.upstream_response.add(raw)
     data = resp.get("data") if isinstance(resp, dict) else None
     vectors = [decode_embedding(item.get("embedding")) for item in data or () if isinstance(item, dict)]
@@ -227,7 +226,7 @@ def manage() -> Response:
         payload = jsonio.dumps(body)  # the body that was checked, not the bytes sent (a repeated key goes)
         exchange.sent_upstream(payload)
         whole = body.get("stream") is False or action in ("copy", "delete")
-        upstream = upstream_backend().open(request.method, request.path, payload, request_id=_rid(), stream=not whole)
+        upstream = svc.backend.open(request.method, request.path, payload, request_id=_rid(), stream=not whole)
         if whole:
             raw = upstream.read()
             exchange.upstream_response.add(raw)
@@ -259,7 +258,7 @@ def blobs(digest: str) -> Response:
     svc = services()
     if svc.backend.dialect != "ollama":
         raise NotSupported(f"blobs are not supported by the {svc.backend.describe()}")
-    upstream = upstream_backend().open(request.method, f"/api/blobs/{digest}", request.get_data() or None,
+    upstream = svc.backend.open(request.method, f"/api/blobs/{digest}", request.get_data() or None,
                                        request_id=_rid())
     raw = upstream.read()
     return Response(raw, status=upstream.status)

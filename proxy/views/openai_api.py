@@ -28,7 +28,6 @@ from .common import (
     read_whole,
     route_model,
     stream_response,
-    upstream_backend,
     upstream_object,
 )
 
@@ -81,7 +80,7 @@ def embeddings() -> Response:
         return _passthrough(exchange, "/v1/embeddings", {**body, "model": upstream_model})
     out = oo.embed_from_openai(body, upstream_model)
     exchange.sent_upstream(jsonio.dumps(out))
-    raw, resp = upstream_backend().post_json("/api/embed", out, request_id=exchange.request_id)
+    raw, resp = svc.backend.post_json("/api/embed", out, request_id=exchange.request_id)
     exchange.upstream_response.add(raw)
     assert exchange.model_requested is not None  # begin() noted it
     reply = oo.embed_response_to_openai(resp if isinstance(resp, dict) else {}, exchange.model_requested,
