@@ -19,7 +19,6 @@ before its workers patch the standard library.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import resource
@@ -31,24 +30,21 @@ FLUSH_TIMEOUT_S = 5.0  # proxy.draining.FLUSH_TIMEOUT_S: the log writer's last w
 
 
 def _settings() -> dict:
-    """HOST, PORT and the connection settings, parsed by the proxy's own SETTINGS table (proxy/config.py is
-    loaded on its own, not as part of the proxy package, whose import would load the application)."""
+    """HOST, PORT and the connection settings, parsed by the proxy's own SETTINGS table (``proxy.config``
+    imports nothing of the application)."""
     from dotenv import load_dotenv
 
     here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:  # started from elsewhere (`-c …/gunicorn.conf.py --chdir …`): gunicorn adds it later
+        sys.path.insert(0, here)
+    from proxy.config import SETTINGS
+
     env_file = os.path.join(os.getcwd(), ".env")
     if os.path.isfile(env_file):
         load_dotenv(env_file, override=False)  # as wsgi.py does: the working directory's .env; set variables win
-    spec = importlib.util.spec_from_file_location("_llm_proxy_config", os.path.join(here, "proxy", "config.py"))
-    config = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = config  # dataclasses look their module up
-    try:
-        spec.loader.exec_module(config)  # type: ignore[union-attr]
-    finally:
-        del sys.modules[spec.name]
     wanted = {"HOST", "PORT", "HEADER_TIMEOUT", "KEEPALIVE_TIMEOUT", "MAX_CONNECTIONS", "DRAIN_TIMEOUT"}
     values, problems = {}, []
-    for setting in config.SETTINGS:
+    for setting in SETTINGS:
         if setting.env in wanted:
             raw = os.environ.get(setting.env, setting.default)
             try:

@@ -103,9 +103,6 @@ class Catalog:
             threading.Thread(target=self._background_refresh, name="model-list-refresh", daemon=True).start()
         return self._models or []
 
-    def invalidate(self) -> None:
-        self._fetched_at = 0.0
-
     def is_known(self, client_name: str) -> bool:
         """A name of the last fetched list or an exact alias, without fetching: metrics label only these."""
         models = self._models or []

@@ -39,14 +39,14 @@ def running() -> int:
     return sum(1 for exchange in list(_running.values()) if not exchange.finished)
 
 
-def end_running(message: str = MESSAGE) -> int:
-    """Raise ``ShuttingDown(message)`` in every greenlet still running an exchange; how many were ended."""
+def end_running() -> int:
+    """Raise ``ShuttingDown(MESSAGE)`` in every greenlet still running an exchange; how many were ended."""
     ended = 0
     for glet, exchange in list(_running.items()):
         kill = getattr(glet, "kill", None)  # gevent greenlets only (the servers' request greenlets)
         if exchange.finished or kill is None or getattr(glet, "dead", True) or glet is getcurrent():
             continue
-        kill(ShuttingDown(message), block=False)
+        kill(ShuttingDown(MESSAGE), block=False)
         ended += 1
     return ended
 
@@ -54,8 +54,8 @@ def end_running(message: str = MESSAGE) -> int:
 FLUSH_TIMEOUT_S = 5.0  # the log writer's last flush at exit; a database that does not answer loses what is queued
 
 
-def flush_log(app: Any, timeout: float = FLUSH_TIMEOUT_S) -> bool:
-    """Run the app's shutdown (the log writer writes what is queued) for at most ``timeout`` seconds, from a
+def flush_log(app: Any) -> bool:
+    """Run the app's shutdown (the log writer writes what is queued) for at most FLUSH_TIMEOUT_S, from a
     greenlet; False when it did not finish (the caller exits anyway)."""
     import logging
 
@@ -65,11 +65,11 @@ def flush_log(app: Any, timeout: float = FLUSH_TIMEOUT_S) -> bool:
     if shutdown is None:
         return True
     glet = gevent.spawn(shutdown)
-    glet.join(timeout)
+    glet.join(FLUSH_TIMEOUT_S)
     if glet.dead:
         return True
     store = app.extensions["llm_proxy"].extras.get("log_store")
     queued = store.writer.pending() if store is not None else "?"
     logging.getLogger(__name__).error("the log database did not finish the last write within %g s: %s records "
-                                      "still queued are lost", timeout, queued)
+                                      "still queued are lost", FLUSH_TIMEOUT_S, queued)
     return False

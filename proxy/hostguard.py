@@ -9,6 +9,7 @@ that send no ``Origin`` (SDKs, curl, integrations) are untouched. Refusals are 4
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import socket
@@ -17,12 +18,13 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, request
 
 from .accesslog import printable
-from .config import Settings, normalise_origin
+from .config import Settings
 from .context import current
 from .errors import ProxyError
 from .policy.origins import Origins
 from .recording import dialect_of_path
 from .render import render_error
+from .values import normalise_origin
 from .views import ui_auth
 
 log = logging.getLogger(__name__)
@@ -78,18 +80,9 @@ class HostGuard:
             e.lstrip("*.") for e in entries if e != "*"}
         self.suffixes = LOCAL_SUFFIXES + tuple("." + e.lstrip("*.") for e in entries if e.startswith((".", "*.")))
         self.origins = Origins(settings.cors_origins)  # matched whole, as flask-cors is told to match them
-        self._hosts: dict[str, bool] = {}
+        self.host_allowed = functools.lru_cache(maxsize=CACHE_SIZE)(self._host_allowed)  # Host headers repeat
 
     # --- Host -----------------------------------------------------------------------------------------------
-    def host_allowed(self, header: str) -> bool:
-        allowed = self._hosts.get(header)
-        if allowed is None:
-            allowed = self._host_allowed(header)
-            if len(self._hosts) >= CACHE_SIZE:
-                self._hosts.clear()
-            self._hosts[header] = allowed
-        return allowed
-
     def _host_allowed(self, header: str) -> bool:
         if self.any_host or not header:  # no Host at all: HTTP/1.0 tools; browsers always send one
             return True
@@ -102,17 +95,17 @@ class HostGuard:
         return host.endswith(self.suffixes)
 
     # --- Origin ---------------------------------------------------------------------------------------------
-    def origin_allowed(self, origin: str, host_header: str, scheme: str, path: str) -> bool:
+    def origin_allowed(self, origin: str, host_header: str, path: str) -> bool:
         """Same origin as the request (host and port), or listed in CORS_ORIGINS outside the log view."""
         normalised = normalise_origin(origin)
-        if self.same_origin(normalised, host_header, scheme):
+        if self.same_origin(normalised, host_header):
             return True
         if path.startswith("/ui"):
             return False
         return self.origins.allows(normalised)
 
     @staticmethod
-    def same_origin(origin: str, host_header: str, scheme: str) -> bool:
+    def same_origin(origin: str, host_header: str) -> bool:
         try:
             parts = urlsplit(origin)
             origin_port = parts.port or DEFAULT_PORTS.get(parts.scheme)
@@ -137,8 +130,7 @@ class HostGuard:
         origin = environ.get("HTTP_ORIGIN")
         if origin == "null" and environ.get("HTTP_SEC_FETCH_SITE") == "same-origin":
             origin = None  # a page of ours under a no-referrer policy; the browser itself says it is ours
-        if origin is not None and not self.origin_allowed(origin, host, environ.get("wsgi.url_scheme", "http"),
-                                                          environ.get("PATH_INFO") or "/"):
+        if origin is not None and not self.origin_allowed(origin, host, environ.get("PATH_INFO") or "/"):
             where = "the log view" if (environ.get("PATH_INFO") or "").startswith("/ui") else "this proxy"
             hint = "" if where == "the log view" else "; add it to CORS_ORIGINS to allow it"
             return self.refuse(f"requests from web pages at {_shown(origin)!r} may not use {where}{hint}",

@@ -18,20 +18,20 @@ def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
 
 
-def too_deep(value: Any, raw: bytes | str, limit: int = MAX_DEPTH) -> bool:
-    """Whether ``value`` (parsed from ``raw``) nests arrays and objects more than ``limit`` deep. A body with
-    fewer brackets than the limit cannot be, and is not walked: the walk is for the rare body that might."""
+def too_deep(value: Any, raw: bytes | str) -> bool:
+    """Whether ``value`` (parsed from ``raw``) nests arrays and objects more than MAX_DEPTH deep. A body with
+    fewer brackets than that cannot be, and is not walked: the walk is for the rare body that might."""
     if isinstance(raw, str):
         brackets = raw.count("[") + raw.count("{")
     else:
         brackets = raw.count(b"[") + raw.count(b"{")
-    if brackets <= limit:
+    if brackets <= MAX_DEPTH:
         return False
     level = [value] if isinstance(value, (dict, list)) else []
     depth = 0
-    while level:  # a level at a time: no recursion, and it stops at the first level past the limit
+    while level:  # a level at a time: no recursion, and it stops at the first level past it
         depth += 1
-        if depth > limit:
+        if depth > MAX_DEPTH:
             return True
         deeper: list[Any] = []
         for item in level:

@@ -8,6 +8,7 @@ worker or run one worker per host.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from http import HTTPStatus
 
@@ -41,7 +42,7 @@ class Metrics:
         self.url_map = url_map
         self.known_model = known_model or (lambda name: False)
         self._adapter: MapAdapter | None = None
-        self._routes: dict[tuple[str, str], str] = {}
+        self.route = functools.lru_cache(maxsize=ROUTE_CACHE)(self._match)
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("llm_proxy_requests", "Finished requests to /api and /v1",
                                 ["front", "endpoint", "model", "status", "outcome"], registry=self.registry)
@@ -54,18 +55,9 @@ class Metrics:
                               ["model", "kind"], registry=self.registry)
 
     # --- labels -------------------------------------------------------------------------------------------
-    def route(self, method: str, path: str) -> str:
-        """The route template a request matched (`/v1/models/<path:model_id>`), or `unmatched`."""
-        key = (method, path)
-        template = self._routes.get(key)
-        if template is None:
-            template = self._match(method, path)
-            if len(self._routes) >= ROUTE_CACHE:
-                self._routes.clear()
-            self._routes[key] = template
-        return template
-
     def _match(self, method: str, path: str) -> str:
+        """The route template a request matched (`/v1/models/<path:model_id>`), or `unmatched`; ``route``
+        is this, cached."""
         if self.url_map is None:
             return UNMATCHED
         if self._adapter is None:

@@ -10,7 +10,8 @@ from . import jsonio
 from .framing import MAX_FRAME, FrameTooLarge
 
 
-def _rename_model(data: bytes, renames: tuple[tuple[bytes, bytes], ...]) -> bytes:
+def rename_model(data: bytes, renames: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    """``data`` with the client's model name put back (``renames`` from ``model_renames``)."""
     for old, new in renames:
         if old in data:
             data = data.replace(old, new)
@@ -62,11 +63,11 @@ def _edited_sse(chunks: Iterable[bytes], strip_usage_chunk: bool,
             ready = b"".join(ev + b"\n\n" for ev in ready.replace(b"\r\n", b"\n").split(b"\n\n")
                              if ev and not (_EMPTY_CHOICES[0] in ev or _EMPTY_CHOICES[1] in ev))
         if renames:
-            ready = _rename_model(ready, renames)
+            ready = rename_model(ready, renames)
         if ready:
             yield ready
     if pending:
-        yield _rename_model(bytes(pending), renames) if renames else bytes(pending)
+        yield rename_model(bytes(pending), renames) if renames else bytes(pending)
 
 
 def passthrough_lines(chunks: Iterable[bytes], renames: tuple[tuple[bytes, bytes], ...] = ()) -> Iterator[bytes]:
@@ -87,6 +88,6 @@ def _renamed_lines(chunks: Iterable[bytes], renames: tuple[tuple[bytes, bytes], 
             continue
         ready = bytes(pending + chunk[:cut + 1]) if pending else chunk[:cut + 1]
         pending = bytearray(chunk[cut + 1:])
-        yield _rename_model(ready, renames)
+        yield rename_model(ready, renames)
     if pending:
-        yield _rename_model(bytes(pending), renames)
+        yield rename_model(bytes(pending), renames)

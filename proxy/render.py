@@ -11,7 +11,15 @@ from werkzeug.exceptions import HTTPException
 from . import jsonio
 from .catalog import model_allowed, model_not_found
 from .context import current
-from .errors import ModelNotFound, NotFound, PayloadTooLarge, ProxyError, ollama_error_body, openai_error_body
+from .errors import (
+    MethodNotAllowed,
+    ModelNotFound,
+    NotFound,
+    PayloadTooLarge,
+    ProxyError,
+    ollama_error_body,
+    openai_error_body,
+)
 from .recording import current_exchange, model_of_refused, start_exchange
 from .store.record import REFUSED
 
@@ -60,7 +68,7 @@ def http_exception_to_proxy_error(exc: HTTPException) -> ProxyError:
     if exc.code == 404:
         return NotFound(f"{request.method} {request.path} is not served by this proxy")
     if exc.code == 405:
-        return ProxyError(f"{request.method} is not allowed on {request.path}", status=405)
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
     if exc.code == 413:
         return PayloadTooLarge("the request body is larger than this proxy accepts (MAX_REQUEST_BYTES)")
     return ProxyError(exc.description or exc.name, status=exc.code or 400)

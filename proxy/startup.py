@@ -8,6 +8,7 @@ import errno
 import logging
 import os
 import socket
+import threading
 from typing import Any
 
 from .errors import ProxyError, UpstreamStatus
@@ -88,18 +89,8 @@ def probe_backend(backend: Any, timeout: float = PROBE_TIMEOUT) -> bool:
 
 
 def probe_in_background(backend: Any) -> None:
-    """Run ``probe_backend`` off the start-up path (a greenlet under gevent, else a daemon thread)."""
+    """Run ``probe_backend`` off the start-up path, in a thread (a greenlet under gevent, which patches
+    ``threading``)."""
     if getattr(backend, "type", "") == "stub":
         return
-    try:
-        import gevent
-        from gevent import monkey
-
-        if monkey.is_module_patched("socket"):
-            gevent.spawn(probe_backend, backend)
-            return
-    except ImportError:  # pragma: no cover - gevent is a requirement
-        pass
-    import threading
-
     threading.Thread(target=probe_backend, args=(backend,), name="backend-probe", daemon=True).start()

@@ -5,7 +5,8 @@ object (``OpenAIToOllama``, ``OllamaToOpenAI``) -> bytes out; ``OpenAIStreamToOl
 push one upstream chunk through both (a live stream's ``Relay`` calls them), ``openai_sse_to_ollama`` /
 ``ollama_ndjson_to_openai`` are the same as generators.
 Same-dialect streams go through ``passthrough`` instead.
-Each translator also keeps the assembled answer (text, thinking, tool calls, usage) for the log.
+Each translator also keeps the assembled answer (text, thinking, tool calls, usage) for the log; a passthrough's
+answer is assembled here too, once it has ended (``assemble_*``).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .dialects import ollama_openai as oo
 from .dialects import openai as oa
 from .errors import BackendError, ProxyError, clip_message
 from .framing import NDJSONFraming, SSEFraming
+from .usage import take_openai_usage
 
 
 class StreamFormatError(BackendError):
@@ -87,13 +89,6 @@ class Answer:
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "usage_estimated": self.usage_estimated, "error": self.error}
 
-    def take_usage(self, usage: Any) -> None:
-        if isinstance(usage, dict):
-            if isinstance(usage.get("prompt_tokens"), int):
-                self.prompt_tokens = usage["prompt_tokens"]
-            if isinstance(usage.get("completion_tokens"), int):
-                self.completion_tokens = usage["completion_tokens"]
-
     def settle_counts(self) -> None:
         """If the backend reported no completion tokens, count deltas and say it is an estimate."""
         if self.completion_tokens is None:
@@ -127,7 +122,7 @@ class OpenAIToOllama:
             raise BackendError(_error_message(chunk["error"]))
         answer = self.answer
         if "usage" in chunk:
-            answer.take_usage(chunk["usage"])
+            take_openai_usage(answer, chunk["usage"])
         if isinstance(chunk.get("timings"), dict):
             answer.timings = chunk["timings"]
         out: list[bytes] = []
@@ -402,8 +397,9 @@ def ollama_ndjson_to_openai(chunks: Iterable[bytes], translator: OllamaToOpenAI)
 
 # --- error chunks after the first byte --------------------------------------------------------
 
-def openai_error_event(message: str, err_type: str = "server_error") -> bytes:
-    return oa.sse_event(jsonio.dumps({"error": {"message": message, "type": err_type, "param": None, "code": None}}))
+def openai_error_event(message: str) -> bytes:
+    return oa.sse_event(jsonio.dumps({"error": {"message": message, "type": "server_error", "param": None,
+                                                "code": None}}))
 
 
 def ollama_error_line(message: str) -> bytes:
@@ -416,7 +412,7 @@ def error_chunk(dialect: str, exc: ProxyError) -> bytes:
     return ollama_error_line(exc.message)
 
 
-# --- assembling a passthrough stream afterwards (for the log, off the client's path) ----------
+# --- assembling a passthrough's answer afterwards (for the log, off the client's path) --------
 
 def _assemble(translate: Callable[[Iterable[bytes], Any], Iterator[bytes]], translator: Any, raw: bytes) -> Answer:
     """Run a translator over a whole recorded stream only for the answer it assembles."""
@@ -426,6 +422,29 @@ def _assemble(translate: Callable[[Iterable[bytes], Any], Iterator[bytes]], tran
     except ProxyError as exc:
         translator.answer.error = exc.message
     return translator.answer
+
+
+def answer_of_openai(resp: Any) -> Answer:
+    """The answer of a whole (non-streamed) OpenAI chat or text completion."""
+    answer = Answer()
+    if not isinstance(resp, dict):
+        return answer
+    take_openai_usage(answer, resp.get("usage"))
+    for choice in resp.get("choices") or ():
+        message = choice.get("message") or {}
+        text = message.get("content") if message else choice.get("text")
+        if isinstance(text, str):
+            answer.content.append(text)
+        reasoning = oa.reasoning_of(message) if message else None
+        if reasoning:
+            answer.thinking.append(reasoning)
+        answer.tool_calls.extend(message.get("tool_calls") or ())
+        answer.finish_reason = choice.get("finish_reason")
+    return answer
+
+
+def assemble_openai_json(raw: bytes) -> Answer:
+    return answer_of_openai(jsonio.loads(raw))
 
 
 def assemble_openai_sse(raw: bytes) -> Answer:

@@ -23,6 +23,16 @@ def _marked(data: Any, end: int) -> bool:
     return False
 
 
+def take_openai_usage(target: Any, usage: Any) -> None:
+    """Set ``target``'s prompt_tokens and completion_tokens from an OpenAI ``usage`` object, each one it holds
+    as an integer (an ``Answer`` being assembled, a ``UsageTap``)."""
+    if isinstance(usage, dict):
+        if isinstance(usage.get("prompt_tokens"), int):
+            target.prompt_tokens = usage["prompt_tokens"]
+        if isinstance(usage.get("completion_tokens"), int):
+            target.completion_tokens = usage["completion_tokens"]
+
+
 class UsageTap:
     """Fed each upstream chunk of an SSE (``sse=True``) or NDJSON stream; keeps the last usage reported,
     the last error event, and the number of events seen (a count to fall back on when none is reported)."""
@@ -96,12 +106,7 @@ class UsageTap:
         error = obj.get("error")
         if error:
             self.error = str(error.get("message") or error) if isinstance(error, dict) else str(error)
-        usage = obj.get("usage")
-        if isinstance(usage, dict):
-            if isinstance(usage.get("prompt_tokens"), int):
-                self.prompt_tokens = usage["prompt_tokens"]
-            if isinstance(usage.get("completion_tokens"), int):
-                self.completion_tokens = usage["completion_tokens"]
+        take_openai_usage(self, obj.get("usage"))
         if isinstance(obj.get("prompt_eval_count"), int):
             self.prompt_tokens = obj["prompt_eval_count"]
         if isinstance(obj.get("eval_count"), int):

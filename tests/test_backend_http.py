@@ -184,7 +184,7 @@ def test_backend_stream_stalling_is_backend_timeout(server):
     backend = backend_for(server.url, BACKEND_TIMEOUT="0.2")
     server.script(Reply([CHUNKED_HEAD + b"5\r\nfirst\r\n"], gate=threading.Event()))
     upstream = backend.open("POST", "/v1/chat/completions", b"{}")
-    chunks = upstream.iter_bytes()
+    chunks = upstream.stream()
     assert next(chunks) == b"first"
     with pytest.raises(BackendTimeout, match="stopped sending"):
         next(chunks)

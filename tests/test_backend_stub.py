@@ -32,7 +32,7 @@ def test_reports_a_tool_result():
 def test_streams_word_by_word_with_usage_when_asked():
     body = {"model": "stub", "stream": True, "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": "one two"}]}
-    chunks = list(stub().open("POST", "/v1/chat/completions", jsonio.dumps(body)).iter_bytes())
+    chunks = list(stub().open("POST", "/v1/chat/completions", jsonio.dumps(body)).stream())
     assert len(chunks) == 1 + 4 + 1 + 1 + 1  # role, 4 words, finish, usage, [DONE]
     answer = assemble_openai_sse(b"".join(chunks))
     assert "".join(answer.content) == "You said: one two"

@@ -43,7 +43,7 @@ def backend_for(url: str, **env: str) -> HTTPBackend:
 def read_whole(backend: HTTPBackend, stream: bool = False) -> bytes:
     upstream = backend.open("POST", "/x", b"{}", stream=stream)
     try:
-        return b"".join(upstream.iter_bytes())
+        return b"".join(upstream.stream())
     finally:
         upstream.close()
 

@@ -1,5 +1,6 @@
 """The package reads top-down: no module of proxy/ imports, directly or through others, one that imports it
-back, and no package does either; ``config`` imports nothing of the project (gunicorn.conf.py loads it alone).
+back, and no package does either; ``config`` imports nothing of the project but ``values``, its parsers, which
+import nothing of it (gunicorn's master reads the settings without the application).
 
 Imports are read from the source with ``ast``, those inside functions and ``if TYPE_CHECKING`` too: an import
 put off to dodge a cycle is still a cycle.
@@ -7,6 +8,8 @@ put off to dodge a cycle is still a cycle.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "proxy"
@@ -106,8 +109,18 @@ def test_no_package_imports_one_that_imports_it_back():
     assert [sorted(c) for c in cycles(package_graph(import_graph()))] == []
 
 
-def test_config_imports_nothing_of_the_project():
-    assert import_graph()["proxy.config"] == set()
+def test_config_imports_nothing_of_the_project_but_its_parsers():
+    graph = import_graph()
+    assert graph["proxy.config"] == {"proxy.values"} and graph["proxy.values"] == set()
+
+
+def test_reading_the_settings_loads_no_application():
+    """gunicorn's master imports ``proxy.config`` before its workers patch the standard library with gevent."""
+    probe = ("import sys, proxy.config; print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'flask', 'werkzeug', 'gevent', 'peewee', 'limits', 'redis', 'geventhttpclient'})))")
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=PACKAGE.parent, capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert loaded == []
 
 
 def test_a_cycle_is_found_when_there_is_one():

@@ -147,18 +147,21 @@ class Upstream(Protocol):
     @property
     def headers(self) -> ResponseHeaders: ...
 
-    def iter_bytes(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
-        """The body as it arrives; a broken connection raises a ProxyError."""
-        ...
-
     def stream(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
         """The body as it arrives, for a ``Relay``: one generator between the socket and the client; failures
         raise as ProxyErrors naming the backend."""
         ...
 
     def error_for(self, exc: Exception) -> ProxyError: ...
-    def read(self) -> bytes: ...
-    def json(self) -> Any: ...
+
+    def read(self) -> bytes:
+        """The whole body; the connection is released however the read ends."""
+        ...
+
+    def json(self) -> Any:
+        """The whole body as JSON (a ProxyError when it is not); the connection is released."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -207,8 +210,6 @@ class HTTPUpstream:
         """The body as it arrives (for a ``Relay`` too: one generator between the socket and the client);
         ``tap(chunk)`` sees each chunk first. Failures raise as ProxyErrors naming the backend."""
         return self._chunks(tap, self.limit)
-
-    iter_bytes = stream
 
     def _decoded(self) -> Iterator[bytes]:
         """A compressed body decoded in pieces of at most READ_SIZE (a bomb never inflates at once)."""
@@ -263,7 +264,10 @@ class HTTPUpstream:
         return failure(exc, self._name, self._call)
 
     def read(self) -> bytes:
-        return b"".join(self.stream())
+        try:
+            return b"".join(self.stream())
+        finally:
+            self.close()
 
     def json(self) -> Any:
         body = self.read()
@@ -305,15 +309,14 @@ class HTTPBackend:
     type = "http"
     dialect = "openai"
 
-    def __init__(self, settings: Settings, connection: Connection | None = None):
+    def __init__(self, settings: Settings):
         self.settings = settings
         self.read_timeout = settings.backend_timeout
         self.connect_timeout = settings.backend_connect_timeout
         # without credentials: what describe(), /healthz and the log show; user:password@ goes as Basic auth
         self.base_url, auth = split_credentials(settings.backend_url)
-        self.connection = connection or Connection(self.base_url, auth=auth, api_key=settings.backend_api_key,
-                                                   bundle=ca_bundle(settings.backend_ca_bundle),
-                                                   connect_timeout=self.connect_timeout)
+        self.connection = Connection(self.base_url, auth=auth, api_key=settings.backend_api_key,
+                                     bundle=ca_bundle(settings.backend_ca_bundle), connect_timeout=self.connect_timeout)
         self._limit = settings.max_response_bytes or None
 
     @property
@@ -351,19 +354,11 @@ class HTTPBackend:
         return upstream
 
     def get_json(self, path: str, timeout: float | None = None) -> Any:
-        upstream = self.open("GET", path, timeout=timeout)
-        try:
-            return upstream.json()
-        finally:
-            upstream.close()
+        return self.open("GET", path, timeout=timeout).json()
 
     def post_json(self, path: str, body: dict, *, request_id: str | None = None) -> tuple[bytes, Any]:
         """POST a JSON body and return (raw bytes, parsed JSON) of a non-streamed answer."""
-        upstream = self.open("POST", path, jsonio.dumps(body), request_id=request_id)
-        try:
-            raw = upstream.read()
-        finally:
-            upstream.close()
+        raw = self.open("POST", path, jsonio.dumps(body), request_id=request_id).read()
         try:
             return raw, jsonio.loads(raw)
         except ValueError:

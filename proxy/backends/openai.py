@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..catalog import ModelInfo
+from ..config import Settings
 from ..errors import BackendUnavailable, ProxyError
 from .base import HTTPBackend
 
@@ -55,8 +56,8 @@ class OpenAIBackend(HTTPBackend):
     type = "openai"
     dialect = "openai"
 
-    def __init__(self, settings, session=None):
-        super().__init__(settings, session)
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
         self._flavor = None if settings.backend_flavor == "auto" else settings.backend_flavor
         self._props: dict[str, Any] | None = None
         self._first_seen: dict[str, int] = {}  # llama-server reports `created` as the time of each request

@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import jsonio
 from ..catalog import ModelInfo
+from ..config import Settings
 from ..dialects import openai as oa
 from ..errors import BackendUnavailable, BadRequest, NotFound, ProxyError, UpstreamStatus
 
@@ -90,26 +91,27 @@ def embed(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
 
 
 class StubUpstream:
-    """Looks like ``base.Upstream``: status, headers, iter_bytes(), stream(), error_for(), read(), json(), close()."""
+    """Looks like ``base.Upstream``: status, headers, stream(), error_for(), read(), json(), close()."""
 
     def __init__(self, chunks: Iterator[bytes] | list[bytes], content_type: str):
         self.status = 200
         self.headers = {"Content-Type": content_type}
         self._chunks = chunks
 
-    def iter_bytes(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
+    def stream(self, tap: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
         for chunk in self._chunks:
             if tap is not None:
                 tap(chunk)
             yield chunk
 
-    stream = iter_bytes
-
     def error_for(self, exc: OSError) -> ProxyError:
         return BackendUnavailable(f"the stub backend failed: {exc}")
 
     def read(self) -> bytes:
-        return b"".join(self.iter_bytes())
+        try:
+            return b"".join(self.stream())
+        finally:
+            self.close()
 
     def json(self) -> Any:
         return jsonio.loads(self.read())
@@ -126,10 +128,9 @@ class StubBackend:
     flavor = "generic"
     base_url = "stub://"
 
-    def __init__(self, settings, session=None, sleep=time.sleep):
+    def __init__(self, settings: Settings):
         self.settings = settings
         self.delay = settings.stub_delay_ms / 1000
-        self._sleep = sleep
 
     @property
     def name(self) -> str:
@@ -217,7 +218,7 @@ class StubBackend:
             yield event(oa.chat_chunk(cid, created, model, {"role": "assistant", "content": ""}))
         for piece in pieces:
             if self.delay:
-                self._sleep(self.delay)
+                time.sleep(self.delay)
             if kind == "chat":
                 yield event(oa.chat_chunk(cid, created, model, {"content": piece}))
             else:

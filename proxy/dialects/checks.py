@@ -10,16 +10,25 @@ from typing import Any, NoReturn
 from ..errors import BadRequest
 
 INT64 = 2 ** 63
+MAX_DIMENSIONS = 65536  # embedding sizes: the largest models have a few thousand
 
 
 def fail(name: str, what: str) -> NoReturn:
     raise BadRequest(f"'{name}' must be {what}", param=name.split(".", 1)[0].split("[", 1)[0])
 
 
-def boolean(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        fail(name, "a boolean")
-    return value
+def _of_type(kind: type, what: str) -> Callable[[Any, str], Any]:
+    def check(value: Any, name: str) -> Any:
+        if not isinstance(value, kind):
+            fail(name, what)
+        return value
+    return check
+
+
+boolean = _of_type(bool, "a boolean")
+string = _of_type(str, "a string")
+an_object = _of_type(dict, "an object")
+array = _of_type(list, "an array")
 
 
 def number(value: Any, name: str) -> int | float:
@@ -42,24 +51,6 @@ def integer(low: int = -INT64, high: int = INT64 - 1, *, truncate: bool = False)
     return check
 
 
-def string(value: Any, name: str) -> str:
-    if not isinstance(value, str):
-        fail(name, "a string")
-    return value
-
-
-def an_object(value: Any, name: str) -> dict:
-    if not isinstance(value, dict):
-        fail(name, "an object")
-    return value
-
-
-def array(value: Any, name: str) -> list:
-    if not isinstance(value, list):
-        fail(name, "an array")
-    return value
-
-
 def string_or_strings(value: Any, name: str) -> str | list:
     if not isinstance(value, str) and not (isinstance(value, list) and all(isinstance(x, str) for x in value)):
         fail(name, "a string or an array of strings")
@@ -77,9 +68,7 @@ def one_of(*choices: str) -> Callable[[Any, str], str]:
 def fields(table: dict[str, Callable[[Any, str], Any]]) -> Callable[[Any, str], dict]:
     """A checker for an object whose listed fields (when present and not null) must pass their checks."""
     def check(value: Any, name: str) -> dict:
-        if not isinstance(value, dict):
-            fail(name, "an object")
-        check_fields(value, table, f"{name}.")
+        check_fields(an_object(value, name), table, f"{name}.")
         return value
     return check
 

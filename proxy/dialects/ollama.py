@@ -13,7 +13,19 @@ from typing import Any
 
 from .. import jsonio
 from ..errors import BadRequest
-from .checks import an_object, boolean, check_fields, fail, fields, integer, items, number, string, string_or_strings
+from .checks import (
+    MAX_DIMENSIONS,
+    an_object,
+    boolean,
+    check_fields,
+    fail,
+    fields,
+    integer,
+    items,
+    number,
+    string,
+    string_or_strings,
+)
 
 THINK_LEVELS = ("low", "medium", "high", "max")
 IMAGE_MAGIC = (("iVBOR", "image/png"), ("/9j/", "image/jpeg"), ("R0lGOD", "image/gif"),
@@ -112,7 +124,6 @@ NUMBER_OPTIONS = ("temperature", "top_p", "min_p", "typical_p", "repeat_penalty"
 BOOLEAN_OPTIONS = ("penalize_newline", "numa", "use_mmap", "use_mlock", "low_vram", "f16_kv", "vocab_only")
 OPTIONS = {**{k: integer(truncate=True) for k in INTEGER_OPTIONS}, **{k: number for k in NUMBER_OPTIONS},
            **{k: boolean for k in BOOLEAN_OPTIONS}, "stop": string_or_strings}
-MAX_DIMENSIONS = 65536  # embedding sizes: the largest models have a few thousand
 
 
 def _strings(value: Any, name: str) -> list:

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import BadRequest
 from .checks import (
+    MAX_DIMENSIONS,
     an_object,
     boolean,
     check_fields,
@@ -25,7 +26,6 @@ from .checks import (
 )
 
 SSE_DONE = b"data: [DONE]\n\n"
-FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "function_call")
 
 
 def new_id(prefix: str) -> str:
@@ -46,8 +46,6 @@ def sse_event(payload: bytes) -> bytes:
 # written as floats (16.0) are integers to JSON Schema and to OpenAI: they are accepted and rewritten as ints
 # in place, so that the backend and the translations see ints. Integers are bounded to 64 bits (what backends
 # parse them into, and what the JSON encoder writes).
-
-MAX_DIMENSIONS = 65536  # embedding sizes: the largest models have a few thousand
 
 
 def _tool_choice(value: Any, name: str) -> Any:

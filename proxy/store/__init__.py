@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import peewee as pw
 
-from ..config import Settings, mask_url
+from ..config import Settings
+from ..values import mask_url
 from .db import Readers, kind_of_database, open_database
 from .health import DatabaseHealth
 from .hooks import install_hooks
@@ -44,7 +45,6 @@ class LogStore:
         self.writer = LogWriter(self.models, queue_size=settings.log_queue_size, retention=self.retention,
                                 cleanup_minutes=settings.log_cleanup_minutes, health=self.health)
         self._pid = os.getpid()
-        self.start_error: str | None = None
 
     def open(self) -> LogStore:
         """Create or migrate the schema now (so the UI works at once), then start the writer.
@@ -54,7 +54,7 @@ class LogStore:
             ensure_schema(self.models)
             self.writer.schema_ready = True
         except pw.PeeweeException as exc:
-            self.start_error = self.health.failed(exc, "at start")
+            self.health.failed(exc, "at start")
         finally:
             self._close_quietly()
         self.writer.start()

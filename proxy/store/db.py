@@ -101,13 +101,11 @@ READ_TIMEOUT_S = 10.0
 class Readers:
     """The log view's database reads. Under gevent they run in a small native thread pool of their own, never
     in the hub's pool, which also resolves host names for backend connections (a stalled database once held
-    every one of its threads, and API requests waited); each read is waited for at most ``timeout`` seconds,
+    every one of its threads, and API requests waited); each read is waited for at most READ_TIMEOUT_S,
     then ``DatabaseBusy`` is raised, and a read that waited in the queue past its time is not started at all.
     Without gevent a read runs in the calling thread (each request has its own)."""
 
-    def __init__(self, threads: int = READ_THREADS, timeout: float = READ_TIMEOUT_S):
-        self.threads = threads
-        self.timeout = timeout
+    def __init__(self) -> None:
         self._pool: Any = None
         self._pid = 0
 
@@ -118,16 +116,16 @@ class Readers:
         from gevent.threadpool import ThreadPool
 
         if self._pid != os.getpid():  # first use, or a forked worker: the parent's threads are not here
-            self._pool, self._pid = ThreadPool(self.threads), os.getpid()
-        deadline = time.monotonic() + self.timeout
-        busy = DatabaseBusy(f"the log database did not answer within {self.timeout:g} s")
+            self._pool, self._pid = ThreadPool(READ_THREADS), os.getpid()
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        busy = DatabaseBusy(f"the log database did not answer within {READ_TIMEOUT_S:g} s")
 
         def task() -> tuple[bool, Any]:
             if time.monotonic() > deadline:
                 return False, busy
             return captured(fn, args)
 
-        with gevent.Timeout(self.timeout, busy):  # spawn itself waits while every reader thread is busy
+        with gevent.Timeout(READ_TIMEOUT_S, busy):  # spawn itself waits while every reader thread is busy
             ok, value = self._pool.spawn(task).get()
         if not ok:
             raise value

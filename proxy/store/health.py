@@ -26,10 +26,6 @@ class DatabaseHealth:
         self.reason: str | None = None
         self._lock = threading.Lock()
 
-    @property
-    def up(self) -> bool:
-        return self.down_since is None
-
     def failed(self, exc: BaseException, doing: str = "") -> str:
         """Note a failure; the first after a success is logged. Returns the reason."""
         reason = reason_of(exc)

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Response, request
 
 from .. import jsonio, keycase
-from ..backends.base import Backend, Upstream
+from ..backends.base import Upstream
 from ..body import read_body, release_body
 from ..context import current
 from ..errors import BackendUnavailable, BadRequest
@@ -53,17 +53,12 @@ def route_model(exchange: Exchange) -> str:
     return exchange.model_upstream
 
 
-def upstream_backend() -> Backend:
-    """The backend, for a call that costs something there."""
-    return services().backend
-
-
 def open_upstream(exchange: Exchange, path: str, out: dict) -> Upstream:
     """POST `out` to the backend, noting the body sent for the log; error statuses raise."""
     release_body(request)  # parsed and copied for the log: the backend gets `out`, encoded below
     payload = jsonio.dumps(out)
     exchange.sent_upstream(payload)
-    return upstream_backend().open("POST", path, payload, request_id=exchange.request_id, stream=exchange.stream)
+    return services().backend.open("POST", path, payload, request_id=exchange.request_id, stream=exchange.stream)
 
 
 def read_whole(exchange: Exchange, upstream: Upstream) -> bytes:

@@ -31,7 +31,7 @@ def tag_entry(model: ModelInfo) -> dict[str, Any]:
             "size": int(model.size), "digest": ol.digest_of(model.alias_of or model.id), "details": _details(model)}
 
 
-def ps_entry(model: ModelInfo, now: float) -> dict[str, Any]:
+def ps_entry(model: ModelInfo) -> dict[str, Any]:
     entry = dict(tag_entry(model))
     entry.pop("modified_at", None)
     entry["expires_at"] = ol.rfc3339(FAR_FUTURE)

@@ -14,7 +14,7 @@ from ..dialects import ollama as ol
 from ..dialects import ollama_openai as oo
 from ..dialects.openai import decode_embedding
 from ..errors import BadRequest, NotSupported
-from ..passthrough import model_renames, passthrough_lines
+from ..passthrough import model_renames, passthrough_lines, rename_model
 from ..render import json_response, raw_json_response
 from ..rewrite import inject_text
 from ..services import services
@@ -29,13 +29,11 @@ from .common import (
     read_whole,
     route_model,
     stream_response,
-    upstream_backend,
     upstream_object,
 )
 
 bp = Blueprint("ollama_api", __name__)
 OLLAMA_VERSION = "0.12.10"  # what Ollama clients are told; numeric and >= 0.6.4 (Copilot, Open WebUI)
-MANAGEMENT = ("pull", "push", "create", "copy", "delete")
 
 
 @bp.route("/", methods=["GET", "HEAD"])
@@ -57,7 +55,7 @@ def tags() -> Response:
 
 @bp.route("/api/ps", methods=["GET"])
 def ps() -> Response:
-    return json_response({"models": [model_views.ps_entry(m, time.time()) for m in services().catalog.models()]})
+    return json_response({"models": [model_views.ps_entry(m) for m in services().catalog.models()]})
 
 
 @bp.route("/api/show", methods=["POST"])
@@ -69,7 +67,7 @@ def show() -> Response:
     if svc.backend.dialect == "ollama":
         upstream_body = {**body, "model": model.alias_of or model.id}
         upstream_body.pop("name", None)
-        _, shown = upstream_backend().post_json("/api/show", upstream_body, request_id=_rid())
+        _, shown = svc.backend.post_json("/api/show", upstream_body, request_id=_rid())
         if isinstance(shown, dict):
             shown.setdefault("capabilities", list(model.capabilities))
             if shown.get("model_info") is None:
@@ -130,13 +128,11 @@ def _passthrough(exchange, path: str, out: dict) -> Response:
     renames = model_renames(out["model"], exchange.model_requested)
     exchange.answer_parser = _ollama_parser(path)
     if exchange.stream:
-        exchange.client_copy_derived_from_upstream(lambda raw: b"".join(passthrough_lines([raw], renames)))
+        exchange.client_copy_derived_from_upstream(lambda raw: rename_model(raw, renames))
         exchange.count_usage(sse=False)
         chunks = passthrough_lines(exchange.upstream_chunks(upstream), renames)
         return stream_response(exchange, upstream, chunks, "ollama")
-    raw = read_whole(exchange, upstream)
-    for old, new in renames:
-        raw = raw.replace(old, new)
+    raw = rename_model(read_whole(exchange, upstream), renames)
     content_type = upstream.headers.get("Content-Type", "application/json; charset=utf-8")
     return finish_whole(exchange, Response(raw, content_type=content_type), raw)
 
@@ -200,7 +196,7 @@ def embed() -> Response:
     payload = jsonio.dumps(out)
     exchange.sent_upstream(payload)
     started = time.time()
-    raw, resp = upstream_backend().post_json("/v1/embeddings", out, request_id=exchange.request_id)
+    raw, resp = svc.backend.post_json("/v1/embeddings", out, request_id=exchange.request_id)
     exchange.upstream_response.add(raw)
     data = resp.get("data") if isinstance(resp, dict) else None
     vectors = [decode_embedding(item.get("embedding")) for item in data or () if isinstance(item, dict)]
@@ -230,12 +226,9 @@ def manage() -> Response:
         payload = jsonio.dumps(body)  # the body that was checked, not the bytes sent (a repeated key goes)
         exchange.sent_upstream(payload)
         whole = body.get("stream") is False or action in ("copy", "delete")
-        upstream = upstream_backend().open(request.method, request.path, payload, request_id=_rid(), stream=not whole)
+        upstream = svc.backend.open(request.method, request.path, payload, request_id=_rid(), stream=not whole)
         if whole:
-            try:
-                raw = upstream.read()
-            finally:
-                upstream.close()
+            raw = upstream.read()
             exchange.upstream_response.add(raw)
             response = Response(raw, status=upstream.status,
                                 content_type=upstream.headers.get("Content-Type", "application/json"))
@@ -265,10 +258,7 @@ def blobs(digest: str) -> Response:
     svc = services()
     if svc.backend.dialect != "ollama":
         raise NotSupported(f"blobs are not supported by the {svc.backend.describe()}")
-    upstream = upstream_backend().open(request.method, f"/api/blobs/{digest}", request.get_data() or None,
+    upstream = svc.backend.open(request.method, f"/api/blobs/{digest}", request.get_data() or None,
                                        request_id=_rid())
-    try:
-        raw = upstream.read()
-    finally:
-        upstream.close()
+    raw = upstream.read()
     return Response(raw, status=upstream.status)

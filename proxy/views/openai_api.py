@@ -9,11 +9,17 @@ from .. import jsonio
 from ..dialects import ollama_openai as oo
 from ..dialects import openai as oa
 from ..errors import BackendUnavailable, NotFound
-from ..passthrough import model_renames, passthrough_sse
+from ..passthrough import model_renames, passthrough_sse, rename_model
 from ..render import json_response, raw_json_response
 from ..rewrite import inject_text
 from ..services import services
-from ..streaming import Answer, OllamaStreamToOpenAI, OllamaToOpenAI, assemble_openai_sse
+from ..streaming import (
+    OllamaStreamToOpenAI,
+    OllamaToOpenAI,
+    answer_of_openai,
+    assemble_openai_json,
+    assemble_openai_sse,
+)
 from . import models as model_views
 from .common import (
     begin,
@@ -22,7 +28,6 @@ from .common import (
     read_whole,
     route_model,
     stream_response,
-    upstream_backend,
     upstream_object,
 )
 
@@ -75,7 +80,7 @@ def embeddings() -> Response:
         return _passthrough(exchange, "/v1/embeddings", {**body, "model": upstream_model})
     out = oo.embed_from_openai(body, upstream_model)
     exchange.sent_upstream(jsonio.dumps(out))
-    raw, resp = upstream_backend().post_json("/api/embed", out, request_id=exchange.request_id)
+    raw, resp = svc.backend.post_json("/api/embed", out, request_id=exchange.request_id)
     exchange.upstream_response.add(raw)
     assert exchange.model_requested is not None  # begin() noted it
     reply = oo.embed_response_to_openai(resp if isinstance(resp, dict) else {}, exchange.model_requested,
@@ -108,34 +113,9 @@ def _passthrough(exchange, path: str, out: dict) -> Response:
             lambda raw: b"".join(passthrough_sse([raw], strip_usage_chunk=strip, renames=renames)))
         chunks = passthrough_sse(exchange.upstream_chunks(upstream), strip_usage_chunk=strip, renames=renames)
         return stream_response(exchange, upstream, chunks, "openai")
-    exchange.answer_parser = _whole_answer
-    raw = read_whole(exchange, upstream)
-    for old, new in renames:
-        raw = raw.replace(old, new)
+    exchange.answer_parser = assemble_openai_json
+    raw = rename_model(read_whole(exchange, upstream), renames)
     return finish_whole(exchange, raw_json_response(raw), raw)
-
-
-def _whole_answer(raw: bytes):
-    """The answer of a non-streamed OpenAI body, for the log (passthrough: parsed when the exchange ends)."""
-    return _answer_of(jsonio.loads(raw))
-
-
-def _answer_of(resp):
-    answer = Answer()
-    if not isinstance(resp, dict):
-        return answer
-    answer.take_usage(resp.get("usage"))
-    for choice in resp.get("choices") or ():
-        message = choice.get("message") or {}
-        text = message.get("content") if message else choice.get("text")
-        if isinstance(text, str):
-            answer.content.append(text)
-        reasoning = oa.reasoning_of(message) if message else None
-        if reasoning:
-            answer.thinking.append(reasoning)
-        answer.tool_calls.extend(message.get("tool_calls") or ())
-        answer.finish_reason = choice.get("finish_reason")
-    return answer
 
 
 def _translated(exchange, kind: str, path: str, out: dict, client_body: dict) -> Response:
@@ -155,5 +135,5 @@ def _translated(exchange, kind: str, path: str, out: dict, client_body: dict) ->
     else:
         reply = oo.generate_response_to_openai(resp, cid, created, exchange.model_requested)
     data = jsonio.dumps(reply)
-    exchange.answer = _answer_of(reply)
+    exchange.answer = answer_of_openai(reply)
     return finish_whole(exchange, raw_json_response(data), data)
