@@ -11,7 +11,7 @@ from flask_cors import CORS
 from policy_support import ALICE, assert_openai_error, call
 
 from proxy.config import ConfigError, Settings, parse_origins
-from proxy.policy.origins import Origins
+from proxy.hostguard import Origins
 
 ALLOWED = "https://chat.example.org,https://*.example.net,http://localhost:3000"
 LOOKALIKES = ["https://chat.example.org.evil.net", "https://chat.example.orgx", "https://xchat.example.org",

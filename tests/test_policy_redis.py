@@ -13,9 +13,9 @@ import requests
 from policy_support import *  # noqa: F401,F403
 from policy_support import assert_ollama_error, assert_openai_error, call, chat_body, unique, write_keys
 
+from proxy.config import parse_rate
 from proxy.errors import RateLimited
 from proxy.policy.limits import Limiter, Rules
-from proxy.policy.rates import parse_rate
 from proxy.policy.redisstore import slot_key
 
 DAY = 86400
