@@ -1,5 +1,4 @@
-"""What the limiter and its counter stores share: the rules one caller is held to, the ticket of an admitted
-request, a store's refusal, and the store interface (in memory in ``limits``, in Redis in ``redisstore``)."""
+"""What the limiter and its counter stores (memory in ``limits``, Redis in ``redisstore``) share."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,21 +1,7 @@
-"""KEYS_FILE: per-key settings in TOML, read with ``tomllib`` and reloaded when the file changes.
-
-    [defaults]                      # every key (and every client admitted without one)
-    rpm = 120
-    [keys.alice]
-    key = "sk-alice-…"              # optional: or a list; or key_sha256 = "<hex>"; names from API_KEYS need none
-    models = ["qwen3-*", "llama3.2*"]   # globs on the model names clients use
-    networks = ["10.0.0.0/8"]       # the key is accepted only from these addresses
-    rpm = 60                        # requests per minute (replaces RATE_LIMIT for this key; 0 = none)
-    tpm = 100000                    # tokens per minute, counted from finished requests (0 = none)
-    # or, instead of rpm / tpm, any windows: requests = "10/second;500/hour", tokens = "1000000/hour"
-    concurrency = 2                 # requests running at once (0 = none)
-    daily_tokens = 2000000          # tokens per UTC day (0 = none)
-
-Loading validates everything and names the table and field at fault. A file that turns bad while the
-proxy runs is not taken: the previous version stays in force and an error is logged. So is a file that
-turns empty (no table at all: a truncated file, an editor's half-done save), which would otherwise drop
-every key at once; a file that was written to while it was read is read again at the next look.
+"""KEYS_FILE: per-key rules in TOML (the README shows the format), read with ``tomllib`` and reloaded when the
+file changes. Loading checks everything and names the table and field at fault. A file that turns bad, or
+empty (a truncated file, an editor's half-done save, which would drop every key at once), while the proxy
+runs is not taken: the previous version stays in force and the reason is logged.
 """
 from __future__ import annotations
 
@@ -174,8 +160,8 @@ def load(path: str) -> KeysFile:
 
 
 class KeysFileWatcher:
-    """The file's current content; ``get`` re-reads it when its mtime, size or inode changed, looking at
-    most every ``interval`` seconds (a stat on every request was a noticeable share of the gate's cost)."""
+    """The file's current content; ``get`` re-reads it when its mtime, size or inode changed, looking at it
+    at most every ``interval`` seconds (not on every request: a stat is a share of the gate's cost)."""
 
     def __init__(self, path: str, interval: float = CHECK_EVERY, clock: Callable[[], float] = time.monotonic):
         self.path = path
@@ -187,7 +173,6 @@ class KeysFileWatcher:
             self.current = load(path)
         except KeysFileError as exc:  # at start-up: a setting that cannot be served, said as config says it
             raise ConfigError(f"KEYS_FILE={path!r} is not valid: expected a readable TOML keys file ({exc})") from None
-        self.version = 1
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
@@ -225,5 +210,4 @@ class KeysFileWatcher:
                         "force (a file meant to hold no rules keeps an empty [defaults] table)", self.path)
             return
         self.current = fresh
-        self.version += 1
         log.info("KEYS_FILE %s reloaded: %d key table(s)", self.path, len(self.current.rules))

@@ -1,13 +1,10 @@
-"""The limits one caller is held to and their counters: request windows, token windows, a daily token quota
-and concurrency.
+"""Admission and settlement against the limits one caller is held to: request windows, token windows, a daily
+token quota and concurrency.
 
-``Limiter.admit`` lets a request in only when every limit has room, all or nothing, and hands out a
-``Ticket``; ``Limiter.settle`` charges the tokens the request used and frees its concurrency slot when it
-ends. A running request is never cut. Counters live in this process (the ``limits`` library's MemoryStorage
-and strategies, plus a count of running requests) or in Redis (``redisstore``: shared by workers and hosts,
-one script call per admission and one per settlement), where they are exact across processes. When Redis
-cannot be reached a request is admitted without limits or refused with 503 (LIMITS_FAIL_OPEN), never a 500.
-Refusals name the limit, the caller and when it has room again (Retry-After).
+``Limiter.admit`` lets a request in only when every limit has room, all or nothing, and hands out a ``Ticket``;
+``Limiter.settle`` charges the tokens it used and frees its slot when it ends; a running request is never cut.
+Counters live in this process (the ``limits`` library's storage and strategies) or in Redis (``redisstore``),
+shared and exact across processes. When Redis fails, LIMITS_FAIL_OPEN decides: admit without limits or 503.
 """
 from __future__ import annotations
 

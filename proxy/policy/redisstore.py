@@ -1,12 +1,10 @@
 """Limit counters in Redis, shared by every process that uses the same REDIS_URL.
 
-An admission is one call of ``ADMIT`` (a Lua script registered with redis-py): it checks every limit of the
-caller and counts the request only when all have room, so no two processes ever admit past a limit between
-them. A settlement is one call of ``SETTLE``. Request windows keep the ``limits`` library's layout (a moving
-window is a list of hit times, newest first; a fixed window a counter with an expiry); token windows and the
-daily quota are counters charged with each finished request's tokens. Concurrency slots are leases in a
-sorted set (member = slot id, score = lease end): those of a process that died run out after ``LEASE``
-seconds, and a thread renews the leases this process holds, so a stream longer than that keeps its slot.
+An admission is one call of the ``ADMIT`` Lua script: it checks every limit of the caller and counts the request
+only when all have room, so no two processes ever admit past a limit. A settlement is one call of ``SETTLE``.
+Request windows keep the ``limits`` library's layout; token windows and the daily quota are counters charged
+with finished requests' tokens. Concurrency slots are leases in a sorted set (score = lease end): those of a
+dead process run out after ``LEASE`` seconds, and a thread renews the leases this process holds.
 """
 from __future__ import annotations
 
