@@ -47,7 +47,6 @@ class KeyRules:
 
 @dataclass(frozen=True)
 class KeysFile:
-    path: str
     defaults: KeyRules = KeyRules()
     rules: Mapping[str, KeyRules] = field(default_factory=dict)
     keys: tuple[tuple[str, bytes], ...] = ()  # (name, SHA-256 digest of the key)
@@ -56,17 +55,6 @@ class KeysFile:
     def rules_for(self, name: str | None) -> KeyRules:
         own = self.rules.get(name) if name is not None else None
         return own.over(self.defaults) if own is not None else self.defaults
-
-
-def _ints(where: str, table: Mapping[str, Any]) -> dict[str, int]:
-    out = {}
-    for name in LIMIT_FIELDS:
-        if name in table:
-            value = table[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise KeysFileError(f"{where}.{name} must be an integer >= 0 (0 = no limit), not {value!r}")
-            out[name] = value
-    return out
 
 
 def _strings(where: str, name: str, value: Any) -> tuple[str, ...]:
@@ -83,7 +71,10 @@ def _rules(where: str, table: Any, allowed: tuple[str, ...]) -> KeyRules:
     unknown = sorted(set(table) - set(allowed))
     if unknown:
         raise KeysFileError(f"{where} has unknown field(s) {', '.join(unknown)}; known: {', '.join(allowed)}")
-    values: dict[str, Any] = _ints(where, table)
+    values: dict[str, Any] = {name: table[name] for name in LIMIT_FIELDS if name in table}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise KeysFileError(f"{where}.{name} must be an integer >= 0 (0 = no limit), not {value!r}")
     for count, windows in (("rpm", "requests"), ("tpm", "tokens")):
         if count in values and windows in table:
             raise KeysFileError(f"{where} gives both {count} and {windows}; use one")
@@ -147,7 +138,7 @@ def parse(text: str, path: str = "<keys file>") -> KeysFile:
     digests = [d for _, d in keys]
     if len(set(digests)) != len(digests):
         raise KeysFileError(f"{path}: the same key is given to two names")
-    return KeysFile(path=path, defaults=defaults, rules=rules, keys=tuple(keys), empty=not data)
+    return KeysFile(defaults=defaults, rules=rules, keys=tuple(keys), empty=not data)
 
 
 def load(path: str) -> KeysFile:

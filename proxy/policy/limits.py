@@ -126,7 +126,10 @@ class Limiter:
             full = self.store.admit(ticket, day)
         except STORE_ERRORS as exc:
             return self._store_failed(ticket, exc)
-        self._store_ok()
+        if self._down_since is not None:
+            log.warning("limits store %s answers again after %.1f s; limits enforced", self.describe(),
+                        self.clock() - self._down_since)
+            self._down_since = None
         if full is not None:
             raise self._refusal(full, label, rules)
         ticket.settled = not (ticket.slot or rules.tokens or rules.daily_tokens)  # nothing to give back
@@ -183,12 +186,6 @@ class Limiter:
             return ticket
         raise StoreUnavailable("the limits store is unreachable and this proxy is set to refuse requests then "
                                "(LIMITS_FAIL_OPEN=false); retry shortly", retry_after=math.ceil(DOWN_PAUSE))
-
-    def _store_ok(self) -> None:
-        if self._down_since is not None:
-            log.warning("limits store %s answers again after %.1f s; limits enforced", self.describe(),
-                        self.clock() - self._down_since)
-            self._down_since = None
 
 
 def _per(item: RateLimitItem) -> str:
