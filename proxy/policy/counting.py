@@ -30,8 +30,7 @@ class Ticket:
 
 @dataclass(frozen=True)
 class Full:
-    """A store's refusal: which limit (``kind``, and its position among the caller's windows of that kind)
-    and the seconds until it has room."""
+    """A store's refusal: which limit (its kind and place among the caller's windows), and when it has room."""
 
     kind: str  # "tokens", "daily", "rate" or "concurrency"
     index: int = 0

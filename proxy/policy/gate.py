@@ -23,7 +23,7 @@ from ..recording import dialect_of_path
 from ..render import render_error
 from .keys import KeyRing, Networks, digest, presented_keys
 from .keysfile import KeyRules, KeysFile, KeysFileWatcher
-from .limits import Limiter, Rules, Ticket
+from .limits import Limiter, Rules
 
 log = logging.getLogger(__name__)
 GATED_BLUEPRINTS = frozenset({"ollama_api", "openai_api"})
@@ -203,22 +203,21 @@ class Policy:
         return None
 
     def after_request(self, response: Response) -> Response:
-        ctx = current()
-        if ctx.ticket is not None:
-            self._settle(ctx, ctx.ticket, response)
+        self._settle(response)
         return response
 
     def teardown_request(self, exc: BaseException | None) -> None:
         """A ticket no response took (the after-request hooks never ran) is settled here, at once."""
-        ctx = current()
-        if ctx.ticket is not None:
-            self._settle(ctx, ctx.ticket, None)
+        self._settle(None)
 
-    def _settle(self, ctx: RequestContext, ticket: Ticket, response: Response | None) -> None:
+    def _settle(self, response: Response | None) -> None:
         """The one place an admission is settled, once: a stream when its exchange finishes (however it ends), a
         whole answer with Redis when the server closes it (the round trip is not on the client's clock), in memory
         or with no response at once, before the client can ask again. No wrapper is put around the body."""
-        ctx.ticket = None
+        ctx = current()
+        ticket, ctx.ticket = ctx.ticket, None
+        if ticket is None:
+            return
         exchange, settle = ctx.exchange, self.limiter.settle
         if response is not None and response.direct_passthrough and exchange is not None:
             exchange.on_finish.append(lambda done: settle(ticket, _tokens(done)))

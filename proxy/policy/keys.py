@@ -1,9 +1,6 @@
-"""API keys and networks: the keys a request presents, matched by their SHA-256 digests, and client addresses
-matched against CIDR networks (``config`` parses `API_KEYS` and `ALLOWED_NETWORKS`).
-
-Only digests are kept. A presented key is hashed and its digest looked up, so the lookup's timing can tell
-about digests only, which say nothing of the keys, and costs the same however many keys there are.
-"""
+"""API keys and networks (``config`` parses `API_KEYS` and `ALLOWED_NETWORKS`). Only keys' SHA-256 digests are
+kept; a presented key is hashed and its digest looked up, so the lookup's timing tells about digests only, which
+say nothing of the keys, and costs the same however many keys there are."""
 from __future__ import annotations
 
 import functools

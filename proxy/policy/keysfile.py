@@ -10,7 +10,7 @@ import os
 import time
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..config import KEY_NAME, ConfigError, parse_network, parse_rate
@@ -39,22 +39,16 @@ class KeyRules:
     concurrency: int | None = None
     daily_tokens: int | None = None
 
-    def over(self, base: KeyRules) -> KeyRules:
-        """These rules where set, ``base`` elsewhere."""
-        return KeyRules(**{f.name: getattr(base, f.name) if getattr(self, f.name) is None else getattr(self, f.name)
-                           for f in fields(self)})
-
 
 @dataclass(frozen=True)
 class KeysFile:
     defaults: KeyRules = KeyRules()
-    rules: Mapping[str, KeyRules] = field(default_factory=dict)
+    rules: Mapping[str, KeyRules] = field(default_factory=dict)  # each key's own, over the defaults
     keys: tuple[tuple[str, bytes], ...] = ()  # (name, SHA-256 digest of the key)
     empty: bool = False  # the file holds no table at all (not even an empty [defaults])
 
     def rules_for(self, name: str | None) -> KeyRules:
-        own = self.rules.get(name) if name is not None else None
-        return own.over(self.defaults) if own is not None else self.defaults
+        return self.rules.get(name, self.defaults) if name is not None else self.defaults
 
 
 def _strings(where: str, name: str, value: Any) -> tuple[str, ...]:
@@ -65,7 +59,8 @@ def _strings(where: str, name: str, value: Any) -> tuple[str, ...]:
     return tuple(v.strip() for v in value)
 
 
-def _rules(where: str, table: Any, allowed: tuple[str, ...]) -> KeyRules:
+def _rules(where: str, table: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The fields a table sets, checked, as ``KeyRules`` names them."""
     if not isinstance(table, dict):
         raise KeysFileError(f"{where} must be a table")
     unknown = sorted(set(table) - set(allowed))
@@ -99,7 +94,7 @@ def _rules(where: str, table: Any, allowed: tuple[str, ...]) -> KeyRules:
             values["networks"] = tuple(str(parse_network(n)) for n in nets)
         except ValueError as exc:
             raise KeysFileError(f"{where}.networks must hold {exc}") from None
-    return KeyRules(**values)
+    return values
 
 
 def _key_digests(where: str, table: Mapping[str, Any]) -> list[bytes]:
@@ -123,7 +118,7 @@ def parse(text: str, path: str = "<keys file>") -> KeysFile:
     unknown = sorted(set(data) - {"defaults", "keys"})
     if unknown:
         raise KeysFileError(f"{path}: unknown table(s) {', '.join(unknown)}; known: defaults, keys")
-    defaults = _rules(f"{path}: [defaults]", data.get("defaults", {}), RULE_FIELDS)
+    defaults = KeyRules(**_rules(f"{path}: [defaults]", data.get("defaults", {}), RULE_FIELDS))
     tables = data.get("keys", {})
     if not isinstance(tables, dict):
         raise KeysFileError(f"{path}: keys must be a table of [keys.<name>] tables")
@@ -133,7 +128,7 @@ def parse(text: str, path: str = "<keys file>") -> KeysFile:
         where = f"{path}: [keys.{name}]"
         if not KEY_NAME.match(name):
             raise KeysFileError(f"{where}: a key name uses letters, digits and . _ @ + - (at most 64)")
-        rules[name] = _rules(where, table, KEY_FIELDS)
+        rules[name] = replace(defaults, **_rules(where, table, KEY_FIELDS))
         keys.extend((name, d) for d in _key_digests(where, table))
     digests = [d for _, d in keys]
     if len(set(digests)) != len(digests):

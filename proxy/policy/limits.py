@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from limits import RateLimitItem, RateLimitItemPerDay
@@ -42,7 +43,7 @@ class MemoryCounters:
         self.storage = MemoryStorage()
         self.window = (MovingWindowRateLimiter if moving else FixedWindowRateLimiter)(self.storage)
         self.counter = FixedWindowRateLimiter(self.storage)
-        self._running: dict[str, int] = {}
+        self._running: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def _wait(self, limiter: FixedWindowRateLimiter | MovingWindowRateLimiter, item: RateLimitItem,
@@ -62,9 +63,9 @@ class MemoryCounters:
                 if not self.window.test(item, who, "requests"):
                     return Full("rate", i, self._wait(self.window, item, who, "requests"))
             if rules.concurrency:
-                if self._running.get(who, 0) >= rules.concurrency:
+                if self._running[who] >= rules.concurrency:
                     return Full("concurrency")
-                self._running[who] = self._running.get(who, 0) + 1
+                self._running[who] += 1
                 ticket.slot = who
             for item in rules.rate:
                 self.window.hit(item, who, "requests")
@@ -74,11 +75,9 @@ class MemoryCounters:
         who, rules = ticket.who, ticket.rules
         with self._lock:
             if ticket.slot:
-                left = self._running.get(who, 0) - 1
-                if left > 0:
-                    self._running[who] = left
-                else:
-                    self._running.pop(who, None)
+                self._running[who] -= 1
+                if self._running[who] <= 0:
+                    del self._running[who]
             if tokens:
                 for item in rules.tokens:
                     self.counter.hit(item, who, "tokens", cost=tokens)
