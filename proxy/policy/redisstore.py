@@ -60,8 +60,7 @@ for i = 1, n_rate do
 end
 if ARGV[a] then
     local lease, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-    redis.call('zremrangebyscore', KEYS[k], '-inf', now)
-    if redis.call('zcard', KEYS[k]) >= limit then return {4, 0, 1000} end
+    if redis.call('zcount', KEYS[k], '(' .. ARGV[1], '+inf') >= limit then return {4, 0, 1000} end
     redis.call('zadd', KEYS[k], now + lease, ARGV[a + 2])
     redis.call('expire', KEYS[k], lease + 1)
 end
@@ -69,8 +68,7 @@ k, a = first_k, first_a
 for i = 1, n_rate do
     local limit, expiry = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
     if moving then
-        redis.call('lpush', KEYS[k], now)
-        redis.call('ltrim', KEYS[k], 0, limit - 1)
+        if redis.call('lpush', KEYS[k], now) > limit then redis.call('ltrim', KEYS[k], 0, limit - 1) end
         redis.call('expire', KEYS[k], expiry)
     elseif redis.call('incr', KEYS[k]) == 1 then
         redis.call('expire', KEYS[k], expiry)
@@ -79,12 +77,16 @@ for i = 1, n_rate do
 end
 return {0}
 """
-# KEYS: slot set, counters to charge...   ARGV: slot id ('' = none), tokens, expiry per counter...
+# KEYS: slot set, counters to charge...   ARGV: slot id ('' = none), now, tokens, expiry per counter...
+# A slot's settlement also drops lapsed leases (of processes that died), off the admission's path.
 SETTLE = """
-if ARGV[1] ~= '' then redis.call('zrem', KEYS[1], ARGV[1]) end
-local tokens = tonumber(ARGV[2])
+if ARGV[1] ~= '' then
+    redis.call('zrem', KEYS[1], ARGV[1])
+    redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[2])
+end
+local tokens = tonumber(ARGV[3])
 for i = 2, #KEYS do
-    if redis.call('incrby', KEYS[i], tokens) == tokens then redis.call('expire', KEYS[i], ARGV[i + 1]) end
+    if redis.call('incrby', KEYS[i], tokens) == tokens then redis.call('expire', KEYS[i], ARGV[i + 2]) end
 end
 """
 
@@ -164,7 +166,7 @@ class RedisCounters:
             self._held.pop(ticket.slot, None)
         if not tokens:
             counters, expiries = (), ()
-        self._run(self._settle, (slot_key(who), *counters), (ticket.slot or "", tokens, *expiries))
+        self._run(self._settle, (slot_key(who), *counters), (ticket.slot or "", self.clock(), tokens, *expiries))
 
     def running(self, who: str) -> int:
         return int(self.client.zcount(slot_key(who), self.clock(), "+inf"))
