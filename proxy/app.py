@@ -13,10 +13,9 @@ from .catalog import Catalog
 from .config import Settings
 from .errors import ProxyError
 from .forwarded import Forwarded
-from .hostguard import install_host_guard
+from .hostguard import Origins, install_host_guard
 from .metrics import Metrics
 from .policy.gate import install_policy
-from .policy.origins import Origins
 from .recording import dialect_of_path
 from .render import http_exception_to_proxy_error, render_error
 from .services import Services

@@ -15,14 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-# ANY_ORIGIN, KEY_NAME, ORIGIN_ENTRY, ORIGINS_EXPECTED, Network, normalise_origin, parse_network and parse_rate
-# are not used here: proxy/policy imports them from this module until it imports them from ``values``.
-from .values import (  # noqa: F401
-    ANY_ORIGIN,
-    KEY_NAME,
-    ORIGIN_ENTRY,
-    ORIGINS_EXPECTED,
-    Network,
+from .values import (
     boolean,
     ca_bundle,
     choice,
@@ -36,12 +29,9 @@ from .values import (  # noqa: F401
     log_level,
     mask_url,
     model_map,
-    normalise_origin,
     parse_api_keys,
-    parse_network,
     parse_networks,
     parse_origins,
-    parse_rate,
     port,
     rate_limit,
     redis_url,

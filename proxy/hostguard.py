@@ -1,18 +1,21 @@
-"""Which names and web pages may reach the proxy: the Host check (DNS rebinding) and the Origin check
-(cross-site requests from a browser).
+"""Which requests may reach the proxy at all: the Host check (DNS rebinding), the Origin check (cross-site
+requests from a browser, and the CORS_ORIGINS patterns flask-cors is given) and the path's form.
 
 A rebinding page is served from a DNS name its author controls, so a request it makes carries that name
 in ``Host``: only names that cannot be public DNS names (IP addresses, single labels, the special-use
 domains) and names configured here are served. A page of another site that posts to the proxy carries its
 own ``Origin``: only the proxy's own origin, and ``CORS_ORIGINS`` outside the log view, are served. Clients
-that send no ``Origin`` (SDKs, curl, integrations) are untouched. Refusals are 403 in the caller's dialect.
+that send no ``Origin`` (SDKs, curl, integrations) are untouched. Refusals are 403 in the caller's dialect;
+a path the router would read otherwise than it is written is a 400.
 """
 from __future__ import annotations
 
 import functools
 import ipaddress
 import logging
+import re
 import socket
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
@@ -20,11 +23,10 @@ from flask import Flask, Response, request
 from .accesslog import printable
 from .config import Settings
 from .context import current
-from .errors import ProxyError
-from .policy.origins import Origins
+from .errors import BadRequest, ProxyError
 from .recording import dialect_of_path
 from .render import render_error
-from .values import normalise_origin
+from .values import ANY_ORIGIN, ORIGIN_ENTRY, normalise_origin
 from .views import ui_auth
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 CACHE_SIZE = 1024
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
 
 
 def split_host(value: str) -> tuple[str, int | None] | None:
@@ -61,6 +64,59 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def plain_path(path: str) -> bool:
+    """Whether the router reads ``path`` as it is written: one leading slash, no empty, `.` or `..` segment
+    (werkzeug merges doubled slashes before matching, so another spelling would reach a route it does not show)."""
+    if not path:
+        return True
+    if path[0] != "/" or "//" in path:
+        return False
+    return "/." not in path or not any(segment in (".", "..") for segment in path.split("/"))
+
+
+def _spelled_out(path: str) -> str:
+    """``path`` with empty, `.` and `..` segments resolved: the route a refusal of it is worded for."""
+    kept: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if kept:
+                kept.pop()
+        elif segment and segment != ".":
+            kept.append(segment)
+    return "/" + "/".join(kept)
+
+
+def origin_pattern(entry: str) -> re.Pattern[str]:
+    """A CORS_ORIGINS entry (checked by ``config``) as a pattern matching a whole Origin header, any letter case;
+    a host written `*.example.org` matches its subdomains at any depth, not the name itself."""
+    match = ORIGIN_ENTRY.fullmatch(normalise_origin(entry))
+    if match is None:
+        raise ValueError(f"not a CORS_ORIGINS origin: {entry!r}")
+    host = re.escape(match["host"])
+    if match["wild"]:
+        host = rf"(?:{_LABEL}\.)+{host}"
+    port = rf":{match['port']}" if match["port"] else ""
+    return re.compile(rf"\A{re.escape(match['scheme'])}://{host}{port}\Z", re.IGNORECASE)
+
+
+class Origins:
+    """CORS_ORIGINS, each entry matched whole. flask-cors gets the same anchored patterns, never bare strings:
+    it would read `https://*.example.org` as a regular expression matched from the start only, which also
+    admits `https://xexample.org.evil.net`."""
+
+    def __init__(self, entries: Iterable[str]):
+        entries = tuple(entries)
+        self.any = ANY_ORIGIN in entries
+        self.patterns = [origin_pattern(e) for e in entries if e != ANY_ORIGIN]
+
+    def allows(self, origin: str) -> bool:
+        candidate = normalise_origin(origin)
+        return self.any or any(p.match(candidate) for p in self.patterns)
+
+    def for_flask_cors(self) -> str | list[re.Pattern[str]]:
+        return ANY_ORIGIN if self.any else self.patterns
 
 
 def machine_names(bound: str) -> set[str]:
@@ -135,6 +191,11 @@ class HostGuard:
             hint = "" if where == "the log view" else "; add it to CORS_ORIGINS to allow it"
             return self.refuse(f"requests from web pages at {_shown(origin)!r} may not use {where}{hint}",
                                "origin_not_allowed")
+        if not plain_path(environ.get("PATH_INFO") or ""):
+            current().refused = True
+            return render_error(BadRequest("the request path is not in its plain form (doubled slashes or . / .. "
+                                           "segments); send it as the route is written, e.g. /v1/chat/completions",
+                                           code="invalid_path"), dialect_of_path(_spelled_out(request.path)))
         return None
 
     @staticmethod
@@ -153,7 +214,7 @@ def _shown(text: str) -> str:
 
 
 def install_host_guard(app: Flask, settings: Settings) -> HostGuard:
-    """Check Host and Origin before anything else looks at a request (register before the gate)."""
+    """Check Host, Origin and the path's form before anything else looks at a request (register before the gate)."""
     guard = HostGuard(settings)
     app.extensions["llm_proxy"].extras["host_guard"] = guard
     app.before_request(guard.check)

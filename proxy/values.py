@@ -217,7 +217,7 @@ def normalise_origin(entry: str) -> str:
 
 
 def parse_origins(raw: str) -> tuple[str, ...]:
-    """CORS_ORIGINS: the entries, normalised (``policy.origins`` matches them); ValueError naming a malformed one."""
+    """CORS_ORIGINS: the entries, normalised (``hostguard.Origins`` matches them); ValueError naming a malformed one."""
     entries = []
     for item in raw.split(","):
         entry = normalise_origin(item)

@@ -294,6 +294,39 @@ def test_retry_after_is_whole_seconds_never_zero(backend_setup):
     assert 429 in statuses
 
 
+@pytest.mark.parametrize("end", ["to its end", "by the client going away", "by the backend breaking"])
+def test_a_limited_stream_reaches_the_server_as_its_relay_and_gives_its_slot_back(one_at_a_time, end):
+    """What the WSGI app hands the server for a stream under limits is the relay itself, no wrapper between them
+    (each wrapper is one more generator step per chunk), and the slot comes back however the stream ends."""
+    from werkzeug.test import EnvironBuilder
+
+    from proxy.exchange import Relay
+
+    setup = one_at_a_time
+    limiter = setup.proxy.app.extensions["llm_proxy"].extras["policy"].limiter
+    who = f"key:{setup.name}"
+    if end == "by the backend breaking":
+        setup.fake.expect("POST", "/v1/chat/completions", fakes.openai_stream(("a", "b", "c"), close_after=1))
+    elif end == "to its end":
+        setup.gate.set()
+    environ = EnvironBuilder(path="/v1/chat/completions", method="POST", json=chat_body(setup.model, stream=True),
+                             headers={"Authorization": f"Bearer {ALICE}"}).get_environ()
+    started: list[str] = []
+    body = setup.proxy.app(environ, lambda status, headers, exc_info=None: started.append(status))
+    assert type(body) is Relay and started == ["200 OK"]
+    assert limiter.store.running(who) == 1
+    chunks = iter(body)
+    first = next(chunks)
+    if end == "by the client going away":
+        body.close()  # what the server does when the client's socket is gone
+    else:
+        text = first + b"".join(chunks)
+        assert (b"[DONE]" if end == "to its end" else b'"error"') in text
+        body.close()
+    assert limiter.store.running(who) == 0
+    assert _chat_status(setup) == 200
+
+
 def test_stream_slot_is_released_when_the_stream_ends_even_if_the_server_never_closes_it(backend_setup, tmp_path):
     path = write_keys(tmp_path / "keys.toml", "[keys.alice]\nconcurrency = 1\n")
     setup = backend_setup("openai", API_KEYS=KEYS, KEYS_FILE=path)

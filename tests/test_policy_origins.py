@@ -10,8 +10,9 @@ from flask import Flask
 from flask_cors import CORS
 from policy_support import ALICE, assert_openai_error, call
 
-from proxy.config import ConfigError, Settings, parse_origins
-from proxy.policy.origins import Origins
+from proxy.config import ConfigError, Settings
+from proxy.hostguard import Origins
+from proxy.values import parse_origins
 
 ALLOWED = "https://chat.example.org,https://*.example.net,http://localhost:3000"
 LOOKALIKES = ["https://chat.example.org.evil.net", "https://chat.example.orgx", "https://xchat.example.org",

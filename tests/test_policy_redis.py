@@ -4,6 +4,7 @@ deciding by LIMITS_FAIL_OPEN — never a 500. Also the limiter's day boundary, w
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import threading
 import time
 
@@ -15,8 +16,8 @@ from policy_support import assert_ollama_error, assert_openai_error, call, chat_
 
 from proxy.errors import RateLimited
 from proxy.policy.limits import Limiter, Rules
-from proxy.policy.rates import parse_rate
 from proxy.policy.redisstore import slot_key
+from proxy.values import parse_rate
 
 DAY = 86400
 
@@ -294,6 +295,33 @@ def test_redis_going_away_mid_run_fails_closed_with_503_in_both_dialects(wsgi_pr
     _never_500(statuses)
     assert call(proxy, "GET", "/api/version").status_code == 200
     assert call(proxy, "GET", "/health").status_code == 200
+
+
+def test_a_redis_that_stops_answering_holds_no_request_much_longer_than_its_timeout():
+    """Admissions take turns on the process's one Redis connection: when Redis hangs (a black hole that accepts
+    and never answers), those waiting for their turn give up after REDIS_TIMEOUT as the one waiting for Redis
+    does, so twenty at once are all decided (fail-open: admitted) in about one timeout, not twenty."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held = []
+    threading.Thread(target=lambda: [held.append(listener.accept()) for _ in range(64)], daemon=True).start()
+    limiter = Limiter(f"redis://127.0.0.1:{listener.getsockname()[1]}/0", timeout=0.3)
+    rules = Rules(rate=parse_rate("5/minute"), concurrency=1)
+    took: list[float] = []
+
+    def admit() -> None:
+        start = time.monotonic()
+        assert limiter.admit(unique("hung"), "x", rules).settled  # admitted without limits: nothing to give back
+        took.append(time.monotonic() - start)
+
+    threads = [threading.Thread(target=admit) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    listener.close()
+    assert len(took) == 20 and max(took) < 2.0, took
 
 
 def test_limiter_reloads_its_scripts_when_redis_forgot_them(private_redis):

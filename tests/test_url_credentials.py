@@ -14,8 +14,9 @@ import pytest
 import requests
 from support import free_port
 
-from proxy.config import ConfigError, Settings, mask_url
+from proxy.config import ConfigError, Settings
 from proxy.store.db import sqlite_path
+from proxy.values import mask_url
 
 
 @pytest.mark.parametrize("url, shown", [

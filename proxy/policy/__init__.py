@@ -1,7 +1,3 @@
-"""Gatekeeping: API keys, allowed networks, per-key rules (KEYS_FILE), rate/token/concurrency limits.
-
-``keys`` matches presented keys in constant time; ``keysfile`` reads the per-key TOML file and reloads it
-when it changes; ``limits`` keeps the counters (memory or Redis); ``gate`` hooks it all into Flask. Nothing
-here stores or logs a key, only key names. The environ keys the gate shares with the views are in
-``proxy.environ``.
+"""Gatekeeping: API keys and networks (``keys``), per-key rules (``keysfile``), request, token, daily and
+concurrency limits (``limits``, counted in memory or in Redis: ``redisstore``), hooked into Flask by ``gate``.
 """

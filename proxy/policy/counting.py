@@ -1,5 +1,4 @@
-"""What the limiter and its counter stores share: the rules one caller is held to, the ticket of an admitted
-request, a store's refusal, and the store interface (in memory in ``limits``, in Redis in ``redisstore``)."""
+"""What the limiter and its counter stores (memory in ``limits``, Redis in ``redisstore``) share."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,8 +30,7 @@ class Ticket:
 
 @dataclass(frozen=True)
 class Full:
-    """A store's refusal: which limit (``kind``, and its position among the caller's windows of that kind)
-    and the seconds until it has room."""
+    """A store's refusal: which limit (its kind and place among the caller's windows), and when it has room."""
 
     kind: str  # "tokens", "daily", "rate" or "concurrency"
     index: int = 0

@@ -1,21 +1,7 @@
-"""KEYS_FILE: per-key settings in TOML, read with ``tomllib`` and reloaded when the file changes.
-
-    [defaults]                      # every key (and every client admitted without one)
-    rpm = 120
-    [keys.alice]
-    key = "sk-alice-…"              # optional: or a list; or key_sha256 = "<hex>"; names from API_KEYS need none
-    models = ["qwen3-*", "llama3.2*"]   # globs on the model names clients use
-    networks = ["10.0.0.0/8"]       # the key is accepted only from these addresses
-    rpm = 60                        # requests per minute (replaces RATE_LIMIT for this key; 0 = none)
-    tpm = 100000                    # tokens per minute, counted from finished requests (0 = none)
-    # or, instead of rpm / tpm, any windows: requests = "10/second;500/hour", tokens = "1000000/hour"
-    concurrency = 2                 # requests running at once (0 = none)
-    daily_tokens = 2000000          # tokens per UTC day (0 = none)
-
-Loading validates everything and names the table and field at fault. A file that turns bad while the
-proxy runs is not taken: the previous version stays in force and an error is logged. So is a file that
-turns empty (no table at all: a truncated file, an editor's half-done save), which would otherwise drop
-every key at once; a file that was written to while it was read is read again at the next look.
+"""KEYS_FILE: per-key rules in TOML (the README shows the format), read with ``tomllib`` and reloaded when the
+file changes. Loading checks everything and names the table and field at fault. A file that turns bad, or
+empty (a truncated file, an editor's half-done save, which would drop every key at once), while the proxy
+runs is not taken: the previous version stays in force and the reason is logged.
 """
 from __future__ import annotations
 
@@ -24,10 +10,11 @@ import os
 import time
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..config import KEY_NAME, ConfigError, parse_network, parse_rate
+from ..config import ConfigError
+from ..values import KEY_NAME, parse_network, parse_rate
 from .keys import digest
 
 log = logging.getLogger(__name__)
@@ -53,34 +40,16 @@ class KeyRules:
     concurrency: int | None = None
     daily_tokens: int | None = None
 
-    def over(self, base: KeyRules) -> KeyRules:
-        """These rules where set, ``base`` elsewhere."""
-        return KeyRules(**{f.name: getattr(base, f.name) if getattr(self, f.name) is None else getattr(self, f.name)
-                           for f in fields(self)})
-
 
 @dataclass(frozen=True)
 class KeysFile:
-    path: str
     defaults: KeyRules = KeyRules()
-    rules: Mapping[str, KeyRules] = field(default_factory=dict)
+    rules: Mapping[str, KeyRules] = field(default_factory=dict)  # each key's own, over the defaults
     keys: tuple[tuple[str, bytes], ...] = ()  # (name, SHA-256 digest of the key)
     empty: bool = False  # the file holds no table at all (not even an empty [defaults])
 
     def rules_for(self, name: str | None) -> KeyRules:
-        own = self.rules.get(name) if name is not None else None
-        return own.over(self.defaults) if own is not None else self.defaults
-
-
-def _ints(where: str, table: Mapping[str, Any]) -> dict[str, int]:
-    out = {}
-    for name in LIMIT_FIELDS:
-        if name in table:
-            value = table[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise KeysFileError(f"{where}.{name} must be an integer >= 0 (0 = no limit), not {value!r}")
-            out[name] = value
-    return out
+        return self.rules.get(name, self.defaults) if name is not None else self.defaults
 
 
 def _strings(where: str, name: str, value: Any) -> tuple[str, ...]:
@@ -91,13 +60,17 @@ def _strings(where: str, name: str, value: Any) -> tuple[str, ...]:
     return tuple(v.strip() for v in value)
 
 
-def _rules(where: str, table: Any, allowed: tuple[str, ...]) -> KeyRules:
+def _rules(where: str, table: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The fields a table sets, checked, as ``KeyRules`` names them."""
     if not isinstance(table, dict):
         raise KeysFileError(f"{where} must be a table")
     unknown = sorted(set(table) - set(allowed))
     if unknown:
         raise KeysFileError(f"{where} has unknown field(s) {', '.join(unknown)}; known: {', '.join(allowed)}")
-    values: dict[str, Any] = _ints(where, table)
+    values: dict[str, Any] = {name: table[name] for name in LIMIT_FIELDS if name in table}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise KeysFileError(f"{where}.{name} must be an integer >= 0 (0 = no limit), not {value!r}")
     for count, windows in (("rpm", "requests"), ("tpm", "tokens")):
         if count in values and windows in table:
             raise KeysFileError(f"{where} gives both {count} and {windows}; use one")
@@ -122,7 +95,7 @@ def _rules(where: str, table: Any, allowed: tuple[str, ...]) -> KeyRules:
             values["networks"] = tuple(str(parse_network(n)) for n in nets)
         except ValueError as exc:
             raise KeysFileError(f"{where}.networks must hold {exc}") from None
-    return KeyRules(**values)
+    return values
 
 
 def _key_digests(where: str, table: Mapping[str, Any]) -> list[bytes]:
@@ -146,7 +119,7 @@ def parse(text: str, path: str = "<keys file>") -> KeysFile:
     unknown = sorted(set(data) - {"defaults", "keys"})
     if unknown:
         raise KeysFileError(f"{path}: unknown table(s) {', '.join(unknown)}; known: defaults, keys")
-    defaults = _rules(f"{path}: [defaults]", data.get("defaults", {}), RULE_FIELDS)
+    defaults = KeyRules(**_rules(f"{path}: [defaults]", data.get("defaults", {}), RULE_FIELDS))
     tables = data.get("keys", {})
     if not isinstance(tables, dict):
         raise KeysFileError(f"{path}: keys must be a table of [keys.<name>] tables")
@@ -156,12 +129,12 @@ def parse(text: str, path: str = "<keys file>") -> KeysFile:
         where = f"{path}: [keys.{name}]"
         if not KEY_NAME.match(name):
             raise KeysFileError(f"{where}: a key name uses letters, digits and . _ @ + - (at most 64)")
-        rules[name] = _rules(where, table, KEY_FIELDS)
+        rules[name] = replace(defaults, **_rules(where, table, KEY_FIELDS))
         keys.extend((name, d) for d in _key_digests(where, table))
     digests = [d for _, d in keys]
     if len(set(digests)) != len(digests):
         raise KeysFileError(f"{path}: the same key is given to two names")
-    return KeysFile(path=path, defaults=defaults, rules=rules, keys=tuple(keys), empty=not data)
+    return KeysFile(defaults=defaults, rules=rules, keys=tuple(keys), empty=not data)
 
 
 def load(path: str) -> KeysFile:
@@ -174,8 +147,8 @@ def load(path: str) -> KeysFile:
 
 
 class KeysFileWatcher:
-    """The file's current content; ``get`` re-reads it when its mtime, size or inode changed, looking at
-    most every ``interval`` seconds (a stat on every request was a noticeable share of the gate's cost)."""
+    """The file's current content; ``get`` re-reads it when its mtime, size or inode changed, looking at it
+    at most every ``interval`` seconds (not on every request: a stat is a share of the gate's cost)."""
 
     def __init__(self, path: str, interval: float = CHECK_EVERY, clock: Callable[[], float] = time.monotonic):
         self.path = path
@@ -187,7 +160,6 @@ class KeysFileWatcher:
             self.current = load(path)
         except KeysFileError as exc:  # at start-up: a setting that cannot be served, said as config says it
             raise ConfigError(f"KEYS_FILE={path!r} is not valid: expected a readable TOML keys file ({exc})") from None
-        self.version = 1
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
@@ -225,5 +197,4 @@ class KeysFileWatcher:
                         "force (a file meant to hold no rules keeps an empty [defaults] table)", self.path)
             return
         self.current = fresh
-        self.version += 1
         log.info("KEYS_FILE %s reloaded: %d key table(s)", self.path, len(self.current.rules))

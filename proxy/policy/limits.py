@@ -1,13 +1,10 @@
-"""The limits one caller is held to and their counters: request windows, token windows, a daily token quota
-and concurrency.
+"""Admission and settlement against the limits one caller is held to: request windows, token windows, a daily
+token quota and concurrency.
 
-``Limiter.admit`` lets a request in only when every limit has room, all or nothing, and hands out a
-``Ticket``; ``Limiter.settle`` charges the tokens the request used and frees its concurrency slot when it
-ends. A running request is never cut. Counters live in this process (the ``limits`` library's MemoryStorage
-and strategies, plus a count of running requests) or in Redis (``redisstore``: shared by workers and hosts,
-one script call per admission and one per settlement), where they are exact across processes. When Redis
-cannot be reached a request is admitted without limits or refused with 503 (LIMITS_FAIL_OPEN), never a 500.
-Refusals name the limit, the caller and when it has room again (Retry-After).
+``Limiter.admit`` lets a request in only when every limit has room, all or nothing, and hands out a ``Ticket``;
+``Limiter.settle`` charges the tokens it used and frees its slot when it ends; a running request is never cut.
+Counters live in this process (the ``limits`` library's storage and strategies) or in Redis (``redisstore``),
+shared and exact across processes. When Redis fails, LIMITS_FAIL_OPEN decides: admit without limits or 503.
 """
 from __future__ import annotations
 
@@ -16,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from limits import RateLimitItem, RateLimitItemPerDay
@@ -23,8 +21,8 @@ from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
-from ..config import mask_url
 from ..errors import ProxyError, RateLimited
+from ..values import mask_url
 from .counting import Full, Rules, Store, Ticket
 from .redisstore import RedisCounters
 
@@ -45,7 +43,7 @@ class MemoryCounters:
         self.storage = MemoryStorage()
         self.window = (MovingWindowRateLimiter if moving else FixedWindowRateLimiter)(self.storage)
         self.counter = FixedWindowRateLimiter(self.storage)
-        self._running: dict[str, int] = {}
+        self._running: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def _wait(self, limiter: FixedWindowRateLimiter | MovingWindowRateLimiter, item: RateLimitItem,
@@ -65,9 +63,9 @@ class MemoryCounters:
                 if not self.window.test(item, who, "requests"):
                     return Full("rate", i, self._wait(self.window, item, who, "requests"))
             if rules.concurrency:
-                if self._running.get(who, 0) >= rules.concurrency:
+                if self._running[who] >= rules.concurrency:
                     return Full("concurrency")
-                self._running[who] = self._running.get(who, 0) + 1
+                self._running[who] += 1
                 ticket.slot = who
             for item in rules.rate:
                 self.window.hit(item, who, "requests")
@@ -77,11 +75,9 @@ class MemoryCounters:
         who, rules = ticket.who, ticket.rules
         with self._lock:
             if ticket.slot:
-                left = self._running.get(who, 0) - 1
-                if left > 0:
-                    self._running[who] = left
-                else:
-                    self._running.pop(who, None)
+                self._running[who] -= 1
+                if self._running[who] <= 0:
+                    del self._running[who]
             if tokens:
                 for item in rules.tokens:
                     self.counter.hit(item, who, "tokens", cost=tokens)
@@ -129,7 +125,10 @@ class Limiter:
             full = self.store.admit(ticket, day)
         except STORE_ERRORS as exc:
             return self._store_failed(ticket, exc)
-        self._store_ok()
+        if self._down_since is not None:
+            log.warning("limits store %s answers again after %.1f s; limits enforced", self.describe(),
+                        self.clock() - self._down_since)
+            self._down_since = None
         if full is not None:
             raise self._refusal(full, label, rules)
         ticket.settled = not (ticket.slot or rules.tokens or rules.daily_tokens)  # nothing to give back
@@ -186,12 +185,6 @@ class Limiter:
             return ticket
         raise StoreUnavailable("the limits store is unreachable and this proxy is set to refuse requests then "
                                "(LIMITS_FAIL_OPEN=false); retry shortly", retry_after=math.ceil(DOWN_PAUSE))
-
-    def _store_ok(self) -> None:
-        if self._down_since is not None:
-            log.warning("limits store %s answers again after %.1f s; limits enforced", self.describe(),
-                        self.clock() - self._down_since)
-            self._down_since = None
 
 
 def _per(item: RateLimitItem) -> str:

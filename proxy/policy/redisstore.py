@@ -1,12 +1,11 @@
 """Limit counters in Redis, shared by every process that uses the same REDIS_URL.
 
-An admission is one call of ``ADMIT`` (a Lua script registered with redis-py): it checks every limit of the
-caller and counts the request only when all have room, so no two processes ever admit past a limit between
-them. A settlement is one call of ``SETTLE``. Request windows keep the ``limits`` library's layout (a moving
-window is a list of hit times, newest first; a fixed window a counter with an expiry); token windows and the
-daily quota are counters charged with each finished request's tokens. Concurrency slots are leases in a
-sorted set (member = slot id, score = lease end): those of a process that died run out after ``LEASE``
-seconds, and a thread renews the leases this process holds, so a stream longer than that keeps its slot.
+An admission is one call of the ``ADMIT`` Lua script: it checks every limit of the caller and counts the request
+only when all have room, so no two processes ever admit past a limit. A settlement is one call of ``SETTLE``.
+Both go over one connection of this process's own; lease renewals and look-ups use redis-py's pool.
+Request windows keep the ``limits`` library's layout; token windows and the daily quota are counters charged
+with finished requests' tokens. Concurrency slots are leases in a sorted set (score = lease end): those of a
+dead process run out after ``LEASE`` seconds, and a thread renews the leases this process holds.
 """
 from __future__ import annotations
 
@@ -15,10 +14,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from .counting import Full, Rules, Ticket
 
@@ -60,8 +60,7 @@ for i = 1, n_rate do
 end
 if ARGV[a] then
     local lease, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-    redis.call('zremrangebyscore', KEYS[k], '-inf', now)
-    if redis.call('zcard', KEYS[k]) >= limit then return {4, 0, 1000} end
+    if redis.call('zcount', KEYS[k], '(' .. ARGV[1], '+inf') >= limit then return {4, 0, 1000} end
     redis.call('zadd', KEYS[k], now + lease, ARGV[a + 2])
     redis.call('expire', KEYS[k], lease + 1)
 end
@@ -69,8 +68,7 @@ k, a = first_k, first_a
 for i = 1, n_rate do
     local limit, expiry = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
     if moving then
-        redis.call('lpush', KEYS[k], now)
-        redis.call('ltrim', KEYS[k], 0, limit - 1)
+        if redis.call('lpush', KEYS[k], now) > limit then redis.call('ltrim', KEYS[k], 0, limit - 1) end
         redis.call('expire', KEYS[k], expiry)
     elseif redis.call('incr', KEYS[k]) == 1 then
         redis.call('expire', KEYS[k], expiry)
@@ -79,12 +77,16 @@ for i = 1, n_rate do
 end
 return {0}
 """
-# KEYS: slot set, counters to charge...   ARGV: slot id ('' = none), tokens, expiry per counter...
+# KEYS: slot set, counters to charge...   ARGV: slot id ('' = none), now, tokens, expiry per counter...
+# A slot's settlement also drops lapsed leases (of processes that died), off the admission's path.
 SETTLE = """
-if ARGV[1] ~= '' then redis.call('zrem', KEYS[1], ARGV[1]) end
-local tokens = tonumber(ARGV[2])
+if ARGV[1] ~= '' then
+    redis.call('zrem', KEYS[1], ARGV[1])
+    redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[2])
+end
+local tokens = tonumber(ARGV[3])
 for i = 2, #KEYS do
-    if redis.call('incrby', KEYS[i], tokens) == tokens then redis.call('expire', KEYS[i], ARGV[i + 1]) end
+    if redis.call('incrby', KEYS[i], tokens) == tokens then redis.call('expire', KEYS[i], ARGV[i + 2]) end
 end
 """
 
@@ -121,21 +123,40 @@ class RedisCounters:
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self.moving = moving
         self.clock = clock
+        self.timeout = timeout
         self._admit = self.client.register_script(ADMIT)
         self._settle = self.client.register_script(SETTLE)
         self._held: dict[str, str] = {}  # slot id -> its set, for lease renewal
         self._renewer_pid = 0
+        self._line: tuple[int, redis.Redis] | None = None
+        self._busy = threading.Lock()
+
+    def _run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """One script call on this process's own connection, one call at a time: the pool polls a connection
+        at every checkout, under gevent one more trip through the event loop per call. A call that cannot have
+        the connection within the timeout fails as a slow Redis would, so a hung Redis holds none for longer."""
+        if not self._busy.acquire(timeout=self.timeout):
+            raise redis.TimeoutError("the connection to Redis stayed busy")
+        try:
+            if self._line is None or self._line[0] != os.getpid():  # made on first use: a forked worker has its own
+                self._line = (os.getpid(), redis.Redis(connection_pool=self.client.connection_pool,
+                                                       single_connection_client=True))
+            return script(keys, args, client=self._line[1])
+        finally:
+            self._busy.release()
 
     def admit(self, ticket: Ticket, day: str) -> Full | None:
         who, rules = ticket.who, ticket.rules
         keys, args, _, _ = _plan(who, rules, day, self.moving)
         slot = os.urandom(12).hex() if rules.concurrency else None
-        reply = self._admit(keys, (self.clock(), *args, slot) if slot else (self.clock(), *args))
+        reply = self._run(self._admit, keys, (self.clock(), *args, slot) if slot else (self.clock(), *args))
         if reply[0]:
             return Full(KINDS[reply[0]], reply[1] - 1, max(reply[2], 0) / 1000)
         if slot:
-            ticket.slot = slot
-            self._hold(slot, who)
+            ticket.slot, self._held[slot] = slot, slot_key(who)
+            if self._renewer_pid != os.getpid():  # once per process (a forked worker starts its own)
+                self._renewer_pid = os.getpid()
+                threading.Thread(target=self._renew_forever, name="slot-lease-renewer", daemon=True).start()
         return None
 
     def settle(self, ticket: Ticket, tokens: int, day: str) -> None:
@@ -145,18 +166,12 @@ class RedisCounters:
             self._held.pop(ticket.slot, None)
         if not tokens:
             counters, expiries = (), ()
-        self._settle((slot_key(who), *counters), (ticket.slot or "", tokens, *expiries))
+        self._run(self._settle, (slot_key(who), *counters), (ticket.slot or "", self.clock(), tokens, *expiries))
 
     def running(self, who: str) -> int:
         return int(self.client.zcount(slot_key(who), self.clock(), "+inf"))
 
     # --- leases --------------------------------------------------------------------------------------
-    def _hold(self, slot: str, who: str) -> None:
-        self._held[slot] = slot_key(who)
-        if self._renewer_pid != os.getpid():  # once per process (a forked worker starts its own)
-            self._renewer_pid = os.getpid()
-            threading.Thread(target=self._renew_forever, name="slot-lease-renewer", daemon=True).start()
-
     def _renew_forever(self) -> None:
         while True:
             time.sleep(LEASE / 3)

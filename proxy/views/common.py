@@ -10,6 +10,7 @@ from flask import Response, request
 from .. import jsonio, keycase
 from ..backends.base import Upstream
 from ..body import read_body, release_body
+from ..catalog import ModelInfo, model_allowed
 from ..context import current
 from ..errors import BackendUnavailable, BadRequest
 from ..exchange import Exchange, Relay
@@ -44,6 +45,15 @@ def begin(front: str, check: Callable[[Any], str]) -> tuple[Exchange, Any]:
     body = read_json()
     exchange.model_requested = check(body)
     return exchange, body
+
+
+def listed_models() -> list[ModelInfo]:
+    """What the model lists show: the catalog's models, only those the caller's key may use (KEYS_FILE `models`)."""
+    models = services().catalog.models()
+    caller = current().caller
+    if caller is None or caller.models is None:
+        return models
+    return [m for m in models if model_allowed(m.id, caller.models)]
 
 
 def route_model(exchange: Exchange) -> str:

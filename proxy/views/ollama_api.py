@@ -24,6 +24,7 @@ from .common import (
     NDJSON,
     begin,
     finish_whole,
+    listed_models,
     open_upstream,
     read_json,
     read_whole,
@@ -50,12 +51,12 @@ def version() -> Response:
 
 @bp.route("/api/tags", methods=["GET", "HEAD"])
 def tags() -> Response:
-    return json_response({"models": [model_views.tag_entry(m) for m in services().catalog.models()]})
+    return json_response({"models": [model_views.tag_entry(m) for m in listed_models()]})
 
 
 @bp.route("/api/ps", methods=["GET"])
 def ps() -> Response:
-    return json_response({"models": [model_views.ps_entry(m) for m in services().catalog.models()]})
+    return json_response({"models": [model_views.ps_entry(m) for m in listed_models()]})
 
 
 @bp.route("/api/show", methods=["POST"])

@@ -24,6 +24,7 @@ from . import models as model_views
 from .common import (
     begin,
     finish_whole,
+    listed_models,
     open_upstream,
     read_whole,
     route_model,
@@ -37,7 +38,7 @@ OUT_OF_SCOPE = {"responses": "the Responses API", "messages": "the Anthropic Mes
 
 @bp.route("/models", methods=["GET"])
 def list_models() -> Response:
-    return json_response(oa.model_list([model_views.openai_model(m) for m in services().catalog.models()]))
+    return json_response(oa.model_list([model_views.openai_model(m) for m in listed_models()]))
 
 
 @bp.route("/models/<path:model_id>", methods=["GET"])
