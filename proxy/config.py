@@ -261,6 +261,20 @@ def _keys_file(raw: str) -> str:
     return path
 
 
+def _backends_file(raw: str) -> str:
+    """BACKENDS_FILE: empty, or a readable TOML file; ``backendsfile.load`` checks its tables when the app is built."""
+    path = raw.strip()
+    if path:
+        try:
+            with open(path, "rb") as stream:
+                tomllib.load(stream)
+        except OSError as exc:
+            raise ValueError(f"a readable TOML backends file ({path} cannot be read: {exc.strerror or exc})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"a readable TOML backends file ({path} is not valid TOML: {exc})") from None
+    return path
+
+
 def _key_names(pairs: tuple[tuple[str, str], ...]) -> str:
     return ", ".join(name for name, _ in pairs) + " (keys hidden)" if pairs else "(not set)"
 
@@ -336,6 +350,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BACKEND_CONNECT_TIMEOUT", "5", _float_pos, "seconds to wait for a connection to the backend"),
     Setting("BACKEND_CA_BUNDLE", "", _ca_bundle, "PEM file (or directory) of extra certificates trusted for an "
             "https backend (else REQUESTS_CA_BUNDLE; SSL_CERT_FILE replaces the system's)"),
+    Setting("BACKENDS_FILE", "", _backends_file, "TOML file of several backends, routing rules, balancing, "
+            "failover and health checks (then BACKEND_TYPE, _URL, _FLAVOR, _API_KEY, _TIMEOUT, _CONNECT_TIMEOUT "
+            "must not be set); empty = the one backend of BACKEND_*"),
     Setting("MAX_RESPONSE_BYTES", "134217728", _int_min(0), "a larger non-streamed backend answer (or compressed "
             "one, once decoded) is refused with 502; streams are relayed, not kept (0 = no limit)"),
     Setting("MODEL_MAP", "", _model_map, "client-name=backend-name pairs, comma-separated; * globs on the left"),
@@ -414,6 +431,7 @@ class Settings:
     backend_timeout: float
     backend_connect_timeout: float
     backend_ca_bundle: str
+    backends_file: str
     max_response_bytes: int
     model_map: tuple[tuple[str, str], ...]
     model_list_ttl: float
@@ -472,6 +490,10 @@ class Settings:
         if values.get("backend_api_key") and "@" in urlsplit(values.get("backend_url", "")).netloc:
             problems.append("BACKEND_URL carries credentials and BACKEND_API_KEY is set: use one of them (URL "
                             "credentials are sent as basic auth, the key as a bearer token)")
+        from .backendsfile import conflicting  # it imports this module
+
+        if (both := conflicting(environ)) is not None:
+            problems.append(both)
         if problems:
             raise ConfigError("; ".join(problems))
         for name, why in RETIRED.items():
