@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Response, request
 
-from .. import jsonio, keycase
+from .. import failover, jsonio, keycase
 from ..backends.base import Backend, Upstream
 from ..body import read_body, release_body
 from ..context import current
@@ -54,8 +54,28 @@ def route_model(exchange: Exchange) -> str:
 
 
 def upstream_backend() -> Backend:
-    """The backend, for a call that costs something there."""
-    return services().backend
+    """The backend this attempt goes to (with several backends, the one ``serve`` chose), for a call that
+    costs something there."""
+    return current().backend or services().backend
+
+
+def serve(exchange: Exchange, attempt: Callable[[Backend, str], Response]) -> Response:
+    """Answer with ``attempt(backend, its model name)``: the one backend, or, with BACKENDS_FILE, the pool's
+    backends in turn until one answers (``failover.run``). The attempt decides passthrough or translation
+    by the dialect of the backend it is given."""
+    svc = services()
+    if svc.pool is None:
+        return attempt(svc.backend, route_model(exchange))
+    return failover.run(svc.pool, exchange, attempt)
+
+
+def management_backend() -> Backend:
+    """Where model management and blobs go: the one backend, or the pool's first healthy Ollama backend."""
+    svc = services()
+    if svc.pool is None:
+        return svc.backend
+    backend = current().backend = svc.pool.management_member().backend
+    return backend
 
 
 def open_upstream(exchange: Exchange, path: str, out: dict) -> Upstream:
@@ -86,7 +106,7 @@ def upstream_object(raw: bytes) -> dict:
     except ValueError:
         value = None
     if not isinstance(value, dict):
-        described = services().backend.describe()
+        described = upstream_backend().describe()
         raise BackendUnavailable(f"{described} sent a body that is not a JSON object: {raw[:200]!r}")
     return value
 
