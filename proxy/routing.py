@@ -100,8 +100,8 @@ class Member:
             return canonical(upstream) in self._exact or glob_match(upstream, self._globs)
         models = self.models()
         known = self._listed
-        if known[0] != id(models):
-            known = self._listed = (id(models), frozenset(canonical(m.id) for m in models))
+        if known[0] != id(self.catalog._models):  # the names are read again only when a new list came
+            known = self._listed = (id(self.catalog._models), frozenset(canonical(m.id) for m in models))
         return canonical(upstream) in known[1]
 
     # --- health -----------------------------------------------------------------------------
