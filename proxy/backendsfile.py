@@ -41,9 +41,6 @@ STRATEGIES = ("round-robin", "weighted", "least-busy", "latency")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 HEALTH_PATHS = {"openai": "/v1/models", "ollama": "/api/tags", "stub": ""}
-# The BACKEND_* variables that describe the one backend of a proxy without BACKENDS_FILE.
-SINGLE_BACKEND_VARS = ("BACKEND_TYPE", "BACKEND_URL", "BACKEND_FLAVOR", "BACKEND_API_KEY", "BACKEND_TIMEOUT",
-                       "BACKEND_CONNECT_TIMEOUT")
 
 
 @dataclass(frozen=True)
@@ -306,13 +303,3 @@ def load(path: str, environ: Mapping[str, str] | None = None) -> BackendsConfig:
         raise ConfigError(f"BACKENDS_FILE={path!r} is not valid TOML: {exc}") from None
     return parse(data, path, environ)
 
-
-def conflicting(environ: Mapping[str, str]) -> str | None:
-    """The one start-up message when BACKENDS_FILE and BACKEND_* variables are both set, else None."""
-    if not environ.get("BACKENDS_FILE", "").strip():
-        return None
-    given = [name for name in SINGLE_BACKEND_VARS if name in environ]
-    if not given:
-        return None
-    return (f"BACKENDS_FILE is set and so {'is' if len(given) == 1 else 'are'} {', '.join(given)}: remove "
-            f"{', '.join(given)} (the file describes every backend) or remove BACKENDS_FILE")

@@ -275,6 +275,22 @@ def _backends_file(raw: str) -> str:
     return path
 
 
+# The BACKEND_* variables that describe the one backend of a proxy without BACKENDS_FILE.
+SINGLE_BACKEND_VARS = ("BACKEND_TYPE", "BACKEND_URL", "BACKEND_FLAVOR", "BACKEND_API_KEY", "BACKEND_TIMEOUT",
+                       "BACKEND_CONNECT_TIMEOUT")
+
+
+def _backends_conflict(environ: Mapping[str, str]) -> str | None:
+    """The one start-up message when BACKENDS_FILE and BACKEND_* variables are both set, else None."""
+    if not environ.get("BACKENDS_FILE", "").strip():
+        return None
+    given = [name for name in SINGLE_BACKEND_VARS if name in environ]
+    if not given:
+        return None
+    return (f"BACKENDS_FILE is set and so {'is' if len(given) == 1 else 'are'} {', '.join(given)}: remove "
+            f"{', '.join(given)} (the file describes every backend) or remove BACKENDS_FILE")
+
+
 def _key_names(pairs: tuple[tuple[str, str], ...]) -> str:
     return ", ".join(name for name, _ in pairs) + " (keys hidden)" if pairs else "(not set)"
 
@@ -490,9 +506,7 @@ class Settings:
         if values.get("backend_api_key") and "@" in urlsplit(values.get("backend_url", "")).netloc:
             problems.append("BACKEND_URL carries credentials and BACKEND_API_KEY is set: use one of them (URL "
                             "credentials are sent as basic auth, the key as a bearer token)")
-        from .backendsfile import conflicting  # it imports this module
-
-        if (both := conflicting(environ)) is not None:
+        if (both := _backends_conflict(environ)) is not None:
             problems.append(both)
         if problems:
             raise ConfigError("; ".join(problems))
