@@ -7,6 +7,7 @@ from flask import Flask, Response, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
+from . import backendsfile
 from .accesslog import AccessLog, BodyLog, configure_logging, printable
 from .backends import make_backend
 from .catalog import Catalog
@@ -18,6 +19,7 @@ from .metrics import Metrics
 from .policy.gate import install_policy
 from .recording import dialect_of_path
 from .render import http_exception_to_proxy_error, render_error
+from .routing import Pool, PoolCatalog, build_pool
 from .services import Services
 from .store import init_app as init_store
 from .views import register_blueprints
@@ -30,10 +32,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_logging(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = None
-    backend = make_backend(settings)
-    catalog = Catalog(backend.list_models, settings.client_aliases(), settings.backend_model_for,
-                      settings.model_list_ttl)
-    app.extensions["llm_proxy"] = Services(settings=settings, backend=backend, catalog=catalog)
+    pool = None
+    if settings.backends_file:
+        pool = build_pool(backendsfile.load(settings.backends_file), settings, make_backend)
+        backend = pool.members[0].backend  # what the UI's overview shows until it lists every backend
+        catalog: Catalog | PoolCatalog = PoolCatalog(pool, settings.client_aliases())
+    else:
+        backend = make_backend(settings)
+        catalog = Catalog(backend.list_models, settings.client_aliases(), settings.backend_model_for,
+                          settings.model_list_ttl)
+    app.extensions["llm_proxy"] = Services(settings=settings, backend=backend, catalog=catalog, pool=pool)
     metrics = Metrics(app.url_map, catalog.is_known)
     app.extensions["llm_proxy"].extras["metrics"] = metrics
     app.extensions["llm_proxy"].sinks.append(metrics.observe)
@@ -41,6 +49,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     if body_log.enabled:
         app.extensions["llm_proxy"].sinks.append(body_log)
     init_store(app, app.extensions["llm_proxy"])
+    if pool is not None:
+        _start_pool(app.extensions["llm_proxy"], pool)
     install_host_guard(app, settings)  # before the gate: a refused page or name costs no limit and no key check
     install_policy(app, settings)
     if settings.cors_origins:
@@ -51,8 +61,22 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_blueprints(app)
     _register_error_handlers(app)
     app.wsgi_app = Forwarded(AccessLog(app.wsgi_app, settings), settings)  # type: ignore[method-assign]
-    log.info("LLM Proxy ready: %s", backend.describe())  # the stub has no URL: none is named
+    log.info("LLM Proxy ready: %s", backend.describe() if pool is None else
+             ", ".join(m.describe() for m in pool.members))  # the stub has no URL: none is named
     return app
+
+
+def _start_pool(services: Services, pool: Pool) -> None:
+    """Probe every backend of the pool from now on; the app's shutdown stops the probes."""
+    pool.start_probes()
+    previous = services.extras.get("shutdown")
+
+    def shutdown() -> None:
+        pool.stop()
+        if previous is not None:
+            previous()
+
+    services.extras["shutdown"] = shutdown
 
 
 def _register_error_handlers(app: Flask) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .values import (
+    backends_file,
     boolean,
     ca_bundle,
     choice,
@@ -74,6 +75,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BACKEND_CONNECT_TIMEOUT", "5", seconds, "seconds to wait for a connection to the backend"),
     Setting("BACKEND_CA_BUNDLE", "", ca_bundle, "PEM file (or directory) of extra certificates trusted for an "
             "https backend (else REQUESTS_CA_BUNDLE; SSL_CERT_FILE replaces the system's)"),
+    Setting("BACKENDS_FILE", "", backends_file, "TOML file of several backends, routing rules, balancing, "
+            "failover and health checks (then BACKEND_TYPE, _URL, _FLAVOR, _API_KEY, _TIMEOUT, _CONNECT_TIMEOUT "
+            "must not be set); empty = the one backend of BACKEND_*"),
     Setting("MAX_RESPONSE_BYTES", "134217728", int_min(0), "a larger non-streamed backend answer (or compressed "
             "one, once decoded) is refused with 502; streams are relayed, not kept (0 = no limit)"),
     Setting("MODEL_MAP", "", model_map, "client-name=backend-name pairs, comma-separated; * globs on the left"),
@@ -141,6 +145,22 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+# The BACKEND_* variables that describe the one backend of a proxy without BACKENDS_FILE.
+SINGLE_BACKEND_VARS = ("BACKEND_TYPE", "BACKEND_URL", "BACKEND_FLAVOR", "BACKEND_API_KEY", "BACKEND_TIMEOUT",
+                       "BACKEND_CONNECT_TIMEOUT")
+
+
+def _backends_conflict(environ: Mapping[str, str]) -> str | None:
+    """The one start-up message when BACKENDS_FILE and BACKEND_* variables are both set, else None."""
+    if not environ.get("BACKENDS_FILE", "").strip():
+        return None
+    given = [name for name in SINGLE_BACKEND_VARS if name in environ]
+    if not given:
+        return None
+    return (f"BACKENDS_FILE is set and so {'is' if len(given) == 1 else 'are'} {', '.join(given)}: remove "
+            f"{', '.join(given)} (the file describes every backend) or remove BACKENDS_FILE")
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str
@@ -152,6 +172,7 @@ class Settings:
     backend_timeout: float
     backend_connect_timeout: float
     backend_ca_bundle: str
+    backends_file: str
     max_response_bytes: int
     model_map: tuple[tuple[str, str], ...]
     model_list_ttl: float
@@ -210,6 +231,8 @@ class Settings:
         if parsed.get("backend_api_key") and "@" in urlsplit(parsed.get("backend_url", "")).netloc:
             problems.append("BACKEND_URL carries credentials and BACKEND_API_KEY is set: use one of them (URL "
                             "credentials are sent as basic auth, the key as a bearer token)")
+        if (both := _backends_conflict(environ)) is not None:
+            problems.append(both)
         if problems:
             raise ConfigError("; ".join(problems))
         for name, why in RETIRED.items():

@@ -40,6 +40,7 @@ class RequestContext:
     refused: bool = False
     ticket: Any = None
     exchange: Any = None
+    backend: Any = None  # with several backends: the one this attempt goes to (``views.common.upstream_backend``)
 
     @property
     def key_name(self) -> str | None:

@@ -135,7 +135,8 @@ class Exchange:
                  "max_body", "client_request", "upstream_request", "upstream_response", "client_response",
                  "backend_name", "backend_type", "model_requested", "model_upstream", "stream", "status", "outcome",
                  "error", "answer", "answer_parser", "upstream_first_byte_at", "client_first_chunk_at", "ended_at",
-                 "local", "usage", "whole", "_sinks", "on_finish", "finished")  # each stream holds one: no dict
+                 "local", "usage", "whole", "attempts", "_sinks", "on_finish",
+                 "finished")  # each stream holds one: no dict
 
     def __init__(self, *, request_id: str, front: str, endpoint: str, method: str, client: str, user_agent: str,
                  client_body: bytes, max_body: int, sinks: Iterable[Callable[[Exchange], None]],
@@ -171,6 +172,7 @@ class Exchange:
         self.client_first_chunk_at: float | None = None
         self.ended_at: float | None = None
         self.local = False  # answered without the backend (probes, model lists)
+        self.attempts: list[dict[str, Any]] | None = None  # failed attempts before the backend that answered
         self._sinks = tuple(sinks)
         self.on_finish: list[Callable[[Exchange], None]] = []  # this exchange's own callbacks (e.g. limits)
         self.finished = False
@@ -195,6 +197,21 @@ class Exchange:
         end, not from the log's copy, which may be truncated."""
         if self.answer_parser is not None and self.answer is None:
             self.whole = raw
+
+    def note_attempt(self, backend: str, status: int | None, error: str, ms: float) -> None:
+        """A failed attempt (several backends): kept for the log, in order."""
+        if self.attempts is None:
+            self.attempts = []
+        self.attempts.append({"backend": backend, "status": status, "error": error, "ms": round(ms, 1)})
+
+    def retry(self) -> None:
+        """Forget what a failed attempt left (what was sent and received upstream) before the next one."""
+        max_body = self.max_body
+        self.upstream_request = BodyBuffer(max_body)
+        self.upstream_response = BodyBuffer(max_body)
+        self.client_response = BodyBuffer(max_body)
+        self.answer = self.answer_parser = self.usage = self.whole = None
+        self.upstream_first_byte_at = self.client_first_chunk_at = None
 
     def sent_upstream(self, body: bytes) -> None:
         self.upstream_request.add(body)

@@ -1,4 +1,4 @@
-"""The services one app is built with (settings, backend, model catalog, record sinks), kept on
+"""The services one app is built with (settings, backend or pool, model catalog, record sinks), kept on
 ``app.extensions["llm_proxy"]`` and reached with ``services()`` while a request is served."""
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Any
 from flask import current_app
 
 from .backends.base import Backend
-from .catalog import Catalog
 from .config import Settings
 from .exchange import Exchange
 
@@ -18,7 +17,8 @@ from .exchange import Exchange
 class Services:
     settings: Settings
     backend: Backend
-    catalog: Catalog
+    catalog: Any  # Catalog; with BACKENDS_FILE a routing.PoolCatalog, which answers the same questions
+    pool: Any = None  # routing.Pool with BACKENDS_FILE; None: the one backend of BACKEND_*
     sinks: list[Callable[[Exchange], None]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -146,19 +146,26 @@ def ca_bundle(raw: str) -> str:
     return value
 
 
-def keys_file(raw: str) -> str:
-    """KEYS_FILE: empty, or a readable TOML file. Its tables and fields are checked by ``policy.keysfile`` when
-    the app is built, which raises a ConfigError in this module's words."""
-    path = raw.strip()
-    if path:
-        try:
-            with open(path, "rb") as stream:
-                tomllib.load(stream)
-        except OSError as exc:
-            raise ValueError(f"a readable TOML keys file ({path} cannot be read: {exc.strerror or exc})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"a readable TOML keys file ({path} is not valid TOML: {exc})") from None
-    return path
+def toml_file(what: str) -> Callable[[str], str]:
+    """A parser of an optional TOML file setting (KEYS_FILE, BACKENDS_FILE): empty, or a file that reads as
+    TOML. Its tables are checked when the app is built, which raises a ConfigError naming the table and key."""
+    def parse(raw: str) -> str:
+        path = raw.strip()
+        if path:
+            try:
+                with open(path, "rb") as stream:
+                    tomllib.load(stream)
+            except OSError as exc:
+                why = exc.strerror or exc
+                raise ValueError(f"a readable TOML {what} file ({path} cannot be read: {why})") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"a readable TOML {what} file ({path} is not valid TOML: {exc})") from None
+        return path
+    return parse
+
+
+keys_file = toml_file("keys")
+backends_file = toml_file("backends")
 
 
 # --- access: keys, networks, origins, rates (``policy`` holds what uses them) ------------------------

@@ -308,6 +308,7 @@ class HTTPBackend:
 
     type = "http"
     dialect = "openai"
+    first_byte_timeout: float | None = None  # BACKENDS_FILE's first_byte_s; else the read timeout covers the head
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -335,12 +336,18 @@ class HTTPBackend:
              timeout: float | None = None, stream: bool = False) -> HTTPUpstream:
         """Send a request and return the response unread; error statuses raise ``UpstreamStatus``.
         ``stream``: the body is relayed as it arrives rather than read whole (no MAX_RESPONSE_BYTES)."""
-        call = Call(self.connect_timeout if timeout is None else min(timeout, self.connect_timeout),
-                    self.read_timeout if timeout is None else timeout, limits=(self._limit,))
+        read = self.read_timeout if timeout is None else timeout
+        first = read if timeout is not None or self.first_byte_timeout is None else self.first_byte_timeout
+        call = Call(self.connect_timeout if timeout is None else min(timeout, self.connect_timeout), first,
+                    limits=(self._limit,))
         name = self.describe()
         try:
             resp = self.connection.request(method, path, body, request_id=request_id, connect=call.connect,
-                                           read=call.read)
+                                           read=first)
+            if first != read:  # the head came within the first-byte timeout; the body has the idle one
+                call.read = read
+                if resp._sock is not None:  # None: the whole answer is in already
+                    resp._sock.settimeout(read)
         except (*UPSTREAM_ERRORS, ValueError) as exc:  # ValueError: a request head that cannot be sent
             raise failure(exc, name, call) from None
         call.reading = True

@@ -23,7 +23,7 @@ _SPACES = re.compile(r"\s+")
 class Record:
     __slots__ = ("started", "ended", "request_id", "client", "user_agent", "key_name", "front", "endpoint", "method",
                  "backend_name", "backend_type", "model", "upstream_model", "stream", "status", "outcome", "error",
-                 "bodies", "answer", "upstream_first_byte_at", "client_first_chunk_at", "local")
+                 "bodies", "answer", "upstream_first_byte_at", "client_first_chunk_at", "local", "attempts")
     # the slots' types, for readers and type checkers (``of`` fills them all)
     started: float
     ended: float
@@ -47,6 +47,7 @@ class Record:
     upstream_first_byte_at: float | None
     client_first_chunk_at: float | None
     local: bool
+    attempts: list[dict[str, Any]] | None
 
     @classmethod
     def of(cls, exchange: Any) -> Record:
@@ -74,6 +75,7 @@ class Record:
         r.upstream_first_byte_at = exchange.upstream_first_byte_at
         r.client_first_chunk_at = exchange.client_first_chunk_at
         r.local = exchange.local
+        r.attempts = exchange.attempts
         return r
 
     # --- in the writer ------------------------------------------------------------------------
@@ -109,7 +111,8 @@ class Record:
                  self.backend_type[:32], _cut(self.model, 255), _cut(self.upstream_model, 255), bool(self.stream),
                  self.status, self.outcome, _clean(self.error, nul_free), round(duration, 3), _r(ttfb), _r(ttfc),
                  _r(overhead), prompt, completion, estimated, self.tokens_per_second(completion),
-                 len(answer["tool_calls"]) if answer else 0, truncated, preview)
+                 len(answer["tool_calls"]) if answer else 0, truncated, preview,
+                 _clean(jsonio.dumps_str(self.attempts), nul_free) if self.attempts else None)
         answer_json = _text(jsonio.dumps(answer), nul_free) if answer is not None else None
         body = (*texts, *(body.size for body in self.bodies), *cut, answer_json)
         search = search_text(self, request, texts[0], answer)

@@ -20,7 +20,7 @@ from .models import Models
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LOCK_KEY = 0x11A9_0C5E  # PostgreSQL advisory lock id for schema work
 FTS_TABLE = "exchange_fts"  # SQLite FTS5: rowid = exchanges.id, one column of searchable text
 SEARCH_TABLE = "exchange_search"  # PostgreSQL: exchange_id, tsvector
@@ -31,9 +31,16 @@ def _add_key_name(models: Models, migrator: SchemaMigrator) -> None:
     migrate(migrator.add_column("exchanges", "key_name", pw.CharField(max_length=100, null=True)))
 
 
+def _add_attempts(models: Models, migrator: SchemaMigrator) -> None:
+    """Version 3: the failed attempts before the backend that answered (BACKENDS_FILE), as JSON."""
+    if "attempts" not in {c.name for c in models.database.get_columns("exchanges")}:
+        migrate(migrator.add_column("exchanges", "attempts", pw.TextField(null=True)))
+
+
 # version reached -> step; each step takes the database from version-1 to version.
 MIGRATIONS: dict[int, Callable[[Models, SchemaMigrator], None]] = {
     2: _add_key_name,
+    3: _add_attempts,
 }
 
 

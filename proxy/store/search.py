@@ -251,6 +251,7 @@ def get_exchange(models: Models, ident: int) -> dict[str, Any] | None:
                             "truncated": bool(body.get(f"{name}_truncated", False))} for name in BODY_NAMES}
     answer = body.get("answer")
     row["answer"] = jsonio.loads(answer) if answer else None
+    row["attempts"] = jsonio.loads(row["attempts"]) if row.get("attempts") else []
     return row
 
 

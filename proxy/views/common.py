@@ -7,8 +7,8 @@ from typing import Any
 
 from flask import Response, request
 
-from .. import jsonio, keycase
-from ..backends.base import Upstream
+from .. import failover, jsonio, keycase
+from ..backends.base import Backend, Upstream
 from ..body import read_body, release_body
 from ..catalog import ModelInfo, model_allowed
 from ..context import current
@@ -63,12 +63,37 @@ def route_model(exchange: Exchange) -> str:
     return exchange.model_upstream
 
 
+def upstream_backend() -> Backend:
+    """The backend this attempt goes to (with several backends, the one ``serve`` chose), for a call that
+    costs something there."""
+    return current().backend or services().backend
+
+
+def serve(exchange: Exchange, attempt: Callable[[Backend, str], Response]) -> Response:
+    """Answer with ``attempt(backend, its model name)``: the one backend, or, with BACKENDS_FILE, the pool's
+    backends in turn until one answers (``failover.run``). The attempt decides passthrough or translation
+    by the dialect of the backend it is given."""
+    svc = services()
+    if svc.pool is None:
+        return attempt(svc.backend, route_model(exchange))
+    return failover.run(svc.pool, exchange, attempt)
+
+
+def management_backend() -> Backend:
+    """Where model management and blobs go: the one backend, or the pool's first healthy Ollama backend."""
+    svc = services()
+    if svc.pool is None:
+        return svc.backend
+    backend = current().backend = svc.pool.management_member().backend
+    return backend
+
+
 def open_upstream(exchange: Exchange, path: str, out: dict) -> Upstream:
     """POST `out` to the backend, noting the body sent for the log; error statuses raise."""
     release_body(request)  # parsed and copied for the log: the backend gets `out`, encoded below
     payload = jsonio.dumps(out)
     exchange.sent_upstream(payload)
-    return services().backend.open("POST", path, payload, request_id=exchange.request_id, stream=exchange.stream)
+    return upstream_backend().open("POST", path, payload, request_id=exchange.request_id, stream=exchange.stream)
 
 
 def read_whole(exchange: Exchange, upstream: Upstream) -> bytes:
@@ -91,7 +116,7 @@ def upstream_object(raw: bytes) -> dict:
     except ValueError:
         value = None
     if not isinstance(value, dict):
-        described = services().backend.describe()
+        described = upstream_backend().describe()
         raise BackendUnavailable(f"{described} sent a body that is not a JSON object: {raw[:200]!r}")
     return value
 

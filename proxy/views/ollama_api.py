@@ -9,6 +9,7 @@ from flask import Blueprint, Response, redirect, request
 from werkzeug.wrappers import Response as BaseResponse  # what redirect() makes
 
 from .. import jsonio
+from ..backends.base import Backend
 from ..context import current
 from ..dialects import ollama as ol
 from ..dialects import ollama_openai as oo
@@ -25,11 +26,13 @@ from .common import (
     begin,
     finish_whole,
     listed_models,
+    management_backend,
     open_upstream,
     read_json,
     read_whole,
-    route_model,
+    serve,
     stream_response,
+    upstream_backend,
     upstream_object,
 )
 
@@ -64,11 +67,15 @@ def show() -> Response:
     svc = services()
     body = read_json()
     name = ol.check_model(body)
-    model = svc.catalog.find(name)
-    if svc.backend.dialect == "ollama":
+    if svc.pool is not None:  # a backend that serves the model describes it
+        member, model = svc.pool.find(name)
+        backend = member.backend
+    else:
+        model, backend = svc.catalog.find(name), svc.backend
+    if backend.dialect == "ollama":
         upstream_body = {**body, "model": model.alias_of or model.id}
         upstream_body.pop("name", None)
-        _, shown = svc.backend.post_json("/api/show", upstream_body, request_id=_rid())
+        _, shown = backend.post_json("/api/show", upstream_body, request_id=_rid())
         if isinstance(shown, dict):
             shown.setdefault("capabilities", list(model.capabilities))
             if shown.get("model_info") is None:
@@ -91,14 +98,15 @@ def chat() -> Response:
     messages = body.get("messages") or []
     if not messages:
         return _probe(exchange, "chat", body)
-    svc = services()
-    settings = svc.settings
-    upstream_model = route_model(exchange)
+    settings = services().settings
     messages, _ = inject_text(messages, settings.inject_text, settings.inject_mode)
-    if svc.backend.dialect == "ollama":
-        return _passthrough(exchange, "/api/chat", {**body, "model": upstream_model, "messages": messages})
-    out = oo.chat_to_openai({**body, "messages": messages}, upstream_model, svc.backend.flavor)
-    return _translated(exchange, "chat", "/v1/chat/completions", out)
+
+    def attempt(backend: Backend, upstream_model: str) -> Response:
+        if backend.dialect == "ollama":
+            return _passthrough(exchange, "/api/chat", {**body, "model": upstream_model, "messages": messages})
+        out = oo.chat_to_openai({**body, "messages": messages}, upstream_model, backend.flavor)
+        return _translated(exchange, "chat", "/v1/chat/completions", out)
+    return serve(exchange, attempt)
 
 
 @bp.route("/api/generate", methods=["POST"])
@@ -107,12 +115,13 @@ def generate() -> Response:
     exchange.stream = ol.is_streaming(body)
     if not body.get("prompt") and not body.get("images") and not body.get("suffix"):
         return _probe(exchange, "generate", body)
-    svc = services()
-    upstream_model = route_model(exchange)
-    if svc.backend.dialect == "ollama":
-        return _passthrough(exchange, "/api/generate", {**body, "model": upstream_model})
-    path, out = oo.generate_to_openai(body, upstream_model, svc.backend.flavor)
-    return _translated(exchange, "generate", path, out)
+
+    def attempt(backend: Backend, upstream_model: str) -> Response:
+        if backend.dialect == "ollama":
+            return _passthrough(exchange, "/api/generate", {**body, "model": upstream_model})
+        path, out = oo.generate_to_openai(body, upstream_model, backend.flavor)
+        return _translated(exchange, "generate", path, out)
+    return serve(exchange, attempt)
 
 
 def _probe(exchange, kind: str, body: dict) -> Response:
@@ -186,18 +195,24 @@ def whole_reply_from_openai(translator: OpenAIToOllama, kind: str, resp: dict) -
 def embed() -> Response:
     legacy = request.path.endswith("embeddings")
     exchange, body = begin("ollama", ol.check_embed_request)
-    svc = services()
-    upstream_model = route_model(exchange)
-    if svc.backend.dialect == "ollama":
-        exchange.stream = False
-        return _passthrough(exchange, request.path, {**body, "model": upstream_model})
+    path = request.path
+
+    def attempt(backend: Backend, upstream_model: str) -> Response:
+        if backend.dialect == "ollama":
+            exchange.stream = False
+            return _passthrough(exchange, path, {**body, "model": upstream_model})
+        return _embed_translated(exchange, body, upstream_model, legacy)
+    return serve(exchange, attempt)
+
+
+def _embed_translated(exchange, body: dict, upstream_model: str, legacy: bool) -> Response:
     if legacy and not isinstance(body.get("prompt"), str):
         raise BadRequest("prompt must be a string")
     out = oo.embed_to_openai(body, upstream_model)
     payload = jsonio.dumps(out)
     exchange.sent_upstream(payload)
     started = time.time()
-    raw, resp = svc.backend.post_json("/v1/embeddings", out, request_id=exchange.request_id)
+    raw, resp = upstream_backend().post_json("/v1/embeddings", out, request_id=exchange.request_id)
     exchange.upstream_response.add(raw)
     data = resp.get("data") if isinstance(resp, dict) else None
     vectors = [decode_embedding(item.get("embedding")) for item in data or () if isinstance(item, dict)]
@@ -223,11 +238,13 @@ def manage() -> Response:
     svc = services()
     action = request.path.rsplit("/", 1)[-1]
     exchange, body = begin("ollama", lambda b: ol.check_manage_request(b, action))  # recorded, whatever happens
-    if svc.backend.dialect == "ollama":
+    backend = management_backend()
+    exchange.backend_name, exchange.backend_type = backend.describe(), backend.type
+    if backend.dialect == "ollama":
         payload = jsonio.dumps(body)  # the body that was checked, not the bytes sent (a repeated key goes)
         exchange.sent_upstream(payload)
         whole = body.get("stream") is False or action in ("copy", "delete")
-        upstream = svc.backend.open(request.method, request.path, payload, request_id=_rid(), stream=not whole)
+        upstream = backend.open(request.method, request.path, payload, request_id=_rid(), stream=not whole)
         if whole:
             raw = upstream.read()
             exchange.upstream_response.add(raw)
@@ -244,7 +261,7 @@ def manage() -> Response:
             return finish_whole(exchange, raw_json_response(raw), raw)
         raw = b"".join(jsonio.dumps_line(x) for x in ({"status": "pulling manifest"}, {"status": "success"}))
         return finish_whole(exchange, Response(raw, content_type=NDJSON), raw)
-    raise NotSupported(f"/api/{action} is not supported by the {svc.backend.describe()}; "
+    raise NotSupported(f"/api/{action} is not supported by the {backend.describe()}; "
                        "manage models on the backend itself")
 
 
@@ -256,10 +273,10 @@ BLOB_DIGEST = re.compile(r"sha256[:-][0-9a-fA-F]{64}")
 def blobs(digest: str) -> Response:
     if not BLOB_DIGEST.fullmatch(digest):
         raise BadRequest("invalid digest: expected sha256: followed by 64 hexadecimal digits")
-    svc = services()
-    if svc.backend.dialect != "ollama":
-        raise NotSupported(f"blobs are not supported by the {svc.backend.describe()}")
-    upstream = svc.backend.open(request.method, f"/api/blobs/{digest}", request.get_data() or None,
+    backend = management_backend()
+    if backend.dialect != "ollama":
+        raise NotSupported(f"blobs are not supported by the {backend.describe()}")
+    upstream = backend.open(request.method, f"/api/blobs/{digest}", request.get_data() or None,
                                        request_id=_rid())
     raw = upstream.read()
     return Response(raw, status=upstream.status)

@@ -6,6 +6,7 @@ import time
 from flask import Blueprint, Response, request
 
 from .. import jsonio
+from ..backends.base import Backend
 from ..dialects import ollama_openai as oo
 from ..dialects import openai as oa
 from ..errors import BackendUnavailable, NotFound
@@ -27,8 +28,9 @@ from .common import (
     listed_models,
     open_upstream,
     read_whole,
-    route_model,
+    serve,
     stream_response,
+    upstream_backend,
     upstream_object,
 )
 
@@ -50,38 +52,45 @@ def get_model(model_id: str) -> Response:
 def chat_completions() -> Response:
     exchange, body = begin("openai", oa.check_chat_request)
     exchange.stream = bool(body.get("stream"))
-    svc = services()
-    settings = svc.settings
-    upstream_model = route_model(exchange)
+    settings = services().settings
     messages, _ = inject_text(body["messages"], settings.inject_text, settings.inject_mode)
     body = {**body, "messages": messages}
-    if svc.backend.dialect == "ollama":
-        return _translated(exchange, "chat", "/api/chat", oo.chat_from_openai(body, upstream_model), body)
-    return _passthrough(exchange, "/v1/chat/completions", {**body, "model": upstream_model})
+
+    def attempt(backend: Backend, upstream_model: str) -> Response:
+        if backend.dialect == "ollama":
+            return _translated(exchange, "chat", "/api/chat", oo.chat_from_openai(body, upstream_model), body)
+        return _passthrough(exchange, "/v1/chat/completions", {**body, "model": upstream_model})
+    return serve(exchange, attempt)
 
 
 @bp.route("/completions", methods=["POST"])
 def completions() -> Response:
     exchange, body = begin("openai", oa.check_completion_request)
     exchange.stream = bool(body.get("stream"))
-    svc = services()
-    upstream_model = route_model(exchange)
-    if svc.backend.dialect == "ollama":
-        return _translated(exchange, "completion", "/api/generate", oo.completion_from_openai(body, upstream_model),
-                           body)
-    return _passthrough(exchange, "/v1/completions", {**body, "model": upstream_model})
+
+    def attempt(backend: Backend, upstream_model: str) -> Response:
+        if backend.dialect == "ollama":
+            return _translated(exchange, "completion", "/api/generate",
+                               oo.completion_from_openai(body, upstream_model), body)
+        return _passthrough(exchange, "/v1/completions", {**body, "model": upstream_model})
+    return serve(exchange, attempt)
 
 
 @bp.route("/embeddings", methods=["POST"])
 def embeddings() -> Response:
     exchange, body = begin("openai", oa.check_embedding_request)
-    svc = services()
-    upstream_model = route_model(exchange)
-    if svc.backend.dialect != "ollama":
-        return _passthrough(exchange, "/v1/embeddings", {**body, "model": upstream_model})
+
+    def attempt(backend: Backend, upstream_model: str) -> Response:
+        if backend.dialect != "ollama":
+            return _passthrough(exchange, "/v1/embeddings", {**body, "model": upstream_model})
+        return _embed_translated(exchange, body, upstream_model)
+    return serve(exchange, attempt)
+
+
+def _embed_translated(exchange, body: dict, upstream_model: str) -> Response:
     out = oo.embed_from_openai(body, upstream_model)
     exchange.sent_upstream(jsonio.dumps(out))
-    raw, resp = svc.backend.post_json("/api/embed", out, request_id=exchange.request_id)
+    raw, resp = upstream_backend().post_json("/api/embed", out, request_id=exchange.request_id)
     exchange.upstream_response.add(raw)
     assert exchange.model_requested is not None  # begin() noted it
     reply = oo.embed_response_to_openai(resp if isinstance(resp, dict) else {}, exchange.model_requested,

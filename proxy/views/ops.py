@@ -1,5 +1,6 @@
-"""Operations endpoints: `/health` (liveness), `/healthz` (backend reachability as JSON), `/metrics`
-(open, or behind METRICS_TOKEN / ADMIN_TOKEN as a Bearer token, wrong guesses throttled as at the login)."""
+"""Operations endpoints: `/health` (liveness), `/healthz` (backend reachability, or each backend's state, as
+JSON), `/metrics` (open, or behind METRICS_TOKEN / ADMIN_TOKEN as a Bearer token, wrong guesses throttled as at
+the login)."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
@@ -18,7 +19,12 @@ def health() -> Response:
 
 @bp.route("/healthz", methods=["GET"])
 def healthz() -> Response:
-    backend = services().backend
+    svc = services()
+    if svc.pool is not None:  # each backend's state as the proxy knows it (probes, real requests): no I/O here
+        states = [m.state() for m in svc.pool.members]
+        ok = any(m.healthy for m in svc.pool.members)
+        return json_response({"status": "ok" if ok else "unavailable", "backends": states}, 200 if ok else 503)
+    backend = svc.backend
     ok, detail = backend.reachable()
     return json_response({"status": "ok" if ok else "unavailable",
                           "backend": {"type": backend.type, "url": backend.base_url, "reachable": ok,

@@ -1,0 +1,47 @@
+"""What choosing a backend costs with BACKENDS_FILE: ``Pool.plan`` (rules, aliases, which members serve the
+model, the strategy's order) among 10 stub backends, per strategy, with the models named by globs in the
+file or read from each backend's own (cached) list. In-process, no sockets: the routing only.
+
+    python bench/bench_routing.py
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from proxy import backendsfile  # noqa: E402
+from proxy.backends import make_backend  # noqa: E402
+from proxy.config import Settings  # noqa: E402
+from proxy.routing import build_pool  # noqa: E402
+
+BACKENDS = 10
+SAMPLES = 20000
+
+
+def main() -> None:
+    for strategy in backendsfile.STRATEGIES:
+        for named in (True, False):
+            text = "".join(f'[backends.b{i}]\ntype = "stub"\n' + ('models = ["stub", "qwen3-*"]\n' if named else "")
+                           for i in range(BACKENDS))
+            text += f'[routing]\nstrategy = "{strategy}"\n'
+            pool = build_pool(backendsfile.parse(tomllib.loads(text), "bench", {}), Settings.from_env({}),
+                              make_backend)
+            for _ in range(1000):
+                pool.plan("stub")
+            samples = []
+            for _ in range(SAMPLES):
+                started = time.perf_counter()
+                pool.plan("stub")
+                samples.append(time.perf_counter() - started)
+            samples.sort()
+            print(f"{strategy:12} models from {'the file' if named else 'lists   '}: "
+                  f"p50 {statistics.median(samples) * 1e3:.4f} ms, p99 {samples[int(SAMPLES * 0.99)] * 1e3:.4f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Serving one request with several backends: attempts in the pool's order until one answers.
+
+``run`` tries the planned members in turn. A failure before an answer is in hand — connection refused or
+reset, a connect or first-byte timeout, a 5xx — counts against that member (passive health) and moves to
+the next one, up to ``retries`` more attempts; going back to a member already tried waits an exponential,
+jittered backoff. A 4xx, or anything the request itself did wrong, is the answer. An attempt returns once
+the answer's head is in (a stream) or the whole answer (otherwise): nothing has reached the client before,
+and after it a failure ends the stream as with one backend. Each attempt is recorded on the exchange
+(backend, status or error, milliseconds).
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .context import current
+from .errors import BackendTimeout, BackendUnavailable, ProxyError, UpstreamStatus
+from .exchange import Exchange
+from .routing import Member, Pool
+
+Attempt = Callable[[Any, str], Any]  # (backend, its model name) -> the response
+
+
+def retryable(exc: ProxyError) -> bool:
+    """Failures another backend may not have: unreachable, too slow, or a server error (not a 4xx)."""
+    if isinstance(exc, UpstreamStatus):
+        return exc.status >= 500
+    return isinstance(exc, (BackendUnavailable, BackendTimeout))
+
+
+def run(pool: Pool, exchange: Exchange, attempt: Attempt, *, sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random) -> Any:
+    assert exchange.model_requested is not None  # begin() noted it
+    plan = pool.plan(exchange.model_requested)
+    ctx = current()
+    last: ProxyError | None = None
+    for number in range(pool.routing.retries + 1):
+        member, model = plan[number % len(plan)]
+        if number >= len(plan):  # back to a backend already tried: wait first
+            sleep(pool.backoff(number - len(plan) + 1, jitter()))
+        if number:
+            exchange.retry()
+        ctx.backend = member.backend
+        exchange.backend_name, exchange.backend_type = member.name, member.backend.type
+        exchange.model_upstream = model
+        member.in_flight += 1
+        started = time.monotonic()
+        try:
+            response = attempt(member.backend, model)
+        except ProxyError as exc:
+            member.in_flight -= 1
+            if not retryable(exc):
+                raise
+            ms = (time.monotonic() - started) * 1000
+            member.failed(exc.message)
+            exchange.note_attempt(member.name, exc.status if isinstance(exc, UpstreamStatus) else None,
+                                  exc.message, ms)
+            last = exc
+            continue
+        except BaseException:
+            member.in_flight -= 1
+            raise
+        member.answered((time.monotonic() - started) * 1000)
+        _release_when_done(member, exchange)
+        return response
+    assert last is not None
+    raise last
+
+
+def _release_when_done(member: Member, exchange: Exchange) -> None:
+    """The member's in-flight count drops when the exchange ends (at once for an answer already whole)."""
+    if exchange.ended_at is not None:
+        member.in_flight -= 1
+        return
+
+    def release(_: Exchange) -> None:
+        member.in_flight -= 1
+
+    exchange.on_finish.append(release)
