@@ -3,11 +3,12 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import REPO_ROOT
+
+ROOT = REPO_ROOT
 
 
 def run_proxy(tmp_path, port, **env):

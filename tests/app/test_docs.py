@@ -1,9 +1,9 @@
 """README and .env.example stay in step with the settings table."""
-from pathlib import Path
 
 from proxy.config import SETTINGS
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 def test_every_setting_is_in_env_example_with_its_default():

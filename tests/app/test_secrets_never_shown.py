@@ -9,14 +9,14 @@ import secrets
 import time
 from pathlib import Path
 
-import fakes
 import ollama
 import openai
 import pytest
 import requests
-from policy_support import write_keys
 
 from proxy.store.db import sqlite_path
+from tests.support import fakes
+from tests.support.policy import write_keys
 
 
 def _secret(prefix: str) -> str:

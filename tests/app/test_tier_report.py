@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from support import REPO_ROOT
+from tests.support import REPO_ROOT
 
 TIER_VARIABLES = ("TEST_POSTGRES_URL", "TEST_MYSQL_URL", "E2E_REQUIRED", "SMOLLM2_GGUF", "LLAMA_CACHE_DIR")
 
@@ -15,7 +15,7 @@ def test_plain_pytest_run_names_each_skipped_tier_its_reason_and_its_switch(tmp_
     env = {k: v for k, v in os.environ.items() if k not in TIER_VARIABLES and not k.startswith("PYTEST_")}
     env["LLAMA_SERVER_BIN"] = str(tmp_path / "no-llama-server")
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-                             "tests/e2e", "tests/test_store_schema.py"],
+                             "tests/e2e", "tests/store/test_schema.py"],
                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     out = result.stdout  # whether the tests that ran passed is their own files' business
     assert "tiers skipped" in out, out[-3000:]

@@ -9,13 +9,12 @@ import secrets
 import time
 from pathlib import Path
 
-import fakes
 import pytest
 import requests
-from support import free_port
 
 from proxy.config import ConfigError, Settings, mask_url
 from proxy.store.db import sqlite_path
+from tests.support import fakes, free_port
 
 
 @pytest.mark.parametrize("url, shown", [

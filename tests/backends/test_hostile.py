@@ -13,12 +13,12 @@ import time
 
 import pytest
 import requests
-from fake_raw import CHUNKED_HEAD, RawServer, Reply, chunked, http
 
 from proxy.backends.base import HTTPBackend
 from proxy.config import Settings
 from proxy.errors import BackendUnavailable, UpstreamStatus
 from proxy.framing import FrameTooLarge, Lines, NDJSONFraming, SSEFraming
+from tests.backends.fake_raw import CHUNKED_HEAD, RawServer, Reply, chunked, http
 
 MODELS = json.dumps({"object": "list", "data": [{"id": "m1", "object": "model", "owned_by": "someone"}]}).encode()
 PAD = b"X-Pad: " + b"a" * 1000 + b"\r\n"

@@ -14,11 +14,11 @@ import time
 import zlib
 
 import pytest
-from fake_raw import CHUNKED_HEAD, RawServer, Reply, chunked, http
 
 from proxy.backends.base import HTTPBackend
 from proxy.config import Settings
 from proxy.errors import BackendTimeout, BackendUnavailable, UpstreamStatus
+from tests.backends.fake_raw import CHUNKED_HEAD, RawServer, Reply, chunked, http
 
 WAIT = 5.0  # upper bound for anything that should happen at once (never reached when green)
 

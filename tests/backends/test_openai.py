@@ -1,6 +1,5 @@
 """OpenAI-compatible backends, read from real llama-server recordings (tests/data/llamacpp/)."""
 import json
-from pathlib import Path
 
 import pytest
 
@@ -9,8 +8,9 @@ from proxy.config import Settings
 from proxy.errors import code_from_upstream_body, message_from_upstream_body
 from proxy.passthrough import passthrough_sse
 from proxy.streaming import OpenAIToOllama, openai_sse_to_ollama
+from tests.support import TESTS_DIR
 
-LLAMA = Path(__file__).parent / "data" / "llamacpp"
+LLAMA = TESTS_DIR / "data" / "llamacpp"
 
 
 def test_llamacpp_model_entry_gives_context_size_params_and_quantisation():

@@ -9,11 +9,11 @@ import threading
 
 import pytest
 import trustme
-from fake_raw import RawServer, http
 
 from proxy.backends.base import HTTPBackend
 from proxy.config import Settings
 from proxy.errors import BackendUnavailable
+from tests.backends.fake_raw import RawServer, http
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 

@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 import requests
-from store_fixtures import store_of, wait_rows
+
+from tests.support.store import store_of, wait_rows
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

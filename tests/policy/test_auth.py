@@ -7,8 +7,10 @@ import time
 import ollama
 import openai
 import pytest
-from policy_support import *  # noqa: F401,F403
-from policy_support import ALICE, BOB, assert_ollama_error, assert_openai_error, call, chat_body, write_keys
+
+from tests.support import fakes
+from tests.support.policy import *  # noqa: F401,F403
+from tests.support.policy import ALICE, BOB, assert_ollama_error, assert_openai_error, call, chat_body, write_keys
 
 KEYS = f"alice:{ALICE},bob:{BOB}"
 
@@ -156,8 +158,7 @@ def restricted(backend_setup, tmp_path):
     path = write_keys(tmp_path / "keys.toml", '[keys.alice]\nmodels = ["qwen3-*"]\n')
     setup = backend_setup("openai", API_KEYS=KEYS, KEYS_FILE=path)
     setup.script_chat()
-    setup.fake.default("POST", "/v1/embeddings", __import__("fakes").json_reply(
-        __import__("fakes").openai_embeddings([[0.1, 0.2]])))
+    setup.fake.default("POST", "/v1/embeddings", fakes.json_reply(fakes.openai_embeddings([[0.1, 0.2]])))
     return setup
 
 

@@ -9,8 +9,9 @@ import time
 
 import openai
 import pytest
-from policy_support import *  # noqa: F401,F403
-from policy_support import ALICE, assert_openai_error, call, chat_body
+
+from tests.support.policy import *  # noqa: F401,F403
+from tests.support.policy import ALICE, assert_openai_error, call, chat_body
 
 KEYS = f"alice:{ALICE}"
 ORIGIN = "https://chat.example.org"
@@ -204,7 +205,7 @@ def test_refusals_carry_a_request_id_too(backend_setup):
 
 def test_request_id_and_key_name_are_printed_in_the_access_line(wsgi_proxy, fake_upstream):
     fake_upstream.serve_openai_models("qwen3-8b")
-    import fakes
+    from tests.support import fakes
 
     fake_upstream.default("POST", "/v1/chat/completions", fakes.openai_chat_responder())
     proxy = wsgi_proxy(API_KEYS=KEYS, LOG_LEVEL="INFO", LOG_FORMAT="json")

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import json_reply, ollama_chat_response
-from policy_support import ALICE, BOB, assert_ollama_error, assert_openai_error, call, write_keys
+
+from tests.support.fakes import json_reply, ollama_chat_response
+from tests.support.policy import ALICE, BOB, assert_ollama_error, assert_openai_error, call, write_keys
 
 KEYS = f"alice:{ALICE},bob:{BOB}"
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -8,14 +8,23 @@ import datetime as dt
 import threading
 import time
 
-import fakes
 import ollama
 import openai
 import pytest
 import requests
-from policy_support import *  # noqa: F401,F403
-from policy_support import ALICE, BOB, assert_ollama_error, assert_openai_error, call, chat_body, unique, write_keys
-from support import free_port
+
+from tests.support import fakes, free_port
+from tests.support.policy import *  # noqa: F401,F403
+from tests.support.policy import (
+    ALICE,
+    BOB,
+    assert_ollama_error,
+    assert_openai_error,
+    call,
+    chat_body,
+    unique,
+    write_keys,
+)
 
 KEYS = f"alice:{ALICE},bob:{BOB}"
 HI = [{"role": "user", "content": "hi"}]

@@ -8,10 +8,10 @@ import logging
 import pytest
 from flask import Flask
 from flask_cors import CORS
-from policy_support import ALICE, assert_openai_error, call
 
 from proxy.config import ConfigError, Settings, parse_origins
 from proxy.policy.origins import Origins
+from tests.support.policy import ALICE, assert_openai_error, call
 
 ALLOWED = "https://chat.example.org,https://*.example.net,http://localhost:3000"
 LOOKALIKES = ["https://chat.example.org.evil.net", "https://chat.example.orgx", "https://xchat.example.org",

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 import requests
-from policy_support import ALICE
-from support import OLLAMA_MODELS, REPO_ROOT, free_port
+
+from tests.support import OLLAMA_MODELS, REPO_ROOT, free_port
+from tests.support.policy import ALICE
 
 KEYS = f"alice:{ALICE}"
 SAMPLES = {"digest": "sha256-0123abcd", "model_id": "llama3.2", "rest": "responses"}

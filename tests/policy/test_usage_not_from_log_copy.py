@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from policy_support import ALICE, call, chat_body, write_keys
-from store_fixtures import store_of, wait_rows
 
 from proxy.usage import UsageTap
+from tests.support.policy import ALICE, call, chat_body, write_keys
+from tests.support.store import store_of, wait_rows
 
 KEYS = f"alice:{ALICE}"
 FRONT = {"openai": "/v1/chat/completions", "ollama": "/api/chat"}  # same dialect as the backend: passthrough
@@ -53,7 +53,7 @@ def test_tokens_are_charged_when_the_log_copy_is_truncated(backend_setup, tmp_pa
 def test_a_stream_without_reported_usage_is_counted_as_it_passes(backend_setup, tmp_path):
     path = write_keys(tmp_path / "keys.toml", "[keys.alice]\ndaily_tokens = 30\n")
     setup = backend_setup("openai", API_KEYS=KEYS, KEYS_FILE=path, LOG_MAX_BODY_BYTES="64")
-    import fakes
+    from tests.support import fakes
 
     setup.fake.default("POST", setup.chat_path, fakes.openai_stream(["tok"] * 40, usage_chunk=False))
     resp = call(setup.proxy, "POST", "/v1/chat/completions", ALICE, json=chat_body(setup.model, stream=True))

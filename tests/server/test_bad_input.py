@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 
-import fakes
 import pytest
-from store_fixtures import store_of, wait_rows
-from wire_checks import post
+
+from tests.support import fakes
+from tests.support.store import store_of, wait_rows
+from tests.support.wire_checks import post
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 

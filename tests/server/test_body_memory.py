@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from fakes import openai_chat_responder
+
+from tests.support.fakes import openai_chat_responder
 
 BODY_BYTES = 32 * 1024 * 1024  # the default MAX_REQUEST_BYTES
 PEAK_LIMIT = 3.5  # peak growth over the body's size: reading, parsing and sending it (it was 4.1)

@@ -10,15 +10,15 @@ import math
 import threading
 import time
 
-import fakes
 import ollama
 import openai
 import pytest
 import requests
-from fakes import Reply, json_reply, ndjson_reply, sse_reply, text_reply
-from openai_schema import assert_openai_schema
-from support import free_port
-from wire_checks import ndjson_strict, post, sse_strict
+
+from tests.support import fakes, free_port
+from tests.support.fakes import Reply, json_reply, ndjson_reply, sse_reply, text_reply
+from tests.support.openai_schema import assert_openai_schema
+from tests.support.wire_checks import ndjson_strict, post, sse_strict
 
 CHAT = {"ollama": "/api/chat", "openai": "/v1/chat/completions"}
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from framing_cases import AMBIGUOUS_FRAMING, SMUGGLED
-from support import REPO_ROOT, free_port
-from test_server import exchange_closed
-from test_server_lifecycle import OLLAMA_CHAT, OPENAI_CHAT, StreamReader, connect, read_until_closed
+
+from tests.server.framing_cases import AMBIGUOUS_FRAMING, SMUGGLED
+from tests.server.test_lifecycle import OLLAMA_CHAT, OPENAI_CHAT, StreamReader, connect, read_until_closed
+from tests.server.test_server import exchange_closed
+from tests.support import REPO_ROOT, free_port
 
 
 class Gunicorn:

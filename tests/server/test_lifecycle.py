@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import REPO_ROOT, free_port
+
+from tests.support import REPO_ROOT, free_port
 
 
 def connect(url: str, timeout: float = 10.0) -> socket.socket:
@@ -275,7 +276,7 @@ def test_a_second_signal_ends_the_drain_at_once(wsgi_proxy, tmp_path):
 
 def test_a_request_waiting_for_the_backend_after_drain_timeout_gets_503_in_its_dialect(
         wsgi_proxy, fake_upstream, tmp_path):
-    import fakes
+    from tests.support import fakes
 
     db = tmp_path / "drain.db"
     fake_upstream.serve_openai_models("qwen3-8b")
@@ -344,7 +345,8 @@ def test_the_last_log_write_is_bounded_when_the_database_stops_answering(wsgi_pr
     from urllib.parse import urlsplit, urlunsplit
 
     import psycopg2
-    from store_fixtures import _drop_pg_schema, _pg_schema_url, pg_url_or_skip
+
+    from tests.support.store import _drop_pg_schema, _pg_schema_url, pg_url_or_skip
 
     base = pg_url_or_skip()
     url, schema = _pg_schema_url(base)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import re
 
-import fakes
 import pytest
 import requests
-from fakes import json_reply, sse_reply
-from support import OPENAI_MODELS
-from wire_checks import (
+
+from tests.support import OPENAI_MODELS, fakes
+from tests.support.fakes import json_reply, sse_reply
+from tests.support.wire_checks import (
     KOOG_CAPABILITIES,
     assert_ollama_chat_line,
     assert_ollama_generate_line,

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-import fakes
 import openai
 import pytest
 import requests
-from fakes import ndjson_reply
-from openai_schema import assert_openai_schema
-from wire_checks import bare, post, sse_ends_with_done, sse_strict, user_texts
+
+from tests.support import fakes
+from tests.support.fakes import ndjson_reply
+from tests.support.openai_schema import assert_openai_schema
+from tests.support.wire_checks import bare, post, sse_ends_with_done, sse_strict, user_texts
 
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city",
@@ -560,7 +561,7 @@ def test_tool_results_map_to_the_names_of_their_own_calls(ollama_backend):
 
 
 def test_remote_image_url_is_never_sent_to_ollama_as_an_image(ollama_backend):
-    from support import free_port
+    from tests.support import free_port
 
     ollama_backend.script_chat(["a cat"])
     url = f"http://127.0.0.1:{free_port()}/cat.png"  # nothing there; no internet either

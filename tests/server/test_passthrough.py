@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 
-import fakes
 import pytest
 import requests
-from fakes import json_reply, ndjson_reply, sse_reply
-from openai_schema import assert_openai_schema
-from support import OPENAI_MODELS
-from wire_checks import bare, ndjson_strict, post, sse_ends_with_done, sse_strict
+
+from tests.support import OPENAI_MODELS, fakes
+from tests.support.fakes import json_reply, ndjson_reply, sse_reply
+from tests.support.openai_schema import assert_openai_schema
+from tests.support.wire_checks import bare, ndjson_strict, post, sse_ends_with_done, sse_strict
 
 
 def without_model(objs: list) -> list:

@@ -6,9 +6,9 @@ import io
 import socket
 
 import pytest
-from framing_cases import AMBIGUOUS_FRAMING, SMUGGLED
 
 from proxy.server import MAX_HEADERS, RequestHeaders
+from tests.server.framing_cases import AMBIGUOUS_FRAMING, SMUGGLED
 
 
 def headers_of(raw: bytes) -> RequestHeaders:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import REPO_ROOT, free_port
+
+from tests.support import REPO_ROOT, free_port
 
 WSGI = str(REPO_ROOT / "wsgi.py")
 

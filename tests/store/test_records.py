@@ -7,10 +7,11 @@ import json
 import threading
 from pathlib import Path
 
-import fakes
 import requests
-from store_fixtures import *  # noqa: F401,F403 - fixtures
-from store_fixtures import one, store_of, wait_rows
+
+from tests.support import fakes
+from tests.support.store import *  # noqa: F401,F403 - fixtures
+from tests.support.store import one, store_of, wait_rows
 
 CHAT = {"ollama": "/api/chat", "openai": "/v1/chat/completions"}
 

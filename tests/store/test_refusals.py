@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 
 import requests
-from policy_support import ALICE, chat_body
-from store_fixtures import *  # noqa: F401,F403 - fixtures
-from store_fixtures import make_exchange, rows, store_of, wait_for
 
 from proxy.store.record import Record
 from proxy.store.writer import LogWriter
+from tests.support.policy import ALICE, chat_body
+from tests.support.store import *  # noqa: F401,F403 - fixtures
+from tests.support.store import make_exchange, rows, store_of, wait_for
 
 KEYS = f"alice:{ALICE}"
 
@@ -57,7 +57,7 @@ def test_refusals_are_not_stored_when_their_budget_is_zero(logged_proxy):
 
 
 def test_refusals_take_at_most_a_quarter_of_the_writer_queue(sqlite_url):
-    from store_fixtures import open_store
+    from tests.support.store import open_store
 
     store = open_store(sqlite_url)
     try:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from store_fixtures import *  # noqa: F401,F403 - fixtures
-from store_fixtures import make_exchange, open_store, wait_for
 
 from proxy.store import search
 from proxy.store.record import Record
 from proxy.streaming import Answer
+from tests.support.store import *  # noqa: F401,F403 - fixtures
+from tests.support.store import make_exchange, open_store, wait_for
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from store_fixtures import wait_for
+
+from tests.support.store import wait_for
 
 
 def _black_hole() -> socket.socket:
@@ -24,7 +25,7 @@ def _black_hole() -> socket.socket:
 
 
 def test_api_requests_never_wait_on_a_stalled_log_database_or_the_log_view(wsgi_proxy, fake_upstream):
-    import fakes
+    from tests.support import fakes
 
     fake_upstream.serve_openai_models("m")
     fake_upstream.default("POST", "/v1/chat/completions", fakes.openai_chat_responder(["Hello", " world"]))
@@ -97,9 +98,10 @@ def test_a_database_down_at_start_is_one_line_and_its_return_another(wsgi_proxy,
 def test_a_locked_postgresql_table_stalls_only_the_log_view(wsgi_proxy, fake_upstream):
     """The database answers connections but a query waits on a lock: pages give 503 after the read limit,
     API requests (and their records, which wait in the queue) are not held up."""
-    import fakes
     import psycopg2
-    from store_fixtures import _drop_pg_schema, _pg_schema_url, pg_url_or_skip
+
+    from tests.support import fakes
+    from tests.support.store import _drop_pg_schema, _pg_schema_url, pg_url_or_skip
 
     base = pg_url_or_skip()
     url, schema = _pg_schema_url(base)

@@ -13,11 +13,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from store_fixtures import *  # noqa: F401,F403 - fixtures
-from store_fixtures import make_exchange, open_store, store_of, wait_for
-from support import REPO_ROOT, free_port
 
 from proxy.store.record import Record
+from tests.support import REPO_ROOT, free_port
+from tests.support.store import *  # noqa: F401,F403 - fixtures
+from tests.support.store import make_exchange, open_store, store_of, wait_for
 
 BODY = {"model": "stub", "messages": [{"role": "user", "content": "burst"}], "stream": False}
 

@@ -9,12 +9,12 @@ import json
 import threading
 import time
 
-import fakes
 import pytest
 import requests
-from fakes import Reply, sse_reply
-from support import OLLAMA_MODELS, OPENAI_MODELS
-from wire_checks import assert_ollama_chat_line, ndjson_strict, post, sse_strict
+
+from tests.support import OLLAMA_MODELS, OPENAI_MODELS, fakes
+from tests.support.fakes import Reply, sse_reply
+from tests.support.wire_checks import assert_ollama_chat_line, ndjson_strict, post, sse_strict
 
 CHAT = {"ollama": "/api/chat", "openai": "/v1/chat/completions"}
 COMBOS = [("ollama", "openai"), ("openai", "ollama"), ("openai", "openai"), ("ollama", "ollama")]

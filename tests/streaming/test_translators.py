@@ -1,7 +1,6 @@
 """Framing and stream translators, fed recorded streams split at every byte offset."""
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -9,8 +8,9 @@ from proxy.errors import BackendError
 from proxy.framing import Lines, iter_ndjson_lines, iter_sse_events
 from proxy.passthrough import model_renames, passthrough_lines, passthrough_sse
 from proxy.streaming import OllamaToOpenAI, OpenAIToOllama, ollama_ndjson_to_openai, openai_sse_to_ollama
+from tests.support import TESTS_DIR
 
-WIRE = Path(__file__).parent / "data" / "wire"
+WIRE = TESTS_DIR / "data" / "wire"
 
 
 def wire(name: str) -> bytes:

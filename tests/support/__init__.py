@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-TESTS_DIR = Path(__file__).parent
+TESTS_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = TESTS_DIR.parent
 OPENAI_MODELS = ("qwen3-8b", "text-embed-3")
 OLLAMA_MODELS = ("llama3.2:latest", "nomic-embed-text:latest")

@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from fake_wire import Reply, json_reply
+from tests.support.fake_wire import Reply, json_reply
 
 
 @dataclass
@@ -355,13 +355,13 @@ class FakeUpstream:
     # -- presets ------------------------------------------------------------------------
     def serve_openai_models(self, *ids: str, **extra: Any) -> FakeUpstream:
         """GET /v1/models lists `ids` (extra keys merged into every entry, e.g. max_model_len)."""
-        from fake_openai import openai_models
+        from tests.support.fake_openai import openai_models
 
         return self.default("GET", "/v1/models", json_reply(openai_models(*ids, **extra)))
 
     def serve_llamacpp(self, model_id: str = "smollm2", n_ctx: int = 2048) -> FakeUpstream:
         """Look like llama-server: /v1/models with `meta`, and /props with n_ctx."""
-        from fake_openai import llamacpp_models, llamacpp_props
+        from tests.support.fake_openai import llamacpp_models, llamacpp_props
 
         self.default("GET", "/v1/models", json_reply(llamacpp_models(model_id, n_ctx=n_ctx)))
         self.default("GET", "/props", json_reply(llamacpp_props(model_id, n_ctx=n_ctx)))
@@ -369,7 +369,7 @@ class FakeUpstream:
 
     def serve_ollama_models(self, *names: str) -> FakeUpstream:
         """GET /api/tags lists `names`, /api/version answers, /api/show describes any model."""
-        from fake_ollama import ollama_show, ollama_tags
+        from tests.support.fake_ollama import ollama_show, ollama_tags
 
         self.default("GET", "/api/tags", json_reply(ollama_tags(*names)))
         self.default("GET", "/api/version", json_reply({"version": "0.12.6"}))

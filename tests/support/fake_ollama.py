@@ -9,8 +9,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from fake_http import RecordedRequest
-from fake_wire import Reply, json_reply, ndjson_reply, split_reply_kw
+from tests.support.fake_http import RecordedRequest
+from tests.support.fake_wire import Reply, json_reply, ndjson_reply, split_reply_kw
 
 # -- bodies ---------------------------------------------------------------------
 

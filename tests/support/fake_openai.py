@@ -10,8 +10,8 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from fake_http import RecordedRequest
-from fake_wire import Reply, json_reply, split_reply_kw, sse_reply
+from tests.support.fake_http import RecordedRequest
+from tests.support.fake_wire import Reply, json_reply, split_reply_kw, sse_reply
 
 # -- bodies ---------------------------------------------------------------------
 

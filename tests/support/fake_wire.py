@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DATA_DIR = Path(__file__).parent / "data"
+from tests.support import TESTS_DIR
+
+DATA_DIR = TESTS_DIR / "data"
 WIRE_DIR = DATA_DIR / "wire"
 
 SSE = "text/event-stream"

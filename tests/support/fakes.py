@@ -16,7 +16,7 @@ Usage:
     fake.exchanges_to("/api/chat")[0].client_disconnected
 """
 
-from fake_http import *  # noqa: F401,F403
-from fake_ollama import *  # noqa: F401,F403
-from fake_openai import *  # noqa: F401,F403
-from fake_wire import *  # noqa: F401,F403
+from tests.support.fake_http import *  # noqa: F401,F403
+from tests.support.fake_ollama import *  # noqa: F401,F403
+from tests.support.fake_openai import *  # noqa: F401,F403
+from tests.support.fake_wire import *  # noqa: F401,F403

@@ -9,14 +9,15 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATH = Path(__file__).parent / "data" / "specs" / "openai-openapi-subset.json"
+from tests.support import TESTS_DIR
+
+SPEC_PATH = TESTS_DIR / "data" / "specs" / "openai-openapi-subset.json"
 SPEC_URI = "urn:openai-openapi-subset"
 
 # The names tests use; every one must exist in the spec file (checked at first use).

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 import requests
-from support import free_port
+
+from tests.support import free_port
 
 __all__ = ["ALICE", "BOB", "write_keys", "call", "chat_body", "assert_openai_error", "assert_ollama_error",
            "shared_redis_url", "private_redis", "unique", "PrivateRedis"]

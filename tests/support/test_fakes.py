@@ -10,11 +10,12 @@ import socket
 import threading
 import time
 
-import fakes
 import pytest
 import requests
-from fakes import Reply, json_reply, ndjson_reply, sse_reply
-from openai_schema import assert_openai_schema, openai_schema_errors
+
+from tests.support import fakes
+from tests.support.fakes import Reply, json_reply, ndjson_reply, sse_reply
+from tests.support.openai_schema import assert_openai_schema, openai_schema_errors
 
 
 def test_queued_replies_are_used_in_order_then_the_default(fake_upstream):

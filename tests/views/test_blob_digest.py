@@ -60,7 +60,7 @@ def test_blob_paths_with_line_breaks_or_dot_segments_never_reach_the_backend(oll
 
 @pytest.mark.parametrize("method", ["POST", "HEAD"])
 def test_valid_blob_digest_is_forwarded_with_exactly_that_path(ollama_backend, method):
-    from fakes import Reply
+    from tests.support.fakes import Reply
 
     ollama_backend.fake.default(method, f"/api/blobs/{DIGEST}", Reply(status=201 if method == "POST" else 200))
     status, _ = _send(ollama_backend.url, method, f"/api/blobs/{DIGEST}", b"blob" if method == "POST" else None)

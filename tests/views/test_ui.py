@@ -8,13 +8,13 @@ import time
 
 import orjson
 import pytest
-from store_fixtures import wait_for
 
 from proxy import create_app
 from proxy.config import Settings
 from proxy.exchange import Exchange
 from proxy.store.record import Record
 from proxy.streaming import Answer
+from tests.support.store import wait_for
 
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 EVIL = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"

@@ -4,10 +4,10 @@ under /ui/api and as a page elsewhere, on every kind of log database; never a 50
 from __future__ import annotations
 
 import pytest
-from store_fixtures import db_url  # noqa: F401  (fixture)
 
 from proxy import create_app
 from proxy.config import Settings
+from tests.support.store import db_url  # noqa: F401  (fixture)
 
 BIG = "99999999999999999999999"
 BAD_FILTERS = [

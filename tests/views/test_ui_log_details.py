@@ -2,12 +2,13 @@
 a truncated request is never called "unchanged", and a refused request keeps the model it asked for."""
 from __future__ import annotations
 
-import fakes
 import orjson
 import requests
-from policy_support import ALICE
-from store_fixtures import *  # noqa: F401,F403 - fixtures
-from store_fixtures import store_of, wait_rows
+
+from tests.support import fakes
+from tests.support.policy import ALICE
+from tests.support.store import *  # noqa: F401,F403 - fixtures
+from tests.support.store import store_of, wait_rows
 
 
 def test_a_backend_error_body_is_stored_and_shown(logged_proxy):

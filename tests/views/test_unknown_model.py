@@ -9,8 +9,9 @@ import ollama
 import openai
 import pytest
 import requests
-from policy_support import write_keys
-from support import REPO_ROOT
+
+from tests.support import REPO_ROOT
+from tests.support.policy import write_keys
 
 
 def readme() -> str:
