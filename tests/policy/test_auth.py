@@ -9,7 +9,6 @@ import openai
 import pytest
 
 from tests.support import fakes
-from tests.support.policy import *  # noqa: F401,F403
 from tests.support.policy import ALICE, BOB, assert_ollama_error, assert_openai_error, call, chat_body, write_keys
 
 KEYS = f"alice:{ALICE},bob:{BOB}"

@@ -10,7 +10,6 @@ import time
 import openai
 import pytest
 
-from tests.support.policy import *  # noqa: F401,F403
 from tests.support.policy import ALICE, assert_openai_error, call, chat_body
 
 KEYS = f"alice:{ALICE}"

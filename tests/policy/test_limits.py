@@ -14,7 +14,6 @@ import pytest
 import requests
 
 from tests.support import fakes, free_port
-from tests.support.policy import *  # noqa: F401,F403
 from tests.support.policy import (
     ALICE,
     BOB,

@@ -15,7 +15,6 @@ from proxy.policy.limits import Limiter, Rules
 from proxy.policy.rates import parse_rate
 from proxy.policy.redisstore import slot_key
 from tests.support import fakes
-from tests.support.policy import *  # noqa: F401,F403
 from tests.support.policy import assert_ollama_error, assert_openai_error, call, chat_body, unique, write_keys
 
 DAY = 86400

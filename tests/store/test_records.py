@@ -10,7 +10,6 @@ from pathlib import Path
 import requests
 
 from tests.support import fakes
-from tests.support.store import *  # noqa: F401,F403 - fixtures
 from tests.support.store import one, store_of, wait_rows
 
 CHAT = {"ollama": "/api/chat", "openai": "/v1/chat/completions"}

@@ -10,7 +10,6 @@ import requests
 from proxy.store.record import Record
 from proxy.store.writer import LogWriter
 from tests.support.policy import ALICE, chat_body
-from tests.support.store import *  # noqa: F401,F403 - fixtures
 from tests.support.store import make_exchange, rows, store_of, wait_for
 
 KEYS = f"alice:{ALICE}"

@@ -8,7 +8,6 @@ from proxy.store import search
 from proxy.store.db import kind_of_database
 from proxy.store.record import Record
 from proxy.store.retention import Retention
-from tests.support.store import *  # noqa: F401,F403 - fixtures
 from tests.support.store import make_exchange, open_store, wait_for
 
 DAY = 86400

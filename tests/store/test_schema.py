@@ -10,7 +10,6 @@ from proxy.store.db import open_database
 from proxy.store.models import build_models
 from proxy.store.record import Record
 from proxy.store.schema import MIGRATIONS, SCHEMA_VERSION, ensure_schema, schema_version
-from tests.support.store import *  # noqa: F401,F403 - fixtures
 from tests.support.store import make_exchange, open_store, rows
 
 

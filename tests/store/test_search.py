@@ -9,7 +9,6 @@ import pytest
 from proxy.store import search
 from proxy.store.record import Record
 from proxy.streaming import Answer
-from tests.support.store import *  # noqa: F401,F403 - fixtures
 from tests.support.store import make_exchange, open_store, wait_for
 
 

@@ -16,7 +16,6 @@ import requests
 
 from proxy.store.record import Record
 from tests.support import REPO_ROOT, free_port
-from tests.support.store import *  # noqa: F401,F403 - fixtures
 from tests.support.store import make_exchange, open_store, store_of, wait_for
 
 BODY = {"model": "stub", "messages": [{"role": "user", "content": "burst"}], "stream": False}

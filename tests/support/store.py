@@ -1,7 +1,6 @@
-"""Fixtures for the log store tests: a database URL per backend (SQLite file; PostgreSQL when
-TEST_POSTGRES_URL is set, in a schema of its own that is dropped afterwards), a proxy recording
-into it, and helpers that wait for the writer. Import the fixtures into a test module with
-`from store_fixtures import *`.
+"""Helpers for tests that read the log store: the test databases (PostgreSQL and MySQL servers,
+a schema or database of their own), the store behind a proxy, its rows, waits for the writer,
+and exchanges made without a request. The fixtures are in tests/store/conftest.py.
 """
 from __future__ import annotations
 
@@ -15,9 +14,6 @@ from urllib.parse import quote
 import pytest
 
 from proxy.store import search
-
-__all__ = ["db_url", "sqlite_url", "logged_proxy", "store_of", "wait_rows", "rows", "one", "pg_url_or_skip",
-           "make_exchange", "open_store", "wait_for"]
 
 PG_ENV = "TEST_POSTGRES_URL"
 MYSQL_ENV = "TEST_MYSQL_URL"
@@ -59,11 +55,6 @@ def _drop_pg_schema(base: str, schema: str) -> None:
     conn.close()
 
 
-@pytest.fixture
-def sqlite_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path}/log.db"
-
-
 def mysql_url_or_skip() -> str:
     """A MySQL/MariaDB server (optional: the store supports it, CI tests SQLite and PostgreSQL)."""
     url = os.environ.get(MYSQL_ENV)
@@ -85,42 +76,6 @@ def _mysql_database(base: str, create: bool, name: str = "") -> str:
         cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4" if create else f"DROP DATABASE IF EXISTS {name}")
     conn.close()
     return name
-
-
-@pytest.fixture(params=["sqlite", "postgres", "mysql"])
-def db_url(request, tmp_path) -> Any:
-    """The log database URL, once per kind of database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/log.db"
-        return
-    if request.param == "mysql":
-        base = mysql_url_or_skip()
-        name = _mysql_database(base, create=True)
-        yield base.rsplit("/", 1)[0] + "/" + name
-        _mysql_database(base, create=False, name=name)
-        return
-    base = pg_url_or_skip()
-    url, schema = _pg_schema_url(base)
-    yield url
-    _drop_pg_schema(base, schema)
-
-
-@pytest.fixture
-def logged_proxy(backend_setup, db_url) -> Any:
-    """Factory: `logged_proxy(kind, **env)` -> BackendSetup whose proxy records into `db_url`.
-    Stores are closed after the test (before a PostgreSQL schema is dropped)."""
-    made: list[Any] = []
-
-    def factory(kind: str = "openai", **env: Any):
-        setup = backend_setup(kind, DATABASE_URL=db_url, **env)
-        made.append(setup)
-        return setup
-
-    yield factory
-    for setup in made:
-        store = store_of(setup.proxy)
-        if store is not None:
-            store.close()
 
 
 def store_of(proxy: Any) -> Any:

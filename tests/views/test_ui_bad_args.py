@@ -7,7 +7,6 @@ import pytest
 
 from proxy import create_app
 from proxy.config import Settings
-from tests.support.store import db_url  # noqa: F401  (fixture)
 
 BIG = "99999999999999999999999"
 BAD_FILTERS = [

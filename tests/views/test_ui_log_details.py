@@ -7,7 +7,6 @@ import requests
 
 from tests.support import fakes
 from tests.support.policy import ALICE
-from tests.support.store import *  # noqa: F401,F403 - fixtures
 from tests.support.store import store_of, wait_rows
 
 
