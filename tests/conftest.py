@@ -3,6 +3,10 @@
 
 The pytest process is never monkey-patched by gevent: in-process proxies run under werkzeug's
 threaded server; only `wsgi_proxy` runs the real gevent server, in a subprocess.
+
+The tests are in one folder per area of the package (dialects, streaming, backends, store, policy,
+views, server, app; e2e and browser are the optional tiers), each with a conftest.py for the
+fixtures of that area alone; code shared by name is in tests/support/.
 """
 
 from __future__ import annotations

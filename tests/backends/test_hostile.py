@@ -1,7 +1,7 @@
 """A hostile or broken backend cannot freeze or exhaust the proxy: an endless chunked trailer, a stream without
 line or event separators, a compressed body that inflates without end (the proxy asks for none), a huge
 non-streamed body and a huge error text are each bounded, and answered 502 naming the backend (an error chunk
-once a stream has begun); meanwhile other clients are served. Raw bytes come from tests/fake_raw.py on real
+once a stream has begun); meanwhile other clients are served. Raw bytes come from tests/backends/fake_raw.py on real
 sockets; the proxy runs in process and as `python wsgi.py` (gevent)."""
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """HTTPBackend against a raw TCP server: what goes on the wire, how answers are read and bounded, when a
 connection is reused, and which ProxyError each failure becomes (always naming the backend).
 
-No mocks: every test talks over a real loopback socket to `RawServer` (tests/fake_raw.py), which
+No mocks: every test talks over a real loopback socket to `RawServer` (tests/backends/fake_raw.py), which
 records requests and answers with scripted raw bytes.
 """
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Plain helpers shared by test modules (imported by name; `conftest` is not importable by name
-because tests/ and tests/e2e/ each have one)."""
+"""Code the tests share, imported by name (`from tests.support import free_port`): the repository's
+paths, the model names the fake upstream lists, a free port; the fakes, wire and schema checks and the
+store and policy helpers are the modules beside this one. Fixtures are in the conftest.py files."""
 from __future__ import annotations
 
 import socket
