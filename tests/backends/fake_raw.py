@@ -27,6 +27,7 @@ class Reply:
     gate    after the first piece, wait for this event before writing the rest
     close   close the connection after the last piece (else read the next request on it)
     hang    write nothing and hold the connection open until the server stops
+    sent    set once the last piece is written (a test waits on it rather than sleeping)
     """
 
     pieces: Iterable[bytes] = field(default_factory=list)
@@ -34,6 +35,7 @@ class Reply:
     gate: threading.Event | None = None
     close: bool = False
     hang: bool = False
+    sent: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -184,6 +186,7 @@ class RawServer:
                     sock.sendall(piece)
                     if i == 0 and reply.gate is not None:
                         self._wait(reply.gate)
+                reply.sent.set()
                 if reply.close:
                     return
         except OSError:

@@ -210,6 +210,7 @@ def test_other_clients_are_served_while_a_backend_floods_a_stream(wsgi_proxy, ra
     proxy = wsgi_proxy(BACKEND_URL=raw.url, LOG_LEVEL="WARNING")
     busy = threading.Event()
     busy.set()
+    flowing = threading.Event()
     received = 0
 
     def flood() -> None:
@@ -220,6 +221,7 @@ def test_other_clients_are_served_while_a_backend_floods_a_stream(wsgi_proxy, ra
                 deadline = time.monotonic() + 3
                 for piece in r.iter_content(65536):
                     received += len(piece)
+                    flowing.set()
                     if time.monotonic() > deadline:
                         break
         finally:
@@ -227,7 +229,7 @@ def test_other_clients_are_served_while_a_backend_floods_a_stream(wsgi_proxy, ra
 
     thread = threading.Thread(target=flood, daemon=True)
     thread.start()
-    time.sleep(0.3)
+    assert flowing.wait(10), "the flood never reached the client"
     latencies = _latencies_while(proxy.url, busy)
     thread.join(10)
     assert received > 10_000_000, received  # the flood really ran
@@ -241,11 +243,11 @@ def test_stray_bytes_after_an_answer_never_become_the_next_clients_answer(make_p
         return json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m1", "choices": [
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}).encode()
 
-    raw.script(Reply([http(body=completion("first")), http(body=completion("forged"))], pause=0.2),
-               http(body=completion("second")))
+    forging = Reply([http(body=completion("first")), http(body=completion("forged"))], pause=0.2)
+    raw.script(forging, http(body=completion("second")))
     proxy = make_proxy(BACKEND_URL=raw.url)
     first = requests.post(proxy.url + "/v1/chat/completions", json=CHAT, timeout=10)
     assert first.json()["choices"][0]["message"]["content"] == "first"
-    time.sleep(0.5)  # the forged answer is on the idle connection now
+    assert forging.sent.wait(5)  # the forged answer is on the idle connection now
     second = requests.post(proxy.url + "/v1/chat/completions", json=CHAT, timeout=10)
     assert second.json()["choices"][0]["message"]["content"] == "second"

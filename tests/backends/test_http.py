@@ -10,7 +10,6 @@ import gzip
 import json
 import socket
 import threading
-import time
 import zlib
 
 import pytest
@@ -113,10 +112,10 @@ def test_an_oversized_response_head_is_backend_unavailable(server):
 
 def test_backend_answer_is_never_taken_from_stray_bytes_on_a_pooled_connection(server):
     backend = backend_for(server.url)
-    server.script(Reply([http(body=b'{"n": 1}'), http(body=b'{"n": "forged"}')], pause=0.2),
-                  http(body=b'{"n": 2}'))
+    first = Reply([http(body=b'{"n": 1}'), http(body=b'{"n": "forged"}')], pause=0.2)
+    server.script(first, http(body=b'{"n": 2}'))
     assert backend.get_json("/x") == {"n": 1}
-    time.sleep(0.5)
+    assert first.sent.wait(5)  # the forged answer is on the idle connection now
     assert backend.get_json("/x") == {"n": 2}
 
 
