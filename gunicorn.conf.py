@@ -7,7 +7,7 @@ wsgi:app`) run in this folder reads this file. Options given on gunicorn's comma
 - worker_connections: MAX_CONNECTIONS per worker (beyond it gunicorn stops accepting until one ends: the
   kernel's backlog queues newcomers, as under `python wsgi.py`);
 - request heads: at most 100 header lines of 8190 bytes, a request line of 8190 bytes (gunicorn's parser
-  also refuses ambiguous framing with 400, see tests/test_gunicorn.py);
+  also refuses ambiguous framing with 400, see tests/server/test_gunicorn.py);
 - the open-file soft limit is raised to the hard limit before the workers start;
 - graceful stop (SIGTERM): gunicorn stops accepting and lets requests run; after DRAIN_TIMEOUT the requests
   still running are ended as under `python wsgi.py` (streams get a final error chunk in their dialect, all

@@ -1,6 +1,6 @@
 """Regenerate `.env.example` and the README's configuration table from proxy.config.SETTINGS.
 
-Run after adding a setting: `python scripts/gen_settings_docs.py`. tests/test_docs.py fails when
+Run after adding a setting: `python scripts/gen_settings_docs.py`. tests/app/test_docs.py fails when
 either file is out of step with the table.
 """
 from __future__ import annotations

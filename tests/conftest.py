@@ -3,6 +3,10 @@
 
 The pytest process is never monkey-patched by gevent: in-process proxies run under werkzeug's
 threaded server; only `wsgi_proxy` runs the real gevent server, in a subprocess.
+
+The tests are in one folder per area of the package (dialects, streaming, backends, store, policy,
+views, server, app; e2e and browser are the optional tiers), each with a conftest.py for the
+fixtures of that area alone; code shared by name is in tests/support/.
 """
 
 from __future__ import annotations
@@ -19,14 +23,8 @@ from typing import Any
 import pytest
 import requests
 
-TESTS_DIR = Path(__file__).parent
-REPO_ROOT = TESTS_DIR.parent
-if str(TESTS_DIR) not in sys.path:  # `import fakes` works whether or not tests/ is a package
-    sys.path.insert(0, str(TESTS_DIR))
-
-from fakes import FakeUpstream  # noqa: E402
-from openai_schema import assert_openai_schema  # noqa: E402,F401  (re-exported for tests)
-from support import OLLAMA_MODELS, OPENAI_MODELS, free_port  # noqa: E402,F401  (used by fixtures below)
+from tests.support import OLLAMA_MODELS, OPENAI_MODELS, REPO_ROOT, free_port
+from tests.support.fakes import FakeUpstream
 
 # --------------------------------------------------------------------------------------------
 # fake upstream
@@ -263,7 +261,7 @@ class BackendSetup:
         """Answer chat requests with `pieces`, in the backend's dialect, streamed or not as
         asked. OpenAI kw: reasoning, tool_calls=[(name, args_json, id)]; Ollama kw: thinking,
         tool_calls=[ollama_tool_call(...)]; both: delay/gate/close_after/hang."""
-        import fakes
+        from tests.support import fakes
 
         if self.kind == "openai":
             self.fake.default("POST", self.chat_path, fakes.openai_chat_responder(pieces, **kw))

@@ -3,44 +3,13 @@ search, open an exchange and see its system prompt and tool call, live mode, tha
 never runs, and that the token is demanded when set."""
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 import requests
-from store_fixtures import store_of, wait_rows
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+from tests.support.store import store_of, wait_rows
+
 EVIL = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">"
 SYSTEM = "You are a voice assistant for Home Assistant. Answer briefly."
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("BROWSER_REQUIRED") == "1":  # .ci/run: the browser tier is mandatory
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.dialogs = dialogs
-    yield page
-    context.close()
 
 
 def chat(setup, text: str, *, system: str | None = None, tools: list | None = None, front: str = "openai"):

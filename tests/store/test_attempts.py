@@ -1,0 +1,54 @@
+"""The log's record of several backends: the attempts column (schema version 3), migrated into a version 2
+database with its rows kept, written from an exchange and read back by the log view's JSON."""
+from __future__ import annotations
+
+from playhouse.migrate import SchemaMigrator, migrate
+
+from proxy.store.db import open_database
+from proxy.store.models import build_models
+from proxy.store.record import Record
+from proxy.store.schema import SCHEMA_VERSION, ensure_schema, schema_version
+from proxy.store.search import get_exchange
+from tests.support.store import make_exchange, open_store, rows
+
+
+def test_version_2_database_gets_the_attempts_column_and_keeps_its_rows(db_url):
+    store = open_store(db_url)
+    store.writer.submit(Record.of(make_exchange("kept across the migration")))
+    store.close()
+    models = build_models(open_database(db_url))
+    migrate(SchemaMigrator.from_database(models.database).drop_column("exchanges", "attempts"))
+    models.SchemaVersion.update(version=2).execute()
+    assert ensure_schema(models) == 2
+    assert "attempts" in {c.name for c in models.database.get_columns("exchanges")}
+    assert schema_version(models) == SCHEMA_VERSION == 3
+    models.database.close()
+    store = open_store(db_url)
+    try:
+        [row] = rows(store)
+        assert row["preview"] == "kept across the migration"
+        assert get_exchange(store.models, row["id"])["attempts"] == []
+    finally:
+        store.close()
+
+
+def test_attempts_are_written_and_read_back(db_url):
+    store = open_store(db_url)
+    try:
+        exchange = make_exchange("failed over")
+        exchange.backend_name = "good"
+        exchange.note_attempt("dead", None, "cannot connect: connection refused", 0.84)
+        exchange.note_attempt("broken", 500, "overloaded", 3.21)
+        store.writer.submit(Record.of(exchange))
+        store.writer.submit(Record.of(make_exchange("one backend")))
+        store.close()
+        store = open_store(db_url)
+        first, second = sorted(rows(store), key=lambda r: r["id"])
+        detail = get_exchange(store.models, first["id"])
+        assert detail is not None and detail["backend_name"] == "good"
+        assert detail["attempts"] == [
+            {"backend": "dead", "status": None, "error": "cannot connect: connection refused", "ms": 0.8},
+            {"backend": "broken", "status": 500, "error": "overloaded", "ms": 3.2}]
+        assert get_exchange(store.models, second["id"])["attempts"] == []
+    finally:
+        store.close()
