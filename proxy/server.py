@@ -43,11 +43,6 @@ class HeadRefused(ValueError):
 def framing_problem(headers: http.client.HTTPMessage, version: str) -> str | None:
     """Why the request's body framing is ambiguous (None when it is not): the request would mean one thing
     here and another to a proxy in front of this one."""
-    if headers.defects:  # a header line without a colon, or with space before it: pywsgi's parser skips it
-        return "a header line is malformed (no colon, or whitespace before the colon)"
-    for name, value in headers.items():
-        if "\n" in value or "\r" in value or "\x00" in value:
-            return f"header {name[:40]} is folded over lines or has a CR or NUL in it"
     lengths = headers.get_all("content-length") or []
     codings = [c.strip(" \t").lower() for v in headers.get_all("transfer-encoding") or [] for c in v.split(",")]
     if codings:
@@ -61,9 +56,27 @@ def framing_problem(headers: http.client.HTTPMessage, version: str) -> str | Non
     values = {part.strip(" \t") for value in lengths for part in value.split(",")}
     if len(values) > 1:
         return "conflicting Content-Length values"
-    if values and not next(iter(values)).isdigit():
+    if values and not all(v.isascii() and v.isdigit() for v in values):
         return "Content-Length is not a number of bytes"
     return None
+
+
+class OneSend:
+    """The connection as the handler writes to it: ``sendall`` tries one ``send`` first, since gevent's asks the
+    kernel for the send-buffer size on every call; everything else is the gevent socket's."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: Any):
+        self.sock = sock
+
+    def sendall(self, data: bytes | bytearray) -> None:
+        sent = self.sock.send(data)
+        if sent < len(data):
+            self.sock.sendall(memoryview(data)[sent:])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
 
 
 class Handler(WSGIHandler):
@@ -99,10 +112,10 @@ class Handler(WSGIHandler):
             server.idle.discard(me)
 
     def MessageClass(self, fp: Any, *_args: Any) -> Any:  # noqa: N802 - pywsgi's name
-        """The request's header lines, read within MAX_HEAD_BYTES and refused when a line has a bare CR or a
-        NUL in it (another parser could split it differently), parsed by pywsgi's own parser, and refused
+        """The request's header lines, read within MAX_HEAD_BYTES and parsed by pywsgi's own parser; refused
+        when another parser could read them differently (a bare CR or NUL, a folded or malformed line) or
         when their framing is ambiguous."""
-        lines, size = [], 0
+        lines, size, framing = [], 0, False
         while True:
             line = fp.readline(MAX_HEAD_BYTES + 1 - size)
             size += len(line)
@@ -110,17 +123,26 @@ class Handler(WSGIHandler):
                 raise HeadRefused(f"the request head is larger than {MAX_HEAD_BYTES // 1024} KiB")
             if not line.endswith(b"\n"):
                 raise HeadRefused("the connection ended inside the request head")
-            lines.append(line)
             if line in (b"\r\n", b"\n"):
                 break
-            text = line[:-2] if line.endswith(b"\r\n") else line[:-1]
-            if b"\r" in text or b"\x00" in text:
+            lines.append(line)
+            first = line[:1]
+            if first in b" \t":
+                raise HeadRefused("obsolete line folding (a header line starting with a space or tab) is refused")
+            if b"\x00" in line or b"\r" in line[:-2]:  # a CR only as the end of line
                 raise HeadRefused("a header line has a bare CR or a NUL in it")
+            framing = framing or first in b"cCtT"  # Content-Length or Transfer-Encoding, perhaps
+        lines.append(b"\r\n")
         headers = headers_factory(io.BytesIO(b"".join(lines)))
-        problem = framing_problem(headers, self.request_version)  # before pywsgi drops a Content-Length
+        if headers.defects:  # a line without a colon, or with space before it: the parser would skip it
+            raise HeadRefused("a header line is malformed (no colon, or whitespace before the colon)")
+        problem = framing and framing_problem(headers, self.request_version)  # before pywsgi drops a length
         if problem:
             raise HeadRefused(problem)
         return headers
+
+    def log_request(self) -> None:
+        """No access line of pywsgi's (``accesslog.AccessLog`` writes ours)."""
 
     def read_request(self, raw_requestline: str) -> bool:
         try:
@@ -160,7 +182,7 @@ class Server(WSGIServer):
         self.draining = False
 
     def handle(self, sock: Any, address: Any) -> None:
-        self.handler_class(sock, address, self, sock.makefile("rb", READ_BUFFER)).handle()
+        self.handler_class(OneSend(sock), address, self, sock.makefile("rb", READ_BUFFER)).handle()
 
     def drain(self, timeout: float, hurry: Any = None) -> None:
         """The graceful stop: accept no more connections and end the idle ones; let running requests finish

@@ -16,7 +16,9 @@ def parsed(raw: bytes):
     return headers_factory(io.BytesIO(b"Host: x\r\n" + raw + b"\r\n"))
 
 
-@pytest.mark.parametrize("name", [n for n in AMBIGUOUS_FRAMING if "bare CR" not in n])
+# The rest (folded, malformed and bare-CR lines) are refused as the lines are read: see the socket tests below.
+@pytest.mark.parametrize("name", [n for n in AMBIGUOUS_FRAMING if not any(
+    word in n for word in ("bare CR", "folded", "colon"))])
 def test_every_ambiguous_framing_is_named_a_problem(name):
     assert framing_problem(parsed(AMBIGUOUS_FRAMING[name]), "HTTP/1.1")
 
