@@ -42,7 +42,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         catalog = Catalog(backend.list_models, settings.client_aliases(), settings.backend_model_for,
                           settings.model_list_ttl)
     app.extensions["llm_proxy"] = Services(settings=settings, backend=backend, catalog=catalog, pool=pool)
-    metrics = Metrics(app.url_map, catalog.is_known)
+    svc = app.extensions["llm_proxy"]
+    metrics = Metrics(app.url_map, catalog.is_known, lambda: svc.pool)
     app.extensions["llm_proxy"].extras["metrics"] = metrics
     app.extensions["llm_proxy"].sinks.append(metrics.observe)
     body_log = BodyLog(settings)

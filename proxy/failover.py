@@ -46,6 +46,8 @@ def run(pool: Pool, exchange: Exchange, attempt: Attempt, *, sleep: Callable[[fl
         exchange.backend_name, exchange.backend_type = member.name, member.backend.type
         exchange.model_upstream = model
         member.in_flight += 1
+        member.requests += 1
+        member.retries += number > 0
         started = time.monotonic()
         try:
             response = attempt(member.backend, model)
@@ -55,6 +57,7 @@ def run(pool: Pool, exchange: Exchange, attempt: Attempt, *, sleep: Callable[[fl
                 raise
             ms = (time.monotonic() - started) * 1000
             member.failed(exc.message)
+            member.failed_requests += 1
             exchange.note_attempt(member.name, exc.status if isinstance(exc, UpstreamStatus) else None,
                                   exc.message, ms)
             last = exc
