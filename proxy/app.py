@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     pool = None
     if settings.backends_file:
         pool = build_pool(backendsfile.load(settings.backends_file), settings, make_backend)
-        backend = pool.members[0].backend  # what the UI's overview shows until it lists every backend
+        backend = pool.members[0].backend  # a record's backend until routing picks one (the views read the pool)
         catalog: Catalog | PoolCatalog = PoolCatalog(pool, settings.client_aliases())
     else:
         backend = make_backend(settings)
