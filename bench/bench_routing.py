@@ -1,6 +1,7 @@
 """What choosing a backend costs with BACKENDS_FILE: ``Pool.plan`` (rules, aliases, which members serve the
 model, the strategy's order) among 10 stub backends, per strategy, with the models named by globs in the
-file or read from each backend's own (cached) list. In-process, no sockets: the routing only.
+file or read from each backend's own (cached) list; and what the per-backend series add to a /metrics
+scrape. In-process, no sockets: the routing only.
 
     python bench/bench_routing.py
 """
@@ -17,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from proxy import backendsfile  # noqa: E402
 from proxy.backends import make_backend  # noqa: E402
 from proxy.config import Settings  # noqa: E402
+from proxy.metrics import Metrics  # noqa: E402
 from proxy.routing import build_pool  # noqa: E402
 
 BACKENDS = 10
@@ -41,6 +43,19 @@ def main() -> None:
             samples.sort()
             print(f"{strategy:12} models from {'the file' if named else 'lists   '}: "
                   f"p50 {statistics.median(samples) * 1e3:.4f} ms, p99 {samples[int(SAMPLES * 0.99)] * 1e3:.4f} ms")
+    scrape(pool)
+
+
+def scrape(pool) -> None:
+    """/metrics rendered (no request counted yet) without and with the pool's per-backend series."""
+    for label, source in (("without the pool", None), (f"with {BACKENDS} backends", lambda: pool)):
+        metrics = Metrics(pool=source)
+        samples = []
+        for _ in range(2000):
+            started = time.perf_counter()
+            metrics.render()
+            samples.append(time.perf_counter() - started)
+        print(f"/metrics render {label}: p50 {statistics.median(samples) * 1e3:.4f} ms")
 
 
 if __name__ == "__main__":

@@ -35,14 +35,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     pool = None
     if settings.backends_file:
         pool = build_pool(backendsfile.load(settings.backends_file), settings, make_backend)
-        backend = pool.members[0].backend  # what the UI's overview shows until it lists every backend
+        backend = pool.members[0].backend  # a record's backend until routing picks one (the views read the pool)
         catalog: Catalog | PoolCatalog = PoolCatalog(pool, settings.client_aliases())
     else:
         backend = make_backend(settings)
         catalog = Catalog(backend.list_models, settings.client_aliases(), settings.backend_model_for,
                           settings.model_list_ttl)
     app.extensions["llm_proxy"] = Services(settings=settings, backend=backend, catalog=catalog, pool=pool)
-    metrics = Metrics(app.url_map, catalog.is_known)
+    svc = app.extensions["llm_proxy"]
+    metrics = Metrics(app.url_map, catalog.is_known, lambda: svc.pool)
     app.extensions["llm_proxy"].extras["metrics"] = metrics
     app.extensions["llm_proxy"].sinks.append(metrics.observe)
     body_log = BodyLog(settings)

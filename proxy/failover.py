@@ -6,7 +6,7 @@ the next one, up to ``retries`` more attempts; going back to a member already tr
 jittered backoff. A 4xx, or anything the request itself did wrong, is the answer. An attempt returns once
 the answer's head is in (a stream) or the whole answer (otherwise): nothing has reached the client before,
 and after it a failure ends the stream as with one backend. Each attempt is recorded on the exchange
-(backend, status or error, milliseconds).
+(backend, status or error, milliseconds) and counted on its member (requests, failures, retries: /metrics).
 """
 from __future__ import annotations
 
@@ -42,10 +42,12 @@ def run(pool: Pool, exchange: Exchange, attempt: Attempt, *, sleep: Callable[[fl
             sleep(pool.backoff(number - len(plan) + 1, jitter()))
         if number:
             exchange.retry()
+            member.retries += 1
         ctx.backend = member.backend
         exchange.backend_name, exchange.backend_type = member.name, member.backend.type
         exchange.model_upstream = model
         member.in_flight += 1
+        member.requests += 1
         started = time.monotonic()
         try:
             response = attempt(member.backend, model)
@@ -55,6 +57,7 @@ def run(pool: Pool, exchange: Exchange, attempt: Attempt, *, sleep: Callable[[fl
                 raise
             ms = (time.monotonic() - started) * 1000
             member.failed(exc.message)
+            member.failed_requests += 1
             exchange.note_attempt(member.name, exc.status if isinstance(exc, UpstreamStatus) else None,
                                   exc.message, ms)
             last = exc

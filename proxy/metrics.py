@@ -5,14 +5,31 @@ Every label value comes from a closed set, whatever clients send: the route temp
 code from the standard set (else its class), a known front and outcome. One registry per app, so tests
 can build many apps. Under gunicorn each worker exposes its own figures at `/metrics`; scrape each
 worker or run one worker per host.
+
+With BACKENDS_FILE, ``PoolCollector`` adds per-backend series, read from the pool's members when scraped
+(so the request path only bumps plain integers, and a reloaded file's backends show at the next scrape);
+the ``backend`` label is a name from the file, never anything a client sent:
+
+- ``llm_proxy_backend_requests_total``: attempts sent to the backend (``Member.requests``)
+- ``llm_proxy_backend_failures_total``: attempts that failed before an answer — refused, reset, timed out,
+  5xx (``Member.failed_requests``)
+- ``llm_proxy_backend_retries_total``: attempts that were retries of a request another attempt failed
+  (``Member.retries``)
+- ``llm_proxy_backend_in_flight``: requests being answered now (``Member.in_flight``)
+- ``llm_proxy_backend_healthy``: 1 while the backend takes requests, 0 while it is down (``Member.healthy``)
+- ``llm_proxy_backend_queue_length``: requests waiting for a slot (``Member.queued``)
+- ``llm_proxy_backend_queue_wait_seconds``: how long the longest-waiting of them has waited
+  (``Member.queue_wait_s``; 0 with nobody waiting)
 """
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, MapAdapter, RequestRedirect
 
@@ -38,7 +55,8 @@ def status_label(status: int | None) -> str:
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, url_map: Map | None = None, known_model: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, url_map: Map | None = None, known_model: Callable[[str], bool] | None = None,
+                 pool: Callable[[], Any] | None = None) -> None:
         self.url_map = url_map
         self.known_model = known_model or (lambda name: False)
         self._adapter: MapAdapter | None = None
@@ -53,6 +71,8 @@ class Metrics:
                                      ["front", "endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.tokens = Counter("llm_proxy_tokens", "Tokens reported by the backend (or counted from the stream)",
                               ["model", "kind"], registry=self.registry)
+        if pool is not None:
+            self.registry.register(PoolCollector(pool))
 
     # --- labels -------------------------------------------------------------------------------------------
     def _match(self, method: str, path: str) -> str:
@@ -93,3 +113,40 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# (name, help, kind, how a member gives the value): the per-backend series, in the order they are exposed
+BACKEND_SERIES: tuple[tuple[str, str, str, Callable[[Any], float]], ...] = (
+    ("llm_proxy_backend_requests", "Attempts sent to the backend", "counter", lambda m: m.requests),
+    ("llm_proxy_backend_failures", "Attempts that failed before an answer (refused, reset, timeout, 5xx)",
+     "counter", lambda m: m.failed_requests),
+    ("llm_proxy_backend_retries", "Attempts that retried a request another attempt failed", "counter",
+     lambda m: m.retries),
+    ("llm_proxy_backend_in_flight", "Requests being answered now", "gauge", lambda m: m.in_flight),
+    ("llm_proxy_backend_healthy", "1 while the backend takes requests, 0 while it is down", "gauge",
+     lambda m: 1 if m.healthy else 0),
+    ("llm_proxy_backend_queue_length", "Requests waiting for a free slot", "gauge", lambda m: m.queued),
+    ("llm_proxy_backend_queue_wait_seconds", "How long the longest-waiting queued request has waited", "gauge",
+     lambda m: m.queue_wait_s),
+)
+
+
+class PoolCollector:
+    """The per-backend series, read from the current pool's members at each scrape (none without a pool)."""
+
+    def __init__(self, pool: Callable[[], Any]) -> None:
+        self.pool = pool
+
+    def describe(self) -> list[Metric]:
+        return []  # the names are fixed (BACKEND_SERIES); nothing to check against the registry at start
+
+    def collect(self) -> Iterator[Metric]:
+        pool = self.pool()
+        if pool is None:
+            return
+        members = tuple(pool.members)
+        for name, text, kind, value in BACKEND_SERIES:
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, text, labels=["backend"])
+            for member in members:
+                family.add_metric([member.name], float(value(member)))
+            yield family

@@ -59,6 +59,9 @@ class Member:
         self.failures = 0  # consecutive failed requests (or probes)
         self.successes = 0  # consecutive successful probes while down
         self.in_flight = 0
+        self.queued = 0  # requests waiting for a slot (the queue sets it; /metrics reads it)
+        self.queue_wait_s = 0.0  # how long the longest-waiting of them has waited (the queue sets it)
+        self.requests = self.failed_requests = self.retries = 0  # attempts sent here, failed, and retries (/metrics)
         self.last_error: str | None = None
         self.latency_ms: float | None = None  # EWMA of the time to an answer's head
         self.current = 0  # smooth weighted round-robin's running weight

@@ -39,6 +39,7 @@ class Filters:
     status: str = ""  # "200", "4xx", "error" (>= 400)
     client: str = ""
     outcome: str = ""
+    backend: str = ""  # the backend that answered (with several, its name in BACKENDS_FILE)
     q: str = ""
     before: str = ""  # cursor "<started>_<id>": rows older than it
     after_id: int = 0  # live mode: rows inserted after this id
@@ -50,8 +51,8 @@ class Filters:
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> Filters:
         """Filters from URL arguments; BadFilter (a 400) for one that cannot be a filter."""
-        text = {name: text_arg(args, name) for name in ("model", "endpoint", "status", "client", "outcome", "q",
-                                                          "before", "limit", "after_id", "since", "until")}
+        text = {name: text_arg(args, name) for name in ("model", "endpoint", "status", "client", "outcome", "backend",
+                                                          "q", "before", "limit", "after_id", "since", "until")}
         status = text["status"]
         if status and not (STATUS_CLASS.match(status) or status.lower() in ("error", "errors")
                            or status.isdigit() and len(status) == 3):
@@ -60,7 +61,7 @@ class Filters:
             raise BadFilter("before must be a cursor of the form <started>_<id>, as the previous page gave it")
         limit = int_arg(text["limit"], "limit", 1, None)
         return cls(model=text["model"], endpoint=text["endpoint"], status=status, client=text["client"],
-                   outcome=text["outcome"], q=text["q"][:500], before=text["before"],
+                   outcome=text["outcome"], backend=text["backend"][:255], q=text["q"][:500], before=text["before"],
                    after_id=int_arg(text["after_id"], "after_id", 0, MAX_ID) or 0,
                    since=time_arg(text["since"], "since"), until=time_arg(text["until"], "until"),
                    limit=PAGE if limit is None else min(MAX_PAGE, limit))
@@ -68,14 +69,15 @@ class Filters:
     def query_args(self, **changes: Any) -> dict[str, str]:
         """The non-empty filters as URL arguments (for links), with ``changes`` applied."""
         f = replace(self, **changes) if changes else self
-        out = {name: getattr(f, name) for name in ("model", "endpoint", "status", "client", "outcome", "q", "before")}
+        out = {name: getattr(f, name) for name in ("model", "endpoint", "status", "client", "outcome", "backend", "q",
+                                                   "before")}
         if f.limit != PAGE:
             out["limit"] = f.limit
         return {k: str(v) for k, v in out.items() if v not in ("", None, 0)}
 
     @property
     def active(self) -> bool:
-        return any((self.model, self.endpoint, self.status, self.client, self.outcome, self.q))
+        return any((self.model, self.endpoint, self.status, self.client, self.outcome, self.backend, self.q))
 
 
 def cursor_of(row: dict) -> str:
@@ -184,6 +186,8 @@ def _conditions(models: Models, f: Filters) -> list[pw.Expression]:
         out.append(e.client == f.client)
     if f.outcome:
         out.append(e.outcome == f.outcome)
+    if f.backend:  # no index: a pool has a few backends, so walking the time index finds a page of one quickly
+        out.append(e.backend_name == f.backend)
     if f.status:
         match = STATUS_CLASS.match(f.status)
         if match:
@@ -269,9 +273,9 @@ def neighbours(models: Models, row: dict) -> dict[str, int | None]:
 def suggestions(models: Models, recent: int = 2000) -> dict[str, list[str]]:
     """Values seen in the newest rows, for the filter fields (cheap at any table size)."""
     e = models.Exchange
-    rows = list(e.select(e.model, e.endpoint, e.client).order_by(e.id.desc()).limit(recent).tuples())
+    rows = list(e.select(e.model, e.endpoint, e.client, e.backend_name).order_by(e.id.desc()).limit(recent).tuples())
     return {"model": sorted({r[0] for r in rows if r[0]}), "endpoint": sorted({r[1] for r in rows if r[1]}),
-            "client": sorted({r[2] for r in rows if r[2]})}
+            "client": sorted({r[2] for r in rows if r[2]}), "backend": sorted({r[3] for r in rows if r[3]})}
 
 
 def counts(models: Models, now: float) -> dict[str, Any]:

@@ -130,7 +130,8 @@ def overview() -> str:
     svc = services()
 
     store = _store()
-    reachable, detail = svc.backend.reachable()
+    backends = [m.state() for m in svc.pool.members] if svc.pool is not None else None
+    reachable, detail = svc.backend.reachable() if backends is None else (True, "")  # the pool: no I/O here
     figures, db_error = None, None
     if store:
         try:
@@ -139,6 +140,7 @@ def overview() -> str:
             db_error = str(exc) or type(exc).__name__
     return _page("ui/overview.html", version=__version__, ollama_version=OLLAMA_VERSION,
                  settings=svc.settings.public_items(), backend=svc.backend, reachable=reachable, detail=detail,
+                 backends=backends,
                  figures=figures, writer=store.writer.stats() if store else None,
                  database=store.describe() if store else None, db_error=db_error,
                  loopback_only=not svc.settings.admin_token)
@@ -174,7 +176,9 @@ def _exchange_page(models: Any, ident: int) -> dict[str, Any] | None:
         return None
     bodies = row["bodies"]
     request, upstream = bodies["client_request"], bodies["upstream_request"]
-    return {"row": row, "near": search.neighbours(models, row),
+    attempts = row["attempts"]  # the failed ones; when every attempt failed, the last is the record's error
+    gave_up = bool(attempts) and (attempts[-1]["backend"], attempts[-1]["error"]) == (row["backend_name"], row["error"])
+    return {"row": row, "near": search.neighbours(models, row), "answered": not gave_up,
             "convo": ui_render.conversation(request["text"]), "answer": ui_render.answer_view(row["answer"]),
             "diff": ui_render.side_by_side(request["text"], upstream["text"],
                                            truncated=bool(request["truncated"] or upstream["truncated"])),

@@ -109,3 +109,50 @@ def test_the_token_is_demanded_when_set(backend_setup, tmp_path, page):
         page.wait_for_url("**/ui/login**")
     finally:
         store_of(setup.proxy).close()
+
+
+@pytest.fixture
+def pool_served(tmp_path):
+    """A proxy over a real socket with BACKENDS_FILE: dead (refuses connections, tried first) and local (the
+    stub), and one chat answered by local after dead failed."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from proxy import create_app
+    from proxy.config import Settings
+    from tests.support import free_port
+
+    path = tmp_path / "backends.toml"
+    path.write_text(f'[backends.dead]\ntype = "openai"\nurl = "http://127.0.0.1:{free_port()}"\nmodels = ["stub"]\n'
+                    'weight = 9\n[backends.local]\ntype = "stub"\n[routing]\nstrategy = "weighted"\n')
+    app = create_app(Settings.from_env({"BACKENDS_FILE": str(path), "STUB_DELAY_MS": "0", "LOG_LEVEL": "WARNING",
+                                        "LOG_CLEANUP_MINUTES": "0", "DATABASE_URL": f"sqlite:///{tmp_path}/pool.db"}))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    r = requests.post(url + "/api/chat", json={"model": "stub", "stream": False,
+                                               "messages": [{"role": "user", "content": "who answers?"}]})
+    assert r.status_code == 200, r.text
+    wait_rows(store_of(app), 1)
+    yield url
+    server.shutdown()
+    server.server_close()
+    store_of(app).close()
+    app.extensions["llm_proxy"].extras["shutdown"]()
+
+
+def test_the_attempts_show_on_an_exchange_page(pool_served, page):
+    page.goto(pool_served + "/ui/")
+    assert page.locator("#backends tr[data-backend]").count() == 2
+    page.locator("#backends tr[data-backend=local] a").click()
+    page.wait_for_url("**/ui/logs?backend=local")
+    assert page.locator("#f-backend").input_value() == "local" and rows(page).count() == 1
+    rows(page).first.locator("td.preview a").click()
+    page.wait_for_url("**/ui/logs/*")
+    attempts = page.locator("#attempts")
+    assert attempts.is_visible()
+    failed = attempts.locator("tr.failed").inner_text()
+    assert "dead" in failed and "refused" in failed and "ms" in failed
+    assert "local" in attempts.locator("tr.answered").inner_text()

@@ -199,16 +199,15 @@ def smollm2_gguf() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def llama_server(llama_server_bin, smollm2_gguf, tmp_path_factory) -> Iterator[Server]:
+def start_llama_server(binary: Path, gguf: Path, folder: Path, name: str = "llama-server") -> Server:
     """`llama-server -m <gguf> --host 127.0.0.1 --port <free> -c 2048 --alias smollm2`, ready
-    once GET /health says ok."""
+    once GET /health says ok (the caller stops it)."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("llama-server") / "llama-server.log"
-    argv = [str(llama_server_bin), "-m", str(smollm2_gguf), "--host", "127.0.0.1",
+    log_path = folder / f"{name}.log"
+    argv = [str(binary), "-m", str(gguf), "--host", "127.0.0.1",
             "--port", str(port), "-c", str(CONTEXT_SIZE), "--alias", MODEL_ALIAS]
-    proc = _spawn("llama-server", argv, log_path)
-    server = Server("llama-server", f"http://127.0.0.1:{port}", proc, log_path)
+    proc = _spawn(name, argv, log_path)
+    server = Server(name, f"http://127.0.0.1:{port}", proc, log_path)
 
     def ok(r: requests.Response) -> bool:
         if r.status_code != 200:
@@ -219,6 +218,32 @@ def llama_server(llama_server_bin, smollm2_gguf, tmp_path_factory) -> Iterator[S
             return False
 
     _wait_ready(server, "/health", ok, LLAMA_START_TIMEOUT)
+    return server
+
+
+def start_proxy(folder: Path, settings: dict[str, str]) -> Server:
+    """`python wsgi.py` from the repo root with these settings, logging to a fresh SQLite file;
+    ready once GET /health answers `OK` (the caller stops it)."""
+    port = free_port()
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port),
+           "DATABASE_URL": f"sqlite:///{folder}/e2e.db", "PYTHONUNBUFFERED": "1"}
+    # Settings a developer's shell (or .env) might carry that would change what we test.
+    for var in ("BACKEND_API_KEY", "MODEL_MAP", "INJECT_TEXT", "ADMIN_TOKEN", "REDIS_URL", "BACKENDS_FILE",
+                "BACKEND_TYPE", "BACKEND_URL"):
+        env.pop(var, None)
+    env.update(settings)
+    proc = _spawn("proxy", [sys.executable, "wsgi.py"], folder / "proxy.log", cwd=REPO_ROOT,
+                  env=env)
+    server = Server("proxy (wsgi.py)", f"http://127.0.0.1:{port}", proc, folder / "proxy.log")
+    _wait_ready(server, "/health", lambda r: r.status_code == 200 and r.text.strip() == "OK",
+                PROXY_START_TIMEOUT)
+    return server
+
+
+@pytest.fixture(scope="session")
+def llama_server(llama_server_bin, smollm2_gguf, tmp_path_factory) -> Iterator[Server]:
+    """The llama-server every test shares (see ``start_llama_server``)."""
+    server = start_llama_server(llama_server_bin, smollm2_gguf, tmp_path_factory.mktemp("llama-server"))
     _SERVERS.append(server)
     yield server
     _SERVERS.remove(server)
@@ -227,27 +252,9 @@ def llama_server(llama_server_bin, smollm2_gguf, tmp_path_factory) -> Iterator[S
 
 @pytest.fixture(scope="session")
 def e2e_proxy(llama_server, tmp_path_factory) -> Iterator[Server]:
-    """`python wsgi.py` from the repo root, BACKEND_TYPE=openai in front of `llama_server`,
-    logging to a fresh SQLite file; ready once GET /health answers `OK`."""
-    tmp = tmp_path_factory.mktemp("proxy")
-    port = free_port()
-    env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "BACKEND_TYPE": "openai",
-        "BACKEND_URL": llama_server.url,
-        "DATABASE_URL": f"sqlite:///{tmp}/e2e.db",
-        "PYTHONUNBUFFERED": "1",
-    }
-    # Settings a developer's shell (or .env) might carry that would change what we test.
-    for var in ("BACKEND_API_KEY", "MODEL_MAP", "INJECT_TEXT", "ADMIN_TOKEN", "REDIS_URL"):
-        env.pop(var, None)
-    proc = _spawn("proxy", [sys.executable, "wsgi.py"], tmp / "proxy.log", cwd=REPO_ROOT,
-                  env=env)
-    server = Server("proxy (wsgi.py)", f"http://127.0.0.1:{port}", proc, tmp / "proxy.log")
-    _wait_ready(server, "/health", lambda r: r.status_code == 200 and r.text.strip() == "OK",
-                PROXY_START_TIMEOUT)
+    """`python wsgi.py`, BACKEND_TYPE=openai in front of `llama_server` (see ``start_proxy``)."""
+    server = start_proxy(tmp_path_factory.mktemp("proxy"),
+                         {"BACKEND_TYPE": "openai", "BACKEND_URL": llama_server.url})
     _SERVERS.append(server)
     yield server
     _SERVERS.remove(server)

@@ -24,7 +24,8 @@ def filled(db_url):
         answer = Answer()
         answer.content.append(f"answer number {i} about photosynthesis" if i == 3 else f"answer {i}")
         store.writer.submit(Record.of(make_exchange(text, endpoint=endpoint, model=model, status=status,
-                                                    outcome=outcome, started=now + i, answer=answer)))
+                                                    outcome=outcome, started=now + i, answer=answer,
+                                                    backend_name="gpu" if i % 2 else "nas")))
     wait_for(lambda: store.writer.written == 4)
     yield store
     store.close()
@@ -47,6 +48,8 @@ def test_newest_first(filled):
     ({"status": "error"}, ["why is the sky blue", "translate to Grüße"]),
     ({"outcome": "ok", "model": "qwen3"}, ["summarise this contract"]),
     ({"client": "10.9.9.9"}, []),
+    ({"backend": "gpu"}, ["why is the sky blue", "summarise this contract"]),
+    ({"backend": "nas", "status": "error"}, ["translate to Grüße"]),
 ])
 def test_filters(filled, filters, expected):
     assert previews(filled, **filters) == expected

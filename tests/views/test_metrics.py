@@ -68,3 +68,43 @@ def test_admin_token_alone_protects_the_scrape_too(make_proxy):
     proxy = make_proxy(BACKEND_TYPE="stub", ADMIN_TOKEN="admin-secret")
     assert requests.get(proxy.url + "/metrics").status_code == 401
     assert requests.get(proxy.url + "/metrics", headers={"Authorization": "Bearer admin-secret"}).status_code == 200
+
+
+def test_per_backend_series_count_attempts_failures_retries_and_health(tmp_path):
+    from proxy import create_app
+    from proxy.config import Settings
+    from tests.support import free_port
+
+    path = tmp_path / "backends.toml"
+    path.write_text(f'[backends.dead]\ntype = "openai"\nurl = "http://127.0.0.1:{free_port()}"\nmodels = ["stub"]\n'
+                    'weight = 9\nhealth = { unhealthy_after = 2, interval_s = 60 }\n'
+                    '[backends.local]\ntype = "stub"\n[routing]\nstrategy = "weighted"\nretries = 1\n')
+    app = create_app(Settings.from_env({"BACKENDS_FILE": str(path), "LOG_ENABLED": "false", "STUB_DELAY_MS": "0",
+                                        "LOG_LEVEL": "WARNING"}))
+    try:
+        client = app.test_client()
+        text = client.get("/metrics").text
+        assert 'llm_proxy_backend_healthy{backend="dead"} 1.0' in text
+        assert 'llm_proxy_backend_queue_length{backend="local"} 0.0' in text
+        assert 'llm_proxy_backend_queue_wait_seconds{backend="local"} 0.0' in text
+        body = {"model": "stub", "stream": False, "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(3):
+            assert client.post("/api/chat", json=body).status_code == 200
+        text = client.get("/metrics").text
+        # dead is picked first twice (weights 9:1, then it is down after 2 failures); local answers all three
+        assert 'llm_proxy_backend_requests_total{backend="dead"} 2.0' in text
+        assert 'llm_proxy_backend_failures_total{backend="dead"} 2.0' in text
+        assert 'llm_proxy_backend_requests_total{backend="local"} 3.0' in text
+        assert 'llm_proxy_backend_retries_total{backend="local"} 2.0' in text
+        assert 'llm_proxy_backend_failures_total{backend="local"} 0.0' in text
+        assert 'llm_proxy_backend_healthy{backend="dead"} 0.0' in text
+        assert 'llm_proxy_backend_in_flight{backend="local"} 0.0' in text
+        client.post("/api/chat", json={**body, "model": "a-name-no-backend-has"})
+        assert 'backend="a-name' not in client.get("/metrics").text  # labels are the file's names only
+    finally:
+        app.extensions["llm_proxy"].extras["shutdown"]()
+
+
+def test_one_backend_has_no_per_backend_series(make_proxy):
+    proxy = make_proxy(BACKEND_TYPE="stub", STUB_DELAY_MS="0")
+    assert "llm_proxy_backend_" not in requests.get(proxy.url + "/metrics").text
