@@ -5,7 +5,6 @@ says so once on the log and on the UI's overview, and a fixed file is taken agai
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -14,36 +13,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support import fakes
 from tests.support.fakes import FakeUpstream
-
-CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-
-
-class Proxy:
-    def __init__(self, url: str, app: Any, server: Any, thread: threading.Thread, path: Path):
-        self.url, self.app, self._server, self._thread, self.path = url, app, server, thread, path
-
-    @property
-    def pool(self):
-        return self.app.extensions["llm_proxy"].pool
-
-    @property
-    def watcher(self):
-        return self.app.extensions["llm_proxy"].extras["backends_file"]
-
-    def rewrite(self, text: str) -> None:
-        """New content, with an mtime surely different from the last one (the watcher compares mtime, size, inode)."""
-        before = self.path.stat().st_mtime_ns
-        self.path.write_text(text)
-        if self.path.stat().st_mtime_ns == before:
-            os.utime(self.path, ns=(before + 1_000_000, before + 1_000_000))
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-        self.app.extensions["llm_proxy"].extras["shutdown"]()
+from tests.support.pool_proxy import CHAT, PoolProxy, backend, openai_fake, wait_until
 
 
 @pytest.fixture
@@ -51,11 +22,8 @@ def upstreams():
     started: list[FakeUpstream] = []
 
     def start(*pieces: str, **reply_kw: Any) -> FakeUpstream:
-        fake = FakeUpstream().start()
-        fake.serve_openai_models("m")
-        fake.default("POST", "/v1/chat/completions", fakes.openai_chat_responder(list(pieces), **reply_kw))
-        started.append(fake)
-        return fake
+        started.append(openai_fake(*pieces, **reply_kw))
+        return started[-1]
 
     yield start
     for fake in started:
@@ -65,44 +33,18 @@ def upstreams():
 @pytest.fixture
 def proxy(tmp_path: Path):
     """Factory: ``proxy(toml_text)`` -> a proxy (werkzeug, threads) watching BACKENDS_FILE with that text."""
-    from werkzeug.serving import make_server
+    started: list[PoolProxy] = []
 
-    started: list[Proxy] = []
-
-    def factory(text: str) -> Proxy:
-        from proxy import create_app
-        from proxy.config import Settings
-
-        path = tmp_path / "backends.toml"
-        path.write_text(text)
-        settings = Settings.from_env({"BACKENDS_FILE": str(path), "DATABASE_URL": f"sqlite:///{tmp_path}/p.db",
-                                      "LOG_LEVEL": "INFO", "LOG_CLEANUP_MINUTES": "0"})
-        app = create_app(settings)
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        running = Proxy(f"http://127.0.0.1:{server.server_port}", app, server, thread, path)
-        started.append(running)
-        return running
+    def factory(text: str) -> PoolProxy:
+        started.append(PoolProxy.start(tmp_path, text))
+        return started[-1]
 
     yield factory
     for running in started:
         running.stop()
 
 
-def wait_until(check, timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < end, "condition not met in time"
-        time.sleep(0.02)
-
-
-def backend(name: str, fake: FakeUpstream, extra: str = "") -> str:
-    return f'[backends.{name}]\ntype = "openai"\nurl = "{fake.url}"\n{extra}'
-
-
-def answer(proxy: Proxy) -> str:
+def answer(proxy: PoolProxy) -> str:
     r = requests.post(proxy.url + "/v1/chat/completions", json=CHAT, timeout=10)
     assert r.status_code == 200, r.text
     return r.json()["choices"][0]["message"]["content"]
