@@ -11,6 +11,7 @@ from .. import failover, jsonio, keycase
 from ..backends.base import Backend, Upstream
 from ..body import read_body, release_body
 from ..catalog import ModelInfo, model_allowed
+from ..clientgone import client_gone
 from ..context import current
 from ..errors import BackendUnavailable, BadRequest
 from ..exchange import Exchange, Relay
@@ -76,7 +77,8 @@ def serve(exchange: Exchange, attempt: Callable[[Backend, str], Response]) -> Re
     svc = services()
     if svc.pool is None:
         return attempt(svc.backend, route_model(exchange))
-    return failover.run(svc.pool, exchange, attempt)
+    environ = request.environ
+    return failover.run(svc.pool, exchange, attempt, gone=lambda: client_gone(environ))
 
 
 def management_backend() -> Backend:
