@@ -34,8 +34,8 @@ def retryable(exc: ProxyError) -> bool:
 def run(pool: Pool, exchange: Exchange, attempt: Attempt, *, sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random, gone: Callable[[], bool] = lambda: False) -> Any:
     assert exchange.model_requested is not None  # begin() noted it
-    plan = pool.plan(exchange.model_requested)
     ctx = current()
+    plan = pool.plan(exchange.model_requested, ctx.session)
     last: ProxyError | None = None
     for number in range(pool.routing.retries + 1):
         member, model = plan[number % len(plan)]

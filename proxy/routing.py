@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import logging
 import threading
 import time
@@ -169,6 +170,13 @@ def ordered(strategy: str, members: Sequence[Member], turn: int) -> list[Member]
     return [members[(first + i) % len(members)] for i in range(len(members))]
 
 
+def sticky(session: str, members: Sequence[Member]) -> Member:
+    """The member a session goes to: rendezvous hashing (the highest hash of session and name), so it stays
+    while that member is healthy, and when one goes down (or is added) only its own sessions move."""
+    key = session.encode("utf-8", "replace")
+    return max(members, key=lambda m: hashlib.blake2b(key + b"\0" + m.name.encode(), digest_size=8).digest())
+
+
 class Pool:
     """The members of BACKENDS_FILE, the routing settings, and the probes."""
 
@@ -191,9 +199,10 @@ class Pool:
                 return [by_name[n] for n in rule.backends if n in by_name]
         return self.members
 
-    def plan(self, client_name: str) -> list[tuple[Member, str]]:
+    def plan(self, client_name: str, session: str | None = None) -> list[tuple[Member, str]]:
         """(member, its model name) for each healthy member serving ``client_name``, in the order to try them.
-        ModelNotFound when none serves it; NoHealthyBackend (503) when those that do are all down."""
+        ModelNotFound when none serves it; NoHealthyBackend (503) when those that do are all down. With
+        ``affinity`` on, a ``session`` goes first to the member it hashes to (``sticky``)."""
         name = self.settings.backend_model_for(client_name)
         healthy: list[Member] = []
         down: list[Member] = []
@@ -210,7 +219,12 @@ class Pool:
                 raise self.no_healthy(client_name, down)
             raise model_not_found(client_name, [m.id for m in self.models()])
         self._turn += 1
-        return [(m, m.upstream_name(name)) for m in ordered(self.routing.strategy, healthy, self._turn)]
+        order = ordered(self.routing.strategy, healthy, self._turn)
+        if session and self.routing.affinity and len(order) > 1:
+            first = sticky(session, order)
+            order.remove(first)
+            order.insert(0, first)
+        return [(m, m.upstream_name(name)) for m in order]
 
     def no_healthy(self, client_name: str, down: Sequence[Member]) -> NoHealthyBackend:
         listed = "; ".join(f"{m.name}: {m.last_error or 'down'}" for m in down)

@@ -45,7 +45,17 @@ def begin(front: str, check: Callable[[Any], str]) -> tuple[Exchange, Any]:
     exchange = start_exchange(front)
     body = read_json()
     exchange.model_requested = check(body)
+    pool = services().pool
+    if pool is not None and pool.routing.affinity:
+        current().session = session_of(body)
     return exchange, body
+
+
+def session_of(body: Any) -> str | None:
+    """What keeps a conversation on one backend (BACKENDS_FILE's ``affinity``): the X-Session-ID header, else
+    the body's ``user`` field."""
+    user = body.get("user") if isinstance(body, dict) else None
+    return request.headers.get("X-Session-ID") or (user if isinstance(user, str) and user else None)
 
 
 def listed_models() -> list[ModelInfo]:
