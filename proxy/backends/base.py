@@ -80,6 +80,7 @@ def _innermost(exc: BaseException) -> BaseException:
 
 
 _READ_TIMEOUTS = (socket.timeout, TimeoutError)
+DEADLINE_SLACK_S = 0.01  # a socket timeout set to end at the deadline may fire this much before it
 _NAME_FAILURES = (socket.gaierror,)
 
 # (what the failure is, when it is met, the error). ``n``: the backend named; ``c``: the call's timeouts,
@@ -117,7 +118,7 @@ class Call:
 
     def over(self) -> BackendTimeout | None:
         """The timeout to raise when the call's deadline has passed, else None."""
-        if self.deadline is None or time.monotonic() < self.deadline:
+        if self.deadline is None or time.monotonic() < self.deadline - DEADLINE_SLACK_S:
             return None
         return BackendTimeout(f"{self.name} did not finish within {self.total:g} s (total_s); the exchange was ended")
 
