@@ -1,12 +1,14 @@
 """What choosing a backend costs with BACKENDS_FILE: ``Pool.plan`` (rules, aliases, which members serve the
 model, the strategy's order) among 10 stub backends, per strategy, with the models named by globs in the
-file or read from each backend's own (cached) list; and what the per-backend series add to a /metrics
-scrape. In-process, no sockets: the routing only.
+file or read from each backend's own (cached) list, and with affinity (a session per call); what the look
+for a gone client before a retry costs (``client_gone`` on a socket pair); and what the per-backend series
+add to a /metrics scrape. In-process: the routing only.
 
     python bench/bench_routing.py
 """
 from __future__ import annotations
 
+import socket
 import statistics
 import sys
 import time
@@ -17,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy import backendsfile  # noqa: E402
 from proxy.backends import make_backend  # noqa: E402
+from proxy.clientgone import client_gone  # noqa: E402
 from proxy.config import Settings  # noqa: E402
 from proxy.metrics import Metrics  # noqa: E402
 from proxy.routing import build_pool  # noqa: E402
@@ -25,24 +28,38 @@ BACKENDS = 10
 SAMPLES = 20000
 
 
+def timed(fn, *args) -> list[float]:
+    for _ in range(1000):
+        fn(*args)
+    samples = []
+    for _ in range(SAMPLES):
+        started = time.perf_counter()
+        fn(*args)
+        samples.append(time.perf_counter() - started)
+    samples.sort()
+    return samples
+
+
+def show(label: str, samples: list[float]) -> None:
+    print(f"{label}: p50 {statistics.median(samples) * 1e3:.4f} ms, p99 {samples[int(SAMPLES * 0.99)] * 1e3:.4f} ms")
+
+
 def main() -> None:
     for strategy in backendsfile.STRATEGIES:
         for named in (True, False):
             text = "".join(f'[backends.b{i}]\ntype = "stub"\n' + ('models = ["stub", "qwen3-*"]\n' if named else "")
                            for i in range(BACKENDS))
-            text += f'[routing]\nstrategy = "{strategy}"\n'
+            text += f'[routing]\nstrategy = "{strategy}"\naffinity = true\n'
             pool = build_pool(backendsfile.parse(tomllib.loads(text), "bench", {}), Settings.from_env({}),
                               make_backend)
-            for _ in range(1000):
-                pool.plan("stub")
-            samples = []
-            for _ in range(SAMPLES):
-                started = time.perf_counter()
-                pool.plan("stub")
-                samples.append(time.perf_counter() - started)
-            samples.sort()
-            print(f"{strategy:12} models from {'the file' if named else 'lists   '}: "
-                  f"p50 {statistics.median(samples) * 1e3:.4f} ms, p99 {samples[int(SAMPLES * 0.99)] * 1e3:.4f} ms")
+            where = "the file" if named else "lists   "
+            show(f"{strategy:12} models from {where}", timed(pool.plan, "stub"))
+            show(f"{strategy:12} models from {where}, a session", timed(pool.plan, "stub", "session-42"))
+    ours, theirs = socket.socketpair()
+    show("client_gone, client there", timed(client_gone, {"werkzeug.socket": ours}))
+    theirs.close()
+    show("client_gone, client gone ", timed(client_gone, {"werkzeug.socket": ours}))
+    ours.close()
     scrape(pool)
 
 

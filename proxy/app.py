@@ -7,9 +7,9 @@ from flask import Flask, Response, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from . import backendsfile
 from .accesslog import AccessLog, BodyLog, configure_logging, printable
 from .backends import make_backend
+from .backendswatch import BackendsWatcher
 from .catalog import Catalog
 from .config import Settings
 from .errors import ProxyError
@@ -19,7 +19,7 @@ from .metrics import Metrics
 from .policy.gate import install_policy
 from .recording import dialect_of_path
 from .render import http_exception_to_proxy_error, render_error
-from .routing import Pool, PoolCatalog, build_pool
+from .routing import PoolCatalog
 from .services import Services
 from .store import init_app as init_store
 from .views import register_blueprints
@@ -32,9 +32,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_logging(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = None
-    pool = None
+    pool = watcher = None
     if settings.backends_file:
-        pool = build_pool(backendsfile.load(settings.backends_file), settings, make_backend)
+        watcher = BackendsWatcher(settings.backends_file, settings, make_backend)
+        pool = watcher.pool
         backend = pool.members[0].backend  # a record's backend until routing picks one (the views read the pool)
         catalog: Catalog | PoolCatalog = PoolCatalog(pool, settings.client_aliases())
     else:
@@ -50,8 +51,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     if body_log.enabled:
         app.extensions["llm_proxy"].sinks.append(body_log)
     init_store(app, app.extensions["llm_proxy"])
-    if pool is not None:
-        _start_pool(app.extensions["llm_proxy"], pool)
+    if watcher is not None:
+        _start_pool(app.extensions["llm_proxy"], watcher)
     install_host_guard(app, settings)  # before the gate: a refused page or name costs no limit and no key check
     install_policy(app, settings)
     if settings.cors_origins:
@@ -67,12 +68,21 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
-def _start_pool(services: Services, pool: Pool) -> None:
-    """Probe every backend of the pool from now on; the app's shutdown stops the probes."""
+def _start_pool(services: Services, watcher: BackendsWatcher) -> None:
+    """Probe every backend of the pool and watch BACKENDS_FILE from now on; the app's shutdown stops both."""
+    pool = watcher.pool
     pool.start_probes()
+    services.extras["backends_file"] = watcher  # the UI shows its problem
+
+    def reloaded(_: object) -> None:  # what the UI's overview shows until it lists every backend
+        services.backend = pool.members[0].backend
+
+    watcher.on_change.append(reloaded)
+    watcher.start()
     previous = services.extras.get("shutdown")
 
     def shutdown() -> None:
+        watcher.stop()
         pool.stop()
         if previous is not None:
             previous()

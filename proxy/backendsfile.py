@@ -9,13 +9,14 @@
     aliases = { fast = "smollm2" }   # client name = this backend's name
     weight = 3                       # for the weighted strategy
     max_concurrency = 4              # parsed and checked; not enforced yet (0 = no cap)
-    timeouts = { connect_s = 5, first_byte_s = 300, idle_s = 300, total_s = 0 }
+    timeouts = { connect_s = 5, first_byte_s = 300, idle_s = 300, total_s = 0 }  # total_s: 0 = none
     health = { path = "/v1/models", interval_s = 10, timeout_s = 3, unhealthy_after = 3, healthy_after = 2 }
 
     [routing]
     strategy = "round-robin"         # round-robin | weighted | least-busy | latency
     retries = 2                      # further attempts on other backends before the first byte
     backoff_ms = 100                 # before going back to a backend already tried: doubled each time, jittered
+    affinity = false                 # true: one X-Session-ID (or body `user`) sticks to one healthy backend
     [[routing.rules]]                # first match wins; a model no rule matches may go to any backend
     model = "gpt-*"
     backends = ["cloud"]
@@ -48,7 +49,7 @@ class Timeouts:
     connect_s: float = 5.0
     first_byte_s: float = 300.0  # the answer's head
     idle_s: float = 300.0  # between chunks of the body
-    total_s: float = 0.0  # 0 = none; parsed, not enforced yet
+    total_s: float = 0.0  # 0 = none: the whole exchange with the backend (head and body)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class Routing:
     retries: int = 2
     backoff_ms: float = 100.0
     rules: tuple[Rule, ...] = ()
+    affinity: bool = False  # a session (X-Session-ID, or the body's `user`) goes to one healthy backend
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,12 @@ def _number(minimum: float, strict: bool = False) -> Callable[[Any], float]:
             raise ValueError(what)
         return float(value)
     return check
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("true or false")
+    return value
 
 
 def _integer(minimum: int) -> Callable[[Any], int]:
@@ -179,7 +187,7 @@ HEALTH_KEYS: dict[str, Callable[[Any], Any]] = {
     "unhealthy_after": _integer(1), "healthy_after": _integer(1)}
 BACKEND_KEYS = ("type", "url", "api_key", "flavor", "models", "aliases", "weight", "max_concurrency", "timeouts",
                 "health")
-ROUTING_KEYS = ("strategy", "retries", "backoff_ms", "rules")
+ROUTING_KEYS = ("strategy", "retries", "backoff_ms", "rules", "affinity")
 
 
 class _Problem(Exception):
@@ -273,6 +281,7 @@ def _routing(table: Any, names: set[str]) -> Routing:
     return Routing(strategy=_get(table, "strategy", _choice(*STRATEGIES), place, "round-robin"),
                    retries=_get(table, "retries", _integer(0), place, 2),
                    backoff_ms=_get(table, "backoff_ms", _number(0), place, 100.0),
+                   affinity=_get(table, "affinity", _boolean, place, False),
                    rules=tuple(_rule(i, r, names) for i, r in enumerate(rules)))
 
 

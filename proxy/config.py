@@ -76,8 +76,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BACKEND_CA_BUNDLE", "", ca_bundle, "PEM file (or directory) of extra certificates trusted for an "
             "https backend (else REQUESTS_CA_BUNDLE; SSL_CERT_FILE replaces the system's)"),
     Setting("BACKENDS_FILE", "", backends_file, "TOML file of several backends, routing rules, balancing, "
-            "failover and health checks (then BACKEND_TYPE, _URL, _FLAVOR, _API_KEY, _TIMEOUT, _CONNECT_TIMEOUT "
-            "must not be set); empty = the one backend of BACKEND_*"),
+            "failover and health checks, reloaded when it changes (then BACKEND_TYPE, _URL, _FLAVOR, _API_KEY, "
+            "_TIMEOUT, _CONNECT_TIMEOUT must not be set); empty = the one backend of BACKEND_*"),
     Setting("MAX_RESPONSE_BYTES", "134217728", int_min(0), "a larger non-streamed backend answer (or compressed "
             "one, once decoded) is refused with 502; streams are relayed, not kept (0 = no limit)"),
     Setting("MODEL_MAP", "", model_map, "client-name=backend-name pairs, comma-separated; * globs on the left"),

@@ -10,6 +10,7 @@
     ├── RateLimited           429  (carries retry_after seconds)
     ├── NotSupported          501  feature the configured backend cannot do
     ├── ShuttingDown          503  the server stopped and its drain time is over (outcome: cancelled)
+    ├── ClientGone            499  the client closed the connection before an answer (outcome: cancelled)
     └── BackendError               anything the upstream did
         ├── BackendUnavailable 502 refused / unreachable / broken connection
         ├── BackendTimeout     504 no answer within BACKEND_TIMEOUT
@@ -101,6 +102,17 @@ class ShuttingDown(ProxyError):
     """Raised in a request still running when a stopping server's drain time is over (see ``draining``)."""
 
     status = 503
+
+    @property
+    def outcome(self) -> str:
+        return "cancelled"
+
+
+class ClientGone(ProxyError):
+    """The client closed its connection before any backend answered (no more attempts are made); nobody reads
+    the answer, the log records the exchange cancelled. 499 is the status nginx logs for it."""
+
+    status = 499
 
     @property
     def outcome(self) -> str:

@@ -3,10 +3,12 @@
 ``run`` tries the planned members in turn. A failure before an answer is in hand — connection refused or
 reset, a connect or first-byte timeout, a 5xx — counts against that member (passive health) and moves to
 the next one, up to ``retries`` more attempts; going back to a member already tried waits an exponential,
-jittered backoff. A 4xx, or anything the request itself did wrong, is the answer. An attempt returns once
-the answer's head is in (a stream) or the whole answer (otherwise): nothing has reached the client before,
-and after it a failure ends the stream as with one backend. Each attempt is recorded on the exchange
-(backend, status or error, milliseconds) and counted on its member (requests, failures, retries: /metrics).
+jittered backoff. A 4xx, or anything the request itself did wrong, is the answer. A client that has gone
+(``gone()``, asked before each further attempt) ends the attempts: the exchange is recorded cancelled.
+An attempt returns once the answer's head is in (a stream) or the whole answer (otherwise): nothing has
+reached the client before, and after it a failure ends the stream as with one backend. Each attempt is
+recorded on the exchange (backend, status or error, milliseconds) and counted on its member (requests,
+failures, retries: /metrics).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .context import current
-from .errors import BackendTimeout, BackendUnavailable, ProxyError, UpstreamStatus
+from .errors import BackendTimeout, BackendUnavailable, ClientGone, ProxyError, UpstreamStatus
 from .exchange import Exchange
 from .routing import Member, Pool
 
@@ -31,16 +33,19 @@ def retryable(exc: ProxyError) -> bool:
 
 
 def run(pool: Pool, exchange: Exchange, attempt: Attempt, *, sleep: Callable[[float], None] = time.sleep,
-        jitter: Callable[[], float] = random.random) -> Any:
+        jitter: Callable[[], float] = random.random, gone: Callable[[], bool] = lambda: False) -> Any:
     assert exchange.model_requested is not None  # begin() noted it
-    plan = pool.plan(exchange.model_requested)
     ctx = current()
+    plan = pool.plan(exchange.model_requested, ctx.session)
     last: ProxyError | None = None
     for number in range(pool.routing.retries + 1):
         member, model = plan[number % len(plan)]
         if number >= len(plan):  # back to a backend already tried: wait first
             sleep(pool.backoff(number - len(plan) + 1, jitter()))
         if number:
+            if gone():
+                raise ClientGone(f"the client closed the connection after {number} failed attempt(s); no more "
+                                 f"were made (last: {last.message if last else ''})")
             exchange.retry()
             member.retries += 1
         ctx.backend = member.backend

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import logging
 import threading
 import time
@@ -70,6 +71,7 @@ class Member:
         self._exact = frozenset(canonical(p) for p in spec.models if p not in self._globs)
         self._aliases = {canonical(c): b for c, b in spec.aliases}
         self._listed: tuple[int, frozenset[str]] = (0, frozenset())
+        self.retired = threading.Event()  # set when a reload drops it (or the pool stops): its probes end
 
     def describe(self) -> str:
         return f"{self.name} ({self.backend.describe()})"
@@ -171,6 +173,13 @@ def ordered(strategy: str, members: Sequence[Member], turn: int) -> list[Member]
     return [members[(first + i) % len(members)] for i in range(len(members))]
 
 
+def sticky(session: str, members: Sequence[Member]) -> Member:
+    """The member a session goes to: rendezvous hashing (the highest hash of session and name), so it stays
+    while that member is healthy, and when one goes down (or is added) only its own sessions move."""
+    key = session.encode("utf-8", "replace")
+    return max(members, key=lambda m: hashlib.blake2b(key + b"\0" + m.name.encode(), digest_size=8).digest())
+
+
 class Pool:
     """The members of BACKENDS_FILE, the routing settings, and the probes."""
 
@@ -182,18 +191,21 @@ class Pool:
         self.settings = settings
         self._turn = 0
         self._stop = threading.Event()
+        self._probing = False
 
     # --- routing ----------------------------------------------------------------------------
     def allowed(self, client_name: str) -> Sequence[Member]:
         """The members the first matching rule names (all when no rule matches)."""
+        by_name = self.by_name
         for rule in self.routing.rules:
-            if glob_match(client_name, (rule.model,)):
-                return [self.by_name[n] for n in rule.backends]
+            if glob_match(client_name, (rule.model,)):  # a name a reload is swapping in may be missing a moment
+                return [by_name[n] for n in rule.backends if n in by_name]
         return self.members
 
-    def plan(self, client_name: str) -> list[tuple[Member, str]]:
+    def plan(self, client_name: str, session: str | None = None) -> list[tuple[Member, str]]:
         """(member, its model name) for each healthy member serving ``client_name``, in the order to try them.
-        ModelNotFound when none serves it; NoHealthyBackend (503) when those that do are all down."""
+        ModelNotFound when none serves it; NoHealthyBackend (503) when those that do are all down. With
+        ``affinity`` on, a ``session`` goes first to the member it hashes to (``sticky``)."""
         name = self.settings.backend_model_for(client_name)
         healthy: list[Member] = []
         down: list[Member] = []
@@ -210,7 +222,12 @@ class Pool:
                 raise self.no_healthy(client_name, down)
             raise model_not_found(client_name, [m.id for m in self.models()])
         self._turn += 1
-        return [(m, m.upstream_name(name)) for m in ordered(self.routing.strategy, healthy, self._turn)]
+        order = ordered(self.routing.strategy, healthy, self._turn)
+        if session and self.routing.affinity and len(order) > 1:
+            first = sticky(session, order)
+            order.remove(first)
+            order.insert(0, first)
+        return [(m, m.upstream_name(name)) for m in order]
 
     def no_healthy(self, client_name: str, down: Sequence[Member]) -> NoHealthyBackend:
         listed = "; ".join(f"{m.name}: {m.last_error or 'down'}" for m in down)
@@ -254,19 +271,41 @@ class Pool:
         ollama = [m for m in self.members if m.backend.dialect == "ollama"]
         return next((m for m in ollama if m.healthy), ollama[0] if ollama else self.members[0])
 
+    # --- reload -----------------------------------------------------------------------------
+    def replace(self, config: BackendsConfig, members: Sequence[Member]) -> None:
+        """A reloaded file's configuration and members (``rebuild`` kept the unchanged ones): requests from now
+        on see them; requests in flight keep the member they hold; dropped members' probes end, new ones start."""
+        old = self.members
+        self.members = tuple(members)
+        self.by_name = {m.name: m for m in self.members}
+        self.config, self.routing = config, config.routing
+        for member in old:
+            if member not in self.members:
+                member.retired.set()
+        if self._probing and not self._stop.is_set():
+            for member in self.members:
+                if member not in old:
+                    self._start_probe(member)
+
     # --- probes -----------------------------------------------------------------------------
     def start_probes(self) -> None:
+        self._probing = True
         for member in self.members:
-            if member.spec.health.path:
-                threading.Thread(target=self._probe_loop, args=(member,), name=f"probe-{member.name}",
-                                 daemon=True).start()
+            self._start_probe(member)
+
+    def _start_probe(self, member: Member) -> None:
+        if member.spec.health.path:
+            threading.Thread(target=self._probe_loop, args=(member,), name=f"probe-{member.name}",
+                             daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
+        for member in self.members:
+            member.retired.set()
 
     def _probe_loop(self, member: Member) -> None:
         health = member.spec.health
-        while not self._stop.wait(health.interval_s):
+        while not member.retired.wait(health.interval_s):
             probe(member)
 
 
@@ -329,18 +368,48 @@ class PoolCatalog:
 
 def build_pool(config: BackendsConfig, settings: Settings, make_backend: Callable[[Settings], Any]) -> Pool:
     """A member per backend of the file: the ordinary backend object, built from settings that describe it."""
-    members = []
-    for spec in config.backends:
+    return Pool(config, [_member(spec, settings, make_backend) for spec in config.backends], settings)
+
+
+def _connection_of(spec: BackendSpec) -> tuple[Any, ...]:
+    """What the backend object (and its connection pool) is built from: members alike in this share it."""
+    return spec.type, spec.url, spec.api_key, spec.flavor, spec.timeouts.connect_s, spec.timeouts.idle_s
+
+
+def _member(spec: BackendSpec, settings: Settings, make_backend: Callable[[Settings], Any],
+            backend: Any = None, catalog: Catalog | None = None) -> Member:
+    if backend is None:
         own = dataclasses.replace(settings, backend_type=spec.type, backend_url=spec.url or settings.backend_url,
-                               backend_api_key=spec.api_key, backend_flavor=spec.flavor,
-                               backend_connect_timeout=spec.timeouts.connect_s,
-                               backend_timeout=spec.timeouts.idle_s)
+                                  backend_api_key=spec.api_key, backend_flavor=spec.flavor,
+                                  backend_connect_timeout=spec.timeouts.connect_s,
+                                  backend_timeout=spec.timeouts.idle_s)
         backend = make_backend(own)
-        backend.first_byte_timeout = spec.timeouts.first_byte_s
+    backend.first_byte_timeout = spec.timeouts.first_byte_s
+    backend.total_timeout = spec.timeouts.total_s or None
+    if catalog is None:
         catalog = Catalog(backend.list_models, tuple((c, b) for c, b in spec.aliases),
                           _resolver(spec.aliases), settings.model_list_ttl)
-        members.append(Member(spec, backend, catalog))
-    return Pool(config, members, settings)
+    return Member(spec, backend, catalog)
+
+
+def rebuild(pool: Pool, config: BackendsConfig, make_backend: Callable[[Settings], Any]) -> list[Member]:
+    """The members for a reloaded ``config``: a backend whose spec did not change is the same member (its
+    health, in-flight count and connections); one whose connection settings did not change keeps its backend
+    object (connections), model list (same aliases) and health; any other is new. Builds, changes nothing."""
+    members = []
+    for spec in config.backends:
+        old = pool.by_name.get(spec.name)
+        if old is not None and old.spec == spec:
+            members.append(old)
+        elif old is not None and _connection_of(old.spec) == _connection_of(spec):
+            catalog = old.catalog if old.spec.aliases == spec.aliases else None
+            member = _member(spec, pool.settings, make_backend, old.backend, catalog)
+            member.healthy, member.failures, member.last_error = old.healthy, old.failures, old.last_error
+            member.latency_ms = old.latency_ms
+            members.append(member)
+        else:
+            members.append(_member(spec, pool.settings, make_backend))
+    return members
 
 
 def _resolver(aliases: tuple[tuple[str, str], ...]) -> Callable[[str], str]:

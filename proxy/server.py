@@ -26,6 +26,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer, headers_factory
 
 from . import draining
+from .clientgone import CLIENT_SOCKET
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,13 @@ class Handler(WSGIHandler):
             raise HeadRefused(f"{self.request_version[:20]} is not served (HTTP/1.1 and HTTP/1.0 are)")
         self.requests += 1
         return True
+
+    def get_environ(self) -> dict[str, Any]:
+        """pywsgi's environ, and the client's socket in it: a request can look whether its client has gone
+        (``proxy.clientgone``) before it spends more on an answer nobody will read."""
+        environ = super().get_environ()
+        environ[CLIENT_SOCKET] = self.socket
+        return environ
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:

@@ -80,6 +80,7 @@ def _innermost(exc: BaseException) -> BaseException:
 
 
 _READ_TIMEOUTS = (socket.timeout, TimeoutError)
+DEADLINE_SLACK_S = 0.01  # a socket timeout set to end at the deadline may fire this much before it
 _NAME_FAILURES = (socket.gaierror,)
 
 # (what the failure is, when it is met, the error). ``n``: the backend named; ``c``: the call's timeouts,
@@ -93,8 +94,8 @@ FAILURES: tuple[tuple[Any, Callable[..., ProxyError]], ...] = (
     (_NAME_FAILURES, lambda n, c, e: BackendUnavailable(f"cannot connect to {n}: {_text(_innermost(e))}")),
     (ConnectionRefusedError, lambda n, c, e: BackendUnavailable(f"cannot connect to {n}: connection refused")),
     (ConnectTimeout, lambda n, c, e: BackendTimeout(f"{n} did not accept a connection within {c.connect:g} s")),
-    (_READ_TIMEOUTS, lambda n, c, e: BackendTimeout(f"{n} stopped sending for {c.read:g} s" if c.reading
-                                                    else f"{n} did not answer within {c.read:g} s")),
+    (_READ_TIMEOUTS, lambda n, c, e: c.over() or BackendTimeout(f"{n} stopped sending for {c.read:g} s" if c.reading
+                                                                else f"{n} did not answer within {c.read:g} s")),
     (zlib.error, lambda n, c, e: BackendUnavailable(
         f"{n} sent a compressed body that does not decode: {_text(_innermost(e))}")),
     (BaseException, lambda n, c, e: BackendUnavailable(f"the connection to {n} broke: {_text(_innermost(e))}"
@@ -104,12 +105,22 @@ FAILURES: tuple[tuple[Any, Callable[..., ProxyError]], ...] = (
 
 
 class Call:
-    """What the failure table needs to know about the call that failed."""
+    """What the failure table needs to know about the call that failed, and the call's own deadline
+    (BACKENDS_FILE's ``total_s``: the whole exchange with the backend, head and body)."""
 
-    __slots__ = ("connect", "read", "reading", "limits")
+    __slots__ = ("connect", "read", "reading", "limits", "name", "total", "deadline")
 
-    def __init__(self, connect: float, read: float, reading: bool = False, limits: tuple = ()):
+    def __init__(self, connect: float, read: float, reading: bool = False, limits: tuple = (), name: str = "",
+                 total: float | None = None):
         self.connect, self.read, self.reading, self.limits = connect, read, reading, limits
+        self.name, self.total = name, total
+        self.deadline = time.monotonic() + total if total else None
+
+    def over(self) -> BackendTimeout | None:
+        """The timeout to raise when the call's deadline has passed, else None."""
+        if self.deadline is None or time.monotonic() < self.deadline - DEADLINE_SLACK_S:
+            return None
+        return BackendTimeout(f"{self.name} did not finish within {self.total:g} s (total_s); the exchange was ended")
 
     def hint(self, exc: ResponseTooLarge) -> str:
         return " (MAX_RESPONSE_BYTES)" if exc.limit in self.limits else ""
@@ -239,7 +250,10 @@ class HTTPUpstream:
             # a plain body is read here, with no generator between the socket and the relay
             pieces = self._decoded() if self._wbits is not None else None
             read_some = self._resp.read_some
+            call = self._call
             while True:
+                if call.deadline is not None:
+                    self._bound_read(call)
                 data = next(pieces, b"") if pieces is not None else read_some(READ_SIZE)
                 if not data:
                     return
@@ -257,6 +271,16 @@ class HTTPUpstream:
         except UPSTREAM_ERRORS as exc:
             self.close()
             raise failure(exc, self._name, self._call) from None
+
+    def _bound_read(self, call: Call) -> None:
+        """Before a read under a deadline (``total_s``): raise once it has passed, else wait no longer than it."""
+        late = call.over()
+        if late is not None:
+            raise late
+        sock = self._resp._sock
+        if sock is not None:
+            assert call.deadline is not None
+            sock.settimeout(max(0.001, min(call.read, call.deadline - time.monotonic())))
 
     def error_for(self, exc: BaseException) -> ProxyError:
         """The ProxyError, naming the backend, for a failure while the body was relayed (a stream's line
@@ -309,6 +333,7 @@ class HTTPBackend:
     type = "http"
     dialect = "openai"
     first_byte_timeout: float | None = None  # BACKENDS_FILE's first_byte_s; else the read timeout covers the head
+    total_timeout: float | None = None  # BACKENDS_FILE's total_s: the whole exchange (head and body) ends after it
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -338,9 +363,12 @@ class HTTPBackend:
         ``stream``: the body is relayed as it arrives rather than read whole (no MAX_RESPONSE_BYTES)."""
         read = self.read_timeout if timeout is None else timeout
         first = read if timeout is not None or self.first_byte_timeout is None else self.first_byte_timeout
-        call = Call(self.connect_timeout if timeout is None else min(timeout, self.connect_timeout), first,
-                    limits=(self._limit,))
+        total = self.total_timeout if timeout is None else None
+        connect = self.connect_timeout if timeout is None else min(timeout, self.connect_timeout)
         name = self.describe()
+        if total:
+            connect, first = min(connect, total), min(first, total)
+        call = Call(connect, first, limits=(self._limit,), name=name, total=total)
         try:
             resp = self.connection.request(method, path, body, request_id=request_id, connect=call.connect,
                                            read=first)

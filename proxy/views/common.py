@@ -11,6 +11,7 @@ from .. import failover, jsonio, keycase
 from ..backends.base import Backend, Upstream
 from ..body import read_body, release_body
 from ..catalog import ModelInfo, model_allowed
+from ..clientgone import client_gone
 from ..context import current
 from ..errors import BackendUnavailable, BadRequest
 from ..exchange import Exchange, Relay
@@ -44,7 +45,17 @@ def begin(front: str, check: Callable[[Any], str]) -> tuple[Exchange, Any]:
     exchange = start_exchange(front)
     body = read_json()
     exchange.model_requested = check(body)
+    pool = services().pool
+    if pool is not None and pool.routing.affinity:
+        current().session = session_of(body)
     return exchange, body
+
+
+def session_of(body: Any) -> str | None:
+    """What keeps a conversation on one backend (BACKENDS_FILE's ``affinity``): the X-Session-ID header, else
+    the body's ``user`` field."""
+    user = body.get("user") if isinstance(body, dict) else None
+    return request.headers.get("X-Session-ID") or (user if isinstance(user, str) and user else None)
 
 
 def listed_models() -> list[ModelInfo]:
@@ -76,7 +87,8 @@ def serve(exchange: Exchange, attempt: Callable[[Backend, str], Response]) -> Re
     svc = services()
     if svc.pool is None:
         return attempt(svc.backend, route_model(exchange))
-    return failover.run(svc.pool, exchange, attempt)
+    environ = request.environ
+    return failover.run(svc.pool, exchange, attempt, gone=lambda: client_gone(environ))
 
 
 def management_backend() -> Backend:

@@ -143,7 +143,13 @@ def overview() -> str:
                  backends=backends,
                  figures=figures, writer=store.writer.stats() if store else None,
                  database=store.describe() if store else None, db_error=db_error,
-                 loopback_only=not svc.settings.admin_token)
+                 loopback_only=not svc.settings.admin_token, backends_problem=_backends_problem(svc))
+
+
+def _backends_problem(svc: Any) -> str | None:
+    """Why the BACKENDS_FILE on disk is not the one in force (a broken edit), or None."""
+    watcher = svc.extras.get("backends_file")
+    return watcher.problem if watcher is not None else None
 
 
 @bp.route("/logs")

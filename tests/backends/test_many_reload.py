@@ -1,0 +1,140 @@
+"""BACKENDS_FILE hot reload over real sockets: the file rewritten while a stream runs (the stream completes on
+the backend it started on, the next request goes to the new one, the removed backend's probes stop); unchanged
+backends keep their member, health and connections; a broken edit keeps serving the last good configuration,
+says so once on the log and on the UI's overview, and a fixed file is taken again."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.support.fakes import FakeUpstream
+from tests.support.pool_proxy import CHAT, PoolProxy, backend, openai_fake, wait_until
+
+
+@pytest.fixture
+def upstreams():
+    started: list[FakeUpstream] = []
+
+    def start(*pieces: str, **reply_kw: Any) -> FakeUpstream:
+        started.append(openai_fake(*pieces, **reply_kw))
+        return started[-1]
+
+    yield start
+    for fake in started:
+        fake.stop()
+
+
+@pytest.fixture
+def proxy(tmp_path: Path):
+    """Factory: ``proxy(toml_text)`` -> a proxy (werkzeug, threads) watching BACKENDS_FILE with that text."""
+    started: list[PoolProxy] = []
+
+    def factory(text: str) -> PoolProxy:
+        started.append(PoolProxy.start(tmp_path, text))
+        return started[-1]
+
+    yield factory
+    for running in started:
+        running.stop()
+
+
+def answer(proxy: PoolProxy) -> str:
+    r = requests.post(proxy.url + "/v1/chat/completions", json=CHAT, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]["message"]["content"]
+
+
+def test_a_rewrite_while_a_stream_runs_lets_it_finish_and_sends_the_next_request_to_the_new_backend(
+        upstreams, proxy):
+    gate = threading.Event()
+    old = upstreams("from", " old", gate=gate, gate_at=2)  # the role chunk, "from", then it waits
+    new = upstreams("from new")
+    running = proxy(backend("old", old, 'health = { interval_s = 0.1 }\n'))
+    wait_until(lambda: len(old.calls("/v1/models")) >= 2)  # probed
+    stream = requests.post(running.url + "/v1/chat/completions", json={**CHAT, "stream": True}, stream=True,
+                           timeout=10)
+    lines = stream.iter_lines()
+    assert b"from" in next(line for line in lines if b'"from"' in line)  # through; the rest waits
+    started = time.monotonic()
+    running.rewrite(backend("new", new))
+    wait_until(lambda: "new" in running.pool.by_name)
+    assert time.monotonic() - started < 2.5  # within 2 s of the change (and a look)
+    assert answer(running) == "from new"  # new requests see the new pool while the old stream still runs
+    gate.set()
+    rest = b"\n".join(lines)
+    assert b" old" in rest and b"[DONE]" in rest and b"error" not in rest  # the stream completed on "old"
+    assert old.exchanges_to("/v1/chat/completions")[0].completed
+    probes = len(old.calls("/v1/models"))
+    time.sleep(0.5)
+    assert len(old.calls("/v1/models")) == probes  # the removed backend is no longer probed
+    assert [m.name for m in running.pool.members] == ["new"] and answer(running) == "from new"
+    health = requests.get(running.url + "/healthz", timeout=5).json()
+    assert [b["name"] for b in health["backends"]] == ["new"]
+
+
+def test_unchanged_backends_keep_their_member_and_health(upstreams, proxy):
+    a, b, c = upstreams("a"), upstreams("b"), upstreams("c")
+    running = proxy(backend("a", a) + backend("b", b, "weight = 1\n"))
+    member_a, member_b = running.pool.by_name["a"], running.pool.by_name["b"]
+    member_a.failed("an earlier failure")
+    member_b.failed("an earlier failure of b")
+    running.rewrite(backend("a", a) + backend("b", b, "weight = 5\n") + backend("c", c))
+    wait_until(lambda: "c" in running.pool.by_name)
+    assert running.pool.by_name["a"] is member_a and member_a.failures == 1  # the same member: untouched
+    kept = running.pool.by_name["b"]  # weight changed: a new member on the same backend object (connections)
+    assert kept is not member_b and kept.backend is member_b.backend and kept.spec.weight == 5
+    assert kept.failures == 1 and kept.last_error == "an earlier failure of b" and not member_a.retired.is_set()
+    assert member_b.retired.is_set()
+    assert sorted(answer(running) for _ in range(3)) == ["a", "b", "c"]
+
+
+def test_a_broken_edit_keeps_the_last_good_configuration_logs_once_and_shows_on_the_overview(
+        upstreams, proxy, caplog):
+    good, other = upstreams("good"), upstreams("other")
+    running = proxy(backend("good", good))
+    caplog.set_level(logging.INFO, logger="proxy.backendswatch")
+    running.rewrite(backend("good", good) + '[backends.other]\ntype = "openai"\nurl = "nope"\n')
+    wait_until(lambda: running.watcher.problem is not None)
+    assert "backend 'other', key 'url'" in running.watcher.problem
+    assert answer(running) == "good"
+    page = requests.get(running.url + "/ui/", timeout=5)
+    assert page.status_code == 200 and 'id="backends-file-problem"' in page.text
+    assert "backend &#39;other&#39;, key &#39;url&#39;" in page.text
+    running.rewrite("[backends.good\n")  # broken differently: one more line
+    wait_until(lambda: "not valid TOML" in (running.watcher.problem or ""))
+    time.sleep(1.5)  # more looks at the same broken file: no more lines
+    lines = [r for r in caplog.records if r.name == "proxy.backendswatch"]
+    assert [r.levelname for r in lines] == ["ERROR", "ERROR"]
+    assert "last good configuration stays in force" in lines[0].getMessage()
+    assert answer(running) == "good" and [m.name for m in running.pool.members] == ["good"]
+    running.path.unlink()  # gone: the same, said once
+    wait_until(lambda: "gone" in (running.watcher.problem or ""))
+    assert answer(running) == "good"
+    running.path.write_text(backend("other", other))
+    wait_until(lambda: running.watcher.problem is None)
+    assert answer(running) == "other"
+    assert 'id="backends-file-problem"' not in requests.get(running.url + "/ui/", timeout=5).text
+    lines = [r for r in caplog.records if r.name == "proxy.backendswatch"]
+    assert [r.levelname for r in lines] == ["ERROR", "ERROR", "ERROR", "INFO"]
+    assert "good again" in lines[-1].getMessage() and "added other" in lines[-1].getMessage()
+
+
+def test_requests_in_flight_keep_the_backend_they_hold_when_it_is_removed(upstreams, proxy):
+    slow = upstreams("slow whole", hang=2.5)  # answers after the reload
+    fast = upstreams("fast")
+    running = proxy(backend("slow", slow))
+    result: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: result.update(text=answer(running)))
+    worker.start()
+    slow.wait_for("/v1/chat/completions")
+    running.rewrite(backend("fast", fast))
+    wait_until(lambda: "fast" in running.pool.by_name)
+    worker.join(timeout=10)
+    assert result["text"] == "slow whole"  # a non-streamed answer in flight: whole, from the removed backend
+    assert answer(running) == "fast"
