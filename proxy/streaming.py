@@ -6,7 +6,7 @@ push one upstream chunk through both (a live stream's ``Relay`` calls them), ``o
 ``ollama_ndjson_to_openai`` are the same as generators.
 Same-dialect streams go through ``passthrough`` instead.
 Each translator also keeps the assembled answer (text, thinking, tool calls, usage) for the log; a passthrough's
-answer is assembled here too, once it has ended (``assemble_*``).
+answer is assembled once it has ended, by ``assemble``.
 """
 from __future__ import annotations
 
@@ -410,48 +410,3 @@ def error_chunk(dialect: str, exc: ProxyError) -> bytes:
     if dialect == "openai":
         return openai_error_event(exc.message) + oa.SSE_DONE
     return ollama_error_line(exc.message)
-
-
-# --- assembling a passthrough's answer afterwards (for the log, off the client's path) --------
-
-def _assemble(translate: Callable[[Iterable[bytes], Any], Iterator[bytes]], translator: Any, raw: bytes) -> Answer:
-    """Run a translator over a whole recorded stream only for the answer it assembles."""
-    try:
-        for _ in translate([raw], translator):
-            pass
-    except ProxyError as exc:
-        translator.answer.error = exc.message
-    return translator.answer
-
-
-def answer_of_openai(resp: Any) -> Answer:
-    """The answer of a whole (non-streamed) OpenAI chat or text completion."""
-    answer = Answer()
-    if not isinstance(resp, dict):
-        return answer
-    take_openai_usage(answer, resp.get("usage"))
-    for choice in resp.get("choices") or ():
-        message = choice.get("message") or {}
-        text = message.get("content") if message else choice.get("text")
-        if isinstance(text, str):
-            answer.content.append(text)
-        reasoning = oa.reasoning_of(message) if message else None
-        if reasoning:
-            answer.thinking.append(reasoning)
-        answer.tool_calls.extend(message.get("tool_calls") or ())
-        answer.finish_reason = choice.get("finish_reason")
-    return answer
-
-
-def assemble_openai_json(raw: bytes) -> Answer:
-    return answer_of_openai(jsonio.loads(raw))
-
-
-def assemble_openai_sse(raw: bytes) -> Answer:
-    return _assemble(openai_sse_to_ollama, OpenAIToOllama("chat", "", 0.0, clock=lambda: 0.0, emit=False), raw)
-
-
-def assemble_ollama_ndjson(raw: bytes, kind: str = "chat") -> Answer:
-    translator = OllamaToOpenAI("chat" if kind == "chat" else "completion", "", "", 0, False, clock=lambda: 0.0,
-                                emit=False)
-    return _assemble(ollama_ndjson_to_openai, translator, raw)

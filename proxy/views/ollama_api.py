@@ -9,6 +9,7 @@ from flask import Blueprint, Response, redirect, request
 from werkzeug.wrappers import Response as BaseResponse  # what redirect() makes
 
 from .. import jsonio
+from ..assemble import assemble_ollama_ndjson
 from ..backends.base import Backend
 from ..context import current
 from ..dialects import ollama as ol
@@ -19,7 +20,7 @@ from ..passthrough import model_renames, passthrough_lines, rename_model
 from ..render import json_response, raw_json_response
 from ..rewrite import inject_text
 from ..services import services
-from ..streaming import OpenAIStreamToOllama, OpenAIToOllama, assemble_ollama_ndjson
+from ..streaming import OpenAIStreamToOllama, OpenAIToOllama
 from . import models as model_views
 from .common import (
     NDJSON,

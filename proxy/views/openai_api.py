@@ -6,6 +6,7 @@ import time
 from flask import Blueprint, Response, request
 
 from .. import jsonio
+from ..assemble import answer_of_openai, assemble_openai_json, assemble_openai_sse
 from ..backends.base import Backend
 from ..dialects import ollama_openai as oo
 from ..dialects import openai as oa
@@ -14,13 +15,7 @@ from ..passthrough import model_renames, passthrough_sse, rename_model
 from ..render import json_response, raw_json_response
 from ..rewrite import inject_text
 from ..services import services
-from ..streaming import (
-    OllamaStreamToOpenAI,
-    OllamaToOpenAI,
-    answer_of_openai,
-    assemble_openai_json,
-    assemble_openai_sse,
-)
+from ..streaming import OllamaStreamToOpenAI, OllamaToOpenAI
 from . import models as model_views
 from .common import (
     begin,

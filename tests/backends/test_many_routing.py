@@ -27,9 +27,6 @@ class FakeCatalog:
         self._models = [ModelInfo(id=n) for n in self.names]
         return self._models
 
-    def invalidate(self) -> None:
-        pass
-
 
 class FakeBackend:
     def __init__(self, kind: str):

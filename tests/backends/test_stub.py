@@ -2,9 +2,9 @@
 import json
 
 from proxy import jsonio
+from proxy.assemble import assemble_openai_sse
 from proxy.backends.stub import StubBackend, embed, reply_for
 from proxy.config import Settings
-from proxy.streaming import assemble_openai_sse
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}}]
