@@ -24,6 +24,7 @@ from .catalog import Catalog, ModelInfo, model_not_found
 from .config import Settings
 from .dialects.ollama import canonical
 from .errors import BackendError, ProxyError
+from .slots import SlotQueue
 
 log = logging.getLogger(__name__)
 EWMA_WEIGHT = 0.2  # of the newest latency in a member's average
@@ -58,7 +59,9 @@ class Member:
         self.healthy = True
         self.failures = 0  # consecutive failed requests (or probes)
         self.successes = 0  # consecutive successful probes while down
-        self.in_flight = 0
+        self.in_flight = 0  # slots taken (``slots.SlotQueue`` counts them)
+        self.queued = 0  # requests waiting for a slot here (or on another member serving their model)
+        self.hold_s: float | None = None  # average time a slot is held, for Retry-After
         self.last_error: str | None = None
         self.latency_ms: float | None = None  # EWMA of the time to an answer's head
         self.current = 0  # smooth weighted round-robin's running weight
@@ -133,7 +136,7 @@ class Member:
 
     def state(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.backend.type, "url": self.backend.base_url,
-                "state": "healthy" if self.healthy else "down", "in_flight": self.in_flight,
+                "state": "healthy" if self.healthy else "down", "in_flight": self.in_flight, "queued": self.queued,
                 "failures": self.failures, "last_error": self.last_error,
                 "latency_ms": round(self.latency_ms, 2) if self.latency_ms is not None else None}
 
@@ -177,6 +180,7 @@ class Pool:
         self.members = tuple(members)
         self.by_name = {m.name: m for m in self.members}
         self.settings = settings
+        self.slots = SlotQueue()
         self._turn = 0
         self._stop = threading.Event()
 

@@ -98,6 +98,11 @@ class Handler(WSGIHandler):
         finally:
             server.idle.discard(me)
 
+    def get_environ(self) -> dict[str, Any]:
+        environ = super().get_environ()
+        environ["llm_proxy.socket"] = self.socket  # watched while the request waits for a slot (``disconnect``)
+        return environ
+
     def MessageClass(self, fp: Any, *_args: Any) -> Any:  # noqa: N802 - pywsgi's name
         """The request's header lines, read within MAX_HEAD_BYTES and refused when a line has a bare CR or a
         NUL in it (another parser could split it differently), parsed by pywsgi's own parser, and refused

@@ -12,6 +12,7 @@ from ..backends.base import Backend, Upstream
 from ..body import read_body, release_body
 from ..catalog import ModelInfo, model_allowed
 from ..context import current
+from ..disconnect import client_gone
 from ..errors import BackendUnavailable, BadRequest
 from ..exchange import Exchange, Relay
 from ..recording import start_exchange
@@ -71,12 +72,12 @@ def upstream_backend() -> Backend:
 
 def serve(exchange: Exchange, attempt: Callable[[Backend, str], Response]) -> Response:
     """Answer with ``attempt(backend, its model name)``: the one backend, or, with BACKENDS_FILE, the pool's
-    backends in turn until one answers (``failover.run``). The attempt decides passthrough or translation
-    by the dialect of the backend it is given."""
+    backends in turn until one answers (``failover.run``, which may wait for a free slot). The attempt decides
+    passthrough or translation by the dialect of the backend it is given."""
     svc = services()
     if svc.pool is None:
         return attempt(svc.backend, route_model(exchange))
-    return failover.run(svc.pool, exchange, attempt)
+    return failover.run(svc.pool, exchange, attempt, gone=client_gone(request.environ))
 
 
 def management_backend() -> Backend:
