@@ -8,7 +8,8 @@
     models = ["qwen3-*", "smollm2"]  # exact names and globs it serves (default: whatever its model list says)
     aliases = { fast = "smollm2" }   # client name = this backend's name
     weight = 3                       # for the weighted strategy
-    max_concurrency = 4              # parsed and checked; not enforced yet (0 = no cap)
+    max_concurrency = 4              # requests in flight at most (0 = no cap); beyond it they queue
+    queue = { max_waiting = 100, max_wait_s = 60 }  # bounds of that queue: beyond them a 503 overloaded
     timeouts = { connect_s = 5, first_byte_s = 300, idle_s = 300, total_s = 0 }  # total_s: 0 = none
     health = { path = "/v1/models", interval_s = 10, timeout_s = 3, unhealthy_after = 3, healthy_after = 2 }
 
@@ -53,6 +54,14 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class QueueBounds:
+    """The wait for a slot of a backend that has ``max_concurrency`` requests in flight."""
+
+    max_waiting: int = 100  # requests waiting at once (0: none wait, a full backend answers 503 at once)
+    max_wait_s: float = 60.0  # how long one waits before a 503
+
+
+@dataclass(frozen=True)
 class Health:
     path: str  # "" = the backend is not probed (the stub)
     interval_s: float = 10.0
@@ -71,7 +80,8 @@ class BackendSpec:
     models: tuple[str, ...] = ()  # empty: what its model list says
     aliases: tuple[tuple[str, str], ...] = ()  # (client name, this backend's name)
     weight: int = 1
-    max_concurrency: int = 0  # 0 = no cap; parsed, not enforced yet
+    max_concurrency: int = 0  # 0 = no cap
+    queue: QueueBounds = QueueBounds()
     timeouts: Timeouts = Timeouts()
     health: Health = Health("")
 
@@ -185,8 +195,9 @@ TIMEOUT_KEYS: dict[str, Callable[[Any], float]] = {
 HEALTH_KEYS: dict[str, Callable[[Any], Any]] = {
     "path": _path, "interval_s": _number(0, strict=True), "timeout_s": _number(0, strict=True),
     "unhealthy_after": _integer(1), "healthy_after": _integer(1)}
-BACKEND_KEYS = ("type", "url", "api_key", "flavor", "models", "aliases", "weight", "max_concurrency", "timeouts",
-                "health")
+QUEUE_KEYS: dict[str, Callable[[Any], Any]] = {"max_waiting": _integer(0), "max_wait_s": _number(0, strict=True)}
+BACKEND_KEYS = ("type", "url", "api_key", "flavor", "models", "aliases", "weight", "max_concurrency", "queue",
+                "timeouts", "health")
 ROUTING_KEYS = ("strategy", "retries", "backoff_ms", "rules", "affinity")
 
 
@@ -240,6 +251,10 @@ def _backend(name: str, table: Any, environ: Mapping[str, str]) -> BackendSpec:
     _unknown(timeouts_table, TIMEOUT_KEYS, f"{place}, table 'timeouts'")
     timeouts = Timeouts(**{k: _get(timeouts_table, k, check, f"{place}, timeouts", getattr(Timeouts(), k))
                            for k, check in TIMEOUT_KEYS.items()})
+    queue_table = _subtable(table, "queue", place)
+    _unknown(queue_table, QUEUE_KEYS, f"{place}, table 'queue'")
+    queue = QueueBounds(**{k: _get(queue_table, k, check, f"{place}, queue", getattr(QueueBounds(), k))
+                           for k, check in QUEUE_KEYS.items()})
     health_table = _subtable(table, "health", place)
     _unknown(health_table, HEALTH_KEYS, f"{place}, table 'health'")
     default_health = Health(HEALTH_PATHS[kind])
@@ -252,7 +267,7 @@ def _backend(name: str, table: Any, environ: Mapping[str, str]) -> BackendSpec:
         aliases=_get(table, "aliases", _aliases, place, ()),
         weight=_get(table, "weight", _integer(1), place, 1),
         max_concurrency=_get(table, "max_concurrency", _integer(0), place, 0),
-        timeouts=timeouts, health=health)
+        queue=queue, timeouts=timeouts, health=health)
 
 
 def _rule(index: int, table: Any, names: set[str]) -> Rule:

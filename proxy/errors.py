@@ -10,6 +10,7 @@
     ├── RateLimited           429  (carries retry_after seconds)
     ├── NotSupported          501  feature the configured backend cannot do
     ├── ShuttingDown          503  the server stopped and its drain time is over (outcome: cancelled)
+    ├── Overloaded            503  every backend for the model is at max_concurrency and the wait is full or over
     ├── ClientGone            499  the client closed the connection before an answer (outcome: cancelled)
     └── BackendError               anything the upstream did
         ├── BackendUnavailable 502 refused / unreachable / broken connection
@@ -38,6 +39,7 @@ OPENAI_TYPES = {
 class ProxyError(Exception):
     status = 500
     code: str | None = None
+    openai_type: str | None = None  # the OpenAI error `type` when the status alone does not say it
     param: str | None = None
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
@@ -108,6 +110,15 @@ class ShuttingDown(ProxyError):
         return "cancelled"
 
 
+class Overloaded(ProxyError):
+    """Every backend that serves the model is at its ``max_concurrency`` and its queue is full, or the wait
+    for a slot lasted ``max_wait_s``: come back after ``retry_after``."""
+
+    status = 503
+    code = "overloaded"
+    openai_type = "overloaded"
+
+
 class ClientGone(ProxyError):
     """The client closed its connection before any backend answered (no more attempts are made); nobody reads
     the answer, the log records the exchange cancelled. 499 is the status nginx logs for it."""
@@ -136,7 +147,8 @@ class UpstreamStatus(BackendError):
 
 
 def openai_error_object(exc: ProxyError) -> dict[str, Any]:
-    err_type = OPENAI_TYPES.get(exc.status) or ("server_error" if exc.status >= 500 else "invalid_request_error")
+    err_type = exc.openai_type or OPENAI_TYPES.get(exc.status) or (
+        "server_error" if exc.status >= 500 else "invalid_request_error")
     return {"message": exc.message, "type": err_type, "param": exc.param, "code": exc.code}
 
 

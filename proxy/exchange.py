@@ -135,7 +135,7 @@ class Exchange:
                  "max_body", "client_request", "upstream_request", "upstream_response", "client_response",
                  "backend_name", "backend_type", "model_requested", "model_upstream", "stream", "status", "outcome",
                  "error", "answer", "answer_parser", "upstream_first_byte_at", "client_first_chunk_at", "ended_at",
-                 "local", "usage", "whole", "attempts", "_sinks", "on_finish",
+                 "local", "usage", "whole", "attempts", "queued_ms", "_sinks", "on_finish",
                  "finished")  # each stream holds one: no dict
 
     def __init__(self, *, request_id: str, front: str, endpoint: str, method: str, client: str, user_agent: str,
@@ -173,6 +173,7 @@ class Exchange:
         self.ended_at: float | None = None
         self.local = False  # answered without the backend (probes, model lists)
         self.attempts: list[dict[str, Any]] | None = None  # failed attempts before the backend that answered
+        self.queued_ms: float | None = None  # time spent waiting for a backend's slot (None: never waited)
         self._sinks = tuple(sinks)
         self.on_finish: list[Callable[[Exchange], None]] = []  # this exchange's own callbacks (e.g. limits)
         self.finished = False
@@ -203,6 +204,10 @@ class Exchange:
         if self.attempts is None:
             self.attempts = []
         self.attempts.append({"backend": backend, "status": status, "error": error, "ms": round(ms, 1)})
+
+    def note_queued(self, seconds: float) -> None:
+        """Time spent waiting for a slot of a backend at its ``max_concurrency`` (added up over attempts)."""
+        self.queued_ms = (self.queued_ms or 0.0) + seconds * 1000
 
     def retry(self) -> None:
         """Forget what a failed attempt left (what was sent and received upstream) before the next one."""

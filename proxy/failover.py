@@ -4,11 +4,12 @@
 reset, a connect or first-byte timeout, a 5xx — counts against that member (passive health) and moves to
 the next one, up to ``retries`` more attempts; going back to a member already tried waits an exponential,
 jittered backoff. A 4xx, or anything the request itself did wrong, is the answer. A client that has gone
-(``gone()``, asked before each further attempt) ends the attempts: the exchange is recorded cancelled.
-An attempt returns once the answer's head is in (a stream) or the whole answer (otherwise): nothing has
-reached the client before, and after it a failure ends the stream as with one backend. Each attempt is
-recorded on the exchange (backend, status or error, milliseconds) and counted on its member (requests,
-failures, retries: /metrics).
+(``gone()``, asked before each further attempt and while waiting for a slot) ends the attempts: the
+exchange is recorded cancelled. An attempt returns once the answer's head is in (a stream) or the whole
+answer (otherwise): nothing has reached the client before, and after it a failure ends the stream as with
+one backend. Each attempt holds a slot of its member (``slots``) until the exchange ends; the time spent
+waiting for one is the exchange's ``queued_ms``. Each attempt is recorded on the exchange (backend, status
+or error, milliseconds) and counted on its member (requests, failures, retries: /metrics).
 """
 from __future__ import annotations
 
@@ -34,30 +35,38 @@ def retryable(exc: ProxyError) -> bool:
 
 def run(pool: Pool, exchange: Exchange, attempt: Attempt, *, sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random, gone: Callable[[], bool] = lambda: False) -> Any:
+    """The answer of the first planned member that gives one. Each attempt first takes a slot on a member
+    not tried yet in this round (waiting in the pool's fair queue when they are all at ``max_concurrency``);
+    a round over, the next starts after a backoff."""
     assert exchange.model_requested is not None  # begin() noted it
     ctx = current()
     plan = pool.plan(exchange.model_requested, ctx.session)
+    models = {member.name: model for member, model in plan}
+    key = ("key", ctx.key_name) if ctx.key_name is not None else ("client", exchange.client)
     last: ProxyError | None = None
+    tried: set[str] = set()
     for number in range(pool.routing.retries + 1):
-        member, model = plan[number % len(plan)]
         if number >= len(plan):  # back to a backend already tried: wait first
             sleep(pool.backoff(number - len(plan) + 1, jitter()))
+        if number and gone():
+            raise ClientGone(f"the client closed the connection after {number} failed attempt(s); no more "
+                             f"were made (last: {last.message if last else ''})")
+        if len(tried) == len(plan):  # a new round
+            tried.clear()
+        member = pool.slots.acquire([m for m, _ in plan if m.name not in tried], key, gone, exchange.note_queued)
+        model = models[member.name]
         if number:
-            if gone():
-                raise ClientGone(f"the client closed the connection after {number} failed attempt(s); no more "
-                                 f"were made (last: {last.message if last else ''})")
             exchange.retry()
             member.retries += 1
         ctx.backend = member.backend
         exchange.backend_name, exchange.backend_type = member.name, member.backend.type
         exchange.model_upstream = model
-        member.in_flight += 1
         member.requests += 1
         started = time.monotonic()
         try:
             response = attempt(member.backend, model)
         except ProxyError as exc:
-            member.in_flight -= 1
+            pool.slots.release(member)
             if not retryable(exc):
                 raise
             ms = (time.monotonic() - started) * 1000
@@ -65,25 +74,27 @@ def run(pool: Pool, exchange: Exchange, attempt: Attempt, *, sleep: Callable[[fl
             member.failed_requests += 1
             exchange.note_attempt(member.name, exc.status if isinstance(exc, UpstreamStatus) else None,
                                   exc.message, ms)
+            tried.add(member.name)
             last = exc
             continue
         except BaseException:
-            member.in_flight -= 1
+            pool.slots.release(member)
             raise
         member.answered((time.monotonic() - started) * 1000)
-        _release_when_done(member, exchange)
+        _release_when_done(pool, member, exchange, started)
         return response
     assert last is not None
     raise last
 
 
-def _release_when_done(member: Member, exchange: Exchange) -> None:
-    """The member's in-flight count drops when the exchange ends (at once for an answer already whole)."""
+def _release_when_done(pool: Pool, member: Member, exchange: Exchange, started: float) -> None:
+    """The member's slot is released when the exchange ends, however it ends (at once for an answer
+    already whole)."""
     if exchange.ended_at is not None:
-        member.in_flight -= 1
+        pool.slots.release(member, time.monotonic() - started)
         return
 
     def release(_: Exchange) -> None:
-        member.in_flight -= 1
+        pool.slots.release(member, time.monotonic() - started)
 
     exchange.on_finish.append(release)

@@ -25,6 +25,7 @@ from .catalog import Catalog, ModelInfo, model_not_found
 from .config import Settings
 from .dialects.ollama import canonical
 from .errors import BackendError, ProxyError
+from .slots import SlotQueue
 
 log = logging.getLogger(__name__)
 EWMA_WEIGHT = 0.2  # of the newest latency in a member's average
@@ -59,9 +60,9 @@ class Member:
         self.healthy = True
         self.failures = 0  # consecutive failed requests (or probes)
         self.successes = 0  # consecutive successful probes while down
-        self.in_flight = 0
-        self.queued = 0  # requests waiting for a slot (the queue sets it; /metrics reads it)
-        self.queue_wait_s = 0.0  # how long the longest-waiting of them has waited (the queue sets it)
+        self.in_flight = 0  # slots taken (``slots.SlotQueue`` counts them)
+        self.waiters: set[Any] = set()  # requests waiting for a slot here (or on another member serving their model)
+        self.hold_s: float | None = None  # average time a slot is held, for Retry-After
         self.requests = self.failed_requests = self.retries = 0  # attempts sent here, failed, and retries (/metrics)
         self.last_error: str | None = None
         self.latency_ms: float | None = None  # EWMA of the time to an answer's head
@@ -111,6 +112,17 @@ class Member:
         return canonical(upstream) in known[1]
 
     # --- health -----------------------------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a slot here (or on another member serving their model)."""
+        return len(self.waiters)
+
+    @property
+    def queue_wait_s(self) -> float:
+        """How long the longest-waiting of them has waited (0 with nobody waiting)."""
+        waiters = list(self.waiters)
+        return max(time.monotonic() - w.since for w in waiters) if waiters else 0.0
+
     def failed(self, error: str) -> None:
         """A real request (or a probe) failed: after ``unhealthy_after`` in a row the member is down."""
         self.last_error = error
@@ -138,7 +150,7 @@ class Member:
 
     def state(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.backend.type, "url": self.backend.base_url,
-                "state": "healthy" if self.healthy else "down", "in_flight": self.in_flight,
+                "state": "healthy" if self.healthy else "down", "in_flight": self.in_flight, "queued": self.queued,
                 "failures": self.failures, "last_error": self.last_error,
                 "latency_ms": round(self.latency_ms, 2) if self.latency_ms is not None else None}
 
@@ -189,6 +201,7 @@ class Pool:
         self.members = tuple(members)
         self.by_name = {m.name: m for m in self.members}
         self.settings = settings
+        self.slots = SlotQueue()
         self._turn = 0
         self._stop = threading.Event()
         self._probing = False

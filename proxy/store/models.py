@@ -24,7 +24,7 @@ EXCHANGE_COLUMNS = (
     "id", "started", "ended", "request_id", "client", "user_agent", "key_name", "front", "endpoint", "method",
     "backend_name", "backend_type", "model", "upstream_model", "stream", "status", "outcome", "error",
     "duration_ms", "ttfb_ms", "ttfc_ms", "overhead_ms", "prompt_tokens", "completion_tokens", "tokens_estimated",
-    "tokens_per_second", "tool_calls", "truncated", "preview", "attempts",
+    "tokens_per_second", "tool_calls", "truncated", "preview", "attempts", "queued_ms",
 )  # indexes cost every insert: only the list's filters have one (time, model, endpoint, status, client)
 BODY_NAMES = ("client_request", "upstream_request", "upstream_response", "client_response")
 BODY_COLUMNS = ("exchange_id", *BODY_NAMES, *(f"{n}_size" for n in BODY_NAMES),
@@ -82,6 +82,8 @@ def build_models(database: pw.Database) -> Models:
         preview = pw.CharField(max_length=200, default="")  # the last user message, one line
         # schema version 3: several backends' failed attempts before the one that answered, JSON (null: none)
         attempts = pw.TextField(null=True)
+        # schema version 4: time spent waiting for a backend's slot (max_concurrency; null: never waited)
+        queued_ms = pw.FloatField(null=True)
 
         class Meta:
             table_name = "exchanges"

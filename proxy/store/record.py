@@ -23,7 +23,8 @@ _SPACES = re.compile(r"\s+")
 class Record:
     __slots__ = ("started", "ended", "request_id", "client", "user_agent", "key_name", "front", "endpoint", "method",
                  "backend_name", "backend_type", "model", "upstream_model", "stream", "status", "outcome", "error",
-                 "bodies", "answer", "upstream_first_byte_at", "client_first_chunk_at", "local", "attempts")
+                 "bodies", "answer", "upstream_first_byte_at", "client_first_chunk_at", "local", "attempts",
+                 "queued_ms")
     # the slots' types, for readers and type checkers (``of`` fills them all)
     started: float
     ended: float
@@ -48,6 +49,7 @@ class Record:
     client_first_chunk_at: float | None
     local: bool
     attempts: list[dict[str, Any]] | None
+    queued_ms: float | None
 
     @classmethod
     def of(cls, exchange: Any) -> Record:
@@ -76,6 +78,7 @@ class Record:
         r.client_first_chunk_at = exchange.client_first_chunk_at
         r.local = exchange.local
         r.attempts = exchange.attempts
+        r.queued_ms = exchange.queued_ms
         return r
 
     # --- in the writer ------------------------------------------------------------------------
@@ -112,7 +115,7 @@ class Record:
                  self.status, self.outcome, _clean(self.error, nul_free), round(duration, 3), _r(ttfb), _r(ttfc),
                  _r(overhead), prompt, completion, estimated, self.tokens_per_second(completion),
                  len(answer["tool_calls"]) if answer else 0, truncated, preview,
-                 _clean(jsonio.dumps_str(self.attempts), nul_free) if self.attempts else None)
+                 _clean(jsonio.dumps_str(self.attempts), nul_free) if self.attempts else None, _r(self.queued_ms))
         answer_json = _text(jsonio.dumps(answer), nul_free) if answer is not None else None
         body = (*texts, *(body.size for body in self.bodies), *cut, answer_json)
         search = search_text(self, request, texts[0], answer)

@@ -20,7 +20,7 @@ from .models import Models
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 LOCK_KEY = 0x11A9_0C5E  # PostgreSQL advisory lock id for schema work
 FTS_TABLE = "exchange_fts"  # SQLite FTS5: rowid = exchanges.id, one column of searchable text
 SEARCH_TABLE = "exchange_search"  # PostgreSQL: exchange_id, tsvector
@@ -37,10 +37,17 @@ def _add_attempts(models: Models, migrator: SchemaMigrator) -> None:
         migrate(migrator.add_column("exchanges", "attempts", pw.TextField(null=True)))
 
 
+def _add_queued_ms(models: Models, migrator: SchemaMigrator) -> None:
+    """Version 4: the time spent waiting for a backend's slot (max_concurrency), in milliseconds."""
+    if "queued_ms" not in {c.name for c in models.database.get_columns("exchanges")}:
+        migrate(migrator.add_column("exchanges", "queued_ms", pw.FloatField(null=True)))
+
+
 # version reached -> step; each step takes the database from version-1 to version.
 MIGRATIONS: dict[int, Callable[[Models, SchemaMigrator], None]] = {
     2: _add_key_name,
     3: _add_attempts,
+    4: _add_queued_ms,
 }
 
 

@@ -82,8 +82,8 @@ def upstream_backend() -> Backend:
 
 def serve(exchange: Exchange, attempt: Callable[[Backend, str], Response]) -> Response:
     """Answer with ``attempt(backend, its model name)``: the one backend, or, with BACKENDS_FILE, the pool's
-    backends in turn until one answers (``failover.run``). The attempt decides passthrough or translation
-    by the dialect of the backend it is given."""
+    backends in turn until one answers (``failover.run``, which may wait for a free slot). The attempt decides
+    passthrough or translation by the dialect of the backend it is given."""
     svc = services()
     if svc.pool is None:
         return attempt(svc.backend, route_model(exchange))

@@ -19,6 +19,7 @@ models = ["qwen3-*", "smollm2"]
 aliases = { fast = "smollm2" }
 weight = 3
 max_concurrency = 4
+queue = { max_waiting = 8, max_wait_s = 2.5 }
 timeouts = { connect_s = 2, first_byte_s = 30, idle_s = 60, total_s = 600 }
 health = { interval_s = 5, unhealthy_after = 2 }
 
@@ -52,7 +53,8 @@ def test_a_good_file_gives_every_value_and_the_defaults():
     assert (gpu.name, gpu.type, gpu.url, gpu.api_key, gpu.flavor) == ("gpu", "openai", "http://10.0.0.5:8080",
                                                                        "sk-1", "llamacpp")
     assert gpu.models == ("qwen3-*", "smollm2") and gpu.aliases == (("fast", "smollm2"),)
-    assert (gpu.weight, gpu.max_concurrency) == (3, 4)
+    assert (gpu.weight, gpu.max_concurrency, gpu.queue) == (3, 4, bf.QueueBounds(8, 2.5))
+    assert nas.max_concurrency == 0 and nas.queue == bf.QueueBounds()
     assert gpu.timeouts == bf.Timeouts(2, 30, 60, 600)
     assert gpu.health == bf.Health("/v1/models", 5, 3, 2, 2)
     assert nas.health.path == "/api/tags" and nas.models == () and nas.weight == 1
@@ -77,6 +79,12 @@ def test_routing_has_defaults():
     ('[backends.a]\ntype = "openai"\nurl = "http://x"\nweight = 0\n', ("backend 'a', key 'weight'", ">= 1")),
     ('[backends.a]\ntype = "openai"\nurl = "http://x"\nweight = true\n', ("backend 'a', key 'weight'",)),
     ('[backends.a]\ntype = "openai"\nurl = "http://x"\nmax_concurrency = -1\n', ("key 'max_concurrency'",)),
+    ('[backends.a]\ntype = "openai"\nurl = "http://x"\nqueue = { max_waiting = -1 }\n',
+     ("backend 'a', queue, key 'max_waiting'", ">= 0")),
+    ('[backends.a]\ntype = "openai"\nurl = "http://x"\nqueue = { max_wait_s = 0 }\n',
+     ("backend 'a', queue, key 'max_wait_s'", "> 0")),
+    ('[backends.a]\ntype = "openai"\nurl = "http://x"\nqueue = { length = 3 }\n',
+     ("backend 'a', table 'queue', key 'length'",)),
     ('[backends.a]\ntype = "openai"\nurl = "http://x"\nflavor = "tgi"\n', ("backend 'a', key 'flavor'",)),
     ('[backends.a]\ntype = "openai"\nurl = "http://x"\nmodels = []\n', ("backend 'a', key 'models'",)),
     ('[backends.a]\ntype = "openai"\nurl = "http://x"\naliases = ["x"]\n', ("backend 'a', key 'aliases'",)),

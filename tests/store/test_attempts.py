@@ -1,5 +1,6 @@
-"""The log's record of several backends: the attempts column (schema version 3), migrated into a version 2
-database with its rows kept, written from an exchange and read back by the log view's JSON."""
+"""The log's record of several backends: the attempts column (schema version 3) and the time queued (4),
+each migrated into an older database with its rows kept, written from an exchange and read back by the log
+view's JSON."""
 from __future__ import annotations
 
 from playhouse.migrate import SchemaMigrator, migrate
@@ -21,7 +22,7 @@ def test_version_2_database_gets_the_attempts_column_and_keeps_its_rows(db_url):
     models.SchemaVersion.update(version=2).execute()
     assert ensure_schema(models) == 2
     assert "attempts" in {c.name for c in models.database.get_columns("exchanges")}
-    assert schema_version(models) == SCHEMA_VERSION == 3
+    assert schema_version(models) == SCHEMA_VERSION
     models.database.close()
     store = open_store(db_url)
     try:
@@ -50,5 +51,42 @@ def test_attempts_are_written_and_read_back(db_url):
             {"backend": "dead", "status": None, "error": "cannot connect: connection refused", "ms": 0.8},
             {"backend": "broken", "status": 500, "error": "overloaded", "ms": 3.2}]
         assert get_exchange(store.models, second["id"])["attempts"] == []
+    finally:
+        store.close()
+
+
+def test_version_3_database_gets_the_queued_ms_column_and_keeps_its_rows(db_url):
+    store = open_store(db_url)
+    store.writer.submit(Record.of(make_exchange("kept across the migration")))
+    store.close()
+    models = build_models(open_database(db_url))
+    migrate(SchemaMigrator.from_database(models.database).drop_column("exchanges", "queued_ms"))
+    models.SchemaVersion.update(version=3).execute()
+    assert ensure_schema(models) == 3
+    assert "queued_ms" in {c.name for c in models.database.get_columns("exchanges")}
+    assert schema_version(models) == SCHEMA_VERSION
+    models.database.close()
+    store = open_store(db_url)
+    try:
+        [row] = rows(store)
+        assert row["preview"] == "kept across the migration"
+        assert get_exchange(store.models, row["id"])["queued_ms"] is None
+    finally:
+        store.close()
+
+
+def test_time_queued_is_written_and_read_back(db_url):
+    store = open_store(db_url)
+    try:
+        exchange = make_exchange("waited for a slot")
+        exchange.note_queued(0.25)
+        exchange.note_queued(0.0125)
+        store.writer.submit(Record.of(exchange))
+        store.writer.submit(Record.of(make_exchange("never waited")))
+        store.close()
+        store = open_store(db_url)
+        first, second = sorted(rows(store), key=lambda r: r["id"])
+        assert get_exchange(store.models, first["id"])["queued_ms"] == 262.5
+        assert get_exchange(store.models, second["id"])["queued_ms"] is None
     finally:
         store.close()
