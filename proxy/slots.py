@@ -16,16 +16,26 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeVar, cast
 
 from .errors import ClientGone, Overloaded
-
-if TYPE_CHECKING:
-    from .routing import Member
 
 POLL_S = 0.25  # how often a waiting request looks whether its client is still connected
 HOLD_WEIGHT = 0.2  # of the newest slot holding time in a member's average (for Retry-After)
 RETRY_AFTER_MAX = 300
+
+
+class Member(Protocol):
+    """What the queue reads and counts of a pool member (``routing.Member``)."""
+
+    name: str
+    spec: Any  # its BackendSpec: max_concurrency and queue
+    in_flight: int
+    queued: int
+    hold_s: float | None
+
+
+M = TypeVar("M", bound=Member)
 
 
 class Waiter:
@@ -48,8 +58,8 @@ class SlotQueue:
         self.clock = clock
         self.poll_s = poll_s
 
-    def acquire(self, members: Sequence[Member], key: Hashable, gone: Callable[[], bool] | None = None,
-                waited: Callable[[float], None] | None = None) -> Member:
+    def acquire(self, members: Sequence[M], key: Hashable, gone: Callable[[], bool] | None = None,
+                waited: Callable[[float], None] | None = None) -> M:
         """A member of ``members`` (the first free in their order) with a slot taken for the caller, waiting
         when all are full. ``gone()`` says the client left (ClientGone); ``waited(seconds)`` is told how
         long it waited, whatever the end. Overloaded when the queue is full or the wait ran out."""
@@ -88,7 +98,7 @@ class SlotQueue:
             raise ClientGone("the client closed the connection while the request waited for a free backend")
         if granted is None:
             raise self._overloaded(members, f"no slot came free within {deadline - started:g} s (queue.max_wait_s)")
-        return granted
+        return cast(M, granted)  # one of ``members``
 
     def release(self, member: Member, held_s: float | None = None) -> None:
         """The slot taken on ``member`` is free: handed to the next waiter in turn, or counted free.
