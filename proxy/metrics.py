@@ -19,7 +19,7 @@ the ``backend`` label is a name from the file, never anything a client sent:
 - ``llm_proxy_backend_healthy``: 1 while the backend takes requests, 0 while it is down (``Member.healthy``)
 - ``llm_proxy_backend_queue_length``: requests waiting for a slot (``Member.queued``)
 - ``llm_proxy_backend_queue_wait_seconds``: how long the longest-waiting of them has waited
-  (``Member.queue_wait_s``; 0 with nobody waiting)
+  (``SlotQueue.longest_wait``; 0 with nobody waiting)
 """
 from __future__ import annotations
 
@@ -116,18 +116,18 @@ class Metrics:
 
 
 # (name, help, kind, how a member gives the value): the per-backend series, in the order they are exposed
-BACKEND_SERIES: tuple[tuple[str, str, str, Callable[[Any], float]], ...] = (
-    ("llm_proxy_backend_requests", "Attempts sent to the backend", "counter", lambda m: m.requests),
+BACKEND_SERIES: tuple[tuple[str, str, str, Callable[[Any, Any], float]], ...] = (
+    ("llm_proxy_backend_requests", "Attempts sent to the backend", "counter", lambda p, m: m.requests),
     ("llm_proxy_backend_failures", "Attempts that failed before an answer (refused, reset, timeout, 5xx)",
-     "counter", lambda m: m.failed_requests),
+     "counter", lambda p, m: m.failed_requests),
     ("llm_proxy_backend_retries", "Attempts that retried a request another attempt failed", "counter",
-     lambda m: m.retries),
-    ("llm_proxy_backend_in_flight", "Requests being answered now", "gauge", lambda m: m.in_flight),
+     lambda p, m: m.retries),
+    ("llm_proxy_backend_in_flight", "Requests being answered now", "gauge", lambda p, m: m.in_flight),
     ("llm_proxy_backend_healthy", "1 while the backend takes requests, 0 while it is down", "gauge",
-     lambda m: 1 if m.healthy else 0),
-    ("llm_proxy_backend_queue_length", "Requests waiting for a free slot", "gauge", lambda m: m.queued),
+     lambda p, m: 1 if m.healthy else 0),
+    ("llm_proxy_backend_queue_length", "Requests waiting for a free slot", "gauge", lambda p, m: m.queued),
     ("llm_proxy_backend_queue_wait_seconds", "How long the longest-waiting queued request has waited", "gauge",
-     lambda m: m.queue_wait_s),
+     lambda p, m: p.slots.longest_wait(m)),
 )
 
 
@@ -148,5 +148,5 @@ class PoolCollector:
         for name, text, kind, value in BACKEND_SERIES:
             family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, text, labels=["backend"])
             for member in members:
-                family.add_metric([member.name], float(value(member)))
+                family.add_metric([member.name], float(value(pool, member)))
             yield family

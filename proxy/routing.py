@@ -61,7 +61,7 @@ class Member:
         self.failures = 0  # consecutive failed requests (or probes)
         self.successes = 0  # consecutive successful probes while down
         self.in_flight = 0  # slots taken (``slots.SlotQueue`` counts them)
-        self.waiters: set[Any] = set()  # requests waiting for a slot here (or on another member serving their model)
+        self.queued = 0  # requests waiting for a slot here (or on another member serving their model)
         self.hold_s: float | None = None  # average time a slot is held, for Retry-After
         self.requests = self.failed_requests = self.retries = 0  # attempts sent here, failed, and retries (/metrics)
         self.last_error: str | None = None
@@ -112,17 +112,6 @@ class Member:
         return canonical(upstream) in known[1]
 
     # --- health -----------------------------------------------------------------------------
-    @property
-    def queued(self) -> int:
-        """Requests waiting for a slot here (or on another member serving their model)."""
-        return len(self.waiters)
-
-    @property
-    def queue_wait_s(self) -> float:
-        """How long the longest-waiting of them has waited (0 with nobody waiting)."""
-        waiters = list(self.waiters)
-        return max(time.monotonic() - w.since for w in waiters) if waiters else 0.0
-
     def failed(self, error: str) -> None:
         """A real request (or a probe) failed: after ``unhealthy_after`` in a row the member is down."""
         self.last_error = error

@@ -41,8 +41,8 @@ M = TypeVar("M", bound=Member)
 class Waiter:
     __slots__ = ("key", "members", "granted", "event", "since")
 
-    def __init__(self, key: Hashable, members: tuple[Member, ...]):
-        self.since = time.monotonic()
+    def __init__(self, key: Hashable, members: tuple[Any, ...], since: float):
+        self.since = since
         self.key = key
         self.members = members
         self.granted: Member | None = None
@@ -71,9 +71,9 @@ class SlotQueue:
                     return member
             if not any(m.queued < m.spec.queue.max_waiting for m in members):
                 raise self._overloaded(members, "their queues are full (queue.max_waiting)")
-            waiter = Waiter(key, tuple(members))
+            waiter = Waiter(key, tuple(members), self.clock())
             for member in members:
-                member.waiters.add(waiter)
+                member.queued += 1
             self._keys.setdefault(key, deque()).append(waiter)
         clock = self.clock
         started = clock()
@@ -132,7 +132,7 @@ class SlotQueue:
 
     def _dequeued(self, waiter: Waiter) -> None:
         for member in waiter.members:
-            member.waiters.discard(waiter)
+            member.queued -= 1
 
     def _leave(self, waiter: Waiter, release: bool) -> Member | None:
         """Out of the queue: the member granted meanwhile (its slot released again when ``release``)."""
@@ -155,6 +155,12 @@ class SlotQueue:
         busy = ", ".join(f"{m.name} ({m.in_flight} of {m.spec.max_concurrency} in flight, {m.queued} waiting)"
                          for m in members)
         return Overloaded(f"every backend for this model is busy: {busy}; {why}", retry_after=retry_after(members))
+
+    def longest_wait(self, member: Any) -> float:
+        """How long the longest-waiting request for ``member`` has waited, in seconds (0: none waits)."""
+        with self._lock:
+            since = [w.since for waiting in self._keys.values() for w in waiting if member in w.members]
+        return self.clock() - min(since) if since else 0.0
 
     def waiting(self) -> int:
         with self._lock:
