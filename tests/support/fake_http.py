@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import json
 import math
-import select
 import socket
 import threading
 import time
@@ -133,12 +132,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- reply --------------------------------------------------------------------------
     def _peer_closed(self) -> bool:
-        """True when the client has closed its side (readable with EOF)."""
+        """True when the client has closed its side (EOF waiting, read without waiting or consuming)."""
         try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            if not readable:
-                return False
-            return self.connection.recv(1, socket.MSG_PEEK) == b""
+            return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
         except OSError:
             return True
 
