@@ -4,28 +4,13 @@ outbound proxies, hostile backends, and the in-process stub backend. Fixtures fo
 ``fakes_pool`` (fake upstreams on real ports) and ``pool_proxy`` (the proxy in front of them, BACKENDS_FILE)."""
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.fakes import FakeUpstream
-
-
-class Proxy:
-    def __init__(self, url: str, app: Any, server: Any, thread: threading.Thread):
-        self.url, self.app, self._server, self._thread = url, app, server, thread
-
-    @property
-    def pool(self):
-        return self.app.extensions["llm_proxy"].pool
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-        self.app.extensions["llm_proxy"].extras["shutdown"]()
+from tests.support.pool_proxy import PoolProxy, WsgiPoolProxy, openai_fake
 
 
 @pytest.fixture
@@ -44,28 +29,39 @@ def fakes_pool():
 
 @pytest.fixture
 def pool_proxy(tmp_path: Path):
-    """Factory: ``pool_proxy(toml_text, **env)`` -> a proxy (werkzeug, threads) with BACKENDS_FILE = that text."""
-    from werkzeug.serving import make_server
+    """Factory: ``pool_proxy(toml_text, wsgi=False, **env)`` -> a proxy with BACKENDS_FILE = that text, in
+    process (werkzeug, threads) or as ``python wsgi.py``."""
+    started: list[Any] = []
 
-    started: list[Proxy] = []
-
-    def factory(text: str, **env: str) -> Proxy:
-        from proxy import create_app
-        from proxy.config import Settings
-
-        path = tmp_path / f"backends-{len(started)}.toml"
-        path.write_text(text)
-        settings = Settings.from_env({"BACKENDS_FILE": str(path), "DATABASE_URL": f"sqlite:///{tmp_path}/p.db",
-                                      "LOG_LEVEL": "WARNING", "LOG_CLEANUP_MINUTES": "0", **env})
-        app = create_app(settings)
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        proxy = Proxy(f"http://127.0.0.1:{server.server_port}", app, server, thread)
-        started.append(proxy)
-        return proxy
+    def factory(text: str, wsgi: bool = False, **env: str) -> Any:
+        if wsgi:
+            running: Any = WsgiPoolProxy(tmp_path, text, **env)
+        else:
+            running = PoolProxy.start(tmp_path, text, name=f"backends-{len(started)}.toml",
+                                      **{"LOG_LEVEL": "WARNING", **env})
+        started.append(running)
+        return running
 
     yield factory
-    for proxy in started:
-        proxy.stop()
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def proxy(pool_proxy):
+    """``pool_proxy`` under the shorter name the reload and cancel tests use."""
+    return pool_proxy
+
+
+@pytest.fixture
+def upstreams():
+    """Factory: ``upstreams(*pieces, **reply)`` -> a fake OpenAI backend answering those pieces."""
+    started: list[FakeUpstream] = []
+
+    def start(*pieces: str, **reply_kw: Any) -> FakeUpstream:
+        started.append(openai_fake(*pieces, **reply_kw))
+        return started[-1]
+
+    yield start
+    for fake in started:
+        fake.stop()

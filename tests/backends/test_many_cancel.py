@@ -8,42 +8,12 @@ from __future__ import annotations
 import json
 import socket
 import time
-from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from proxy.clientgone import client_gone
-from tests.support.fakes import FakeUpstream
-from tests.support.pool_proxy import CHAT, PoolProxy, WsgiPoolProxy, backend, openai_fake, wait_until
-
-
-@pytest.fixture
-def upstreams():
-    started: list[FakeUpstream] = []
-
-    def start(*pieces: str, **reply_kw: Any) -> FakeUpstream:
-        started.append(openai_fake(*pieces, **reply_kw))
-        return started[-1]
-
-    yield start
-    for fake in started:
-        fake.stop()
-
-
-@pytest.fixture
-def proxy(tmp_path: Path):
-    started: list[Any] = []
-
-    def factory(text: str, wsgi: bool = False) -> Any:
-        started.append(WsgiPoolProxy(tmp_path, text) if wsgi else PoolProxy.start(tmp_path, text))
-        return started[-1]
-
-    yield factory
-    for running in started:
-        running.stop()
-
+from tests.support.pool_proxy import CHAT, backend, wait_until
 
 # --- client_gone ---------------------------------------------------------------------------------------
 

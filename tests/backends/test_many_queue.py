@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.backends.conftest import Proxy
 from tests.support import fakes
 from tests.support.fakes import FakeUpstream, json_reply
+from tests.support.pool_proxy import PoolProxy as Proxy
 from tests.support.store import wait_for as wait_until
 
 

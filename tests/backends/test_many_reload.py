@@ -7,41 +7,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
-from tests.support.fakes import FakeUpstream
-from tests.support.pool_proxy import CHAT, PoolProxy, backend, openai_fake, wait_until
-
-
-@pytest.fixture
-def upstreams():
-    started: list[FakeUpstream] = []
-
-    def start(*pieces: str, **reply_kw: Any) -> FakeUpstream:
-        started.append(openai_fake(*pieces, **reply_kw))
-        return started[-1]
-
-    yield start
-    for fake in started:
-        fake.stop()
-
-
-@pytest.fixture
-def proxy(tmp_path: Path):
-    """Factory: ``proxy(toml_text)`` -> a proxy (werkzeug, threads) watching BACKENDS_FILE with that text."""
-    started: list[PoolProxy] = []
-
-    def factory(text: str) -> PoolProxy:
-        started.append(PoolProxy.start(tmp_path, text))
-        return started[-1]
-
-    yield factory
-    for running in started:
-        running.stop()
+from tests.support.pool_proxy import CHAT, PoolProxy, backend, wait_until
 
 
 def answer(proxy: PoolProxy) -> str:

@@ -52,13 +52,13 @@ class PoolProxy:
         self.url, self.app, self._server, self._thread, self.path = url, app, server, thread, path
 
     @classmethod
-    def start(cls, tmp_path: Path, text: str, **env: str) -> PoolProxy:
+    def start(cls, tmp_path: Path, text: str, name: str = "backends.toml", **env: str) -> PoolProxy:
         from werkzeug.serving import make_server
 
         from proxy import create_app
         from proxy.config import Settings
 
-        path = tmp_path / "backends.toml"
+        path = tmp_path / name
         path.write_text(text)
         settings = Settings.from_env({"BACKENDS_FILE": str(path), "DATABASE_URL": f"sqlite:///{tmp_path}/p.db",
                                       "LOG_LEVEL": "INFO", "LOG_CLEANUP_MINUTES": "0", **env})
