@@ -135,7 +135,8 @@ class Exchange:
                  "max_body", "client_request", "upstream_request", "upstream_response", "client_response",
                  "backend_name", "backend_type", "model_requested", "model_upstream", "stream", "status", "outcome",
                  "error", "answer", "answer_parser", "upstream_first_byte_at", "client_first_chunk_at", "ended_at",
-                 "local", "usage", "whole", "attempts", "queued_ms", "_sinks", "on_finish",
+                 "local", "usage", "whole", "attempts", "queued_ms", "session_id", "cached",
+                 "replay_of", "_sinks", "on_finish",
                  "finished")  # each stream holds one: no dict
 
     def __init__(self, *, request_id: str, front: str, endpoint: str, method: str, client: str, user_agent: str,
@@ -174,6 +175,9 @@ class Exchange:
         self.local = False  # answered without the backend (probes, model lists)
         self.attempts: list[dict[str, Any]] | None = None  # failed attempts before the backend that answered
         self.queued_ms: float | None = None  # time spent waiting for a backend's slot (None: never waited)
+        self.session_id: str | None = None  # the conversation or agent session it belongs to
+        self.cached = False  # answered from the response cache
+        self.replay_of: int | None = None  # the log id of the exchange this one replays
         self._sinks = tuple(sinks)
         self.on_finish: list[Callable[[Exchange], None]] = []  # this exchange's own callbacks (e.g. limits)
         self.finished = False

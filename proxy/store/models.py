@@ -24,7 +24,8 @@ EXCHANGE_COLUMNS = (
     "id", "started", "ended", "request_id", "client", "user_agent", "key_name", "front", "endpoint", "method",
     "backend_name", "backend_type", "model", "upstream_model", "stream", "status", "outcome", "error",
     "duration_ms", "ttfb_ms", "ttfc_ms", "overhead_ms", "prompt_tokens", "completion_tokens", "tokens_estimated",
-    "tokens_per_second", "tool_calls", "truncated", "preview", "attempts", "queued_ms",
+    "tokens_per_second", "tool_calls", "truncated", "preview", "attempts", "queued_ms", "session_id", "cached",
+    "replay_of",
 )  # indexes cost every insert: only the list's filters have one (time, model, endpoint, status, client)
 BODY_NAMES = ("client_request", "upstream_request", "upstream_response", "client_response")
 BODY_COLUMNS = ("exchange_id", *BODY_NAMES, *(f"{n}_size" for n in BODY_NAMES),
@@ -84,6 +85,10 @@ def build_models(database: pw.Database) -> Models:
         attempts = pw.TextField(null=True)
         # schema version 4: time spent waiting for a backend's slot (max_concurrency; null: never waited)
         queued_ms = pw.FloatField(null=True)
+        # schema version 5: the conversation (agent session) it belongs to, a cache hit, the exchange it replays
+        session_id = pw.CharField(max_length=128, null=True)
+        cached = pw.BooleanField(default=False)
+        replay_of = pw.BigIntegerField(null=True)
 
         class Meta:
             table_name = "exchanges"
@@ -92,6 +97,7 @@ def build_models(database: pw.Database) -> Models:
                 (("endpoint", "started"), False),
                 (("status", "started"), False),
                 (("client", "started"), False),
+                (("session_id", "started"), False),
             )
 
     class ExchangeBody(Base):

@@ -24,7 +24,7 @@ class Record:
     __slots__ = ("started", "ended", "request_id", "client", "user_agent", "key_name", "front", "endpoint", "method",
                  "backend_name", "backend_type", "model", "upstream_model", "stream", "status", "outcome", "error",
                  "bodies", "answer", "upstream_first_byte_at", "client_first_chunk_at", "local", "attempts",
-                 "queued_ms")
+                 "queued_ms", "session_id", "cached", "replay_of")
     # the slots' types, for readers and type checkers (``of`` fills them all)
     started: float
     ended: float
@@ -50,6 +50,9 @@ class Record:
     local: bool
     attempts: list[dict[str, Any]] | None
     queued_ms: float | None
+    session_id: str | None
+    cached: bool
+    replay_of: int | None
 
     @classmethod
     def of(cls, exchange: Any) -> Record:
@@ -79,6 +82,9 @@ class Record:
         r.local = exchange.local
         r.attempts = exchange.attempts
         r.queued_ms = exchange.queued_ms
+        r.session_id = exchange.session_id
+        r.cached = exchange.cached
+        r.replay_of = exchange.replay_of
         return r
 
     # --- in the writer ------------------------------------------------------------------------
@@ -115,7 +121,8 @@ class Record:
                  self.status, self.outcome, _clean(self.error, nul_free), round(duration, 3), _r(ttfb), _r(ttfc),
                  _r(overhead), prompt, completion, estimated, self.tokens_per_second(completion),
                  len(answer["tool_calls"]) if answer else 0, truncated, preview,
-                 _clean(jsonio.dumps_str(self.attempts), nul_free) if self.attempts else None, _r(self.queued_ms))
+                 _clean(jsonio.dumps_str(self.attempts), nul_free) if self.attempts else None, _r(self.queued_ms),
+                 _cut(self.session_id, 128), bool(self.cached), self.replay_of)
         answer_json = _text(jsonio.dumps(answer), nul_free) if answer is not None else None
         body = (*texts, *(body.size for body in self.bodies), *cut, answer_json)
         search = search_text(self, request, texts[0], answer)

@@ -20,7 +20,7 @@ from .models import Models
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 LOCK_KEY = 0x11A9_0C5E  # PostgreSQL advisory lock id for schema work
 FTS_TABLE = "exchange_fts"  # SQLite FTS5: rowid = exchanges.id, one column of searchable text
 SEARCH_TABLE = "exchange_search"  # PostgreSQL: exchange_id, tsvector
@@ -43,11 +43,27 @@ def _add_queued_ms(models: Models, migrator: SchemaMigrator) -> None:
         migrate(migrator.add_column("exchanges", "queued_ms", pw.FloatField(null=True)))
 
 
+def _add_session_cached_replay(models: Models, migrator: SchemaMigrator) -> None:
+    """Version 5: the session an exchange belongs to (indexed), whether the cache answered it, and the
+    exchange it replays (the log view's replay)."""
+    have = {c.name for c in models.database.get_columns("exchanges")}
+    steps = []
+    if "session_id" not in have:
+        steps += [migrator.add_column("exchanges", "session_id", pw.CharField(max_length=128, null=True)),
+                  migrator.add_index("exchanges", ("session_id", "started"), False)]
+    if "cached" not in have:
+        steps.append(migrator.add_column("exchanges", "cached", pw.BooleanField(default=False)))
+    if "replay_of" not in have:
+        steps.append(migrator.add_column("exchanges", "replay_of", pw.BigIntegerField(null=True)))
+    migrate(*steps)
+
+
 # version reached -> step; each step takes the database from version-1 to version.
 MIGRATIONS: dict[int, Callable[[Models, SchemaMigrator], None]] = {
     2: _add_key_name,
     3: _add_attempts,
     4: _add_queued_ms,
+    5: _add_session_cached_replay,
 }
 
 

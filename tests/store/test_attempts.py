@@ -1,4 +1,4 @@
-"""The log's record of several backends: the attempts column (schema version 3) and the time queued (4),
+"""The log's record of several backends: the attempts column (schema version 3) and the time queued (4), session, cache mark and replay link (5),
 each migrated into an older database with its rows kept, written from an exchange and read back by the log
 view's JSON."""
 from __future__ import annotations
@@ -88,5 +88,43 @@ def test_time_queued_is_written_and_read_back(db_url):
         first, second = sorted(rows(store), key=lambda r: r["id"])
         assert get_exchange(store.models, first["id"])["queued_ms"] == 262.5
         assert get_exchange(store.models, second["id"])["queued_ms"] is None
+    finally:
+        store.close()
+
+
+def test_version_4_database_gets_session_cached_and_replay_columns_and_keeps_its_rows(db_url):
+    store = open_store(db_url)
+    store.writer.submit(Record.of(make_exchange("kept across the migration")))
+    store.close()
+    models = build_models(open_database(db_url))
+    migrator = SchemaMigrator.from_database(models.database)
+    migrate(migrator.drop_index("exchanges", "exchanges_session_id_started"),
+            *(migrator.drop_column("exchanges", c) for c in ("session_id", "cached", "replay_of")))
+    models.SchemaVersion.update(version=4).execute()
+    assert ensure_schema(models) == 4
+    assert {"session_id", "cached", "replay_of"} <= {c.name for c in models.database.get_columns("exchanges")}
+    assert schema_version(models) == SCHEMA_VERSION
+    models.database.close()
+    store = open_store(db_url)
+    try:
+        [row] = rows(store)
+        detail = get_exchange(store.models, row["id"])
+        assert row["preview"] == "kept across the migration"
+        assert (detail["session_id"], bool(detail["cached"]), detail["replay_of"]) == (None, False, None)
+    finally:
+        store.close()
+
+
+def test_session_cache_mark_and_replay_link_are_written_and_read_back(db_url):
+    store = open_store(db_url)
+    try:
+        exchange = make_exchange("a cached turn of a session")
+        exchange.session_id, exchange.cached, exchange.replay_of = "sess-1", True, 41
+        store.writer.submit(Record.of(exchange))
+        store.close()
+        store = open_store(db_url)
+        [row] = rows(store)
+        detail = get_exchange(store.models, row["id"])
+        assert (detail["session_id"], bool(detail["cached"]), detail["replay_of"]) == ("sess-1", True, 41)
     finally:
         store.close()
