@@ -1,4 +1,4 @@
-"""Regenerate `.env.example` and the README's configuration table from proxy.config.SETTINGS.
+"""Regenerate `.env.example` and docs/configuration.md's table from proxy.config.SETTINGS.
 
 Run after adding a setting: `python scripts/gen_settings_docs.py`. tests/app/test_docs.py fails when
 either file is out of step with the table.
@@ -38,7 +38,7 @@ def readme_table() -> str:
 
 def main() -> None:
     (ROOT / ".env.example").write_text(env_example())
-    readme = ROOT / "README.md"
+    readme = ROOT / "docs" / "configuration.md"
     text = readme.read_text()
     block = f"{BEGIN}\n{readme_table()}\n{END}"
     text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
