@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 from .accesslog import AccessLog, BodyLog, configure_logging, printable
 from .backends import make_backend
 from .backendswatch import BackendsWatcher
+from .cache import make_cache
 from .catalog import Catalog
 from .config import Settings
 from .errors import ProxyError
@@ -23,6 +24,7 @@ from .routing import PoolCatalog
 from .services import Services
 from .store import init_app as init_store
 from .views import register_blueprints
+from .views.caching import install_cache
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.cors_origins:
         origins = Origins(settings.cors_origins).for_flask_cors()  # anchored patterns, never bare strings
         CORS(app, resources={r"/api/*": {"origins": origins}, r"/v1/*": {"origins": origins}},
-             supports_credentials=False, send_wildcard=True, expose_headers=["X-Request-ID", "Retry-After"],
+             supports_credentials=False, send_wildcard=True, expose_headers=["X-Request-ID", "Retry-After", "X-Cache"],
              max_age=600)
     register_blueprints(app)
+    install_cache(app, make_cache(settings, metrics.registry))
     _register_error_handlers(app)
     app.wsgi_app = Forwarded(AccessLog(app.wsgi_app, settings), settings)  # type: ignore[method-assign]
     log.info("LLM Proxy ready: %s", backend.describe() if pool is None else

@@ -127,12 +127,20 @@ SETTINGS: tuple[Setting, ...] = (
             "10/second;1000/hour (empty = none)"),
     Setting("RATE_LIMIT_STRATEGY", "moving-window", choice("moving-window", "fixed-window"),
             "how request windows are counted: moving-window (exact) or fixed-window (cheaper)"),
-    Setting("REDIS_URL", "", redis_url, "keep limit counters in Redis, shared by workers and hosts "
+    Setting("REDIS_URL", "", redis_url, "keep limit counters (and the response cache with CACHE=redis) in Redis, "
+            "shared by workers and hosts "
             "(redis://[:password@]host:port/db); empty = in process memory", show=mask_url),
     Setting("REDIS_TIMEOUT", "1", seconds,
             "seconds to wait for Redis before the request is decided by LIMITS_FAIL_OPEN"),
     Setting("LIMITS_FAIL_OPEN", "true", boolean, "when Redis is unreachable: true = admit without limits (with a "
             "warning), false = refuse with 503"),
+    Setting("CACHE", "off", choice("off", "memory", "redis"), "response cache of identical requests: off, memory "
+            "(this process) or redis (REDIS_URL, shared by workers and hosts); see docs/cache.md"),
+    Setting("CACHE_TTL", "3600", seconds_or_zero, "seconds a cached answer is kept (0 = until evicted)"),
+    Setting("CACHE_MAX_BYTES", "67108864", int_min(0), "CACHE=memory: bytes of entries kept; the least recently "
+            "used go first"),
+    Setting("CACHE_ALL", "false", boolean, "cache every generation, not only deterministic ones (temperature 0 or "
+            "a seed); embeddings are always cached"),
     Setting("MAX_REQUEST_BYTES", "33554432", int_min(0), "larger request bodies get 413 without being read "
             "(0 = no limit)"),
     Setting("HEADER_TIMEOUT", "10", seconds, "seconds a client has to send a whole request head (a new "
@@ -207,6 +215,10 @@ class Settings:
     redis_url: str
     redis_timeout: float
     limits_fail_open: bool
+    cache: str
+    cache_ttl: float
+    cache_max_bytes: int
+    cache_all: bool
     max_request_bytes: int
     header_timeout: float
     keepalive_timeout: float
@@ -231,6 +243,8 @@ class Settings:
         if parsed.get("backend_api_key") and "@" in urlsplit(parsed.get("backend_url", "")).netloc:
             problems.append("BACKEND_URL carries credentials and BACKEND_API_KEY is set: use one of them (URL "
                             "credentials are sent as basic auth, the key as a bearer token)")
+        if parsed.get("cache") == "redis" and not parsed.get("redis_url"):
+            problems.append("CACHE=redis needs REDIS_URL (redis://host:port/db): set it, or use CACHE=memory")
         if (both := _backends_conflict(environ)) is not None:
             problems.append(both)
         if problems:

@@ -54,6 +54,11 @@ def dumps_line(obj: Any) -> bytes:
     return orjson.dumps(obj) + b"\n"
 
 
+def dumps_sorted(obj: Any) -> bytes:
+    """Canonical JSON: keys sorted at every level (a cache key is the same whatever order a client sent)."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
 def dumps_str(obj: Any) -> str:
     """JSON text for embedding in another JSON value (OpenAI tool arguments); keeps key order."""
     return orjson.dumps(obj).decode()

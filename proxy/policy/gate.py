@@ -84,7 +84,10 @@ def requested_models(req: Request, ctx: RequestContext) -> list[str]:
 
 
 def _tokens(exchange: Exchange | None) -> int:
-    prompt, completion = exchange.tokens() if exchange is not None else (None, None)
+    """What a finished request charges the token limits: nothing for a response cache hit (no backend work)."""
+    if exchange is None or exchange.cached:
+        return 0
+    prompt, completion = exchange.tokens()
     return (prompt or 0) + (completion or 0)
 
 

@@ -11,6 +11,7 @@ from werkzeug.wrappers import Response as BaseResponse  # what redirect() makes
 from .. import jsonio
 from ..assemble import assemble_ollama_ndjson
 from ..backends.base import Backend
+from ..cache import key as ck
 from ..context import current
 from ..dialects import ollama as ol
 from ..dialects import ollama_openai as oo
@@ -20,8 +21,9 @@ from ..passthrough import model_renames, passthrough_lines, rename_model
 from ..render import json_response, raw_json_response
 from ..rewrite import inject_text
 from ..services import services
-from ..streaming import OpenAIStreamToOllama, OpenAIToOllama
+from ..streaming import Answer, OpenAIStreamToOllama, OpenAIToOllama
 from . import models as model_views
+from .caching import cached
 from .common import (
     NDJSON,
     begin,
@@ -107,7 +109,7 @@ def chat() -> Response:
             return _passthrough(exchange, "/api/chat", {**body, "model": upstream_model, "messages": messages})
         out = oo.chat_to_openai({**body, "messages": messages}, upstream_model, backend.flavor)
         return _translated(exchange, "chat", "/v1/chat/completions", out)
-    return serve(exchange, attempt)
+    return cached(exchange, lambda: ck.ollama_chat(body, messages), lambda: serve(exchange, attempt))
 
 
 @bp.route("/api/generate", methods=["POST"])
@@ -122,7 +124,7 @@ def generate() -> Response:
             return _passthrough(exchange, "/api/generate", {**body, "model": upstream_model})
         path, out = oo.generate_to_openai(body, upstream_model, backend.flavor)
         return _translated(exchange, "generate", path, out)
-    return serve(exchange, attempt)
+    return cached(exchange, lambda: ck.ollama_generate(body), lambda: serve(exchange, attempt))
 
 
 def _probe(exchange, kind: str, body: dict) -> Response:
@@ -149,8 +151,19 @@ def _passthrough(exchange, path: str, out: dict) -> Response:
 
 
 def _ollama_parser(path: str):
+    if path.startswith("/api/embed"):  # an embedding answer is no stream of lines: its tokens only
+        return _embedding_answer
     kind = "chat" if path.endswith("chat") else "generate"
     return lambda raw: assemble_ollama_ndjson(raw, kind)
+
+
+def _embedding_answer(raw: bytes) -> Answer:
+    answer = Answer()
+    resp = jsonio.loads(raw)
+    answer.prompt_tokens = int(resp.get("prompt_eval_count") or 0) if isinstance(resp, dict) else None
+    answer.completion_tokens = 0
+    answer.finish_reason = "stop"
+    return answer
 
 
 def _translated(exchange, kind: str, path: str, out: dict) -> Response:
@@ -203,7 +216,7 @@ def embed() -> Response:
             exchange.stream = False
             return _passthrough(exchange, path, {**body, "model": upstream_model})
         return _embed_translated(exchange, body, upstream_model, legacy)
-    return serve(exchange, attempt)
+    return cached(exchange, lambda: ck.ollama_embed(body, legacy), lambda: serve(exchange, attempt))
 
 
 def _embed_translated(exchange, body: dict, upstream_model: str, legacy: bool) -> Response:

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, request
 from .. import jsonio
 from ..assemble import answer_of_openai, assemble_openai_json, assemble_openai_sse
 from ..backends.base import Backend
+from ..cache import key as ck
 from ..dialects import ollama_openai as oo
 from ..dialects import openai as oa
 from ..errors import BackendUnavailable, NotFound
@@ -17,6 +18,7 @@ from ..rewrite import inject_text
 from ..services import services
 from ..streaming import OllamaStreamToOpenAI, OllamaToOpenAI
 from . import models as model_views
+from .caching import cached
 from .common import (
     begin,
     finish_whole,
@@ -55,7 +57,7 @@ def chat_completions() -> Response:
         if backend.dialect == "ollama":
             return _translated(exchange, "chat", "/api/chat", oo.chat_from_openai(body, upstream_model), body)
         return _passthrough(exchange, "/v1/chat/completions", {**body, "model": upstream_model})
-    return serve(exchange, attempt)
+    return cached(exchange, lambda: ck.openai_chat(body), lambda: serve(exchange, attempt))
 
 
 @bp.route("/completions", methods=["POST"])
@@ -68,7 +70,7 @@ def completions() -> Response:
             return _translated(exchange, "completion", "/api/generate",
                                oo.completion_from_openai(body, upstream_model), body)
         return _passthrough(exchange, "/v1/completions", {**body, "model": upstream_model})
-    return serve(exchange, attempt)
+    return cached(exchange, lambda: ck.openai_completion(body), lambda: serve(exchange, attempt))
 
 
 @bp.route("/embeddings", methods=["POST"])
@@ -79,7 +81,7 @@ def embeddings() -> Response:
         if backend.dialect != "ollama":
             return _passthrough(exchange, "/v1/embeddings", {**body, "model": upstream_model})
         return _embed_translated(exchange, body, upstream_model)
-    return serve(exchange, attempt)
+    return cached(exchange, lambda: ck.openai_embed(body), lambda: serve(exchange, attempt))
 
 
 def _embed_translated(exchange, body: dict, upstream_model: str) -> Response:
