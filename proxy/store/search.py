@@ -27,7 +27,7 @@ EARLIEST, LATEST = -62135596800.0, 253402300799.0  # 0001-01-01 and 9999-12-31T2
 LIST_FIELDS = ("id", "started", "ended", "request_id", "client", "user_agent", "key_name", "front", "endpoint",
                "method", "backend_name", "backend_type", "model", "upstream_model", "stream", "status", "outcome",
                "error", "duration_ms", "ttfb_ms", "ttfc_ms", "overhead_ms", "prompt_tokens", "completion_tokens",
-               "tokens_estimated", "tokens_per_second", "tool_calls", "truncated", "preview")
+               "tokens_estimated", "tokens_per_second", "tool_calls", "truncated", "preview", "cached")
 STATUS_CLASS = re.compile(r"^([1-5])xx$", re.I)
 _WORD = re.compile(r'"[^"]*"|\S+')
 
@@ -40,6 +40,7 @@ class Filters:
     client: str = ""
     outcome: str = ""
     backend: str = ""  # the backend that answered (with several, its name in BACKENDS_FILE)
+    cached: bool | None = None  # answered from the response cache (True) or not (False); None: either
     q: str = ""
     before: str = ""  # cursor "<started>_<id>": rows older than it
     after_id: int = 0  # live mode: rows inserted after this id
@@ -52,7 +53,8 @@ class Filters:
     def from_args(cls, args: Mapping[str, str]) -> Filters:
         """Filters from URL arguments; BadFilter (a 400) for one that cannot be a filter."""
         text = {name: text_arg(args, name) for name in ("model", "endpoint", "status", "client", "outcome", "backend",
-                                                          "q", "before", "limit", "after_id", "since", "until")}
+                                                          "q", "before", "limit", "after_id", "since", "until",
+                                                          "cached")}
         status = text["status"]
         if status and not (STATUS_CLASS.match(status) or status.lower() in ("error", "errors")
                            or status.isdigit() and len(status) == 3):
@@ -60,24 +62,30 @@ class Filters:
         if text["before"] and _parse_cursor(text["before"]) is None:
             raise BadFilter("before must be a cursor of the form <started>_<id>, as the previous page gave it")
         limit = int_arg(text["limit"], "limit", 1, None)
+        if text["cached"] not in ("", "0", "1"):
+            raise BadFilter(f"cached must be 1 (answered from the cache) or 0 (not), not {text['cached'][:40]!r}")
         return cls(model=text["model"], endpoint=text["endpoint"], status=status, client=text["client"],
                    outcome=text["outcome"], backend=text["backend"][:255], q=text["q"][:500], before=text["before"],
                    after_id=int_arg(text["after_id"], "after_id", 0, MAX_ID) or 0,
                    since=time_arg(text["since"], "since"), until=time_arg(text["until"], "until"),
-                   limit=PAGE if limit is None else min(MAX_PAGE, limit))
+                   limit=PAGE if limit is None else min(MAX_PAGE, limit),
+                   cached=None if not text["cached"] else text["cached"] == "1")
 
     def query_args(self, **changes: Any) -> dict[str, str]:
         """The non-empty filters as URL arguments (for links), with ``changes`` applied."""
         f = replace(self, **changes) if changes else self
         out = {name: getattr(f, name) for name in ("model", "endpoint", "status", "client", "outcome", "backend", "q",
                                                    "before")}
+        if f.cached is not None:
+            out["cached"] = "1" if f.cached else "0"
         if f.limit != PAGE:
             out["limit"] = f.limit
         return {k: str(v) for k, v in out.items() if v not in ("", None, 0)}
 
     @property
     def active(self) -> bool:
-        return any((self.model, self.endpoint, self.status, self.client, self.outcome, self.backend, self.q))
+        return any((self.model, self.endpoint, self.status, self.client, self.outcome, self.backend, self.q,
+                    self.cached is not None))
 
 
 def cursor_of(row: dict) -> str:
@@ -188,6 +196,8 @@ def _conditions(models: Models, f: Filters) -> list[pw.Expression]:
         out.append(e.outcome == f.outcome)
     if f.backend:  # no index: a pool has a few backends, so walking the time index finds a page of one quickly
         out.append(e.backend_name == f.backend)
+    if f.cached is not None:
+        out.append(e.cached == f.cached)
     if f.status:
         match = STATUS_CLASS.match(f.status)
         if match:
