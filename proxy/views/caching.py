@@ -35,7 +35,18 @@ def install_cache(app: Flask, cache: Cache | None) -> None:
     """Put ``cache`` on the app's services and mark the answers of cacheable routes with X-Cache."""
     if cache is None:
         return
-    app.extensions["llm_proxy"].extras["cache"] = cache
+    extras = app.extensions["llm_proxy"].extras
+    extras["cache"] = cache
+    flush = getattr(cache.store, "flush", None)
+    if flush is not None:  # Redis: what is queued is written before the process exits
+        previous = extras.get("shutdown")
+
+        def shutdown() -> None:
+            flush(2.0)
+            if previous is not None:
+                previous()
+
+        extras["shutdown"] = shutdown
 
     def mark(response: Response) -> Response:
         state = current().cache
@@ -122,7 +133,9 @@ def _replay(exchange: Exchange, ask: Ask, entry: dict) -> Response:
     now = time.time()
     cid = oa.new_id("chatcmpl-" if reply.kind == "chat" else "cmpl-")
     if reply.stream and ask.op != "embed":
-        chunks = replay.stream(entry, reply, model, now, cid)
+        # one event a word, sent in one write: nothing is waited for between them, and a write per event
+        # would cost a system call each
+        chunks = [b"".join(replay.stream(entry, reply, model, now, cid))]
         return stream_response(exchange, cast(Upstream, _NoUpstream()), iter(chunks), reply.dialect)
     body = replay.whole(entry, reply, model, now, cid, time.time() - exchange.started)
     return finish_whole(exchange, raw_json_response(body), body)

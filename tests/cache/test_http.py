@@ -242,3 +242,20 @@ def test_hits_and_misses_are_counted_in_metrics(cached_setup):
     assert 'llm_proxy_cache_requests_total{result="bypass"} 1.0' in text
     assert "llm_proxy_cache_stores_total 2.0" in text  # the no-cache answer was kept again
     assert "llm_proxy_cache_bytes " in text
+
+
+def test_a_stream_the_client_left_is_not_cached(backend_setup):
+    import threading
+
+    from tests.support.store import store_of, wait_rows
+
+    setup = backend_setup("openai", CACHE="memory")
+    gate = threading.Event()
+    setup.script_chat([f" w{i}" for i in range(400)], gate=gate, gate_at=1)
+    with requests.post(setup.url + "/v1/chat/completions", stream=True, timeout=10,
+                       json={"model": setup.model, "messages": HELLO, "temperature": 0, "stream": True}) as left:
+        assert left.headers["X-Cache"] == "MISS"
+        next(left.iter_lines())
+    gate.set()
+    wait_rows(store_of(setup.proxy), 1, outcome="cancelled")
+    assert openai_chat(setup, stream=True).headers["X-Cache"] == "MISS"
