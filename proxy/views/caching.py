@@ -5,6 +5,7 @@ cache did in ``X-Cache``: HIT, MISS (looked up, not found) or BYPASS (not looked
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import cast
@@ -25,6 +26,7 @@ from ..services import services
 from ..values import mask_url
 from .common import finish_whole, route_model, stream_response
 
+log = logging.getLogger(__name__)
 # The routes whose answers may be cached: each answer of these carries X-Cache.
 CACHEABLE_RULES = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/v1/chat/completions",
                              "/v1/completions", "/v1/embeddings"})
@@ -79,7 +81,13 @@ def cached(exchange: Exchange, ask_of: Callable[[], Ask], answer: Callable[[], R
         cache.count(BYPASS)
         return answer()
     said = directives(request.headers.get("Cache-Control", ""))
-    key = digest(ask, *_target(exchange))
+    try:
+        key = digest(ask, *_target(exchange))
+    except (TypeError, ValueError) as exc:  # a value the key cannot hold: answered, not cached
+        log.warning("%s: not looked up in the response cache: %s", exchange.request_id, exc)
+        ctx.cache = BYPASS
+        cache.count(BYPASS)
+        return answer()
     if "no-cache" in said:
         ctx.cache = BYPASS
     else:
@@ -105,7 +113,7 @@ def _target(exchange: Exchange) -> tuple[str, str]:
         backend = svc.backend
         return route_model(exchange), f"{backend.type} {mask_url(backend.base_url)}"
     asked = exchange.model_requested or ""
-    name = svc.settings.backend_model_for(asked)
+    name = exchange.model_upstream = svc.settings.backend_model_for(asked)
     members = sorted(f"{m.name}={canonical(m.upstream_name(name))}" for m in pool.allowed(asked))
     return name, "pool " + ",".join(members)
 

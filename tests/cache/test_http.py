@@ -259,3 +259,18 @@ def test_a_stream_the_client_left_is_not_cached(backend_setup):
     gate.set()
     wait_rows(store_of(setup.proxy), 1, outcome="cancelled")
     assert openai_chat(setup, stream=True).headers["X-Cache"] == "MISS"
+
+
+def test_hits_charge_no_tokens_to_token_limits(backend_setup, tmp_path):
+    from tests.support.policy import ALICE, write_keys
+
+    path = write_keys(tmp_path / "keys.toml", "[keys.alice]\ntpm = 15\n")
+    setup = backend_setup("openai", CACHE="memory", API_KEYS=f"alice:{ALICE}", KEYS_FILE=path)
+    setup.script_chat(prompt_tokens=7, completion_tokens=2)  # 9 tokens an answer from the backend
+    alice = {"Authorization": f"Bearer {ALICE}"}
+    assert openai_chat(setup, headers=alice).headers["X-Cache"] == "MISS"  # 0 used before: admitted -> 9
+    for _ in range(3):  # 9 < 15 each time: a hit adds nothing
+        assert openai_chat(setup, headers=alice).headers["X-Cache"] == "HIT"
+    assert openai_chat(setup, headers={**alice, "Cache-Control": "no-cache"}).status_code == 200  # -> 18
+    refused = openai_chat(setup, headers=alice)
+    assert refused.status_code == 429 and refused.headers["X-Cache"] == "BYPASS"  # refused before the lookup
