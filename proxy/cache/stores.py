@@ -85,7 +85,10 @@ class RedisStore:
     def __init__(self, url: str, ttl: float, timeout: float, on_store: Callable[[], None] = _nothing,
                  on_error: Callable[[], None] = _nothing):
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self.timeout = timeout
         self.ttl = ttl
+        self._line: tuple[int, redis.Redis] | None = None
+        self._busy = threading.Lock()
         self.on_store = on_store
         self.on_error = on_error
         self.bytes = 0  # not known here: Redis keeps them
@@ -97,7 +100,18 @@ class RedisStore:
         return "Redis"
 
     def get(self, key: str) -> bytes | None:
-        value = self.client.get(PREFIX + key)
+        """One GET on this process's own connection, one at a time (as the limits' scripts go: redis-py's pool
+        polls a connection at every checkout, under gevent one more trip through the event loop); a read
+        that cannot have the connection within the timeout fails as a slow Redis would."""
+        if not self._busy.acquire(timeout=self.timeout):
+            raise redis.TimeoutError("the connection to Redis stayed busy")
+        try:
+            if self._line is None or self._line[0] != os.getpid():  # a forked worker makes its own
+                self._line = (os.getpid(), redis.Redis(connection_pool=self.client.connection_pool,
+                                                       single_connection_client=True))
+            value = self._line[1].get(PREFIX + key)
+        finally:
+            self._busy.release()
         return value if isinstance(value, bytes) else None
 
     def put(self, key: str, value: bytes) -> None:
