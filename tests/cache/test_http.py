@@ -274,3 +274,16 @@ def test_hits_charge_no_tokens_to_token_limits(backend_setup, tmp_path):
     assert openai_chat(setup, headers={**alice, "Cache-Control": "no-cache"}).status_code == 200  # -> 18
     refused = openai_chat(setup, headers=alice)
     assert refused.status_code == 429 and refused.headers["X-Cache"] == "BYPASS"  # refused before the lookup
+
+
+def test_the_memory_cache_evicts_the_least_recently_used_past_its_bytes(cached_setup):
+    setup = cached_setup("openai", CACHE_MAX_BYTES="300")  # one entry (~200 bytes with its key), not two
+    ask = {"a": [{"role": "user", "content": "A?"}], "b": [{"role": "user", "content": "B?"}]}
+    assert openai_chat(setup, messages=ask["a"]).headers["X-Cache"] == "MISS"
+    assert openai_chat(setup, messages=ask["a"]).headers["X-Cache"] == "HIT"
+    assert openai_chat(setup, messages=ask["b"]).headers["X-Cache"] == "MISS"  # A goes to make room
+    assert openai_chat(setup, messages=ask["a"]).headers["X-Cache"] == "MISS"
+    text = requests.get(setup.url + "/metrics").text
+    assert "llm_proxy_cache_evictions_total 2.0" in text  # A for B, then B for A
+    size = float(text.split("\nllm_proxy_cache_bytes ", 1)[1].split()[0])
+    assert 150 < size <= 300
