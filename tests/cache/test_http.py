@@ -287,3 +287,12 @@ def test_the_memory_cache_evicts_the_least_recently_used_past_its_bytes(cached_s
     assert "llm_proxy_cache_evictions_total 2.0" in text  # A for B, then B for A
     size = float(text.split("\nllm_proxy_cache_bytes ", 1)[1].split()[0])
     assert 150 < size <= 300
+
+
+def test_a_passthrough_stream_longer_than_the_log_copy_is_not_kept(backend_setup):
+    setup = backend_setup("openai", CACHE="memory", LOG_MAX_BODY_BYTES="200")
+    setup.script_chat([f" word{i}" for i in range(50)])
+    assert openai_chat(setup, stream=True).headers["X-Cache"] == "MISS"
+    assert openai_chat(setup, stream=True).headers["X-Cache"] == "MISS"  # its answer was read from a cut copy
+    whole = openai_chat(setup)  # a whole answer is read from the whole body: kept
+    assert whole.headers["X-Cache"] == "MISS" and openai_chat(setup).headers["X-Cache"] == "HIT"
