@@ -67,11 +67,11 @@ def ollama_lines(entry: dict, kind: str, model: str, at: str, seconds: float) ->
     return lines
 
 
-def stream(entry: dict, reply: Reply, model: str, now: float, cid: str) -> list[bytes]:
-    """A streamed generation's chunks in the client's dialect."""
+def stream(entry: dict, reply: Reply, model: str, now: float, cid: str, seconds: float = 0.0) -> list[bytes]:
+    """A streamed generation's chunks in the client's dialect (``seconds``: Ollama's total_duration)."""
     at = ol.rfc3339(now)
     if reply.dialect == "ollama":
-        return [jsonio.dumps_line(line) for line in ollama_lines(entry, reply.kind, model, at, 0.0)]
+        return [jsonio.dumps_line(line) for line in ollama_lines(entry, reply.kind, model, at, seconds)]
     kind = "chat" if reply.kind == "chat" else "completion"
     translator = OllamaToOpenAI(kind, model, cid, int(now), reply.include_usage, clock=lambda: now)
     out: list[bytes] = []

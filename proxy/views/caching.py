@@ -143,7 +143,7 @@ def _replay(exchange: Exchange, ask: Ask, entry: dict) -> Response:
     if reply.stream and ask.op != "embed":
         # one event a word, sent in one write: nothing is waited for between them, and a write per event
         # would cost a system call each
-        chunks = [b"".join(replay.stream(entry, reply, model, now, cid))]
+        chunks = [b"".join(replay.stream(entry, reply, model, now, cid, now - exchange.started))]
         return stream_response(exchange, cast(Upstream, _NoUpstream()), iter(chunks), reply.dialect)
     body = replay.whole(entry, reply, model, now, cid, time.time() - exchange.started)
     return finish_whole(exchange, raw_json_response(body), body)
