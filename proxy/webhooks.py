@@ -13,6 +13,7 @@ import collections
 import hashlib
 import hmac
 import logging
+import os
 import threading
 import time
 import uuid
@@ -101,7 +102,10 @@ class Receiver:
     # --- the request path --------------------------------------------------------------------------------
     def put(self, item: tuple[float, dict[str, Any], Any]) -> None:
         queue = self.queue
-        if len(queue) >= self.owner.queue_size or self.owner.stopping.is_set():
+        if self.owner.stopping.is_set():
+            self.owner.dropped.labels(self.label, "stopped").inc()
+            return
+        if len(queue) >= self.owner.queue_size:
             self.owner.dropped.labels(self.label, "queue_full").inc()
             self._warn(f"webhook {self.label}: queue full ({self.owner.queue_size} records); record dropped")
             return
@@ -135,7 +139,11 @@ class Receiver:
     def deliver(self, batch: list[tuple[float, dict[str, Any], Any]]) -> bool:
         """POST ``batch`` until a 2xx answer, at most ATTEMPTS times (once while stopping); False: dropped."""
         owner = self.owner
-        records = [usage_record(fields, bodies) for _, fields, bodies in batch]
+        records = []
+        for _, fields, bodies in batch:
+            records.append(usage_record(fields, bodies))
+            if bodies is not None:
+                owner.pause()  # under gevent: let streams run between records whose bodies are decoded
         batch_id = uuid.uuid4().hex
         delay = BACKOFF_S
         for attempt in range(1, ATTEMPTS + 1):
@@ -216,9 +224,20 @@ class Webhooks:
         if self.receivers and not self.secret:
             log.warning("WEBHOOK_URLS is set without WEBHOOK_SECRET: the usage batches are sent unsigned")
         self._threads: list[Any] = []
+        self._pid = os.getpid()
+        self._gevent = gevent_patched()
+
+    def pause(self) -> None:
+        if self._gevent:
+            import gevent
+            gevent.sleep(0)
 
     def sink(self, exchange: Any) -> None:
         """Exchange sink: a reference copy into each receiver's queue (bodies: the client's, unread yet)."""
+        if self._pid != os.getpid():  # forked (gunicorn --preload): this process needs its own senders
+            self._pid = os.getpid()
+            self._threads = []
+            self.start()
         item = (time.monotonic(), usage_fields(exchange),
                 (exchange.client_request, exchange.client_response) if self.bodies else None)
         for receiver in self.receivers:
@@ -227,7 +246,7 @@ class Webhooks:
     def start(self) -> None:
         for receiver in self.receivers:
             receiver.running = True
-            if gevent_patched():
+            if self._gevent:
                 import gevent
                 self._threads.append(gevent.spawn(receiver.run))
             else:
