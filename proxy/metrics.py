@@ -95,9 +95,10 @@ class Metrics:
                               ["model", "kind"], registry=self.registry)
         self.publisher: PoolPublisher | None = None
         self.exposed = self.registry
-        if multiprocess_dir():
+        if folder := multiprocess_dir():
             from prometheus_client.multiprocess import MultiProcessCollector
 
+            os.makedirs(folder, exist_ok=True)  # set by hand and not made yet: the values' files go there
             self.exposed = CollectorRegistry(auto_describe=True)  # every worker's files, read at each scrape
             MultiProcessCollector(self.exposed)
             if pool is not None:
