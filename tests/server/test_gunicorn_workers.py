@@ -1,7 +1,7 @@
-"""`/metrics` under `gunicorn -k gevent -w 2 wsgi:app` reports the whole server: both workers' counts, tokens,
-histograms and per-backend series add up whichever worker answers; the metrics folder is emptied at start and
-made and removed by the server when not given; a worker that dies leaves the live gauges; LOG_FILE_MAX_MB
-is refused with several workers."""
+"""Several gunicorn workers (`gunicorn -k gevent -w 2 wsgi:app`): `/metrics` reports the whole server (both
+workers' counts, tokens, histograms and per-backend series add up whichever worker answers); the metrics folder
+is emptied at start, and made and removed by the server when not given; a worker that dies leaves the live
+gauges; LOG_FILE_MAX_MB is refused; SIGHUP to the master moves every worker to the new LOG_FILE."""
 from __future__ import annotations
 
 import os
@@ -116,3 +116,21 @@ def test_size_rotation_of_the_log_file_is_refused_with_several_workers(tmp_path)
     done = subprocess.run([sys.executable, "-m", "gunicorn", "-w", "2", "wsgi:app"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "LOG_FILE_MAX_MB" in done.stderr and "SIGHUP" in done.stderr
+
+
+def test_sighup_to_the_master_moves_every_worker_to_the_new_log_file(tmp_path):
+    path = tmp_path / "proxy.log"
+    server = Gunicorn(tmp_path, workers=2, LOG_LEVEL="INFO", LOG_FILE=str(path), LOG_ENABLED="false")
+    try:
+        old_workers = _children(server.process.pid)
+        _wait(lambda: "LLM Proxy ready" in (path.read_text() if path.exists() else ""))
+        path.rename(tmp_path / "proxy.log.1")  # logrotate's rename, then its postrotate signal
+        server.process.send_signal(signal.SIGHUP)
+        _wait(lambda: _children(server.process.pid).isdisjoint(old_workers) and
+              len(_children(server.process.pid)) == 2)
+        ids = {requests.post(server.url + "/api/chat", json=CHAT, timeout=10).headers["X-Request-ID"]
+               for _ in range(6)}
+        _wait(lambda: path.exists() and all(rid in path.read_text() for rid in ids))
+        assert not any(rid in (tmp_path / "proxy.log.1").read_text() for rid in ids)
+    finally:
+        server.stop()
