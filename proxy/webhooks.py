@@ -130,9 +130,12 @@ class Receiver:
                     self.wake.wait(due)
                     continue
                 batch = [self.queue.popleft() for _ in range(min(owner.batch, len(self.queue)))]
-                self.deliver(batch)
-        except Exception:  # noqa: BLE001 - logged; the queue is dropped with the sender
-            log.exception("webhook %s: the sender stopped", self.label)
+                try:
+                    self.deliver(batch)
+                except Exception:  # noqa: BLE001 - a record that cannot be encoded must not stop the sender
+                    log.exception("webhook %s: a batch could not be prepared; %d records dropped", self.label,
+                                  len(batch))
+                    owner.dropped.labels(self.label, "gave_up").inc(len(batch))
         finally:
             self.running = False
 
