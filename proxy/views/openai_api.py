@@ -21,6 +21,7 @@ from . import models as model_views
 from .caching import cached
 from .common import (
     begin,
+    early_stream,
     finish_whole,
     listed_models,
     open_upstream,
@@ -57,7 +58,12 @@ def chat_completions() -> Response:
         if backend.dialect == "ollama":
             return _translated(exchange, "chat", "/api/chat", oo.chat_from_openai(body, upstream_model), body)
         return _passthrough(exchange, "/v1/chat/completions", {**body, "model": upstream_model})
-    return cached(exchange, lambda: ck.openai_chat(body), lambda: serve(exchange, attempt))
+
+    def answer() -> Response:
+        if exchange.stream and settings.keepalive_s:
+            return early_stream(exchange, "openai", lambda: serve(exchange, attempt))
+        return serve(exchange, attempt)
+    return cached(exchange, lambda: ck.openai_chat(body), answer)
 
 
 @bp.route("/completions", methods=["POST"])
