@@ -296,3 +296,12 @@ def test_a_passthrough_stream_longer_than_the_log_copy_is_not_kept(backend_setup
     assert openai_chat(setup, stream=True).headers["X-Cache"] == "MISS"  # its answer was read from a cut copy
     whole = openai_chat(setup)  # a whole answer is read from the whole body: kept
     assert whole.headers["X-Cache"] == "MISS" and openai_chat(setup).headers["X-Cache"] == "HIT"
+
+
+def test_a_stream_kept_alive_by_beats_is_kept_and_then_replayed(cached_setup):
+    setup = cached_setup("openai", KEEPALIVE_S="5")
+    first = openai_chat(setup, stream=True)
+    assert first.headers["X-Cache"] == "MISS" and sse_data(first.text)[-1] == "[DONE]"
+    again = openai_chat(setup, stream=True)
+    assert again.headers["X-Cache"] == "HIT" and sse_data(again.text)[-1] == "[DONE]"
+    assert len(setup.chat_calls()) == 1
