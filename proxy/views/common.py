@@ -144,7 +144,7 @@ def stream_response(exchange: Exchange, upstream: Upstream, chunks: Iterable[byt
     current().body = None
     request.environ.pop("werkzeug.request", None)
     relay = Relay(exchange, upstream, chunks, dialect, translate)
-    mimetype = SSE if dialect == "openai" else NDJSON
+    mimetype = NDJSON if dialect == "ollama" else SSE
     return Response(relay, status=200, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
 
 
