@@ -23,18 +23,26 @@ TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}  # "tool" name
 # output_config.effort (adaptive thinking) -> the think level ``ollama_openai.think_to_openai`` maps
 EFFORT_TO_THINK = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 THINKING_TO_THINK = {"enabled": True, "disabled": False}
+# An Ollama backend is reached through ``ollama_openai.chat_from_openai``, which reads every sampler the pivot holds.
+PIVOT_FLAVOUR = {"ollama": "generic"}
 TOOL_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 IMAGE_PLACEHOLDER = "[image]"  # an image inside a tool result: chat tool messages carry text only
 
 
 # --- checks -------------------------------------------------------------------------------------------------
 
+def _block(value: Any, name: str) -> Any:
+    """A content block: an object with a string ``type`` (its other fields are read where they are used)."""
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        fail(name, "a content block: an object with a string 'type'")
+    return value
+
+
 def _blocks(value: Any, name: str) -> Any:
-    """A string, or an array of content blocks (objects with a string ``type``; their other fields are read
-    where they are used)."""
+    """A string, or an array of content blocks."""
     if isinstance(value, str):
         return value
-    return items(fields({"type": string}))(value, name)
+    return items(_block)(value, name)
 
 
 MESSAGE = fields({"role": one_of("user", "assistant", "system"), "content": _blocks})
@@ -213,6 +221,7 @@ def think_of(body: dict) -> bool | str | None:
 
 def to_openai(body: dict, backend_model: str, flavour: str, sanitize: bool = True) -> dict:
     """A checked Messages request as an OpenAI chat request for a backend of ``flavour``."""
+    flavour = PIVOT_FLAVOUR.get(flavour, flavour)
     system = _system_texts(body.get("system"), sanitize)
     messages: list[dict] = []
     for i, message in enumerate(body["messages"]):
