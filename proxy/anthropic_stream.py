@@ -194,7 +194,10 @@ class OpenAIStreamToAnthropic(_Opening, OpenAIStreamToOllama):
 
 
 class OllamaToOpenAIChunks(OllamaToOpenAI):
-    """The Ollama->OpenAI translator, its chunks kept as dicts for the next translator."""
+    """The Ollama->OpenAI translator, its chunks kept as dicts for the next translator (only what it reads)."""
+
+    def _chunk(self, delta: dict, finish_reason: str | None = None) -> Any:
+        return {"choices": [{"delta": delta, "finish_reason": finish_reason}]}
 
     def _encode(self, body: dict) -> Any:
         return body
