@@ -42,14 +42,14 @@ class OpenAIToAnthropic:
                  "_open", "_calls", "_usage", "_matched")
 
     def __init__(self, model: str, msg_id: str, stop_sequences: Any = None, input_tokens: int = 0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, opened: bool = False):
         self.model = model
         self.msg_id = msg_id
         self.stop_sequences = stop_sequences
         self.input_tokens = input_tokens  # what message_start reports before the backend has said
         self.clock = clock
         self.answer = Answer()
-        self.opened = False
+        self.opened = opened  # True: message_start is sent by someone else (a beating stream's opening)
         self._index = -1  # the last block opened
         self._open: str | int | None = None  # the open block: "text", "thinking", or a tool call's index
         self._calls: dict[int, dict] = {}

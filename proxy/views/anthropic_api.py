@@ -17,40 +17,60 @@ from ..errors import BackendUnavailable, ProxyError
 from ..exchange import Exchange
 from ..render import json_response, raw_json_response
 from ..services import services
-from .common import begin, finish_whole, open_upstream, read_whole, serve, stream_response, upstream_object
+from .common import (
+    begin,
+    early_stream,
+    finish_whole,
+    open_upstream,
+    read_whole,
+    serve,
+    stream_response,
+    upstream_object,
+)
 
 bp = Blueprint("anthropic_api", __name__, url_prefix="/v1")
 
 
 @bp.route("/messages", methods=["POST"])
 def messages() -> Response:
+    """A stream's ``message_start`` goes out before the backend's first byte: with KEEPALIVE_S, with the first
+    ``ping`` beat (or with the answer's first bytes when they come sooner), while the backend is reached in a
+    worker (``early_stream``); without, as soon as the backend's head has come."""
     exchange, body = begin("anthropic", an.check_messages_request)
     exchange.stream = bool(body.get("stream"))
-    sanitize = services().settings.agent_sanitize
+    settings = services().settings
+    msg_id = an.new_message_id()
+    beating = exchange.stream and settings.keepalive_s > 0
 
     def attempt(backend: Backend, upstream_model: str) -> Response:
-        out = an.to_openai(body, upstream_model, backend.flavor, sanitize)
+        out = an.to_openai(body, upstream_model, backend.flavor, settings.agent_sanitize)
         if backend.dialect != "ollama":
-            return _answer(exchange, body, "/v1/chat/completions", out, ollama=False)
+            return _answer(exchange, body, msg_id, "/v1/chat/completions", out, ollama=False, opened=beating)
         ollama_body = oo.chat_from_openai(out, upstream_model)
         think = an.think_of(body)
         if think is not None:
             ollama_body["think"] = think
-        return _answer(exchange, body, "/api/chat", ollama_body, ollama=True)
+        return _answer(exchange, body, msg_id, "/api/chat", ollama_body, ollama=True, opened=beating)
+    if beating:
+        opening = an.message_start(msg_id, exchange.model_requested or "")
+        return early_stream(exchange, "anthropic", lambda: serve(exchange, attempt), opening=opening, beat=an.PING)
     return serve(exchange, attempt)
 
 
-def _answer(exchange: Exchange, body: dict, path: str, out: dict, ollama: bool) -> Response:
+def _answer(exchange: Exchange, body: dict, msg_id: str, path: str, out: dict, *, ollama: bool,
+            opened: bool) -> Response:
+    """The backend's answer in Anthropic's shape; ``opened``: message_start went out already (a beating stream's
+    opening)."""
     upstream = open_upstream(exchange, path, out)
     model = exchange.model_requested or ""
-    msg_id = an.new_message_id()
     stops = body.get("stop_sequences")
     if exchange.stream:
-        translator = OpenAIToAnthropic(model, msg_id, stops)
+        translator = OpenAIToAnthropic(model, msg_id, stops, opened=opened)
         exchange.answer = translator.answer
         push = OllamaStreamToAnthropic(translator) if ollama else OpenAIStreamToAnthropic(translator)
-        # an empty first push sends message_start at once, before the backend's first byte
-        chunks = itertools.chain((b"",), exchange.upstream_chunks(upstream))
+        chunks = exchange.upstream_chunks(upstream)
+        if not opened:  # an empty first push sends message_start at once, before the backend's first byte
+            chunks = itertools.chain((b"",), chunks)
         return stream_response(exchange, upstream, chunks, "anthropic", push)
     resp = upstream_object(read_whole(exchange, upstream))
     if ollama:

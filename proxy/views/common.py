@@ -181,7 +181,7 @@ def early_stream(exchange: Exchange, dialect: str, work: Callable[[], Response],
 
     body = Beating(body_of_work, opening=opening, beat=beat, every_s=services().settings.keepalive_s, first_s=first_s,
                    failed=failed, abandoned=abandoned)
-    mimetype = SSE if dialect == "openai" else NDJSON
+    mimetype = NDJSON if dialect == "ollama" else SSE
     return EarlyResponse(body, status=200, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
 
 

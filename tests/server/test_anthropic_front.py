@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import anthropic
 import pytest
@@ -165,7 +166,8 @@ def test_tool_use_round_trip_over_each_backend(backend, anthropic_client, stream
     assert sent[3]["content"] == "and tomorrow?"
 
 
-def test_the_opening_event_goes_out_before_the_backends_first_byte(openai_backend):
+def test_without_keepalive_the_opening_event_goes_out_before_the_backends_first_byte(backend_setup):
+    openai_backend = backend_setup("openai", KEEPALIVE_S=0)
     gate = threading.Event()
     openai_backend.script_chat(["late"], gate=gate, gate_at=0)
     r = messages_raw(openai_backend.url, {"model": openai_backend.model, "max_tokens": 8, "stream": True,
@@ -177,6 +179,32 @@ def test_the_opening_event_goes_out_before_the_backends_first_byte(openai_backen
         gate.set()
     rest = first + r.raw.read()
     assert check_order(sse_events(rest))["blocks"][0]["value"] == "late"
+
+
+@pytest.mark.parametrize("kind", ["openai", "ollama"])
+def test_a_slow_first_byte_is_preceded_by_message_start_and_pings(backend_setup, anthropic_client, kind):
+    setup = backend_setup(kind, KEEPALIVE_S="0.3")
+    setup.script_chat(["Hello", " world"], hang=1.2)
+    started = time.monotonic()
+    r = messages_raw(setup.url, {"model": setup.model, "max_tokens": 8, "stream": True,
+                                 "messages": [{"role": "user", "content": "hi"}]}, stream=True)
+    pieces = r.iter_content(chunk_size=None)
+    first = next(pieces)
+    assert first.startswith(b"event: message_start\n") and time.monotonic() - started < 1.0
+    events = sse_events(first + b"".join(pieces))
+    names = [name for name, _ in events]
+    assert names[1:3] == ["ping", "ping"] and names.index("content_block_start") > names.index("ping")
+    said = check_order(events)
+    assert said["blocks"][0]["value"] == "Hello world" and said["stop_reason"] == "end_turn"
+    client = anthropic_client(setup.proxy, timeout=0.8)  # read timeout shorter than the backend's wait
+    with client.messages.stream(model=setup.model, max_tokens=8, messages=[{"role": "user", "content": "hi"}]) as s:
+        assert s.get_final_message().content[0].text == "Hello world"
+
+
+def test_a_stream_refused_before_the_first_beat_keeps_its_status(stub):
+    r = messages_raw(stub.url, {"model": "nope", "max_tokens": 5, "stream": True,
+                                "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
 
 
 def test_a_backend_that_breaks_mid_stream_ends_with_an_error_event(backend, anthropic_client):
