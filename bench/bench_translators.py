@@ -1,7 +1,8 @@
 """CPU per streamed chunk of each stream translator on its own (framing, translation, encoding; no sockets):
 OpenAI SSE -> Ollama NDJSON, Ollama NDJSON -> OpenAI SSE, and the Anthropic Messages ones, OpenAI SSE ->
 Anthropic events and Ollama NDJSON -> Anthropic events (through OpenAI chunks). Each upstream chunk holds one
-event of one word, as a live stream's do; the figure is the best of REPEATS runs of CHUNKS chunks.
+event of one word, as a live stream's do; the figure is the best of REPEATS runs of CHUNKS chunks. Then the
+memory each translator holds for an open stream (tracemalloc, OPEN streams each fed HELD chunks).
 
     python bench/bench_translators.py
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +31,8 @@ from proxy.streaming import (  # noqa: E402
 
 CHUNKS = 20000
 REPEATS = 5
+OPEN = 500
+HELD = 50
 
 
 def openai_body(n: int) -> list[bytes]:
@@ -67,6 +71,21 @@ def per_chunk(make_push: Callable[[], object], body: list[bytes]) -> float:
     return best
 
 
+def held_bytes(make_push: Callable[[], object], body: list[bytes]) -> float:
+    """Bytes allocated and still held per open stream, each fed ``body`` (not ended)."""
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    pushes = []
+    for _ in range(OPEN):
+        push = make_push()
+        for chunk in body:
+            push(chunk)  # type: ignore[operator]
+        pushes.append(push)
+    held = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    return held / OPEN
+
+
 def main() -> None:
     openai, ollama = openai_body(CHUNKS), ollama_body(CHUNKS)
     rows = [
@@ -80,6 +99,9 @@ def main() -> None:
     print(f"{'translator':36} µs CPU per chunk (best of {REPEATS} x {CHUNKS} chunks)")
     for name, make, body in rows:
         print(f"{name:36} {per_chunk(make, body):6.2f}")
+    print(f"\n{'translator':36} bytes held per open stream ({OPEN} streams, {HELD} chunks each)")
+    for name, make, body in rows:
+        print(f"{name:36} {held_bytes(make, body[:HELD]):6.0f}")
 
 
 if __name__ == "__main__":

@@ -193,8 +193,22 @@ class OpenAIStreamToAnthropic(_Opening, OpenAIStreamToOllama):
         super().__init__(translator)  # type: ignore[arg-type]
 
 
+class _Dropped(list):
+    """A list that keeps nothing appended to it."""
+
+    __slots__ = ()
+
+    def append(self, item: Any) -> None:
+        pass
+
+
 class OllamaToOpenAIChunks(OllamaToOpenAI):
-    """The Ollama->OpenAI translator, its chunks kept as dicts for the next translator (only what it reads)."""
+    """The Ollama->OpenAI translator, its chunks kept as dicts for the next translator (only what it reads).
+    The text is kept once, by the next translator: this one's answer drops it."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.answer.content = self.answer.thinking = _Dropped()
 
     def _chunk(self, delta: dict, finish_reason: str | None = None) -> Any:
         return {"choices": [{"delta": delta, "finish_reason": finish_reason}]}
