@@ -292,3 +292,66 @@ def test_the_exchange_is_recorded_with_front_anthropic_and_the_last_user_text(st
     detail = one(store_of(stub), rows[0]["id"])
     answer = detail["answer"] if isinstance(detail["answer"], dict) else json.loads(detail["answer"])
     assert answer["content"] == "The tool returned: x"
+
+
+# =============================================================================================
+# Claude Code's recorded shape, a client that leaves
+# =============================================================================================
+
+
+def test_claude_codes_request_shape_replayed_through_the_proxy(backend_setup):
+    setup = backend_setup("openai", MODEL_MAP="claude-*=qwen3-8b")
+    script_tool_call(setup, "call_next")
+    request = fakes.load_json("claude_code_messages.SYNTHETIC.request.json")
+    r = messages_raw(setup.url, request, headers={"anthropic-beta": "interleaved-thinking-2025-05-14",
+                                                  "X-Claude-Code-Session-Id": "5e551011"})
+    said = check_order(sse_events(r.content))
+    assert said["stop_reason"] == "tool_use" and said["blocks"][0]["start"]["id"] == "call_next"
+    sent = setup.upstream_chat()
+    assert sent["model"] == "qwen3-8b" and [t["function"]["name"] for t in sent["tools"]] == ["Read", "Bash"]
+    assert [m["role"] for m in sent["messages"]] == ["system", "user", "assistant", "tool", "user", "assistant",
+                                                     "tool", "tool", "user"]
+    assert "x-anthropic-billing-header" not in json.dumps(sent)
+    [row] = wait_rows(store_of(setup.proxy), 1)
+    assert row["model"] == "claude-sonnet-4-6" and row["preview"] == "Thanks, summarise please."
+
+
+@pytest.mark.parametrize("kind", ["openai", "ollama"])
+def test_a_client_that_leaves_mid_stream_closes_the_backend_request(backend_setup, kind):
+    setup = backend_setup(kind)
+    setup.script_chat(["FIRSTPIECE"] + [f" w{i}" for i in range(300)], delay=0.01)
+    r = messages_raw(setup.url, {"model": setup.model, "max_tokens": 500, "stream": True,
+                                 "messages": [{"role": "user", "content": "hi"}]}, stream=True)
+    seen = b""
+    for chunk in r.iter_content(chunk_size=None):
+        seen += chunk
+        if b"FIRSTPIECE" in seen:
+            break
+    r.close()
+    (ex,) = setup.fake.exchanges_to(setup.chat_path)
+    assert ex.done.wait(5), "the backend kept streaming after the client left"
+    assert ex.client_disconnected and not ex.completed
+    [row] = wait_rows(store_of(setup.proxy), 1)
+    assert row["outcome"] == "cancelled" and row["front"] == "anthropic"
+
+
+def test_under_gevent_the_sdk_streams_and_a_leaving_client_closes_the_backend(fake_upstream, wsgi_proxy,
+                                                                              anthropic_client):
+    fake_upstream.serve_openai_models("qwen3-8b")
+    fake_upstream.default("POST", "/v1/chat/completions", fakes.openai_chat_responder(["Hi", " there"]))
+    proxy = wsgi_proxy(BACKEND_TYPE="openai")
+    with anthropic_client(proxy).messages.stream(model="qwen3-8b", max_tokens=8,
+                                                 messages=[{"role": "user", "content": "hi"}]) as stream:
+        assert stream.get_final_message().content[0].text == "Hi there"
+    fake_upstream.default("POST", "/v1/chat/completions", fakes.openai_chat_responder(
+        ["FIRSTPIECE"] + [f" w{i}" for i in range(300)], delay=0.01))
+    r = messages_raw(proxy.url, {"model": "qwen3-8b", "max_tokens": 500, "stream": True,
+                                 "messages": [{"role": "user", "content": "again"}]}, stream=True)
+    seen = b""
+    for chunk in r.iter_content(chunk_size=None):
+        seen += chunk
+        if b"FIRSTPIECE" in seen:
+            break
+    r.close()
+    ex = fake_upstream.exchanges_to("/v1/chat/completions")[-1]
+    assert ex.done.wait(5) and ex.client_disconnected and not ex.completed
