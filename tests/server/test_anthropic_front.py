@@ -80,6 +80,12 @@ def test_stub_tool_use_round_trip_keeps_the_id(stub, anthropic_client):
     assert second.content[0].text == "The tool returned: sunny"
 
 
+def test_metrics_count_the_front_as_anthropic(stub, anthropic_client):
+    anthropic_client(stub).messages.create(model="stub", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    text = requests.get(stub.url + "/metrics", timeout=5).text
+    assert 'llm_proxy_requests_total{endpoint="/v1/messages",front="anthropic",model="stub"' in text
+
+
 def test_stub_count_tokens_is_an_estimate(stub, anthropic_client):
     counted = anthropic_client(stub).messages.count_tokens(
         model="stub", messages=[{"role": "user", "content": "x" * 400}])
