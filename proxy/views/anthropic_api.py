@@ -87,9 +87,10 @@ def count_tokens() -> Response:
     """``{"input_tokens": N}``: counted by the backend's tokenizer where it has one (llama.cpp's ``/tokenize``),
     else estimated (``an.estimate_tokens``); the log's row says which (a local answer is an estimate)."""
     exchange, body = begin("anthropic", an.check_count_tokens_request)
+    sanitize = services().settings.agent_sanitize
 
     def attempt(backend: Backend, upstream_model: str) -> Response:
-        text = an.flat_text(body)
+        text = an.flat_text(body, sanitize)
         counted = _tokenized(backend, text, exchange.request_id) if backend.flavor == "llamacpp" else None
         if counted is None:
             exchange.local = True

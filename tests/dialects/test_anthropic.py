@@ -218,6 +218,14 @@ def test_count_tokens_needs_no_max_tokens_and_estimates_from_characters():
     assert an.estimate_tokens(with_tools) > an.estimate_tokens(request)
 
 
+def test_the_text_counted_is_the_text_the_backend_gets():
+    request = load_json(CLAUDE_CODE)
+    text = an.flat_text(request)
+    assert "x-anthropic-billing-header" not in text and "You are Claude Code" in text
+    assert '{"file_path":"/src/a.py"}' in text and "File does not exist." in text and '"name":"Bash"' in text
+    assert an.flat_text(request, sanitize=False).startswith("x-anthropic-billing-header")
+
+
 # --- whole answers --------------------------------------------------------------------------------
 
 def completion(message: dict, finish: str = "stop", **choice) -> dict:

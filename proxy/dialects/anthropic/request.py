@@ -259,10 +259,11 @@ def to_openai(body: dict, backend_model: str, flavour: str, sanitize: bool = Tru
 
 # --- token counts ------------------------------------------------------------------------------------------
 
-def flat_text(body: dict) -> str:
-    """What a Messages request gives the model to read, as one text: system prompt, every turn's text,
-    thinking, tool calls and results, and the tools' definitions (for a tokenizer, or the estimate)."""
-    parts = _system_texts(body.get("system"), False)
+def flat_text(body: dict, sanitize: bool = True) -> str:
+    """What a Messages request gives the model to read, as one text: system prompt (as ``to_openai`` leaves
+    it), every turn's text, thinking, tool calls and results, and the tools' definitions (for a tokenizer, or
+    the estimate)."""
+    parts = _system_texts(body.get("system"), sanitize)
     for message in body.get("messages") or ():
         content = message.get("content")
         if isinstance(content, str):
