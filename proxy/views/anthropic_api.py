@@ -13,7 +13,7 @@ from ..assemble import answer_of_openai
 from ..backends.base import Backend
 from ..dialects import anthropic as an
 from ..dialects import ollama_openai as oo
-from ..errors import BackendUnavailable, ProxyError
+from ..errors import BackendUnavailable, ProxyError, clip_message
 from ..exchange import Exchange
 from ..render import json_response, raw_json_response
 from ..services import services
@@ -73,9 +73,10 @@ def _answer(exchange: Exchange, body: dict, msg_id: str, path: str, out: dict, *
             chunks = itertools.chain((b"",), chunks)
         return stream_response(exchange, upstream, chunks, "anthropic", push)
     resp = upstream_object(read_whole(exchange, upstream))
+    if resp.get("error"):  # an error in a 200 answer
+        error = resp["error"]
+        raise BackendUnavailable(clip_message(str(error.get("message") if isinstance(error, dict) else error)))
     if ollama:
-        if resp.get("error"):
-            raise BackendUnavailable(str(resp["error"]))
         resp = oo.chat_response_to_openai(resp, msg_id, 0, model)
     exchange.answer = answer_of_openai(resp)
     data = jsonio.dumps(an.message_from_openai(resp, msg_id, model, stops))

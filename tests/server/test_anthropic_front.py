@@ -266,6 +266,14 @@ def test_a_backend_error_status_passes_through_in_anthropics_shape(openai_backen
                                                           "message": "context too long"}
 
 
+def test_an_error_inside_a_200_answer_is_a_502_in_anthropics_shape(backend):
+    error = {"error": {"message": "out of memory"}} if backend.kind == "openai" else {"error": "out of memory"}
+    backend.fake.default("POST", backend.chat_path, json_reply(error))
+    r = messages_raw(backend.url, {"model": backend.model, "max_tokens": 5,
+                                   "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 502 and r.json()["error"] == {"type": "api_error", "message": "out of memory"}
+
+
 def test_keys_are_taken_as_x_api_key_or_bearer_and_refusals_are_anthropic_errors(make_proxy, anthropic_client):
     proxy = make_proxy(BACKEND_TYPE="stub", STUB_DELAY_MS=0, API_KEYS="dev:sk-test-1")
     ask = {"model": "stub", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
