@@ -280,3 +280,14 @@ def test_model_entries_and_list_carry_anthropic_fields():
     assert entries[0] == {"type": "model", "id": "a", "display_name": "a", "created_at": "2025-01-01T00:00:00Z"}
     assert an.model_list(entries) == {"data": entries, "has_more": False, "first_id": "a", "last_id": "b"}
     assert an.model_list([]) == {"data": [], "has_more": False, "first_id": None, "last_id": None}
+
+
+@pytest.mark.parametrize("path, dialect", [
+    ("/v1/messages", "anthropic"), ("/v1/messages/count_tokens", "anthropic"), ("/V1/Messages", "anthropic"),
+    ("/v1/messagesx", "openai"), ("/v1/models", "openai"), ("/v1/chat/completions", "openai"),
+    ("/api/chat", "ollama"), ("/", "ollama"),
+])
+def test_errors_under_v1_messages_are_in_anthropics_dialect(path, dialect):
+    from proxy.recording import dialect_of_path
+
+    assert dialect_of_path(path) == dialect
