@@ -168,17 +168,17 @@ class OpenAIToAnthropic:
         return out
 
 
-class _Opening:
-    """A push whose first call sends ``message_start`` even when its chunk holds nothing yet."""
+class _Opening(_Push):
+    """A push whose first call sends ``message_start`` even when its chunk holds nothing yet (no ``super()``
+    call per chunk: this is ``_Push.__call__`` with the check)."""
 
     __slots__ = ()
     translator: OpenAIToAnthropic
 
     def __call__(self, chunk: bytes) -> list[bytes]:
-        push = super().__call__  # type: ignore[misc]
-        if self.translator.opened:
-            return push(chunk)
-        return self.translator.opening() + push(chunk)
+        out = [] if self.done else self._safely(self.framing.feed(chunk))
+        translator = self.translator
+        return out if translator.opened else translator.opening() + out
 
     def ping(self) -> bytes:
         return self.translator.ping()
