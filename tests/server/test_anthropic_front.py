@@ -64,6 +64,7 @@ def test_stub_stream_delivers_the_text_word_by_word(stub, anthropic_client):
         final = stream.get_final_message()
     assert pieces == ["You", " said:", " one", " two", " three"]
     assert final.content[0].text == "You said: one two three" and final.stop_reason == "end_turn"
+    assert final.usage.input_tokens == 4 and final.usage.output_tokens == 5  # from message_delta
 
 
 def test_stub_tool_use_round_trip_keeps_the_id(stub, anthropic_client):
