@@ -275,6 +275,17 @@ def test_an_error_inside_a_200_answer_is_a_502_in_anthropics_shape(backend):
     assert r.status_code == 502 and r.json()["error"] == {"type": "api_error", "message": "out of memory"}
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_an_unreachable_backend_is_a_502_api_error_naming_it(make_proxy, stream):
+    from tests.support import free_port
+
+    proxy = make_proxy(BACKEND_TYPE="openai", BACKEND_URL=f"http://127.0.0.1:{free_port()}", MODEL_MAP="m=m")
+    r = messages_raw(proxy.url, {"model": "m", "max_tokens": 5, "stream": stream,
+                                 "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 502 and r.json()["error"]["type"] == "api_error"
+    assert "connect" in r.json()["error"]["message"]
+
+
 def test_keys_are_taken_as_x_api_key_or_bearer_and_refusals_are_anthropic_errors(make_proxy, anthropic_client):
     proxy = make_proxy(BACKEND_TYPE="stub", STUB_DELAY_MS=0, API_KEYS="dev:sk-test-1")
     ask = {"model": "stub", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
