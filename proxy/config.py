@@ -89,6 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STUB_DELAY_MS", "30", int_min(0), "stub backend: pause between streamed words, in milliseconds"),
     Setting("INJECT_TEXT", "", str, "text appended to a user message of chat requests (off when empty)"),
     Setting("INJECT_MODE", "last", choice("first", "last"), "first or last user message"),
+    Setting("AGENT_SANITIZE", "true", boolean, "clean coding agents' requests for a local backend: Claude Code's "
+            "per-request billing block is removed from the system prompt, so the backend's prompt cache works"),
     Setting("DATABASE_URL", "sqlite:///data/proxy.db", database_url, "log database (postgresql://…, mysql://… also)",
             show=mask_url),
     Setting("LOG_MAX_REQUESTS", "10000", int_min(0), "rows kept; oldest deleted by the cleanup (0 = unlimited)"),
@@ -211,6 +213,7 @@ class Settings:
     stub_delay_ms: int
     inject_text: str
     inject_mode: str
+    agent_sanitize: bool
     database_url: str
     log_max_requests: int
     log_max_refused: int

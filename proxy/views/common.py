@@ -147,7 +147,7 @@ def stream_response(exchange: Exchange, upstream: Upstream, chunks: Iterable[byt
     current().body = None
     request.environ.pop("werkzeug.request", None)
     relay = Relay(exchange, upstream, chunks, dialect, translate)
-    mimetype = SSE if dialect == "openai" else NDJSON
+    mimetype = NDJSON if dialect == "ollama" else SSE
     return Response(relay, status=200, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
 
 
@@ -181,7 +181,7 @@ def early_stream(exchange: Exchange, dialect: str, work: Callable[[], Response],
 
     body = Beating(body_of_work, opening=opening, beat=beat, every_s=services().settings.keepalive_s, first_s=first_s,
                    failed=failed, abandoned=abandoned)
-    mimetype = SSE if dialect == "openai" else NDJSON
+    mimetype = NDJSON if dialect == "ollama" else SSE
     return EarlyResponse(body, status=200, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
 
 

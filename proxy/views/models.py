@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..catalog import ModelInfo
+from ..dialects import anthropic as an
 from ..dialects import ollama as ol
 from ..dialects import openai as oa
 
@@ -67,3 +68,12 @@ def show_body(model: ModelInfo, default_context: int, user_agent: str = "") -> d
 
 def openai_model(model: ModelInfo) -> dict[str, Any]:
     return oa.model_object(model.id, model.created or EPOCH_2025, model.owned_by, model.context_length)
+
+
+def anthropic_model(model: ModelInfo) -> dict[str, Any]:
+    return an.model_entry(model.id, model.created or EPOCH_2025)
+
+
+def wants_anthropic_shape(headers: Any) -> bool:
+    """Anthropic's clients (Claude Code's model discovery) send these; OpenAI's send neither (one gateway's rule)."""
+    return "anthropic-version" in headers or "x-api-key" in headers

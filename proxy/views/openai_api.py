@@ -9,6 +9,7 @@ from .. import jsonio
 from ..assemble import answer_of_openai, assemble_openai_json, assemble_openai_sse
 from ..backends.base import Backend
 from ..cache import key as ck
+from ..dialects import anthropic as an
 from ..dialects import ollama_openai as oo
 from ..dialects import openai as oa
 from ..errors import BackendUnavailable, NotFound
@@ -33,17 +34,22 @@ from .common import (
 )
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
-OUT_OF_SCOPE = {"responses": "the Responses API", "messages": "the Anthropic Messages API"}
+OUT_OF_SCOPE = {"responses": "the Responses API"}
 
 
 @bp.route("/models", methods=["GET"])
 def list_models() -> Response:
+    if model_views.wants_anthropic_shape(request.headers):
+        return json_response(an.model_list([model_views.anthropic_model(m) for m in listed_models()]))
     return json_response(oa.model_list([model_views.openai_model(m) for m in listed_models()]))
 
 
 @bp.route("/models/<path:model_id>", methods=["GET"])
 def get_model(model_id: str) -> Response:
-    return json_response(model_views.openai_model(services().catalog.find(model_id)))
+    model = services().catalog.find(model_id)
+    if model_views.wants_anthropic_shape(request.headers):
+        return json_response(model_views.anthropic_model(model))
+    return json_response(model_views.openai_model(model))
 
 
 @bp.route("/chat/completions", methods=["POST"])
