@@ -35,7 +35,10 @@ OUT_OF_SCOPE = {"responses": "the Responses API", "messages": "the Anthropic Mes
 
 @bp.route("/models", methods=["GET"])
 def list_models() -> Response:
-    return json_response(oa.model_list([model_views.openai_model(m) for m in listed_models()]))
+    models = listed_models()
+    body = oa.model_list([model_views.openai_model(m) for m in models])
+    body["models"] = model_views.codex_models(models)  # what Codex's model catalog reads, beside OpenAI's list
+    return json_response(body)
 
 
 @bp.route("/models/<path:model_id>", methods=["GET"])
