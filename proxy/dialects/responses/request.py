@@ -49,8 +49,9 @@ def check_request(body: Any) -> str:
         raise BadRequest("'model' is required and must be a non-empty string", param="model")
     for field, what in STATEFUL.items():
         if body.get(field):
-            raise BadRequest(f"'{field}' is not supported: this proxy keeps no state, so it cannot continue "
-                             f"{what}; send the whole conversation in 'input' (with store: false)", param=field)
+            raise BadRequest(f"'{field}' is not supported: this proxy is stateless (it keeps no responses), so it "
+                             f"cannot continue {what}; send the whole conversation in 'input' (with store: false)",
+                             param=field)
     data = body.get("input")
     if data is not None and not isinstance(data, (str, list)):
         raise BadRequest("'input' must be a string or an array of items", param="input")
