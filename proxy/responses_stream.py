@@ -161,14 +161,27 @@ class ChatToResponses:
                 answer.thinking.append(thinking)
                 self._piece(out, "reasoning", thinking)
             if text:
-                answer.mark_token(self.clock())
-                answer.content.append(text)
-                self._piece(out, "message", text)
+                self.content(out, text)
             for fragment in delta.get("tool_calls") or ():
                 if isinstance(fragment, dict):
                     self._fragment(out, fragment)
             if choice.get("finish_reason"):
                 answer.finish_reason = choice["finish_reason"]
+        return out
+
+    def content(self, out: list[bytes], text: str) -> list[bytes]:
+        """A piece of the answer's text (``out`` gets its events)."""
+        answer = self.answer
+        answer.mark_token(self.clock())
+        answer.content.append(text)
+        if self.kind == "message":  # the common case, one event
+            self.pieces.append(text)
+            event = {"type": "response.output_text.delta", "sequence_number": self.seq, "item_id": self.item_id,
+                     "output_index": self.index, "content_index": 0, "delta": text, "logprobs": []}
+            self.seq += 1
+            out.append(rs.sse("response.output_text.delta", event))
+        else:
+            self._piece(out, "message", text)
         return out
 
     def _take_usage(self, usage: Any) -> None:
@@ -379,6 +392,12 @@ class ResponsesFromOllama(_Pushed):
             line = load_chunk(raw, "NDJSON")
             if not isinstance(line, dict):
                 raise StreamFormatError(f"the backend sent a non-object NDJSON line: {raw[:200]!r}")
+            message = line.get("message")
+            if (type(message) is dict and len(message) == 2 and "content" in message and "role" in message
+                    and not line.get("done") and "error" not in line and translator.opened):
+                if message["content"] and isinstance(message["content"], str):  # text only: no chunk built
+                    translator.content(out, message["content"])
+                continue
             out += translator.feed(chunk_of_ollama(line, len(translator.calls) + len(translator.answer.tool_calls)))
             if line.get("done"):
                 self.done = True

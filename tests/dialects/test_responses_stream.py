@@ -278,3 +278,22 @@ def test_a_whole_completion_becomes_the_same_response_object():
                      ("function_call", "shell")]
     assert final["output"][2]["input"] == PATCH and final["output"][3]["arguments"] == "{}"
     assert final["usage"]["input_tokens_details"]["cached_tokens"] == 2 and final["status"] == "completed"
+
+
+OLLAMA_TEXT = b"".join(json.dumps(line).encode() + b"\n" for line in [
+    {"model": "m", "message": {"role": "assistant", "content": "", "thinking": "Let me"}, "done": False},
+    {"model": "m", "message": {"role": "assistant", "content": "", "thinking": " think."}, "done": False},
+    *({"model": "m", "message": {"role": "assistant", "content": w}, "done": False} for w in ("Hel", "lo", " \u00e9")),
+    {"model": "m", "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop",
+     "prompt_eval_count": 4, "eval_count": 5}])
+
+
+def test_ollama_thinking_and_text_lines_become_reasoning_then_message_at_every_split():
+    whole, t = ollama_events([OLLAMA_TEXT])
+    events = parse(whole)
+    check_order(events)
+    reasoning, message = events[-1]["response"]["output"]
+    assert reasoning["summary"][0]["text"] == "Let me think." and message["content"][0]["text"] == "Hello \u00e9"
+    assert "".join(t.answer.content) == "Hello \u00e9" and events[-1]["response"]["usage"]["output_tokens"] == 5
+    for chunks in splits(OLLAMA_TEXT):
+        assert normalized(ollama_events(chunks)[0]) == normalized(whole)

@@ -109,6 +109,12 @@ def custom_input(arguments: str) -> str:
 
 # --- events -----------------------------------------------------------------------------------
 
+_HEADS: dict[str, bytes] = {}  # "event: <kind>\ndata: " per event kind, encoded once
+
+
 def sse(kind: str, body: dict) -> bytes:
     """One event; ``body`` carries ``type`` (= kind) and ``sequence_number`` already."""
-    return b"event: " + kind.encode() + b"\ndata: " + jsonio.dumps(body) + b"\n\n"
+    head = _HEADS.get(kind)
+    if head is None:
+        head = _HEADS[kind] = b"event: " + kind.encode() + b"\ndata: "
+    return head + jsonio.dumps(body) + b"\n\n"
