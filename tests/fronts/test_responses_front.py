@@ -256,3 +256,24 @@ def test_a_codex_catalog_entry_says_what_the_catalog_knows():
     assert entry["slug"] == "qwen3" and entry["context_window"] == 32768 and entry["priority"] == 1
     assert [e["effort"] for e in entry["supported_reasoning_levels"]] == ["low", "medium", "high"]
     assert entry["input_modalities"] == ["text", "image"] and entry["supports_reasoning_summaries"] is True
+
+
+def test_the_log_view_shows_a_responses_exchange(stub, openai_client):
+    openai_client(stub).responses.create(model="stub", input="show me in the log", tools=codex_request(1)["tools"])
+    (row,) = wait_rows(store_of(stub), 1)
+    detail = requests.get(f"{stub.url}/ui/api/logs/{row['id']}", timeout=10)
+    page = requests.get(f"{stub.url}/ui/logs/{row['id']}", timeout=10)
+    assert detail.status_code == 200 and detail.json()["front"] == "responses"
+    assert page.status_code == 200 and "show me in the log" in page.text
+
+
+def test_a_codex_stream_under_the_gevent_server(fake_upstream, wsgi_proxy, openai_client):
+    fake_upstream.serve_openai_models("qwen3-8b")
+    fake_upstream.default("POST", "/v1/chat/completions", fakes.openai_chat_responder(
+        ("Patching",), tool_calls=[("apply_patch", json.dumps({"input": PATCH}), "call_g1")], delay=0.01))
+    proxy = wsgi_proxy(BACKEND_TYPE="openai")
+    body = codex_request(2, model="qwen3-8b")
+    events, final = streamed(openai_client(proxy), **{k: v for k, v in body.items() if k != "stream"})
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    message, call = final.output
+    assert message.content[0].text == "Patching" and call.type == "custom_tool_call" and call.input == PATCH
