@@ -177,3 +177,23 @@ def test_partial_string_stops_at_a_value_that_is_not_a_string():
 
 def test_partial_string_replaces_lone_surrogates():
     assert decode(['{"input": "\\ud83d x \\ude00"}']) == "\ufffd x \ufffd"
+
+
+def test_parallel_calls_merge_into_one_assistant_message_with_their_outputs_after_it():
+    body = {"model": "m", "input": [
+        {"type": "message", "role": "user", "content": "two things"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text", "text": "both"}]},
+        {"type": "function_call", "call_id": "c1", "name": "a", "arguments": "{}"},
+        {"type": "function_call", "call_id": "c2", "name": "b", "arguments": {"x": 1}},
+        {"type": "function_call_output", "call_id": "c1", "output": "A"},
+        {"type": "function_call_output", "call_id": "c2", "output": {"json": True}}]}
+    _, calls, first, second = chat_of(body).chat["messages"]
+    assert calls["reasoning_content"] == "both" and [c["id"] for c in calls["tool_calls"]] == ["c1", "c2"]
+    assert calls["tool_calls"][1]["function"]["arguments"] == '{"x":1}'
+    assert (first["content"], second["content"]) == ("A", '{"json":true}')
+
+
+def test_json_object_format_and_text_format_map_to_response_format():
+    assert chat_of({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}}).chat[
+        "response_format"] == {"type": "json_object"}
+    assert "response_format" not in chat_of({"model": "m", "input": "x", "text": {"format": {"type": "text"}}}).chat
