@@ -122,7 +122,7 @@ class AccessLog:
         status_holder: list[str] = []
 
         def _start_response(status: str, headers: list, exc_info: Any = None):
-            status_holder.append(status)
+            status_holder.append(status)  # a second call (exc_info): a stream's head replaced by an error
             headers.append(("X-Request-ID", request_id))
             if draining.stopping:  # a stopping server serves no further request on this connection
                 headers.append(("Connection", "close"))
@@ -130,7 +130,7 @@ class AccessLog:
 
         def done(sent: int) -> None:
             if access_log.isEnabledFor(logging.INFO):
-                status = int(status_holder[0].split(" ", 1)[0]) if status_holder else 0
+                status = int(status_holder[-1].split(" ", 1)[0]) if status_holder else 0
                 self._write(environ, ctx, status, sent, time.perf_counter() - started)
 
         body = self.app(environ, _start_response)

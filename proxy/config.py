@@ -140,6 +140,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KEEPALIVE_TIMEOUT", "60", seconds, "seconds an idle keep-alive connection is kept between requests"),
     Setting("MAX_CONNECTIONS", "8192", int_min(1), "client connections served at once; beyond it new connections "
             "wait in the listen backlog (lowered to fit the open-file limit)"),
+    Setting("KEEPALIVE_S", "10", seconds_or_zero, "streamed chat completions: seconds between keep-alive beats "
+            "while the backend has not sent its first byte (queued, failing over, reading the prompt); the first "
+            "beat sends the head, so a later failure is an error event (0 = off)"),
     Setting("DRAIN_TIMEOUT", "30", seconds_or_zero, "on SIGTERM/SIGINT: seconds running requests get to finish; then "
             "open streams end with an error chunk and are recorded as cancelled (a second signal ends them at once)"),
 )
@@ -211,6 +214,7 @@ class Settings:
     header_timeout: float
     keepalive_timeout: float
     max_connections: int
+    keepalive_s: float
     drain_timeout: float
 
     @classmethod
