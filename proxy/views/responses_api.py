@@ -12,14 +12,16 @@ from .. import jsonio
 from ..backends.base import Backend
 from ..dialects import ollama_openai as oo
 from ..dialects.responses import shapes
-from ..dialects.responses.request import check_request, to_chat
+from ..dialects.responses.request import check_request, to_chat, tools_of
 from ..errors import BackendUnavailable, NotFound
 from ..render import raw_json_response
 from ..responses_stream import ChatToResponses, ResponsesFromOllama, ResponsesFromOpenAI
+from ..services import services
 from .common import (
     SSE,
     STREAM_HEADERS,
     begin,
+    early_stream,
     finish_whole,
     open_upstream,
     read_whole,
@@ -36,12 +38,12 @@ FRONT = "responses"
 def create_response() -> Response:
     exchange, body = begin(FRONT, check_request)
     exchange.stream = bool(body.get("stream"))
+    assert exchange.model_requested is not None  # begin() noted it
+    fixed = shapes.base(body, shapes.new_id("resp_"), int(time.time()), exchange.model_requested)
+    translator = ChatToResponses(fixed, tools_of(body)[2])  # one per request: its opening may be sent already
 
     def attempt(backend: Backend, upstream_model: str) -> Response:
         plan = to_chat(body, upstream_model, backend.flavor)
-        assert exchange.model_requested is not None  # begin() noted it
-        fixed = shapes.base(body, shapes.new_id("resp_"), int(time.time()), exchange.model_requested)
-        translator = ChatToResponses(fixed, plan.custom_tools)
         exchange.answer = translator.answer
         if plan.empty:
             return _answered_here(exchange, translator)
@@ -52,9 +54,8 @@ def create_response() -> Response:
             upstream = open_upstream(exchange, "/v1/chat/completions", plan.chat)
         if exchange.stream:
             push = ResponsesFromOllama(translator) if ollama else ResponsesFromOpenAI(translator)
-            # An empty first chunk: response.created and response.in_progress leave before the backend's first
-            # byte (a slow prefill keeps the client waiting on an open, answering stream). Keep-alive hook:
-            # push.keepalive() gives the bytes of one beat while the backend is silent.
+            # An empty first chunk: without keep-alives, response.created and response.in_progress leave as soon
+            # as the backend accepted the request, before its first token (with them, they left already).
             chunks = itertools.chain((b"",), exchange.upstream_chunks(upstream))
             return stream_response(exchange, upstream, chunks, "openai", push)
         completion = upstream_object(read_whole(exchange, upstream))
@@ -64,6 +65,14 @@ def create_response() -> Response:
             completion = oo.chat_response_to_openai(completion, "", 0, upstream_model)
         data = jsonio.dumps(translator.whole(completion))
         return finish_whole(exchange, raw_json_response(data), data)
+
+    if exchange.stream and services().settings.keepalive_s:
+        # The head and the opening events at once, then response.in_progress every KEEPALIVE_S until the
+        # backend's first byte (queue, failover, prefill); a failure after that is a response.failed.
+        opening = b"".join(translator.opening())
+        return early_stream(exchange, "openai", lambda: serve(exchange, attempt), opening=opening,
+                            beat=translator.keepalive, first_s=0,
+                            failure=lambda exc: b"".join(translator.failed(exc)))
     return serve(exchange, attempt)
 
 

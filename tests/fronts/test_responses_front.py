@@ -129,20 +129,42 @@ def test_a_backend_that_dies_mid_stream_ends_with_response_failed(backend, opena
     assert row["outcome"] == "backend_error" and row["front"] == "responses"
 
 
-def test_a_backend_refusal_is_an_openai_shaped_error(backend, openai_client):
-    backend.fake.default("POST", backend.chat_path, fakes.json_reply(
-        fakes.openai_error("the context is too long", code="context_length_exceeded"), status=400))
-    with pytest.raises(openai.BadRequestError) as caught:
-        openai_client(backend.proxy).responses.create(model=backend.model, input="Hi", stream=True)
-    assert caught.value.status_code == 400 and "too long" in caught.value.message
+REFUSAL = fakes.openai_error("the context is too long", code="context_length_exceeded")
 
 
-def test_an_unreachable_backend_is_a_502_in_openai_shape(make_proxy, openai_client):
+def test_a_backend_refusal_in_a_stream_is_response_failed_with_the_code_codex_reads(backend):
+    backend.fake.default("POST", backend.chat_path, fakes.json_reply(REFUSAL, status=400))
+    r = requests.post(backend.url + "/v1/responses", json={"model": backend.model, "input": "Hi", "stream": True},
+                      timeout=10)
+    events = sse_events(r.content)
+    assert r.status_code == 200 and [e["type"] for e in events] == ["response.created", "response.in_progress",
+                                                                    "response.failed"]
+    error = events[-1]["response"]["error"]
+    assert "too long" in error["message"]
+    if backend.kind == "openai":  # an Ollama error body has no code
+        assert error["code"] == "context_length_exceeded"
+    row = wait_rows(store_of(backend.proxy), 1)[0]
+    assert row["outcome"] == "backend_error" and row["front"] == "responses"
+
+
+def test_a_backend_refusal_without_keepalive_or_stream_is_an_openai_shaped_error(backend_setup, openai_client):
+    setup = backend_setup("openai", KEEPALIVE_S=0)
+    setup.fake.default("POST", setup.chat_path, fakes.json_reply(REFUSAL, status=400))
+    client = openai_client(setup.proxy)
+    for stream in (True, False):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.create(model=setup.model, input="Hi", stream=stream)
+        assert caught.value.status_code == 400 and caught.value.body["code"] == "context_length_exceeded"
+
+
+def test_an_unreachable_backend_fails_the_stream_and_is_a_502_when_whole(make_proxy):
     from tests.support import free_port
 
-    proxy = make_proxy(BACKEND_TYPE="openai", BACKEND_URL=f"http://127.0.0.1:{free_port()}",
-                       MODEL_MAP="m=m")
-    r = requests.post(proxy.url + "/v1/responses", json={"model": "m", "input": "Hi", "stream": True}, timeout=10)
+    proxy = make_proxy(BACKEND_TYPE="openai", BACKEND_URL=f"http://127.0.0.1:{free_port()}", MODEL_MAP="m=m")
+    body = {"model": "m", "input": "Hi"}
+    r = requests.post(proxy.url + "/v1/responses", json={**body, "stream": True}, timeout=10)
+    assert r.status_code == 200 and sse_events(r.content)[-1]["type"] == "response.failed"
+    r = requests.post(proxy.url + "/v1/responses", json=body, timeout=10)
     assert r.status_code in (404, 502) and set(r.json()["error"]) == {"message", "type", "param", "code"}
 
 
@@ -277,3 +299,16 @@ def test_a_codex_stream_under_the_gevent_server(fake_upstream, wsgi_proxy, opena
     assert [e.sequence_number for e in events] == list(range(len(events)))
     message, call = final.output
     assert message.content[0].text == "Patching" and call.type == "custom_tool_call" and call.input == PATCH
+
+
+def test_a_slow_backend_gets_in_progress_beats_then_the_answer(backend_setup, openai_client):
+    """The backend takes a second before its first byte (a long prefill); beats every 0.2 s keep the client's
+    idle timer fed, each a numbered response.in_progress, and the answer follows."""
+    setup = backend_setup("openai", KEEPALIVE_S=0.2)
+    setup.script_chat(("Hello", " world"), hang=1.0)
+    events, final = streamed(openai_client(setup.proxy), model=setup.model, input="Hi")
+    kinds = [e.type for e in events]
+    beats = kinds.index("response.output_item.added") - 1  # in_progress events after the opening one
+    assert kinds[0] == "response.created" and set(kinds[1:beats + 1]) == {"response.in_progress"} and beats >= 3
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert final.output_text == "Hello world" and final.status == "completed"
