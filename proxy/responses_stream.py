@@ -333,9 +333,10 @@ class ChatToResponses:
 # --- pushed over a live body ------------------------------------------------------------------
 
 class _Pushed(_Push):
-    """Common to both backend dialects: the opening events go out with the first call (the view passes an
-    empty first chunk so they leave before the backend's first byte); ``failure(exc)`` is what the relay sends
-    when the stream fails, ``keepalive()`` a beat while the backend is silent."""
+    """Common to both backend dialects: the opening events go out with the first call unless they went
+    already (sent by the keep-alive body; else the view passes an empty first chunk so they leave before the
+    backend's first byte); ``failure(exc)`` is what the relay sends when the stream fails, ``keepalive()`` a
+    beat while the backend is silent."""
 
     __slots__ = ()
 

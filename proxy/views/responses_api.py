@@ -6,14 +6,14 @@ from __future__ import annotations
 import itertools
 import time
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from .. import jsonio
 from ..backends.base import Backend
 from ..dialects import ollama_openai as oo
 from ..dialects.responses import shapes
 from ..dialects.responses.request import check_request, to_chat, tools_of
-from ..errors import BackendUnavailable, NotFound
+from ..errors import BackendUnavailable, MethodNotAllowed, NotFound
 from ..render import raw_json_response
 from ..responses_stream import ChatToResponses, ResponsesFromOllama, ResponsesFromOpenAI
 from ..services import services
@@ -89,6 +89,11 @@ def _answered_here(exchange, translator: ChatToResponses) -> Response:
         data = jsonio.dumps(translator.final)
         response = raw_json_response(data)
     return finish_whole(exchange, response, data)
+
+
+@bp.route("/responses", methods=["GET", "PUT", "DELETE", "PATCH"])
+def other_method() -> Response:
+    raise MethodNotAllowed(f"{request.method} is not allowed on /v1/responses; create a response with POST")
 
 
 @bp.route("/responses/<path:rest>", methods=["GET", "POST", "DELETE"])

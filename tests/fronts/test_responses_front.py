@@ -312,3 +312,8 @@ def test_a_slow_backend_gets_in_progress_beats_then_the_answer(backend_setup, op
     assert kinds[0] == "response.created" and set(kinds[1:beats + 1]) == {"response.in_progress"} and beats >= 3
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert final.output_text == "Hello world" and final.status == "completed"
+
+
+def test_another_method_on_responses_is_a_405_saying_post(backend):
+    r = requests.get(backend.url + "/v1/responses", timeout=5)
+    assert r.status_code == 405 and "POST" in r.json()["error"]["message"]
