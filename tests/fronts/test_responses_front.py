@@ -317,3 +317,11 @@ def test_a_slow_backend_gets_in_progress_beats_then_the_answer(backend_setup, op
 def test_another_method_on_responses_is_a_405_saying_post(backend):
     r = requests.get(backend.url + "/v1/responses", timeout=5)
     assert r.status_code == 405 and "POST" in r.json()["error"]["message"]
+
+
+def test_an_empty_streamed_probe_is_a_whole_short_stream(backend):
+    r = requests.post(backend.url + "/v1/responses", json={"model": backend.model, "input": [], "stream": True},
+                      timeout=10)
+    events = sse_events(r.content)
+    assert [e["type"] for e in events] == ["response.created", "response.in_progress", "response.completed"]
+    assert [e["sequence_number"] for e in events] == [0, 1, 2] and backend.chat_calls() == []
