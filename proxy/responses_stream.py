@@ -153,19 +153,20 @@ class ChatToResponses:
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
-            delta = choice.get("delta") or {}
+            delta = found if isinstance(found := choice.get("delta"), dict) else {}
             thinking = oa.reasoning_of(delta)
-            text = delta.get("content")
+            text = found if isinstance(found := delta.get("content"), str) else None
             if thinking:
                 answer.mark_token(self.clock())
                 answer.thinking.append(thinking)
                 self._piece(out, "reasoning", thinking)
             if text:
                 self.content(out, text)
-            for fragment in delta.get("tool_calls") or ():
+            fragments = delta.get("tool_calls")
+            for fragment in fragments if isinstance(fragments, list) else ():
                 if isinstance(fragment, dict):
                     self._fragment(out, fragment)
-            if choice.get("finish_reason"):
+            if isinstance(choice.get("finish_reason"), str) and choice["finish_reason"]:
                 answer.finish_reason = choice["finish_reason"]
         return out
 
@@ -250,14 +251,16 @@ class ChatToResponses:
 
     def _fragment(self, out: list[bytes], fragment: dict) -> None:
         index = fragment.get("index")
-        if not isinstance(index, int):
-            index = len(self.calls)
-        function = fragment.get("function") or {}
+        if not isinstance(index, int):  # no index: a new call when it has an id, else the last one goes on
+            index = max(self.calls) if self.calls and not fragment.get("id") else len(self.calls)
+        function = found if isinstance(found := fragment.get("function"), dict) else {}
         call = self.calls.get(index)
         if call is None:
             self._close_text(out)
-            call = self.calls[index] = _Call(fragment.get("id") or oa.new_call_id(), self.custom, "")
-        if function.get("name") and not call.announced:
+            call_id = fragment.get("id")
+            call = self.calls[index] = _Call(call_id if isinstance(call_id, str) and call_id else oa.new_call_id(),
+                                             self.custom, "")
+        if isinstance(function.get("name"), str) and function["name"] and not call.announced:
             call.name = function["name"]
         if not call.announced and call.name:
             self._announce(out, call)
@@ -346,6 +349,15 @@ class _Pushed(_Push):
         out = super().__call__(chunk)
         return opening + out if opening else out
 
+    def _take(self, items: list, out: list[bytes]) -> None:
+        try:
+            self._translate(items, out)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a chunk of an unexpected shape
+            raise StreamFormatError(f"the backend sent a chunk of an unexpected shape ({exc})") from None
+
+    def _translate(self, items: list, out: list[bytes]) -> None:
+        raise NotImplementedError
+
     def failure(self, exc: ProxyError) -> bytes:
         return b"".join(self.translator.failed(exc))
 
@@ -364,7 +376,7 @@ class ResponsesFromOpenAI(_Pushed):
     def __init__(self, translator: ChatToResponses):
         super().__init__(SSEFraming(), translator)
 
-    def _take(self, items: list, out: list[bytes]) -> None:
+    def _translate(self, items: list, out: list[bytes]) -> None:
         translator = self.translator
         for event, data in items:
             if data == b"[DONE]":
@@ -387,7 +399,7 @@ class ResponsesFromOllama(_Pushed):
     def __init__(self, translator: ChatToResponses):
         super().__init__(NDJSONFraming(), translator)
 
-    def _take(self, items: list, out: list[bytes]) -> None:
+    def _translate(self, items: list, out: list[bytes]) -> None:
         translator = self.translator
         for raw in items:
             line = load_chunk(raw, "NDJSON")
@@ -410,10 +422,10 @@ def chunk_of_ollama(line: dict, calls_so_far: int) -> dict:
     """One Ollama /api/chat line (streamed or whole) as an OpenAI chunk (the delta under ``delta``)."""
     if line.get("error"):
         return {"error": line["error"]}
-    message = line.get("message") or {}
+    message = found if isinstance(found := line.get("message"), dict) else {}
     delta: dict[str, Any] = {"content": message.get("content"), "reasoning_content": message.get("thinking")}
     calls = message.get("tool_calls")
-    if calls:
+    if isinstance(calls, list) and calls:
         delta["tool_calls"] = oo.tool_calls_to_openai(calls, calls_so_far)
     chunk: dict[str, Any] = {"choices": [{"delta": delta, "finish_reason": None}]}
     if line.get("done"):

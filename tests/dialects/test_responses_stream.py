@@ -297,3 +297,29 @@ def test_ollama_thinking_and_text_lines_become_reasoning_then_message_at_every_s
     assert "".join(t.answer.content) == "Hello \u00e9" and events[-1]["response"]["usage"]["output_tokens"] == 5
     for chunks in splits(OLLAMA_TEXT):
         assert normalized(ollama_events(chunks)[0]) == normalized(whole)
+
+
+@pytest.mark.parametrize("odd", [
+    {"choices": [{"delta": "text"}]}, {"choices": [{"delta": {"content": 5, "tool_calls": "x"}}]},
+    {"choices": [{"delta": {"tool_calls": [{"function": "f"}]}, "finish_reason": 3}]},
+    {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": 7, "function": {"name": 1, "arguments": 2}}]}}]},
+])
+def test_chunks_of_odd_shapes_never_break_the_stream_ending(odd):
+    raw, _ = openai_events([sse(chunk(content="a"), odd, chunk(finish="stop"), b"[DONE]")])
+    assert parse(raw)[-1]["type"] in ("response.completed", "response.failed")
+
+
+@pytest.mark.parametrize("line", [{"message": "x", "done": False}, {"message": {"tool_calls": ["x"]}, "done": False},
+                                  {"message": {"content": ["x"]}, "done": False}])
+def test_ollama_lines_of_odd_shapes_end_the_stream_failed_or_completed(line):
+    body = json.dumps(line).encode() + b"\n" + json.dumps({"message": {"content": ""}, "done": True}).encode() + b"\n"
+    raw, _ = ollama_events([body])
+    assert parse(raw)[-1]["type"] in ("response.completed", "response.failed")
+
+
+def test_tool_call_fragments_without_index_continue_the_last_call():
+    frags = [{"id": "call_a", "function": {"name": "f", "arguments": '{"x"'}}, {"function": {"arguments": ": 1}"}},
+             {"id": "call_b", "function": {"name": "g", "arguments": "{}"}}]
+    raw, _ = openai_events([sse(*[chunk(tool_calls=[f]) for f in frags], chunk(finish="tool_calls"), b"[DONE]")])
+    calls = parse(raw)[-1]["response"]["output"]
+    assert [(c["call_id"], c["arguments"]) for c in calls] == [("call_a", '{"x": 1}'), ("call_b", "{}")]

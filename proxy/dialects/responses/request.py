@@ -67,6 +67,11 @@ def check_request(body: Any) -> str:
 
 # --- content ----------------------------------------------------------------------------------
 
+def _str(value: Any) -> str:
+    """A field that should be a string, as one: anything else (a client's mistake) counts as empty."""
+    return value if isinstance(value, str) else ""
+
+
 def _text_of(content: Any) -> str:
     """The text of a content value: a string, or parts whose text is joined (images and files left out)."""
     if isinstance(content, str):
@@ -74,7 +79,7 @@ def _text_of(content: Any) -> str:
     if not isinstance(content, list):
         return ""
     return "".join(p["text"] for p in content
-                   if isinstance(p, dict) and p.get("type") in TEXT_PARTS and isinstance(p.get("text"), str))
+                   if isinstance(p, dict) and _str(p.get("type")) in TEXT_PARTS and isinstance(p.get("text"), str))
 
 
 def _image_part(part: dict) -> dict | None:
@@ -102,7 +107,7 @@ def _user_content(content: Any) -> str | list:
             image = _image_part(part)
             if image is not None:
                 parts.append(image)
-        elif part.get("type") in TEXT_PARTS and isinstance(part.get("text"), str):
+        elif _str(part.get("type")) in TEXT_PARTS and isinstance(part.get("text"), str):
             parts.append({"type": "text", "text": part["text"]})
     return parts
 
@@ -148,7 +153,7 @@ class _History:
         return message
 
     def message(self, item: dict) -> None:
-        role = item.get("role")
+        role = _str(item.get("role"))
         content = item.get("content")
         if role in SYSTEM_ROLES:
             text = _text_of(content)
@@ -165,10 +170,10 @@ class _History:
             self.messages.append({"role": "user", "content": _user_content(content)})
 
     def call(self, item: dict) -> None:
-        call_id = item.get("call_id") or item.get("id") or ""
-        name = item.get("name") or ""
+        call_id = _str(item.get("call_id")) or _str(item.get("id"))
+        name = _str(item.get("name"))
         if item.get("type") == "custom_tool_call":
-            arguments = jsonio.dumps_str({CUSTOM_ARGUMENT: item.get("input") or ""})
+            arguments = jsonio.dumps_str({CUSTOM_ARGUMENT: _str(item.get("input"))})
         else:
             given = item.get("arguments")
             arguments = given if isinstance(given, str) else jsonio.dumps_str(given or {})
@@ -178,7 +183,7 @@ class _History:
         self.calls.add(call_id)
 
     def output(self, item: dict) -> None:
-        call_id = item.get("call_id") or ""
+        call_id = _str(item.get("call_id"))
         text = _output_text(item.get("output"))
         if call_id in self.calls:
             self.messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
@@ -210,8 +215,8 @@ def messages_of(body: dict, keep_reasoning: bool) -> list[dict]:
     if isinstance(data, str):
         history.messages.append({"role": "user", "content": data})
     for item in data if isinstance(data, list) else ():
-        kind = item.get("type") or ("message" if "role" in item else None)
-        handler = ITEM_HANDLERS.get(kind)  # type: ignore[arg-type]
+        kind = _str(item.get("type")) or ("message" if "role" in item else "")
+        handler = ITEM_HANDLERS.get(kind)
         if handler is not None:
             handler(history, item)
     return history.result()
@@ -251,7 +256,7 @@ def tools_of(body: dict) -> tuple[list[dict], list[dict], frozenset[str]]:
     """(chat tools, the request's tools that were kept, the names of custom ones)."""
     chat, kept, custom = [], [], set()
     for tool in body.get("tools") or ():
-        build = TOOL_BUILDERS.get(tool.get("type"))
+        build = TOOL_BUILDERS.get(_str(tool.get("type")))
         if build is None or not isinstance(tool.get("name"), str) or not tool["name"]:
             continue
         chat.append(build(tool))
@@ -266,7 +271,7 @@ def tool_choice_of(choice: Any, offered: list[dict]) -> Any:
     offered; anything else (hosted tools, allowed_tools) is left to the model ("auto")."""
     if isinstance(choice, str):
         return choice if choice in TOOL_CHOICE_WORDS else "auto"
-    name = choice.get("name") if isinstance(choice, dict) and choice.get("type") in TOOL_BUILDERS else None
+    name = choice.get("name") if isinstance(choice, dict) and _str(choice.get("type")) in TOOL_BUILDERS else None
     if name and any(t["function"]["name"] == name for t in offered):
         return {"type": "function", "function": {"name": name}}
     return "auto"
