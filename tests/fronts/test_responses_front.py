@@ -325,3 +325,48 @@ def test_an_empty_streamed_probe_is_a_whole_short_stream(backend):
     events = sse_events(r.content)
     assert [e["type"] for e in events] == ["response.created", "response.in_progress", "response.completed"]
     assert [e["sequence_number"] for e in events] == [0, 1, 2] and backend.chat_calls() == []
+
+
+def test_failover_across_backends_keeps_one_opening_and_unbroken_numbering(tmp_path, openai_client):
+    """BACKENDS_FILE: a refusing backend, a 5xx one, then an Ollama one: the stream opened once (with the
+    keep-alive, before any backend answered) goes on with the answer of the third, numbered from 0."""
+    from tests.support import free_port
+    from tests.support.fakes import FakeUpstream
+    from tests.support.pool_proxy import PoolProxy
+
+    broken, good = FakeUpstream().start(), FakeUpstream().start()
+    broken.serve_openai_models("qwen3")
+    broken.default("POST", "/v1/chat/completions", fakes.json_reply(fakes.openai_error("overloaded", "server_error"),
+                                                                    status=500))
+    good.serve_ollama_models("llama3.2:latest")
+    good.default("POST", "/api/chat", fakes.ollama_chat_responder(["Hello", " from", " good"]))
+    text = f"""
+[backends.dead]
+type = "openai"
+url = "http://127.0.0.1:{free_port()}"
+models = ["qwen3"]
+weight = 100
+[backends.broken]
+type = "openai"
+url = "{broken.url}"
+weight = 10
+[backends.good]
+type = "ollama"
+url = "{good.url}"
+aliases = {{ qwen3 = "llama3.2" }}
+[routing]
+strategy = "weighted"
+retries = 2
+backoff_ms = 1
+"""
+    proxy = PoolProxy.start(tmp_path, text, LOG_LEVEL="WARNING")
+    try:
+        events, final = streamed(openai_client(proxy), model="qwen3", input="hi")
+        assert [e.type for e in events].count("response.created") == 1
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        assert final.output_text == "Hello from good" and final.model == "qwen3"
+        assert good.last("/api/chat").json["model"] == "llama3.2"
+    finally:
+        proxy.stop()
+        broken.stop()
+        good.stop()
