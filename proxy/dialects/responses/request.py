@@ -10,6 +10,7 @@ from typing import Any
 
 from ... import jsonio
 from ...errors import BadRequest
+from .. import openai as oa
 from ..checks import an_object, boolean, check_fields, fields, integer, items, number, string
 
 CUSTOM_ARGUMENT = "input"  # the one string parameter a custom (freeform) tool is offered with
@@ -170,7 +171,7 @@ class _History:
             self.messages.append({"role": "user", "content": _user_content(content)})
 
     def call(self, item: dict) -> None:
-        call_id = _str(item.get("call_id")) or _str(item.get("id"))
+        call_id = _str(item.get("call_id")) or _str(item.get("id")) or oa.new_call_id()
         name = _str(item.get("name"))
         if item.get("type") == "custom_tool_call":
             arguments = jsonio.dumps_str({CUSTOM_ARGUMENT: _str(item.get("input"))})
