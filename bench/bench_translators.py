@@ -1,8 +1,8 @@
 """CPU per streamed chunk of each stream translator on its own (framing, translation, encoding; no sockets):
-OpenAI SSE -> Ollama NDJSON, Ollama NDJSON -> OpenAI SSE, and the Anthropic Messages ones, OpenAI SSE ->
-Anthropic events and Ollama NDJSON -> Anthropic events (through OpenAI chunks). Each upstream chunk holds one
-event of one word, as a live stream's do; the figure is the best of REPEATS runs of CHUNKS chunks. Then the
-memory each translator holds for an open stream (tracemalloc, OPEN streams each fed HELD chunks).
+OpenAI SSE -> Ollama NDJSON, Ollama NDJSON -> OpenAI SSE, the Anthropic Messages ones (OpenAI SSE ->
+Anthropic events, Ollama NDJSON -> Anthropic events through OpenAI chunks) and the Responses ones. Each
+upstream chunk holds one event of one word, as a live stream's do; the figure is the best of REPEATS runs of
+CHUNKS chunks. Then the memory each translator holds for an open stream (tracemalloc, OPEN streams, HELD chunks each).
 
     python bench/bench_translators.py
 """
@@ -22,6 +22,8 @@ from proxy.anthropic_stream import (  # noqa: E402
     OpenAIStreamToAnthropic,
     OpenAIToAnthropic,
 )
+from proxy.dialects.responses.shapes import base  # noqa: E402
+from proxy.responses_stream import ChatToResponses, ResponsesFromOllama, ResponsesFromOpenAI  # noqa: E402
 from proxy.streaming import (  # noqa: E402
     OllamaStreamToOpenAI,
     OllamaToOpenAI,
@@ -86,6 +88,10 @@ def held_bytes(make_push: Callable[[], object], body: list[bytes]) -> float:
     return held / OPEN
 
 
+def responses_translator() -> ChatToResponses:
+    return ChatToResponses(base({"model": "m", "input": "hi"}, "resp_1", 1, "m"))
+
+
 def main() -> None:
     openai, ollama = openai_body(CHUNKS), ollama_body(CHUNKS)
     rows = [
@@ -95,6 +101,8 @@ def main() -> None:
         ("OpenAI SSE -> Anthropic events", lambda: OpenAIStreamToAnthropic(OpenAIToAnthropic("m", "msg_x")), openai),
         ("Ollama NDJSON -> Anthropic events",
          lambda: OllamaStreamToAnthropic(OpenAIToAnthropic("m", "msg_x")), ollama),
+        ("OpenAI SSE -> Responses events", lambda: ResponsesFromOpenAI(responses_translator()), openai),
+        ("Ollama NDJSON -> Responses events", lambda: ResponsesFromOllama(responses_translator()), ollama),
     ]
     print(f"{'translator':36} µs CPU per chunk (best of {REPEATS} x {CHUNKS} chunks)")
     for name, make, body in rows:

@@ -203,6 +203,8 @@ def preview_of(request: Any, raw: str) -> str:
             else:
                 if messages and isinstance(messages[-1], dict):
                     text = _content_text(messages[-1].get("content"))
+        if not text and isinstance(request.get("input"), list):
+            text = _last_user_item(request["input"])
         for key in ("prompt", "input"):
             if not text and request.get(key):
                 value = request[key]
@@ -212,6 +214,14 @@ def preview_of(request: Any, raw: str) -> str:
         text = raw if not raw.lstrip().startswith(("{", "[")) else _preview_from_raw(raw)
     line = _SPACES.sub(" ", text).strip()
     return line if len(line) <= PREVIEW_CHARS else line[:PREVIEW_CHARS - 1] + "…"
+
+
+def _last_user_item(items: list) -> str:
+    """A Responses request's input items: the text of the last user message."""
+    for item in reversed(items):
+        if isinstance(item, dict) and item.get("role") == "user" and item.get("type", "message") == "message":
+            return _content_text(item.get("content"))
+    return ""
 
 
 _USER = re.compile(r'"role"\s*:\s*"user"')

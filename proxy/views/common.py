@@ -152,17 +152,18 @@ def stream_response(exchange: Exchange, upstream: Upstream, chunks: Iterable[byt
 
 
 def early_stream(exchange: Exchange, dialect: str, work: Callable[[], Response], *, opening: bytes = b"",
-                 beat: bytes | Callable[[], bytes] = SSE_COMMENT_BEAT, first_s: float | None = None) -> Response:
+                 beat: bytes | Callable[[], bytes] = SSE_COMMENT_BEAT, first_s: float | None = None,
+                 failure: Callable[[ProxyError], bytes] | None = None) -> Response:
     """A stream that beats until the backend's first byte (KEEPALIVE_S; ``keepalive.Beating`` says how):
     ``work`` runs the backend part (``serve``) in a worker and returns the stream's response, whose body goes
     on. A failure before anything went out is answered with its status as today; after the first beat, in
-    the stream (``error_chunk`` of ``dialect``). Recorded either way."""
+    the stream (``failure(exc)``, by default ``error_chunk`` of ``dialect``). Recorded either way."""
     exchange.stream = True
 
     def failed(exc: ProxyError, head_sent: bool) -> Response | bytes:
         if not head_sent:
             return render_error(exc, dialect)
-        tail = error_chunk(dialect, exc)
+        tail = failure(exc) if failure is not None else error_chunk(dialect, exc)
         if not exchange.finished:
             exchange.status = 200
             exchange.fail(exc)

@@ -34,14 +34,16 @@ from .common import (
 )
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
-OUT_OF_SCOPE = {"responses": "the Responses API"}
 
 
 @bp.route("/models", methods=["GET"])
 def list_models() -> Response:
+    models = listed_models()
     if model_views.wants_anthropic_shape(request.headers):
-        return json_response(an.model_list([model_views.anthropic_model(m) for m in listed_models()]))
-    return json_response(oa.model_list([model_views.openai_model(m) for m in listed_models()]))
+        return json_response(an.model_list([model_views.anthropic_model(m) for m in models]))
+    body = oa.model_list([model_views.openai_model(m) for m in models])
+    body["models"] = model_views.codex_models(models)  # what Codex's model catalog reads, beside OpenAI's list
+    return json_response(body)
 
 
 @bp.route("/models/<path:model_id>", methods=["GET"])
@@ -110,9 +112,6 @@ def _embed_translated(exchange, body: dict, upstream_model: str) -> Response:
 
 @bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
 def not_served(rest: str) -> Response:
-    what = OUT_OF_SCOPE.get(rest.split("/", 1)[0])
-    if what:
-        raise NotFound(f"{what} (/v1/{rest}) is not served by this proxy; use /v1/chat/completions")
     raise NotFound(f"{request.method} /v1/{rest} is not served by this proxy")
 
 
