@@ -44,12 +44,12 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="LLM Proxy: serve the Ollama and OpenAI APIs in front "
-                                     "of LLM servers (gevent's WSGIServer).", epilog=EPILOG)
+    parser = argparse.ArgumentParser(prog=prog, allow_abbrev=False, epilog=EPILOG, description="LLM Proxy: serve "
+                                     "the Ollama and OpenAI APIs in front of LLM servers (gevent's WSGIServer).")
     _add_setting_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="{doctor}")
     doctor = commands.add_parser(
-        "doctor", help="check the configuration, the backends and clients' handshakes",
+        "doctor", allow_abbrev=False, help="check the configuration, the backends and clients' handshakes",
         description="Read the configuration as the server would (environment, .env, flags, BACKENDS_FILE), reach "
                     "each backend, list its models, run a one-token chat in the dialect it speaks; with --url, "
                     "replay the handshakes of Home Assistant, VS Code Copilot, JetBrains AI Assistant and Open "
@@ -105,8 +105,12 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         from .doctor import run
 
         api_key = args.api_key or os.environ.get(KEY_VARIABLE, "")
-        return run(lambda: settings_for(args), url=args.url, api_key=api_key, model=args.model,
-                   timeout=args.timeout)
+        try:
+            return run(lambda: settings_for(args), url=args.url, api_key=api_key, model=args.model,
+                       timeout=args.timeout)
+        except BrokenPipeError:  # `llm-proxy doctor | head`: the reader left
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so that the exit's flush does not fail again
+            return 1
     serve(args)
     return 0
 

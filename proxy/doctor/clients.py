@@ -45,19 +45,38 @@ class Session:
 
     def find_model(self) -> str:
         """--model, when listed; else the first listed model whose /api/show says it completes text."""
-        listed = [m.get("model") or m.get("name") for m in shapes.tags(self.get("/api/tags"), "a client")]
+        body = self.get("/api/tags")  # read leniently: the clients' own checks judge its shape
+        entries = body.get("models") if isinstance(body, dict) else None
+        listed = [str(m.get("model") or m.get("name")) for m in entries or () if isinstance(m, dict)]
+        if not listed:
+            raise Failed("/api/tags lists no model", "check the backends' model lists (`llm-proxy doctor` without "
+                         "--url, on the proxy's machine)")
         if self.wanted is not None:
             if not {self.wanted, f"{self.wanted}:latest"} & set(listed):
                 raise Failed(f"--model {self.wanted} is not in /api/tags ({', '.join(map(str, listed[:8]))})",
                              "give --model a listed name, or leave it out")
             return self.wanted
         for name in listed[:MAX_SHOWN]:
-            caps = self.post("/api/show", {"model": name}).get("capabilities") or ()
-            if "completion" in caps:
+            if self._completes(name):
                 self._model = name
                 return f"{name} (of {len(listed)} listed)"
         raise Failed("no model listed at /api/tags has the 'completion' capability",
                      "check the backends' model lists (`llm-proxy doctor` without --url), or give --model")
+
+
+    def _completes(self, name: str) -> bool:
+        """/api/show says the model completes text; a show that cannot say (the clients' checks find out why)
+        leaves it to the name: not an embedding model."""
+        try:
+            caps = self.post("/api/show", {"model": name}).get("capabilities")
+        except (Failed, AttributeError):
+            caps = None
+        return "completion" in caps if isinstance(caps, list) else "embed" not in name.lower()
+
+
+def reach(s: Session) -> str:
+    answer = s.client.request("GET", "/api/version")
+    return f"GET /api/version answered HTTP {answer.status}"
 
 
 def _chat_body(s: Session, **extra: Any) -> dict:
@@ -174,33 +193,34 @@ def webui_chat(s: Session) -> str:
 
 
 Step = Callable[[Session], str]
-CLIENTS: tuple[tuple[str, tuple[tuple[str, Step], ...]], ...] = (
+# (client, (step, function, whether it talks to the chosen model))
+CLIENTS: tuple[tuple[str, tuple[tuple[str, Step, bool], ...]], ...] = (
     ("Home Assistant", (
-        ("GET /api/tags", ha_tags),
-        ("GET /api/ps", ps),
-        ("POST /api/show", ha_show),
-        ("POST /api/chat, streamed, with tools", ha_chat),
+        ("GET /api/tags", ha_tags, False),
+        ("GET /api/ps", ps, False),
+        ("POST /api/show", ha_show, True),
+        ("POST /api/chat, streamed, with tools", ha_chat, True),
     )),
     ("VS Code Copilot", (
-        ("GET /api/version", lambda s: version(s, "VS Code Copilot")),
-        ("POST /api/show of each listed model", copilot_show),
-        ("POST /v1/chat/completions, streamed, with tools", copilot_chat),
+        ("GET /api/version", lambda s: version(s, "VS Code Copilot"), False),
+        ("POST /api/show of each listed model", copilot_show, True),
+        ("POST /v1/chat/completions, streamed, with tools", copilot_chat, True),
     )),
     ("JetBrains AI Assistant", (
-        ("GET /", root),
-        ("GET /api/tags", koog_tags),
-        ("GET /api/version", lambda s: version(s, "JetBrains AI Assistant")),
-        ("POST /api/show with name", koog_show),
-        ("POST /api/chat, streamed", koog_chat),
-        ("GET /v1/models", lambda s: v1_models(s, "JetBrains AI Assistant")),
-        ("POST /v1/chat/completions, streamed", koog_v1_chat),
+        ("GET /", root, False),
+        ("GET /api/tags", koog_tags, False),
+        ("GET /api/version", lambda s: version(s, "JetBrains AI Assistant"), False),
+        ("POST /api/show with name", koog_show, True),
+        ("POST /api/chat, streamed", koog_chat, True),
+        ("GET /v1/models", lambda s: v1_models(s, "JetBrains AI Assistant"), False),
+        ("POST /v1/chat/completions, streamed", koog_v1_chat, True),
     )),
     ("Open WebUI", (
-        ("GET /api/version", lambda s: version(s, "Open WebUI")),
-        ("GET /api/tags", webui_tags),
-        ("GET /api/ps", ps),
-        ("POST /api/chat, streamed", webui_chat),
-        ("GET /v1/models", lambda s: v1_models(s, "Open WebUI")),
+        ("GET /api/version", lambda s: version(s, "Open WebUI"), False),
+        ("GET /api/tags", webui_tags, False),
+        ("GET /api/ps", ps, False),
+        ("POST /api/chat, streamed", webui_chat, True),
+        ("GET /v1/models", lambda s: v1_models(s, "Open WebUI"), False),
     )),
 )
 
@@ -214,9 +234,10 @@ def handshake_checks(url: str, api_key: str, model: str | None, timeout: float) 
     except Failed as bad:
         return [Check(f"--url {url}", _raiser(bad))]
     session = Session(client, model)
-    checks.append(Check(f"{REACH} at {url}", lambda: f"/api/version {version(session, 'a client')}", None))
-    checks.append(Check(MODEL, session.find_model, f"{REACH} at {url}"))
+    reached = f"{REACH} at {url}"
+    checks.append(Check(reached, partial(reach, session)))
+    checks.append(Check(MODEL, session.find_model, reached))
     for who, steps in CLIENTS:
-        for step, run in steps:
-            checks.append(Check(f"{who}: {step}", partial(run, session), MODEL))
+        for step, run, chats in steps:
+            checks.append(Check(f"{who}: {step}", partial(run, session), MODEL if chats else reached))
     return checks
