@@ -14,7 +14,8 @@ from .report import Check, run_checks
 
 def _checks(backends: Backends, url: str | None, api_key: str, model: str | None, timeout: float) -> Iterator[Check]:
     yield Check(CONFIG, backends.configuration)
-    yield from backends.checks()  # built once the configuration has been read
+    yield from backends.files()  # each built once the checks before it have run
+    yield from backends.checks()
     if url:
         yield from handshake_checks(url, api_key or _first_key(backends.settings), model, timeout)
 

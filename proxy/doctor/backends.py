@@ -9,13 +9,16 @@ from typing import Any
 
 from .. import jsonio
 from ..backends import make_backend
+from ..backendsfile import BackendSpec
 from ..backendsfile import load as load_backends_file
 from ..catalog import ModelInfo
 from ..config import ConfigError, Settings
 from ..errors import ProxyError, UpstreamStatus
+from ..policy.keysfile import KeysFileError
+from ..policy.keysfile import load as load_keys_file
 from ..routing import spec_settings
 from ..startup import StartupError
-from .report import Check, Failed, one_line, raiser
+from .report import Check, Failed, one_line
 
 CONFIG = "configuration"
 SHOWN = 6  # model names printed of a backend's list
@@ -32,12 +35,14 @@ CHATS: dict[str, tuple[str, Callable[[str], dict], Callable[[Any], Any]]] = {
 
 
 class Backends:
-    """The configuration once read, and what each backend's check found (for the chat that follows it)."""
+    """The configuration once read, BACKENDS_FILE's backends, and what each backend's model list held (for
+    the chat that follows it)."""
 
     def __init__(self, read_settings: Callable[[], Settings], timeout: float):
         self.read_settings, self.timeout = read_settings, timeout
         self.settings: Settings | None = None
         self.models: dict[str, list[ModelInfo]] = {}
+        self.specs: tuple[BackendSpec, ...] | None = None  # BACKENDS_FILE's backends, once read
 
     def configuration(self) -> str:
         try:
@@ -49,18 +54,40 @@ class Backends:
         where = f"BACKENDS_FILE {s.backends_file}" if s.backends_file else f"{s.backend_type} backend"
         return f"listens on {s.host}:{s.port}; {where}"
 
+    def files(self) -> list[Check]:
+        """KEYS_FILE and BACKENDS_FILE, each read as the server reads it at start-up (when set)."""
+        s = self.settings
+        if s is None:
+            return []
+        checks = [Check("KEYS_FILE", self.keys_file)] if s.keys_file else []
+        return checks + ([Check("BACKENDS_FILE", self.backends_file)] if s.backends_file else [])
+
+    def keys_file(self) -> str:
+        assert self.settings is not None
+        try:
+            keys = load_keys_file(self.settings.keys_file)
+        except KeysFileError as exc:
+            raise Failed(f"KEYS_FILE {exc}", "fix the file (the README's \"Keys and limits\" shows its format)"
+                         ) from None
+        return f"{len(keys.rules)} key tables"
+
+    def backends_file(self) -> str:
+        assert self.settings is not None
+        try:
+            self.specs = load_backends_file(self.settings.backends_file).backends
+        except ConfigError as exc:
+            raise Failed(str(exc), "fix the file (docs/backends.md describes it)") from None
+        return f"{len(self.specs)} backends: {', '.join(spec.name for spec in self.specs)}"
+
     def named(self) -> list[tuple[str, Any, str]]:
         """(name, backend client, what to change when it fails) of each backend the server would use."""
         s = self.settings
-        assert s is not None
+        if s is None or (s.backends_file and self.specs is None):
+            return []
         if not s.backends_file:
             return [(s.backend_type, make_backend(s), "BACKEND_URL, BACKEND_TYPE or BACKEND_API_KEY")]
-        try:
-            config = load_backends_file(s.backends_file)
-        except ConfigError as exc:
-            raise Failed(str(exc), "fix the file (docs/backends.md describes it)") from None
         return [(spec.name, make_backend(spec_settings(spec, s)), f"[backends.{spec.name}] in {s.backends_file}")
-                for spec in config.backends]
+                for spec in self.specs or ()]
 
     def model_list(self, name: str, backend: Any, change: str) -> str:
         try:
@@ -93,15 +120,9 @@ class Backends:
         return f"{model} said {text!r}"
 
     def checks(self) -> list[Check]:
-        """The backend checks, once the configuration check has passed."""
-        if self.settings is None:
-            return []
-        try:
-            named = self.named()
-        except Failed as bad:
-            return [Check("BACKENDS_FILE", raiser(bad))]
+        """Each backend's checks, once the configuration (and BACKENDS_FILE) has been read."""
         checks = []
-        for name, backend, change in named:
+        for name, backend, change in self.named():
             if backend.type == "stub":
                 continue  # answers in-process: nothing to reach
             label = f"backend {name} at {backend.base_url}"

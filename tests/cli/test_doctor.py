@@ -23,7 +23,9 @@ CLIENTS = ("Home Assistant", "VS Code Copilot", "JetBrains AI Assistant", "Open 
 def doctor(env: dict[str, str] | None = None, **kw) -> tuple[int, list[str]]:
     """The doctor in-process over real sockets: (exit status, its lines)."""
     out = io.StringIO()
-    status = run(lambda: Settings.from_env({"BACKEND_TYPE": "stub", **(env or {})}), out=out, timeout=10, **kw)
+    env = env or {}
+    base = {} if "BACKENDS_FILE" in env else {"BACKEND_TYPE": "stub"}
+    status = run(lambda: Settings.from_env({**base, **env}), out=out, timeout=10, **kw)
     return status, out.getvalue().splitlines()
 
 
@@ -88,6 +90,23 @@ def test_doctor_checks_every_backend_of_backends_file(fake_upstream, tmp_path):
     assert status == 0, lines
     assert sum(line.startswith("PASS  backend gpu ") for line in lines) == 2
     assert sum(line.startswith("PASS  backend box ") for line in lines) == 2
+
+
+def test_files_are_read_as_the_server_reads_them(tmp_path):
+    keys = tmp_path / "keys.toml"
+    keys.write_text('[keys.alice]\nkey = "sk-a"\nrpm = "many"\n')
+    backends = tmp_path / "backends.toml"
+    backends.write_text('[backends.gpu]\ntype = "vllm"\nurl = "http://127.0.0.1:1"\n')
+    status, lines = doctor({"KEYS_FILE": str(keys), "BACKENDS_FILE": str(backends)})
+    keys_line, backends_line = failures(lines)
+    assert status == 1
+    assert keys_line.startswith("FAIL  KEYS_FILE: ") and "rpm" in keys_line and "Fix: fix the file" in keys_line
+    assert backends_line.startswith("FAIL  BACKENDS_FILE: ") and "gpu" in backends_line and "type" in backends_line
+    keys.write_text('[keys.alice]\nkey = "sk-a"\nrpm = 60\n')
+    backends.write_text('[backends.demo]\ntype = "stub"\n')
+    status, lines = doctor({"KEYS_FILE": str(keys), "BACKENDS_FILE": str(backends)})
+    assert status == 0, lines
+    assert "PASS  KEYS_FILE: 1 key tables" in "\n".join(lines) and "PASS  BACKENDS_FILE: 1 backends: demo" in "\n".join(lines)
 
 
 # --- the backends ------------------------------------------------------------------------------------------
