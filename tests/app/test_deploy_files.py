@@ -16,6 +16,7 @@ import pytest
 
 from proxy.config import SETTINGS
 from tests.support import REPO_ROOT, free_port
+from tests.support.procs import clean_env, stop, wait_healthy
 
 DOCUMENTED = "gunicorn -k gevent -w 2 wsgi:app"
 DEFAULTS = {s.env: s.default for s in SETTINGS}
@@ -135,14 +136,35 @@ HARDENING = {
 }
 
 
-def test_unit_runs_the_documented_command_from_the_checkout():
+def test_unit_runs_the_documented_command_from_the_checkout_in_its_state_directory():
     keys = unit(SERVICE)
     [start] = keys["ExecStart"]
     program, *args = shlex.split(start)
-    assert program.startswith("/") and Path(program).name == "gunicorn" and args == DOCUMENTED.split()[1:]
-    [folder] = keys["WorkingDirectory"]
-    assert Path(program).parent.parent.parent == Path(folder)  # <checkout>/.venv/bin/gunicorn
+    checkout = Path(program).parent.parent.parent  # <checkout>/.venv/bin/gunicorn
+    assert program.startswith("/") and Path(program).name == "gunicorn"
+    assert args[:4] == ["-c", str(checkout / "gunicorn.conf.py"), "--pythonpath", str(checkout)]
+    assert args[4:] == DOCUMENTED.split()[1:]
     assert (REPO_ROOT / "wsgi.py").exists() and (REPO_ROOT / "gunicorn.conf.py").exists()
+    # relative paths (the default DATABASE_URL, sqlite:///data/proxy.db) land in the one writable place
+    assert keys["WorkingDirectory"] == [f"/var/lib/{keys['StateDirectory'][0]}"]
+    assert not any("DATABASE_URL" in v for v in keys.get("Environment", []))
+
+
+def test_gunicorn_started_elsewhere_as_the_unit_does_keeps_its_data_in_the_working_directory(tmp_path):
+    pytest.importorskip("gunicorn")
+    program, *args = shlex.split(unit(SERVICE)["ExecStart"][0])
+    args = [a.replace("/opt/llm-proxy", str(REPO_ROOT)) for a in args]
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", *args], cwd=tmp_path, stdout=log,
+                                stderr=subprocess.STDOUT,
+                                env=clean_env(BACKEND_TYPE="stub", PORT=str(port), LOG_CLEANUP_MINUTES="0"))
+    try:
+        wait_healthy(proc, f"http://127.0.0.1:{port}", log_path)
+    finally:
+        stop(proc)
+    assert (tmp_path / "data" / "proxy.db").exists()
 
 
 def test_unit_has_the_hardening_systemd_offers():
@@ -150,8 +172,6 @@ def test_unit_has_the_hardening_systemd_offers():
     for key, value in HARDENING.items():
         assert value in keys.get(key, []), f"{key}={value}"
     assert keys["EnvironmentFile"] == ["/etc/llm-proxy/llm-proxy.env"]
-    database = next(v for v in keys["Environment"] if "DATABASE_URL=" in v)
-    assert "DATABASE_URL=sqlite:////var/lib/llm-proxy/" in database  # the only writable place: StateDirectory
 
 
 def test_unit_passes_systemd_analyze_verify(tmp_path):
@@ -160,7 +180,7 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
         pytest.skip("systemd-analyze is not installed")
     gunicorn = Path(sys.executable).parent / "gunicorn"
     copy = tmp_path / "llm-proxy.service"  # the command pointed at this venv's gunicorn, which exists here
-    copy.write_text(SERVICE.read_text().replace("/opt/llm-proxy/.venv/bin/gunicorn", str(gunicorn)))
+    copy.write_text(SERVICE.read_text().replace("/opt/llm-proxy/.venv/bin/gunicorn ", f"{gunicorn} "))
     result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
 

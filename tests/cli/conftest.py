@@ -3,7 +3,6 @@ proxies and backends (fake ones from tests/support, and the real app made to bre
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,17 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import REPO_ROOT
-
-
-def clean_env(**env: str) -> dict[str, str]:
-    """The test process's environment without any proxy setting (each test names the ones it means)."""
-    from proxy.cli import KEY_VARIABLE
-    from proxy.config import SETTINGS
-
-    names = {s.env for s in SETTINGS} | {KEY_VARIABLE, "NO_COLOR"}
-    base = {k: v for k, v in os.environ.items() if k not in names}
-    return {**base, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT), **env}
+from tests.support.procs import clean_env
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:

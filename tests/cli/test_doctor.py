@@ -15,6 +15,8 @@ from proxy.config import Settings
 from proxy.doctor import run
 from tests.cli.conftest import run_cli
 from tests.support import OLLAMA_MODELS, OPENAI_MODELS, REPO_ROOT, fakes, free_port
+from tests.support.procs import start as serve
+from tests.support.procs import stop, wait_healthy
 
 WSGI = str(REPO_ROOT / "wsgi.py")
 CLIENTS = ("Home Assistant", "VS Code Copilot", "JetBrains AI Assistant", "Open WebUI")
@@ -36,8 +38,6 @@ def failures(lines: list[str]) -> list[str]:
 # --- all is well ---------------------------------------------------------------------------------------------
 
 def test_doctor_passes_every_check_against_the_stub_proxy_and_exits_0(tmp_path):
-    from tests.cli.test_flags import serve, stop, wait_healthy
-
     port = free_port()
     proc, log_path = serve(tmp_path, [WSGI, "--port", str(port), "--backend-type", "stub"], STUB_DELAY_MS="0",
                            DATABASE_URL=f"sqlite:///{tmp_path}/log.db", LOG_CLEANUP_MINUTES="0")

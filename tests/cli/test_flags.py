@@ -4,48 +4,17 @@ bad variable is; `--help` lists the flags and warns that a key given as a flag s
 from __future__ import annotations
 
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.cli.conftest import clean_env, run_cli
+from tests.cli.conftest import run_cli
 from tests.support import REPO_ROOT, free_port
+from tests.support.procs import start as serve
+from tests.support.procs import stop, wait_healthy
 
 WSGI = str(REPO_ROOT / "wsgi.py")
-
-
-def serve(cwd: Path, args: list[str], **env: str) -> tuple[subprocess.Popen, Path]:
-    log_path = cwd / f"out-{time.monotonic_ns()}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=clean_env(**env), stdout=log,
-                                stderr=subprocess.STDOUT)
-    return proc, log_path
-
-
-def wait_healthy(proc: subprocess.Popen, url: str, log_path: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert proc.poll() is None, f"exited with {proc.returncode}:\n{log_path.read_text()}"
-        try:
-            if requests.get(url + "/health", timeout=1).text.strip() == "OK":
-                return
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, f"no /health in {timeout} s:\n{log_path.read_text()}"
-        time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def write(path: Path, **env: str) -> Path:
