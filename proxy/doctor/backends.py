@@ -18,7 +18,7 @@ from ..policy.keysfile import KeysFileError
 from ..policy.keysfile import load as load_keys_file
 from ..routing import spec_settings
 from ..startup import StartupError
-from .report import Check, Failed, one_line
+from .report import Check, Failed, count, one_line
 
 CONFIG = "configuration"
 SHOWN = 6  # model names printed of a backend's list
@@ -69,7 +69,7 @@ class Backends:
         except KeysFileError as exc:
             raise Failed(f"KEYS_FILE {exc}", "fix the file (the README's \"Keys and limits\" shows its format)"
                          ) from None
-        return f"{len(keys.rules)} key tables"
+        return count(keys.rules, "key table")
 
     def backends_file(self) -> str:
         assert self.settings is not None
@@ -77,7 +77,7 @@ class Backends:
             self.specs = load_backends_file(self.settings.backends_file).backends
         except ConfigError as exc:
             raise Failed(str(exc), "fix the file (docs/backends.md describes it)") from None
-        return f"{len(self.specs)} backends: {', '.join(spec.name for spec in self.specs)}"
+        return f"{count(self.specs, 'backend')}: {', '.join(spec.name for spec in self.specs)}"
 
     def named(self) -> list[tuple[str, Any, str]]:
         """(name, backend client, what to change when it fails) of each backend the server would use."""
@@ -99,11 +99,11 @@ class Backends:
             raise Failed(exc.message, f"start the backend, or fix {change}") from None
         chat = [m for m in models if "completion" in m.capabilities]
         if not chat:
-            raise Failed(f"{backend.describe()} lists no chat model ({len(models)} models)",
+            raise Failed(f"{backend.describe()} lists no chat model ({count(models, 'model')})",
                          "load a model into it (llama-server -m FILE, ollama pull NAME)")
         self.models[name] = chat
         names = [m.id for m in models[:SHOWN]]
-        return f"{len(models)} models: {', '.join(names)}{', …' if len(models) > SHOWN else ''}"
+        return f"{count(models, 'model')}: {', '.join(names)}{', …' if len(models) > SHOWN else ''}"
 
     def chat(self, name: str, backend: Any, change: str) -> str:
         model = self.models[name][0].id

@@ -9,8 +9,7 @@ from typing import Any
 
 from . import shapes
 from .http import Client
-from .report import Check, Failed
-from .report import raiser as _raiser
+from .report import Check, Failed, count, raiser
 
 HA_TAGS_TIMEOUT_S = 5.0  # Home Assistant gives /api/tags five seconds
 MAX_SHOWN = 20  # Copilot asks /api/show of every listed model; the doctor of the first ones
@@ -92,7 +91,7 @@ def _said(text: str, calls: list) -> str:
 
 def ha_tags(s: Session) -> str:
     models = shapes.tags(s.get("/api/tags", timeout=HA_TAGS_TIMEOUT_S), "Home Assistant")
-    return f"{len(models)} models within {HA_TAGS_TIMEOUT_S:g} s"
+    return f"{count(models, 'model')} within {HA_TAGS_TIMEOUT_S:g} s"
 
 
 def ps(s: Session) -> str:
@@ -104,7 +103,7 @@ def ps(s: Session) -> str:
         if isinstance(entry, dict) and "expires_at" in entry and not shapes.rfc3339(entry["expires_at"]):
             raise Failed(f"/api/ps models[{i}].expires_at {entry['expires_at']!r} is not an RFC 3339 time",
                          shapes.NOT_THIS_PROXY)
-    return f"{len(models)} loaded"
+    return f"{count(models, 'model')} loaded"
 
 
 def ha_show(s: Session) -> str:
@@ -151,7 +150,7 @@ def root(s: Session) -> str:
 
 
 def koog_tags(s: Session) -> str:
-    return f"{len(shapes.tags(s.get('/api/tags'), 'JetBrains AI Assistant'))} models"
+    return count(shapes.tags(s.get("/api/tags"), "JetBrains AI Assistant"), "model")
 
 
 def koog_show(s: Session) -> str:
@@ -170,7 +169,7 @@ def v1_models(s: Session, who: str) -> str:
     if not isinstance(data, list) or not data or not all(isinstance(m, dict) and isinstance(m.get("id"), str)
                                                          for m in data):
         raise Failed(f"/v1/models has no 'data' list of models with an 'id'; {who} lists none", shapes.NOT_THIS_PROXY)
-    return f"{len(data)} models"
+    return count(data, "model")
 
 
 def koog_v1_chat(s: Session) -> str:
@@ -183,7 +182,7 @@ def koog_v1_chat(s: Session) -> str:
 # --- Open WebUI (an Ollama connection, or an OpenAI one) -----------------------------------------------------
 
 def webui_tags(s: Session) -> str:
-    return f"{len(shapes.tags(s.get('/api/tags'), 'Open WebUI'))} models"
+    return count(shapes.tags(s.get("/api/tags"), "Open WebUI"), "model")
 
 
 def webui_chat(s: Session) -> str:
@@ -232,7 +231,7 @@ def handshake_checks(url: str, api_key: str, model: str | None, timeout: float) 
     try:
         client = Client(url, api_key, timeout)
     except Failed as bad:
-        return [Check(f"--url {url}", _raiser(bad))]
+        return [Check(f"--url {url}", raiser(bad))]
     session = Session(client, model)
     reached = f"{REACH} at {url}"
     checks.append(Check(reached, partial(reach, session)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -43,6 +43,12 @@ def colour_wanted(stream: TextIO) -> bool:
 def _line(verdict: str, name: str, text: str, colour: bool) -> str:
     mark = f"{COLOURS[verdict]}{verdict}{RESET}" if colour else verdict
     return f"{mark}  {name}: {text}" if text else f"{mark}  {name}"
+
+
+def count(items: int | Sized, noun: str) -> str:
+    """"1 model", "3 models": ``items`` is a number or something with a length."""
+    n = items if isinstance(items, int) else len(items)
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def one_line(text: str, limit: int = 400) -> str:

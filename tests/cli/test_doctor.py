@@ -106,7 +106,7 @@ def test_files_are_read_as_the_server_reads_them(tmp_path):
     backends.write_text('[backends.demo]\ntype = "stub"\n')
     status, lines = doctor({"KEYS_FILE": str(keys), "BACKENDS_FILE": str(backends)})
     assert status == 0, lines
-    assert "PASS  KEYS_FILE: 1 key tables" in "\n".join(lines) and "PASS  BACKENDS_FILE: 1 backends: demo" in "\n".join(lines)
+    assert "PASS  KEYS_FILE: 1 key table (" in "\n".join(lines) and "PASS  BACKENDS_FILE: 1 backend: demo" in "\n".join(lines)
 
 
 # --- the backends ------------------------------------------------------------------------------------------
@@ -141,6 +141,15 @@ def test_bad_setting_fails_the_configuration_check():
     status, lines = doctor({"PORT": "99999"})
     [failed] = failures(lines)
     assert status == 1 and failed.startswith("FAIL  configuration: PORT='99999'") and "Fix: change the var" in failed
+
+
+@pytest.mark.parametrize("entry", [[WSGI, "doctor"], ["-m", "proxy", "doctor"]], ids=["wsgi.py", "-m proxy"])
+def test_doctor_runs_from_each_entry_point_with_the_env_file_flag(tmp_path, entry):
+    chosen = tmp_path / "chosen.env"
+    chosen.write_text("BACKEND_TYPE=stub\nPORT=18080\n")
+    result = run_cli([*entry, "--env-file", str(chosen)], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("PASS  configuration: listens on 127.0.0.1:18080; stub backend")
 
 
 def test_bad_flag_value_reaches_the_doctor_naming_the_flag(tmp_path):
