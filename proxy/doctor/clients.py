@@ -1,6 +1,6 @@
 """The handshakes of Home Assistant, VS Code Copilot, JetBrains AI Assistant and Open WebUI, replayed against a
-running proxy with the requests those clients send (api-surface.md, section 4): ``CLIENTS`` is the table (client,
-step, function); each function sends its requests and hands the answers to ``shapes``."""
+running proxy with the requests those clients send (read from their sources; docs/cli.md lists them): ``CLIENTS``
+is the table (client, step, function); each function sends its requests and hands the answers to ``shapes``."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -52,7 +52,7 @@ class Session:
                          "--url, on the proxy's machine)")
         if self.wanted is not None:
             if not {self.wanted, f"{self.wanted}:latest"} & set(listed):
-                raise Failed(f"--model {self.wanted} is not in /api/tags ({', '.join(map(str, listed[:8]))})",
+                raise Failed(f"--model {self.wanted} is not in /api/tags ({', '.join(listed[:8])})",
                              "give --model a listed name, or leave it out")
             return self.wanted
         for name in listed[:MAX_SHOWN]:
@@ -61,7 +61,6 @@ class Session:
                 return f"{name} (of {len(listed)} listed)"
         raise Failed("no model listed at /api/tags has the 'completion' capability",
                      "check the backends' model lists (`llm-proxy doctor` without --url), or give --model")
-
 
     def _completes(self, name: str) -> bool:
         """/api/show says the model completes text; a show that cannot say (the clients' checks find out why)

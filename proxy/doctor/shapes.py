@@ -1,4 +1,4 @@
-"""What clients require of the proxy's answers, as pure checks of decoded bodies (api-surface.md, section 4):
+"""What clients require of the proxy's answers (read from their sources), as pure checks of decoded bodies:
 each function raises ``Failed`` naming the first field that would break a client, and how it breaks it, or
 returns a short account of what it saw. No I/O here."""
 from __future__ import annotations
