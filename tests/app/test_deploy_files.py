@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config import SETTINGS
-from tests.support import REPO_ROOT, free_port
+from tests.support import REPO_ROOT, fakes, free_port
 from tests.support.procs import clean_env, stop, wait_healthy
 
 DOCUMENTED = "gunicorn -k gevent -w 2 wsgi:app"
@@ -172,6 +172,58 @@ def test_unit_has_the_hardening_systemd_offers():
     for key, value in HARDENING.items():
         assert value in keys.get(key, []), f"{key}={value}"
     assert keys["EnvironmentFile"] == ["/etc/llm-proxy/llm-proxy.env"]
+
+
+# Refuse pages that are (or become) writable and executable, as MemoryDenyWriteExecute does, for this process
+# and what it executes (Linux 6.3's PR_SET_MDWE, inherited across execve), then run the given command.
+MDWE = """
+import ctypes, mmap, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit(77)
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    sys.exit(78)  # not refused: the check would prove nothing
+except OSError:
+    pass
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
+def test_proxy_serves_every_handshake_with_memory_deny_write_execute(tmp_path, fake_upstream):
+    """The unit's MemoryDenyWriteExecute: gunicorn, gevent's workers and greenlets, the backend client, all
+    without a writable and executable page (checked with the kernel's own refusal, not under systemd)."""
+    import io
+
+    from proxy.config import Settings
+    from proxy.doctor import run
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_MDWE is Linux's")
+    probe = subprocess.run([sys.executable, "-c", MDWE, "-c", "pass"], capture_output=True, timeout=30).returncode
+    if probe == 77:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3 or later)")
+    assert probe == 0, "a writable and executable page was not refused" if probe == 78 else probe
+    fake_upstream.serve_openai_models("qwen3-8b")
+    fake_upstream.default("POST", "/v1/chat/completions", fakes.openai_chat_responder(["Hello", " there"]))
+    program, *args = shlex.split(unit(SERVICE)["ExecStart"][0])
+    args = [a.replace("/opt/llm-proxy", str(REPO_ROOT)) for a in args]
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", MDWE, "-m", "gunicorn", *args], cwd=tmp_path, stdout=log,
+                                stderr=subprocess.STDOUT,
+                                env=clean_env(BACKEND_TYPE="openai", BACKEND_URL=fake_upstream.url, PORT=str(port),
+                                              LOG_CLEANUP_MINUTES="0"))
+    try:
+        wait_healthy(proc, f"http://127.0.0.1:{port}", log_path)
+        out = io.StringIO()
+        status = run(lambda: Settings.from_env({"BACKEND_TYPE": "stub"}), url=f"http://127.0.0.1:{port}", out=out,
+                     timeout=10)
+    finally:
+        stop(proc)
+    assert status == 0, out.getvalue() + log_path.read_text()
+    assert "Traceback" not in log_path.read_text()
 
 
 def test_unit_passes_systemd_analyze_verify(tmp_path):
