@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -89,7 +90,7 @@ def settings_for(args: argparse.Namespace) -> Any:
         return Settings.from_env(environment(args))
     except ConfigError as exc:
         named = [f"{flag} sets {name}" for flag, name, _ in FLAGS
-                 if getattr(args, name, None) is not None and name in str(exc)]
+                 if getattr(args, name, None) is not None and re.search(rf"\b{name}\b", str(exc))]
         raise ConfigError(f"{exc} ({', '.join(named)})" if named else str(exc)) from None
 
 

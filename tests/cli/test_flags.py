@@ -99,6 +99,13 @@ def test_bad_flag_value_is_one_line_naming_it_and_exit_2(tmp_path, args, words):
     one_line(result, "configuration error", *words)
 
 
+def test_a_flag_is_named_only_for_the_variable_it_sets(tmp_path):
+    result = run_cli([WSGI, "--host", "127.0.0.1", "--backend-type", "nope"], tmp_path, PORT="99999")
+    assert result.returncode == 2
+    line = one_line(result, "PORT='99999'", "BACKEND_TYPE='nope'", "(--backend-type sets BACKEND_TYPE)")
+    assert "--host" not in line and "--port" not in line
+
+
 def test_bad_environment_value_is_the_same_line_without_a_flag(tmp_path):
     result = run_cli([WSGI], tmp_path, BACKEND_TYPE="stub", PORT="99999")
     assert result.returncode == 2
