@@ -64,6 +64,7 @@ def run(app: Any, settings: Settings) -> None:
     from gevent.event import Event
 
     from . import draining
+    from .accesslog import reopen_log_files
     from .server import make_server
 
     try:
@@ -87,6 +88,7 @@ def run(app: Any, settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, lambda signum, frame: reopen_log_files())  # logrotate renamed LOG_FILE
     log.info("listening on http://%s:%d", settings.host, settings.port)
     probe_in_background(app.extensions["llm_proxy"].backend)
     server.start()

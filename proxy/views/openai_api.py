@@ -19,6 +19,7 @@ from ..streaming import OllamaStreamToOpenAI, OllamaToOpenAI
 from . import models as model_views
 from .common import (
     begin,
+    early_stream,
     finish_whole,
     listed_models,
     open_upstream,
@@ -55,6 +56,8 @@ def chat_completions() -> Response:
         if backend.dialect == "ollama":
             return _translated(exchange, "chat", "/api/chat", oo.chat_from_openai(body, upstream_model), body)
         return _passthrough(exchange, "/v1/chat/completions", {**body, "model": upstream_model})
+    if exchange.stream and settings.keepalive_s:
+        return early_stream(exchange, "openai", lambda: serve(exchange, attempt))
     return serve(exchange, attempt)
 
 
