@@ -92,7 +92,8 @@ def show(body: Any, model: str, who: str, *, closed: bool = False, tools: bool =
         raise Failed(f"/api/show for {model} names capabilities {odd} outside {who}'s known set", NOT_THIS_PROXY)
     if tools and "tools" not in caps:
         raise Failed(f"{model} does not offer tools (capabilities {caps}); {who} hides it from agent mode",
-                     "use a model whose chat template takes tools (llama-server: start it with --jinja)")
+                     "serve a model whose chat template takes tools (llama-server: start it with --jinja, and "
+                     "its /props must say chat_template_caps.supports_tools true)")
     info = body.get("model_info")
     if not isinstance(info, dict):
         raise Failed(f"/api/show for {model} has no 'model_info' object (got {_kind(info)}); {who} fails on it",

@@ -215,7 +215,7 @@ def test_model_without_tools_fails_copilots_agent_mode(broken_proxy):
     proxy = broken_proxy("/api/show", no_tools)
     status, out = doctor(url=proxy.url)
     [failed] = failures(out)
-    assert status == 1 and "hides it from agent mode" in failed and "--jinja" in failed
+    assert status == 1 and "hides it from agent mode" in failed and "supports_tools" in failed
 
 
 def test_proxy_with_keys_fails_without_one_and_passes_with_it(make_proxy):
