@@ -9,8 +9,11 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 # (flag, variable, what to add to the variable's own help)
 FLAGS: tuple[tuple[str, str, str], ...] = (
@@ -63,9 +66,19 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         "first of API_KEYS); visible in `ps`: prefer the variable")
     doctor.add_argument("--model", metavar="NAME", help="the model the handshakes chat with (default: the first "
                         "chat model --url lists)")
-    doctor.add_argument("--timeout", metavar="SECONDS", type=float, default=DOCTOR_TIMEOUT_S,
+    doctor.add_argument("--timeout", metavar="SECONDS", type=_seconds, default=DOCTOR_TIMEOUT_S,
                         help=f"the most one request may take (default {DOCTOR_TIMEOUT_S:g})")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, str]:
@@ -73,16 +86,16 @@ def flag_values(args: argparse.Namespace) -> dict[str, str]:
     return {name: value for _, name, _ in FLAGS if (value := getattr(args, name, None)) is not None}
 
 
-def environment(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def environment(args: argparse.Namespace) -> dict[str, str]:
     """The mapping the settings are built from: ``.env`` (or --env-file) under the environment under the flags.
     The file is loaded into ``os.environ``, as the server does (BACKENDS_FILE's ``${VAR}`` reads it there)."""
     from .startup import load_env_file
 
     load_env_file(path=getattr(args, "env_file", None))
-    return {**(os.environ if environ is None else environ), **flag_values(args)}
+    return {**os.environ, **flag_values(args)}
 
 
-def settings_for(args: argparse.Namespace) -> Any:
+def settings_for(args: argparse.Namespace) -> Settings:
     """The Settings the server would run with; ConfigError naming each variable, and the flag that set it."""
     from .config import ConfigError, Settings
 

@@ -143,6 +143,12 @@ def test_doctor_help_lists_its_flags(tmp_path):
         assert flag in result.stdout
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
+def test_doctor_timeout_must_be_seconds_above_zero(tmp_path, value):
+    result = run_cli(["doctor", "--timeout", value], tmp_path)
+    assert result.returncode == 2 and "is not a number of seconds above 0" in result.stderr
+
+
 def test_unknown_flag_is_refused_with_exit_2(tmp_path):
     result = run_cli([WSGI, "--prot=1"], tmp_path)
     assert result.returncode == 2 and "unrecognized arguments: --prot=1" in result.stderr
