@@ -378,14 +378,17 @@ def _connection_of(spec: BackendSpec) -> tuple[Any, ...]:
     return spec.type, spec.url, spec.api_key, spec.flavor, spec.timeouts.connect_s, spec.timeouts.idle_s
 
 
+def spec_settings(spec: BackendSpec, settings: Settings) -> Settings:
+    """The settings that describe one backend of the file, as ``make_backend`` takes them (the doctor too)."""
+    return dataclasses.replace(settings, backend_type=spec.type, backend_url=spec.url or settings.backend_url,
+                               backend_api_key=spec.api_key, backend_flavor=spec.flavor,
+                               backend_connect_timeout=spec.timeouts.connect_s, backend_timeout=spec.timeouts.idle_s)
+
+
 def _member(spec: BackendSpec, settings: Settings, make_backend: Callable[[Settings], Any],
             backend: Any = None, catalog: Catalog | None = None) -> Member:
     if backend is None:
-        own = dataclasses.replace(settings, backend_type=spec.type, backend_url=spec.url or settings.backend_url,
-                                  backend_api_key=spec.api_key, backend_flavor=spec.flavor,
-                                  backend_connect_timeout=spec.timeouts.connect_s,
-                                  backend_timeout=spec.timeouts.idle_s)
-        backend = make_backend(own)
+        backend = make_backend(spec_settings(spec, settings))
     backend.first_byte_timeout = spec.timeouts.first_byte_s
     backend.total_timeout = spec.timeouts.total_s or None
     if catalog is None:

@@ -1,6 +1,6 @@
-"""Start-up chores of `python wsgi.py` and gunicorn's workers: the `.env` file of the working directory,
-one-line messages for a server that cannot listen, and the backend probe that warns once when the
-backend is not there, saying what to do about it.
+"""Start-up chores of `python wsgi.py` and gunicorn's workers: the `.env` file of the working directory (or
+the one `--env-file` names), one-line messages for a server that cannot listen, and the backend probe that
+warns once when the backend is not there, saying what to do about it.
 """
 from __future__ import annotations
 
@@ -24,14 +24,16 @@ class StartupError(Exception):
     """Start-up cannot go on; the message is one line for the operator."""
 
 
-def load_env_file(directory: str | None = None) -> str | None:
-    """Load ``.env`` of the working directory (not of wsgi.py's folder, nor of any parent) into the
-    environment; variables already set win. Returns the path loaded, or None when there is none."""
+def load_env_file(directory: str | None = None, path: str | None = None) -> str | None:
+    """Load ``.env`` of the working directory (not of wsgi.py's folder, nor of any parent), or the file
+    ``path`` names instead (``--env-file``: then it must exist), into the environment; variables already set
+    win. Returns the path loaded, or None when there is none."""
     from dotenv import load_dotenv
 
-    path = os.path.join(directory if directory is not None else os.getcwd(), ENV_FILE)
-    if not os.path.isfile(path):
-        return None
+    if path is None:
+        path = os.path.join(directory if directory is not None else os.getcwd(), ENV_FILE)
+        if not os.path.isfile(path):
+            return None
     try:
         with open(path, encoding="utf-8") as stream:
             load_dotenv(stream=stream, override=False)
