@@ -25,6 +25,7 @@ from .catalog import Catalog, ModelInfo, model_not_found
 from .config import Settings
 from .dialects.ollama import canonical
 from .errors import BackendError, ProxyError
+from .sharedslots import SharedSlots
 from .slots import SlotQueue
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,9 @@ class Pool:
         self.members = tuple(members)
         self.by_name = {m.name: m for m in self.members}
         self.settings = settings
-        self.slots = SlotQueue()
+        # with REDIS_URL the caps hold across processes (sharedslots); the queue stays in this process
+        self.slots = SlotQueue(shared=SharedSlots(settings.redis_url, settings.redis_timeout)
+                               if settings.redis_url else None)
         self._turn = 0
         self._stop = threading.Event()
         self._probing = False
@@ -302,6 +305,8 @@ class Pool:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.slots.shared is not None:
+            self.slots.shared.stop()
         for member in self.members:
             member.retired.set()
 
