@@ -8,6 +8,7 @@ from typing import Any
 from flask import Response, request
 
 from .. import failover, jsonio, keycase
+from ..affinity import session_of
 from ..backends.base import Backend, Upstream
 from ..body import read_body, release_body
 from ..catalog import ModelInfo, model_allowed
@@ -47,15 +48,8 @@ def begin(front: str, check: Callable[[Any], str]) -> tuple[Exchange, Any]:
     exchange.model_requested = check(body)
     pool = services().pool
     if pool is not None and pool.routing.affinity:
-        current().session = session_of(body)
+        current().session = session_of(body, request.headers, request.environ)
     return exchange, body
-
-
-def session_of(body: Any) -> str | None:
-    """What keeps a conversation on one backend (BACKENDS_FILE's ``affinity``): the X-Session-ID header, else
-    the body's ``user`` field."""
-    user = body.get("user") if isinstance(body, dict) else None
-    return request.headers.get("X-Session-ID") or (user if isinstance(user, str) and user else None)
 
 
 def listed_models() -> list[ModelInfo]:
