@@ -234,11 +234,12 @@ class Pool:
             order.insert(0, first)
         return [(m, m.upstream_name(name)) for m in order]
 
-    def no_healthy(self, client_name: str, down: Sequence[Member]) -> NoHealthyBackend:
+    def no_healthy(self, client_name: str, down: Sequence[Member], what: str = "") -> NoHealthyBackend:
         listed = "; ".join(f"{m.name}: {m.last_error or 'down'}" for m in down)
+        what = what or f"no healthy backend serves model '{client_name}'"
         retry = max(1, int(min(m.spec.health.interval_s for m in down) * max(1, min(
             m.spec.health.healthy_after for m in down)) + 0.999))
-        return NoHealthyBackend(f"no healthy backend serves model '{client_name}' ({listed})", retry_after=retry)
+        return NoHealthyBackend(f"{what} ({listed})", retry_after=retry)
 
     def backoff(self, attempt: int, jitter: float) -> float:
         """Seconds to wait before going back to a backend already tried (``attempt`` >= 1): doubled each time,
@@ -271,10 +272,27 @@ class Pool:
                     return member, model
         raise model_not_found(client_name, [m.id for m in self.models()])
 
-    def management_member(self) -> Member:
-        """Where model management (/api/pull, blobs…) goes: the first healthy Ollama member, else the first."""
+    def management_member(self, action: str, model: str | None = None) -> Member | None:
+        """Where model management goes: delete and copy (``model``: the model they name) to a healthy Ollama
+        member serving it, the rest (pull, push, create, blobs) to the first healthy Ollama member. None when
+        the file has no Ollama backend; NoHealthyBackend (503) when none of them is healthy, ModelNotFound when
+        no healthy one serves ``model``."""
         ollama = [m for m in self.members if m.backend.dialect == "ollama"]
-        return next((m for m in ollama if m.healthy), ollama[0] if ollama else self.members[0])
+        if not ollama:
+            return None
+        healthy = [m for m in ollama if m.healthy]
+        if not healthy:
+            raise self.no_healthy(model or "", ollama, f"no healthy Ollama backend for /api/{action}")
+        if action not in ("delete", "copy") or not model:
+            return healthy[0]
+        name = self.settings.backend_model_for(model)
+        for member in healthy:
+            if member.serves(member.upstream_name(name)):
+                return member
+        down = [m for m in ollama if not m.healthy]
+        if down:  # their lists are not fetched while they are down: one of them may have it
+            raise self.no_healthy(model, down)
+        raise model_not_found(model, [m.id for member in healthy for m in member.models()])
 
     # --- reload -----------------------------------------------------------------------------
     def replace(self, config: BackendsConfig, members: Sequence[Member]) -> None:

@@ -85,13 +85,16 @@ def serve(exchange: Exchange, attempt: Callable[[Backend, str], Response]) -> Re
     return failover.run(svc.pool, exchange, attempt, gone=lambda: client_gone(environ))
 
 
-def management_backend() -> Backend:
-    """Where model management and blobs go: the one backend, or the pool's first healthy Ollama backend."""
+def management_backend(action: str, model: str | None = None) -> tuple[Backend, str | None]:
+    """Where model management and blobs go, and the backend's name in BACKENDS_FILE: the one backend (no
+    name), or the pool's Ollama backend for it (``Pool.management_member``: 503 or 404 when there is none).
+    A pool without any Ollama backend: its first backend, which answers as a non-Ollama one does."""
     svc = services()
     if svc.pool is None:
-        return svc.backend
-    backend = current().backend = svc.pool.management_member().backend
-    return backend
+        return svc.backend, None
+    member = svc.pool.management_member(action, model) or svc.pool.members[0]
+    current().backend = member.backend
+    return member.backend, member.name
 
 
 def open_upstream(exchange: Exchange, path: str, out: dict) -> Upstream:
