@@ -74,9 +74,20 @@ class Member:
         self._aliases = {canonical(c): b for c, b in spec.aliases}
         self._listed: tuple[int, frozenset[str]] = (0, frozenset())
         self.retired = threading.Event()  # set when a reload drops it (or the pool stops): its probes end
+        self.closing = False  # dropped, and its backend (connections) no other member uses: closed once idle
 
     def describe(self) -> str:
         return f"{self.name} ({self.backend.describe()})"
+
+    def close_if_idle(self) -> bool:
+        """Close a dropped member's backend once no request holds a slot on it (a reload's ``Pool.replace``, and
+        each slot released after it); True when closed now."""
+        if not self.closing or self.in_flight:
+            return False
+        self.closing = False
+        self.backend.close()
+        log.info("backend %s dropped from BACKENDS_FILE: its connections are closed", self.name)
+        return True
 
     # --- names ------------------------------------------------------------------------------
     def upstream_name(self, name: str) -> str:
@@ -297,14 +308,18 @@ class Pool:
     # --- reload -----------------------------------------------------------------------------
     def replace(self, config: BackendsConfig, members: Sequence[Member]) -> None:
         """A reloaded file's configuration and members (``rebuild`` kept the unchanged ones): requests from now
-        on see them; requests in flight keep the member they hold; dropped members' probes end, new ones start."""
+        on see them; requests in flight keep the member they hold; dropped members' probes end, new ones start, and
+        their connections are closed once the requests they hold have ended (``Member.close_if_idle``)."""
         old = self.members
         self.members = tuple(members)
         self.by_name = {m.name: m for m in self.members}
         self.config, self.routing = config, config.routing
+        kept = {id(m.backend) for m in self.members}
         for member in old:
             if member not in self.members:
                 member.retired.set()
+                member.closing = id(member.backend) not in kept  # else a new member goes on with its connections
+                member.close_if_idle()
         if self._probing and not self._stop.is_set():
             for member in self.members:
                 if member not in old:
@@ -327,6 +342,7 @@ class Pool:
             self.slots.shared.stop()
         for member in self.members:
             member.retired.set()
+            member.backend.close()
 
     def _probe_loop(self, member: Member) -> None:
         health = member.spec.health
@@ -348,47 +364,6 @@ def probe(member: Member) -> bool:
         return False
     member.probed(True)
     return True
-
-
-class PoolCatalog:
-    """The catalog the views see with several backends: the union of the members' lists, MODEL_MAP's exact
-    aliases on top (as ``Catalog.models`` adds them for one backend)."""
-
-    def __init__(self, pool: Pool, aliases: tuple[tuple[str, str], ...]):
-        self.pool = pool
-        self._aliases = aliases
-        self._known: tuple[int, frozenset[str]] = (0, frozenset())
-        self.last_error: str | None = None
-
-    def backend_models(self) -> list[ModelInfo]:
-        return self.pool.models()
-
-    def models(self) -> list[ModelInfo]:
-        listed = self.pool.models()
-        by_name = {canonical(m.id): m for m in listed}
-        for alias, target in self._aliases:
-            base = by_name.get(canonical(target))
-            if base is not None and canonical(alias) not in by_name:
-                listed.append(replace(base, id=alias, alias_of=base.id, ollama_entry=None))
-        return listed
-
-    def find(self, client_name: str) -> ModelInfo:
-        return self.pool.find(client_name)[1]
-
-    def upstream_name(self, client_name: str) -> str:
-        member, model = self.pool.find(client_name)
-        return member.upstream_name(self.pool.settings.backend_model_for(client_name))
-
-    def is_known(self, client_name: str) -> bool:
-        """A name some member last listed, or an exact alias: no fetching (metrics label only these)."""
-        lists = tuple(m.catalog._models for m in self.pool.members)
-        known = self._known
-        if known[0] != hash(tuple(map(id, lists))):
-            names = {canonical(m.id) for models in lists for m in models or ()}
-            names |= {canonical(c) for m in self.pool.members for c, _ in m.spec.aliases}
-            names |= {canonical(a) for a, _ in self._aliases}
-            known = self._known = (hash(tuple(map(id, lists))), frozenset(names))
-        return canonical(client_name) in known[1]
 
 
 def build_pool(config: BackendsConfig, settings: Settings, make_backend: Callable[[Settings], Any]) -> Pool:

@@ -219,6 +219,17 @@ class Connection:
         # that is one pool per process; served by threads (the tests' in-process server), one per thread.
         self._pools: weakref.WeakKeyDictionary[Any, ConnectionPool] = weakref.WeakKeyDictionary()
         self.head = "".join(f"{name}: {value}\r\n" for name, value in head.items())
+        self.closed = False
+
+    def close(self, hub: Any = None) -> None:
+        """Close the keep-alive connections of one hub's pool (a thread ending), or of every pool: from then on
+        requests fail as an unreachable backend would (sockets given back later are closed, not kept)."""
+        if hub is None:
+            self.closed = True
+        for owner, pool in list(self._pools.items()):
+            if hub is None or owner is hub:
+                del self._pools[owner]
+                pool.close()
 
     def request(self, method: str, path: str, body: bytes | None, *, request_id: str | None,
                 connect: float, read: float) -> Response:
@@ -231,6 +242,8 @@ class Connection:
         if body is not None or method in ("POST", "PUT", "PATCH"):
             extra += f"Content-Length: {len(body or b'')}\r\n"
         head = f"{method} {self.absolute}{self.prefix}{path} HTTP/1.1\r\n{self.head}{extra}\r\n".encode("latin-1")
+        if self.closed:
+            raise ConnectionAbortedError("the backend was closed (dropped from BACKENDS_FILE, or the proxy stops)")
         hub = gevent.get_hub()
         pool = self._pools.get(hub)
         if pool is None:
