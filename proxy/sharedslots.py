@@ -3,9 +3,10 @@ processes and hosts; the queue itself (``slots.SlotQueue``) stays in each proces
 
 A slot is a lease in a sorted set per backend (score = lease end, Redis's own clock): ``TAKE`` gives the first
 of several backends with room, atomically; ``GIVE`` drops a lease and announces it on one pub/sub channel, which
-every process with waiters listens to. Leases this process holds are renewed by a thread; a crashed process's
-lapse after ``lease_s``. Nothing here decides who waits or in which order, and nothing falls back: callers see
-``redis`` errors (``SlotQueue`` then counts in its process).
+every process with waiters listens to. Leases this process holds are renewed by a thread (from its first
+lease on, every third of ``lease_s``); a crashed process's lapse after ``lease_s``. Nothing here decides who
+waits or in which order, and nothing falls back: callers see ``redis`` errors (``SlotQueue`` then counts in
+its process).
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ class SharedSlots:
         self._renew = self.line.client.register_script(RENEW)
         self._held: dict[str, list[str]] = {}  # slot set -> the ids of the leases this process holds in it
         self._lock = threading.Lock()
-        self._threads_pid = 0
+        self._renewer_pid = self._listener_pid = 0  # the process the threads run in (0: none yet)
         self._stop = threading.Event()
 
     def take(self, sets: Sequence[str], caps: Sequence[int]) -> int | None:
@@ -83,6 +84,9 @@ class SharedSlots:
             return None
         with self._lock:
             self._held.setdefault(sets[index - 1], []).append(slot)
+        if self._renewer_pid != os.getpid():  # once per process (a forked worker starts its own)
+            self._renewer_pid = os.getpid()
+            threading.Thread(target=self._renew_forever, name="backend-slot-leases", daemon=True).start()
         return index - 1
 
     def give(self, key: str) -> bool:
@@ -119,13 +123,12 @@ class SharedSlots:
         if pairs:
             self.line.run(self._renew, [k for k, _ in pairs], (self.lease_s, *(s for _, s in pairs)))
 
-    def start(self, freed: Callable[[str], None]) -> None:
-        """Once per process (a forked worker starts its own): renew leases every third of a lease, and call
-        ``freed(slot set)`` for each slot another holder gives back."""
-        if self._threads_pid == os.getpid():
+    def listen(self, freed: Callable[[str], None]) -> None:
+        """From the first wait on, once per process (a forked worker starts its own): call ``freed(slot set)``
+        for each slot given back anywhere."""
+        if self._listener_pid == os.getpid():
             return
-        self._threads_pid = os.getpid()
-        threading.Thread(target=self._renew_forever, name="backend-slot-leases", daemon=True).start()
+        self._listener_pid = os.getpid()
         threading.Thread(target=self._listen, args=(freed,), name="backend-slot-listener", daemon=True).start()
 
     def stop(self) -> None:

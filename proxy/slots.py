@@ -125,7 +125,7 @@ class SlotQueue:
         left_because: str | None = None
         try:
             if self.shared is not None:
-                self.shared.start(self._freed)
+                self.shared.listen(self._freed)
                 self._pump()  # a slot freed between the look above and joining the queue
             while not waiter.event.wait(max(0.0, min(self.poll_s, deadline - clock()))):
                 if clock() >= deadline:

@@ -114,6 +114,20 @@ def test_waiters_of_one_process_are_served_in_turn_across_keys(redis_url):
     one.shared.stop(), two.shared.stop()
 
 
+def test_a_lease_held_longer_than_its_life_is_renewed(redis_url):
+    one, two = queues(redis_url, lease_s=0.6)
+    here = Member("gpu", 1, max_wait_s=0.05)
+    there = twin(here)
+    assert one.acquire([here], "k") is here  # taken at once, no wait: the renewals start with it
+    time.sleep(1.5)  # two and a half lease lives: renewed every 0.2 s
+    with pytest.raises(Overloaded):
+        two.acquire([there], "k")
+    one.release(here)
+    assert two.acquire([there], "k") is there
+    two.release(there)
+    one.shared.stop(), two.shared.stop()
+
+
 HOLDER = """
 import sys, time
 from proxy.sharedslots import SharedSlots
