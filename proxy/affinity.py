@@ -15,6 +15,7 @@ from . import jsonio
 SESSION_HEADERS = ("X-Session-ID", "X-Claude-Code-Session-Id")
 SESSION_ID_ENVIRON = "llm_proxy.session_id"
 SYSTEM_ROLES = frozenset({"system", "developer"})
+HASHED_END = 8192  # bytes of each end of a long first-messages key that are hashed (a coding agent's prompt)
 
 
 def session_of(body: Any, headers: Any, environ: dict) -> str | None:
@@ -36,7 +37,8 @@ def session_of(body: Any, headers: Any, environ: dict) -> str | None:
 def first_messages(body: dict) -> str | None:
     """A hash of what every request of one conversation repeats: the model, the system prompt (the body's
     ``system``/``instructions`` or the system and developer messages before the first user one) and the first
-    user message. None for a body without messages (completions, embeddings)."""
+    user message (of a long one, its ends and length). None for a body without messages (completions,
+    embeddings)."""
     messages = body.get("messages")
     if messages is None:
         messages = body.get("input")  # the Responses API's items
@@ -59,4 +61,6 @@ def first_messages(body: dict) -> str | None:
         raw = jsonio.dumps([body.get("model"), system, first_user])
     except (TypeError, ValueError):
         return None
+    if len(raw) > 2 * HASHED_END:  # its two ends and its length: two conversations alike there share a backend
+        raw = raw[:HASHED_END] + raw[-HASHED_END:] + str(len(raw)).encode()
     return "m:" + hashlib.blake2b(raw, digest_size=12).hexdigest()
