@@ -221,8 +221,9 @@ def test_two_proxy_processes_share_one_backends_max_concurrency(redis_url, tmp_p
 
         with ThreadPoolExecutor(12) as pool:
             statuses = list(pool.map(ask, range(24)))
-        assert statuses == [200] * 24
-        assert counting.served == 24 and counting.most == 2  # 4 if each process counted alone
+        logs = "\n".join(running.output()[-2000:] for running in proxies)
+        assert statuses == [200] * 24, logs
+        assert counting.served == 24 and counting.most <= 2, logs  # 4 if each process counted alone
     finally:
         for running in proxies:
             running.stop()
