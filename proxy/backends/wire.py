@@ -224,12 +224,20 @@ class Connection:
     def close(self, hub: Any = None) -> None:
         """Close the keep-alive connections of one hub's pool (a thread ending), or of every pool: from then on
         requests fail as an unreachable backend would (sockets given back later are closed, not kept)."""
-        if hub is None:
-            self.closed = True
-        for owner, pool in list(self._pools.items()):
-            if hub is None or owner is hub:
-                del self._pools[owner]
+        if hub is not None:
+            pool = self._pools.pop(hub, None)
+            if pool is not None:
                 pool.close()
+            return
+        self.closed = True
+        while True:
+            try:
+                pools = list(self._pools.values())
+                break
+            except RuntimeError:  # another thread added its pool meanwhile (threads: the tests' server)
+                continue
+        for pool in pools:
+            pool.close()
 
     def request(self, method: str, path: str, body: bytes | None, *, request_id: str | None,
                 connect: float, read: float) -> Response:
@@ -253,6 +261,9 @@ class Connection:
                 sock = pool.get_socket()
         except TimeoutError as exc:  # the socket's own connect timeout
             raise ConnectTimeout(f"no connection within {connect:g} s") from exc
+        except RuntimeError:  # "connection pool closed": closed (``close``) since the look above
+            raise ConnectionAbortedError("the backend was closed (dropped from BACKENDS_FILE, or the proxy "
+                                         "stops)") from None
         try:
             sock.settimeout(read)
             sock.sendall(head + body if body else head)

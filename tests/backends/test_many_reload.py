@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 import requests
 
 from tests.support.pool_proxy import CHAT, PoolProxy, backend, wait_until
@@ -152,3 +153,18 @@ def test_a_dropped_backends_connections_are_closed_once_its_requests_end(upstrea
     wait_until(lambda: sockets_to(old.port) == 0)
     assert not member_kept.backend.connection.closed  # its connections go on with the new member
     assert running.pool.by_name["kept"].backend is member_kept.backend and answer(running) == "from new"
+
+
+def test_a_closed_backend_fails_as_an_unreachable_one_would(upstreams):
+    from proxy.backends import make_backend
+    from proxy.config import Settings
+    from proxy.errors import BackendUnavailable
+    from proxy.failover import retryable
+
+    fake = upstreams("x")
+    backend_ = make_backend(Settings.from_env({"BACKEND_TYPE": "openai", "BACKEND_URL": fake.url}))
+    assert backend_.list_models(timeout=5)[0].id == "m"
+    backend_.close()
+    with pytest.raises(BackendUnavailable, match="the backend was closed") as info:
+        backend_.list_models(timeout=5)
+    assert retryable(info.value)  # a request racing a reload goes on to another backend
