@@ -71,7 +71,8 @@ def test_two_queues_never_hold_more_than_the_cap_together(redis_url):
     assert two.acquire([there], "k") is there
     two.release(there)
     two.release(there)
-    one.shared.stop(), two.shared.stop()
+    one.shared.stop()
+    two.shared.stop()
 
 
 def test_a_slot_freed_in_one_process_goes_to_a_waiter_in_the_other(redis_url):
@@ -90,7 +91,8 @@ def test_a_slot_freed_in_one_process_goes_to_a_waiter_in_the_other(redis_url):
     waiter.join(timeout=10)
     assert got == [there] and time.monotonic() - started < 5
     two.release(there)
-    one.shared.stop(), two.shared.stop()
+    one.shared.stop()
+    two.shared.stop()
 
 
 def test_waiters_of_one_process_are_served_in_turn_across_keys(redis_url):
@@ -111,7 +113,8 @@ def test_waiters_of_one_process_are_served_in_turn_across_keys(redis_url):
     for thread in threads:
         thread.join(timeout=10)
     assert got[:2] == ["a", "b"]  # b, arriving last, is served second: keys in turn
-    one.shared.stop(), two.shared.stop()
+    one.shared.stop()
+    two.shared.stop()
 
 
 def test_a_lease_held_longer_than_its_life_is_renewed(redis_url):
@@ -125,7 +128,8 @@ def test_a_lease_held_longer_than_its_life_is_renewed(redis_url):
     one.release(here)
     assert two.acquire([there], "k") is there
     two.release(there)
-    one.shared.stop(), two.shared.stop()
+    one.shared.stop()
+    two.shared.stop()
 
 
 HOLDER = """
