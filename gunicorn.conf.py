@@ -13,16 +13,24 @@ wsgi:app`) run in this folder reads this file. Options given on gunicorn's comma
   still running are ended as under `python wsgi.py` (streams get a final error chunk in their dialect, all
   are recorded as cancelled) and each worker writes its log queue (bounded) before it exits.
   graceful_timeout is DRAIN_TIMEOUT plus the time for that.
+- several workers (`-w N`, N > 1): `/metrics` reports the whole server. The master points
+  PROMETHEUS_MULTIPROC_DIR at a folder (its own, made here and removed at exit, unless the variable is set)
+  before the workers start, empties it at start, and marks each worker that exits as dead (its gauges leave
+  the sums; its counts stay). LOG_FILE_MAX_MB is refused then: each worker would rotate the shared file on
+  its own (LOG_FILE with SIGHUP — a graceful reload of the workers — is the safe way, see docs/operations.md).
 
 This file reads the settings without importing the application: gunicorn's master must not load gevent
 before its workers patch the standard library.
 """
 from __future__ import annotations
 
+import glob
 import math
 import os
 import resource
+import shutil
 import sys
+import tempfile
 import time
 
 END_GRACE_S = 3.0  # proxy.server.END_GRACE_S: ended requests send their last chunk
@@ -42,7 +50,8 @@ def _settings() -> dict:
     env_file = os.path.join(os.getcwd(), ".env")
     if os.path.isfile(env_file):
         load_dotenv(env_file, override=False)  # as wsgi.py does: the working directory's .env; set variables win
-    wanted = {"HOST", "PORT", "HEADER_TIMEOUT", "KEEPALIVE_TIMEOUT", "MAX_CONNECTIONS", "DRAIN_TIMEOUT"}
+    wanted = {"HOST", "PORT", "HEADER_TIMEOUT", "KEEPALIVE_TIMEOUT", "MAX_CONNECTIONS", "DRAIN_TIMEOUT", "LOG_FILE",
+              "LOG_FILE_MAX_MB"}
     values, problems = {}, []
     for setting in SETTINGS:
         if setting.env in wanted:
@@ -78,6 +87,45 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 drain_timeout = _s["DRAIN_TIMEOUT"]
 graceful_timeout = math.ceil(drain_timeout + END_GRACE_S + FLUSH_TIMEOUT_S + 2)
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # proxy.metrics.MULTIPROC_ENV
+MADE_ENV = "LLM_PROXY_MADE_METRICS_DIR"  # the folder on_starting made, removed at exit (kept across config reloads)
+
+
+def on_starting(server) -> None:
+    """Before the workers start: with several, their shared metrics folder, empty; no size rotation of LOG_FILE."""
+    several = server.cfg.workers > 1
+    if several and _s["LOG_FILE"] and _s["LOG_FILE_MAX_MB"]:
+        print("llm-proxy: configuration error: LOG_FILE_MAX_MB rotates LOG_FILE from each of the "
+              f"{server.cfg.workers} workers on its own, which loses lines: set LOG_FILE_MAX_MB=0 and rotate with "
+              "logrotate and SIGHUP (docs/operations.md), or run one worker", file=sys.stderr)
+        sys.exit(2)
+    folder = os.environ.get(MULTIPROC_ENV)
+    if not folder and several:
+        folder = os.environ[MADE_ENV] = tempfile.mkdtemp(prefix="llm-proxy-metrics-")
+        os.environ[MULTIPROC_ENV] = folder  # the workers, forked from here, inherit it
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        for path in glob.glob(os.path.join(folder, "*.db")):  # a previous run's values
+            os.remove(path)
+        if "prometheus_client" in sys.modules and os.environ.get(MADE_ENV):
+            server.log.warning("the application was loaded before the workers (--preload): /metrics reports "
+                               "the worker that answers, not the whole server")
+
+
+def child_exit(server, worker) -> None:
+    """A worker ended: its live gauges (requests in flight, queues) leave the sums."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    folder = os.environ.get(MADE_ENV)
+    if folder and folder == os.environ.get(MULTIPROC_ENV):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def post_worker_init(worker) -> None:

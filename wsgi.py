@@ -37,6 +37,7 @@ def main() -> None:
     from gevent.event import Event
 
     from proxy import draining
+    from proxy.accesslog import reopen_log_files
     from proxy.server import make_server
 
     log = logging.getLogger("proxy")
@@ -62,6 +63,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, lambda signum, frame: reopen_log_files())  # logrotate renamed LOG_FILE
     log.info("listening on http://%s:%d", settings.host, settings.port)
     probe_in_background(app.extensions["llm_proxy"].backend)
     server.start()

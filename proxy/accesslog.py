@@ -1,4 +1,4 @@
-"""Stdout logging: the format (text or JSON lines), request ids, and one access line per request.
+"""Stdout logging (and LOG_FILE): the format (text or JSON lines), request ids, and one access line per request.
 
 ``AccessLog`` is WSGI middleware: it assigns the request id (a well-formed client `X-Request-ID`
 is kept), hands the app the request's ``RequestContext`` (``proxy.context``), returns the id on every
@@ -15,6 +15,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable
+from logging.handlers import RotatingFileHandler
 from typing import Any
 
 from . import draining
@@ -71,20 +72,55 @@ class JSONFormatter(logging.Formatter):
         return _json_safe(json.dumps(payload, ensure_ascii=False, default=str))
 
 
+class ReopenedFileHandler(logging.FileHandler):
+    """LOG_FILE: appended to (O_APPEND, so several processes may share it), and opened again by the next line
+    after ``reopen_log_files`` (SIGHUP: logrotate renamed it). The signal only sets a flag: the handler's lock
+    is never taken in a signal handler (under gevent that runs in the hub)."""
+
+    reopen_pending = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.reopen_pending:
+            self.reopen_pending = False
+            if self.stream is not None:
+                self.stream.close()
+                self.stream = None  # FileHandler.emit opens it again
+        super().emit(record)
+
+
+def _file_handler(settings: Settings) -> logging.Handler:
+    if settings.log_file_max_mb:
+        return RotatingFileHandler(settings.log_file, maxBytes=settings.log_file_max_mb << 20,
+                                   backupCount=settings.log_file_backups, encoding="utf-8")
+    return ReopenedFileHandler(settings.log_file, encoding="utf-8")
+
+
+def reopen_log_files() -> None:
+    """Have LOG_FILE opened again before its next line (``python wsgi.py`` calls this on SIGHUP)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, ReopenedFileHandler):
+            handler.reopen_pending = True
+
+
 def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stdout)
+    """Stdout, and LOG_FILE when set, in LOG_FORMAT at LOG_LEVEL; replaces what an earlier call installed."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if settings.log_file:
+        handlers.append(_file_handler(settings))
     if settings.log_format == "json":
-        handler.setFormatter(JSONFormatter())
+        formatter: logging.Formatter = JSONFormatter()
     else:
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         formatter.converter = time.gmtime
-        handler.setFormatter(formatter)
     root = logging.getLogger()
     for existing in list(root.handlers):
         if getattr(existing, "_llm_proxy", False):
             root.removeHandler(existing)
-    handler._llm_proxy = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
+            existing.close()
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler._llm_proxy = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
     root.setLevel(settings.log_level)
 
 
@@ -122,7 +158,7 @@ class AccessLog:
         status_holder: list[str] = []
 
         def _start_response(status: str, headers: list, exc_info: Any = None):
-            status_holder.append(status)
+            status_holder.append(status)  # a second call (exc_info): a stream's head replaced by an error
             headers.append(("X-Request-ID", request_id))
             if draining.stopping:  # a stopping server serves no further request on this connection
                 headers.append(("Connection", "close"))
@@ -130,7 +166,7 @@ class AccessLog:
 
         def done(sent: int) -> None:
             if access_log.isEnabledFor(logging.INFO):
-                status = int(status_holder[0].split(" ", 1)[0]) if status_holder else 0
+                status = int(status_holder[-1].split(" ", 1)[0]) if status_holder else 0
                 self._write(environ, ctx, status, sent, time.perf_counter() - started)
 
         body = self.app(environ, _start_response)

@@ -41,7 +41,9 @@ def first_messages(body: dict) -> str | None:
     embeddings)."""
     messages = body.get("messages")
     if messages is None:
-        messages = body.get("input")  # the Responses API's items
+        messages = body.get("input")  # the Responses API's items (or its one user text)
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
     if not isinstance(messages, list):
         return None
     system: list[Any] = [body.get(k) for k in ("system", "instructions") if body.get(k) is not None]

@@ -22,6 +22,7 @@ from .render import http_exception_to_proxy_error, render_error
 from .services import Services
 from .store import init_app as init_store
 from .views import register_blueprints
+from .webhooks import init_app as init_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if body_log.enabled:
         app.extensions["llm_proxy"].sinks.append(body_log)
     init_store(app, app.extensions["llm_proxy"])
+    init_webhooks(app.extensions["llm_proxy"], metrics.registry)
     if watcher is not None:
         _start_pool(app.extensions["llm_proxy"], watcher)
     install_host_guard(app, settings)  # before the gate: a refused page or name costs no limit and no key check

@@ -24,9 +24,11 @@ from .values import (
     database_url,
     host,
     http_url,
+    http_urls,
     int_min,
     key_names,
     keys_file,
+    log_file,
     log_level,
     mask_url,
     model_map,
@@ -38,6 +40,7 @@ from .values import (
     redis_url,
     seconds,
     seconds_or_zero,
+    url_hosts,
 )
 
 
@@ -86,6 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STUB_DELAY_MS", "30", int_min(0), "stub backend: pause between streamed words, in milliseconds"),
     Setting("INJECT_TEXT", "", str, "text appended to a user message of chat requests (off when empty)"),
     Setting("INJECT_MODE", "last", choice("first", "last"), "first or last user message"),
+    Setting("AGENT_SANITIZE", "true", boolean, "clean coding agents' requests for a local backend: Claude Code's "
+            "per-request billing block is removed from the system prompt, so the backend's prompt cache works"),
     Setting("DATABASE_URL", "sqlite:///data/proxy.db", database_url, "log database (postgresql://…, mysql://… also)",
             show=mask_url),
     Setting("LOG_MAX_REQUESTS", "10000", int_min(0), "rows kept; oldest deleted by the cleanup (0 = unlimited)"),
@@ -102,6 +107,11 @@ SETTINGS: tuple[Setting, ...] = (
             "records waiting for the log writer; when full, new records are dropped and counted"),
     Setting("LOG_LEVEL", "INFO", log_level, "stdout log level"),
     Setting("LOG_FORMAT", "text", choice("text", "json"), "text (one access line per request) or json"),
+    Setting("LOG_FILE", "", log_file, "a file the stdout log lines also go to, reopened on SIGHUP (logrotate); "
+            "empty = stdout only"),
+    Setting("LOG_FILE_MAX_MB", "0", int_min(0), "rotate LOG_FILE when it passes this size (0 = never; one process "
+            "only: under gunicorn with several workers use SIGHUP, see docs/operations.md)"),
+    Setting("LOG_FILE_BACKUPS", "5", int_min(1), "rotated files kept with LOG_FILE_MAX_MB (LOG_FILE.1 …)"),
     Setting("LOG_MESSAGES", "false", boolean, "print a summary of each chat request's messages"),
     Setting("LOG_RAW_REQUESTS", "false", boolean, "print raw request bodies"),
     Setting("LOG_RAW_RESPONSES", "false", boolean, "print raw response bodies"),
@@ -116,6 +126,18 @@ SETTINGS: tuple[Setting, ...] = (
             "X-Forwarded-Proto and X-Forwarded-Host are believed (default: this machine; empty = none)"),
     Setting("METRICS_TOKEN", "", str, "when set (or ADMIN_TOKEN is), /metrics needs Authorization: Bearer "
             "<METRICS_TOKEN or ADMIN_TOKEN>", secret=True),
+    Setting("WEBHOOK_URLS", "", http_urls, "comma-separated URLs that get a JSON record of every finished "
+            "exchange, in batches (usage metering; see docs/operations.md); empty = off", secret=True,
+            show=url_hosts),
+    Setting("WEBHOOK_SECRET", "", str, "key of the HMAC-SHA256 signature of each batch (X-LLM-Proxy-Signature)",
+            secret=True),
+    Setting("WEBHOOK_BATCH", "100", int_min(1), "records per POST at most"),
+    Setting("WEBHOOK_FLUSH_S", "5", seconds, "longest wait between a record and its POST (while the receiver "
+            "answers)"),
+    Setting("WEBHOOK_QUEUE", "10000", int_min(1), "records waiting per receiver; when full, new records are "
+            "dropped and counted"),
+    Setting("WEBHOOK_BODIES", "false", boolean, "add the client's request and response bodies to each record "
+            "(bounded by LOG_MAX_BODY_BYTES)"),
     Setting("API_KEYS", "", parse_api_keys, "comma-separated name:key pairs (a bare key is named key1, key2…); "
             "when set, "
             "/api/* and /v1/* need Authorization: Bearer <key> or X-API-Key: <key>", secret=True, show=key_names),
@@ -141,6 +163,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KEEPALIVE_TIMEOUT", "60", seconds, "seconds an idle keep-alive connection is kept between requests"),
     Setting("MAX_CONNECTIONS", "8192", int_min(1), "client connections served at once; beyond it new connections "
             "wait in the listen backlog (lowered to fit the open-file limit)"),
+    Setting("KEEPALIVE_S", "10", seconds_or_zero, "streamed chat completions: seconds between keep-alive beats "
+            "while the backend has not sent its first byte (queued, failing over, reading the prompt); the first "
+            "beat sends the head, so a later failure is an error event (0 = off)"),
     Setting("DRAIN_TIMEOUT", "30", seconds_or_zero, "on SIGTERM/SIGINT: seconds running requests get to finish; then "
             "open streams end with an error chunk and are recorded as cancelled (a second signal ends them at once)"),
 )
@@ -181,6 +206,7 @@ class Settings:
     stub_delay_ms: int
     inject_text: str
     inject_mode: str
+    agent_sanitize: bool
     database_url: str
     log_max_requests: int
     log_max_refused: int
@@ -192,6 +218,9 @@ class Settings:
     log_queue_size: int
     log_level: str
     log_format: str
+    log_file: str
+    log_file_max_mb: int
+    log_file_backups: int
     log_messages: bool
     log_raw_requests: bool
     log_raw_responses: bool
@@ -200,6 +229,12 @@ class Settings:
     allowed_hosts: tuple[str, ...]
     trusted_proxies: tuple[str, ...]
     metrics_token: str
+    webhook_urls: tuple[str, ...]
+    webhook_secret: str
+    webhook_batch: int
+    webhook_flush_s: float
+    webhook_queue: int
+    webhook_bodies: bool
     api_keys: tuple[tuple[str, str], ...]
     allowed_networks: tuple[str, ...]
     keys_file: str
@@ -212,6 +247,7 @@ class Settings:
     header_timeout: float
     keepalive_timeout: float
     max_connections: int
+    keepalive_s: float
     drain_timeout: float
 
     @classmethod

@@ -18,7 +18,7 @@
         └── UpstreamStatus     upstream answered with an error status (status passed through)
 
 Backends raise these (never the HTTP client's or the socket's exceptions); views render them with
-``ollama_error_body`` / ``openai_error_body``. Messages are meant for people: clients such as
+``ollama_error_body`` / ``openai_error_body`` / ``anthropic_error_body``. Messages are meant for people: clients such as
 Open WebUI show them as they are.
 """
 from __future__ import annotations
@@ -33,6 +33,18 @@ OPENAI_TYPES = {
     405: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
+}
+# Anthropic's error `type` by status (any other 4xx: invalid_request_error, 5xx: api_error)
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
 }
 
 
@@ -158,6 +170,14 @@ def openai_error_body(exc: ProxyError) -> dict[str, Any]:
 
 def ollama_error_body(exc: ProxyError) -> dict[str, Any]:
     return {"error": exc.message}
+
+
+def anthropic_error_body(exc: ProxyError, request_id: str | None = None) -> dict[str, Any]:
+    err_type = ANTHROPIC_TYPES.get(exc.status) or ("api_error" if exc.status >= 500 else "invalid_request_error")
+    body: dict[str, Any] = {"type": "error", "error": {"type": err_type, "message": exc.message}}
+    if request_id:
+        body["request_id"] = request_id
+    return body
 
 
 UPSTREAM_CODES = {"exceed_context_size_error": "context_length_exceeded",

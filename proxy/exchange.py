@@ -363,7 +363,8 @@ class Relay:
                 exc = self.upstream.error_for(exc)  # names the backend
             exchange.fail(exc)
             log.warning("%s: stream failed after the first byte: %s", exchange.request_id, exc.message)
-            tail = error_chunk(self.dialect, exc)
+            failure = getattr(translate, "failure", None)  # a translator that ends its own dialect's stream
+            tail = failure(exc) if failure is not None else error_chunk(self.dialect, exc)
             self._completed = True
             exchange.client_response.add_tail(tail)
             self.sent += len(tail)

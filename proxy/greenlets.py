@@ -43,3 +43,26 @@ def in_pool(pool: Any, fn: Callable[..., T], *args: Any) -> T:
     if not ok:
         raise value
     return value
+
+
+
+
+def spawn_worker(run: Callable[..., Any], *args: Any) -> Callable[[], None]:
+    """Start ``run(*args)`` in a greenlet beside the current one, also without monkey-patching (the backend
+    client's sockets are gevent's either way and work only in the thread that opened them: under a threaded
+    test server, each thread's own hub runs its workers). The function returned kills the greenlet and
+    waits for its cleanup (its ``finally`` blocks), at most KILL_WAIT_S."""
+    import gevent
+
+    glet = gevent.spawn(run, *args)
+    return lambda: glet.kill(block=True, timeout=KILL_WAIT_S)
+
+
+def hub_event() -> Any:
+    """An event a greenlet of ``spawn_worker`` sets and the current greenlet waits on (gevent's, whether or
+    not ``threading`` is patched)."""
+    from gevent.event import Event
+    return Event()
+
+
+KILL_WAIT_S = 5.0  # how long stopping a worker waits for its cleanup (closing its upstream connection)

@@ -71,5 +71,11 @@ def current_exchange() -> Exchange | None:
     return current().exchange
 
 
+ANTHROPIC_PATH = "/v1/messages"  # and what is under it: Anthropic's dialect, for errors and the log's front
+
+
 def dialect_of_path(path: str) -> str:
-    return "openai" if path[:3].lower() == "/v1" else "ollama"
+    if path[:3].lower() != "/v1":
+        return "ollama"
+    head = path[:len(ANTHROPIC_PATH) + 1].lower()
+    return "anthropic" if head in (ANTHROPIC_PATH, ANTHROPIC_PATH + "/") else "openai"

@@ -1,5 +1,6 @@
-"""Answers in the caller's dialect: JSON responses, and errors rendered as OpenAI (`/v1`) or Ollama (`/api`)
-bodies. An error is recorded against the request's exchange (one is started for a request refused before a
+"""Answers in the caller's dialect: JSON responses, and errors rendered as OpenAI (`/v1`), Anthropic
+(`/v1/messages`) or Ollama (`/api`) bodies.
+An error is recorded against the request's exchange (one is started for a request refused before a
 view began), so the gate, the views and the app's error handlers all answer and record it one way."""
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .errors import (
     NotFound,
     PayloadTooLarge,
     ProxyError,
+    anthropic_error_body,
     ollama_error_body,
     openai_error_body,
 )
@@ -46,7 +48,10 @@ def visible_models(exc: ProxyError) -> ProxyError:
 
 def render_error(exc: ProxyError, dialect: str) -> Response:
     exc = visible_models(exc)
-    body = openai_error_body(exc) if dialect == "openai" else ollama_error_body(exc)
+    if dialect == "anthropic":
+        body = anthropic_error_body(exc, current().request_id)
+    else:
+        body = openai_error_body(exc) if dialect == "openai" else ollama_error_body(exc)
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
     response = json_response(body, exc.status, headers)
     exchange = current_exchange()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import jsonio
+from .dialects import anthropic as an
 from .dialects import ollama as ol
 from .dialects import ollama_openai as oo
 from .dialects import openai as oa
@@ -317,6 +318,10 @@ class OllamaToOpenAI:
                                  with_usage_field=self.include_usage)
         else:
             body = oa.completion_chunk(self.cid, self.created, self.model, delta.get("content", ""), finish_reason)
+        return self._encode(body)
+
+    def _encode(self, body: dict) -> Any:
+        """A chunk as the client gets it (a subclass that feeds another translator keeps the dict)."""
         return oa.sse_event(jsonio.dumps(body))
 
     def feed(self, line: dict) -> list[bytes]:
@@ -358,7 +363,7 @@ class OllamaToOpenAI:
                 else:
                     body = {**oa.completion_chunk(self.cid, self.created, self.model, ""), "choices": [],
                             "usage": usage}
-                out.append(oa.sse_event(jsonio.dumps(body)))
+                out.append(self._encode(body))
             out.append(oa.SSE_DONE)
         return out
 
@@ -409,4 +414,6 @@ def ollama_error_line(message: str) -> bytes:
 def error_chunk(dialect: str, exc: ProxyError) -> bytes:
     if dialect == "openai":
         return openai_error_event(exc.message) + oa.SSE_DONE
+    if dialect == "anthropic":
+        return an.error_event(exc)
     return ollama_error_line(exc.message)

@@ -125,6 +125,33 @@ def http_url(raw: str) -> str:
     return value
 
 
+def http_urls(raw: str) -> tuple[str, ...]:
+    """Comma-separated http:// or https:// URLs (WEBHOOK_URLS), each kept whole: its path may be its secret."""
+    urls = csv(raw)
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("comma-separated http:// or https:// URLs")
+    return urls
+
+
+def url_hosts(urls: tuple[str, ...]) -> str:
+    """URLs as they may be shown: scheme and host only (a webhook's path or query often holds its secret)."""
+    shown = []
+    for url in urls:
+        parts = urlsplit(url)
+        shown.append(f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}/…")
+    return ", ".join(shown) if shown else "(not set)"
+
+
+def log_file(raw: str) -> str:
+    """Empty, or a file path in an existing folder (the file is created when missing)."""
+    value = raw.strip()
+    if value and (os.path.isdir(value) or not os.path.isdir(os.path.dirname(os.path.abspath(value)))):
+        raise ValueError("the path of a file in an existing folder")
+    return value
+
+
 def database_url(raw: str) -> str:
     value = raw.strip()
     if not value.startswith(("sqlite://", "postgresql://", "postgres://", "mysql://", "sqlite+")):

@@ -228,6 +228,24 @@ def ollama_client():
         c._client.close()
 
 
+@pytest.fixture
+def anthropic_client():
+    """Factory: `anthropic_client(proxy)` -> anthropic.Anthropic on proxy.url (the SDK adds /v1), no retries."""
+    import anthropic
+
+    clients = []
+
+    def factory(proxy, **kw: Any):
+        client = anthropic.Anthropic(base_url=proxy.url, api_key=kw.pop("api_key", "x"), max_retries=0,
+                                     timeout=kw.pop("timeout", 30), **kw)
+        clients.append(client)
+        return client
+
+    yield factory
+    for c in clients:
+        c.close()
+
+
 # --------------------------------------------------------------------------------------------
 # a proxy in front of a scripted backend of either type
 # --------------------------------------------------------------------------------------------

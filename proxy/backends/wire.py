@@ -240,9 +240,14 @@ class Connection:
             pool.close()
 
     def request(self, method: str, path: str, body: bytes | None, *, request_id: str | None,
-                connect: float, read: float) -> Response:
-        """Send one request and read the answer's head; the body is left for ``Response.read_some``."""
+                connect: float, read: float, headers: dict[str, str] | None = None) -> Response:
+        """Send one request and read the answer's head; the body is left for ``Response.read_some``.
+        ``headers``: more fields for this request only (the usage webhooks' signature)."""
         extra = ""
+        for name, value in (headers or {}).items():
+            if not _FIELD_VALUE.match(value):
+                raise ValueError(f"{name} holds characters a header field cannot carry")
+            extra += f"{name}: {value}\r\n"
         if request_id:
             if not _FIELD_VALUE.match(request_id):
                 raise ValueError("X-Request-ID holds characters a header field cannot carry")

@@ -27,7 +27,7 @@ from .keysfile import KeyRules, KeysFile, KeysFileWatcher
 from .limits import Limiter, Rules
 
 log = logging.getLogger(__name__)
-GATED_BLUEPRINTS = frozenset({"ollama_api", "openai_api"})
+GATED_BLUEPRINTS = frozenset({"ollama_api", "openai_api", "anthropic_api", "responses_api"})
 GATED_PREFIXES = ("/api/", "/v1/")
 OPEN_RULES = frozenset({"/", "/api/version"})  # rule templates served without a key
 MODEL_ROUTE = "/v1/models/<path:model_id>"  # the one route naming a model in its path
@@ -37,7 +37,7 @@ MODEL_FIELDS = ("model", "name", "source", "destination")
 # its concurrency limit or out of tokens still sees its models.
 METERED = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/pull", "/api/push",
                      "/api/create", "/api/copy", "/api/delete", "/v1/chat/completions", "/v1/completions",
-                     "/v1/embeddings", "/api/blobs/<path:digest>"})
+                     "/v1/embeddings", "/api/blobs/<path:digest>", "/v1/messages", "/v1/responses"})
 
 
 @dataclass(frozen=True)

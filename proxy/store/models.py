@@ -59,7 +59,7 @@ def build_models(database: pw.Database) -> Models:
         client = pw.CharField(max_length=64)
         user_agent = pw.CharField(max_length=300, default="")
         key_name = pw.CharField(max_length=100, null=True)  # schema version 2
-        front = pw.CharField(max_length=10)  # "ollama" or "openai": the dialect the client spoke
+        front = pw.CharField(max_length=10)  # "ollama", "openai" or "anthropic": the dialect the client spoke
         endpoint = pw.CharField(max_length=100)
         method = pw.CharField(max_length=10)
         backend_name = pw.CharField(max_length=255, default="")

@@ -177,11 +177,15 @@ def _json_or_none(text: str) -> Any:
 
 # --- preview and search text ----------------------------------------------------------------------
 
+REMINDER = "<system-reminder>"  # a text block Claude Code adds to user turns: not what the person wrote
+
+
 def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
-    if isinstance(content, list):  # OpenAI parts
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    if isinstance(content, list):  # OpenAI parts, Anthropic blocks (tool results carry no `text`: skipped)
+        return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+                        and not p["text"].startswith(REMINDER))
     return ""
 
 
@@ -191,13 +195,16 @@ def preview_of(request: Any, raw: str) -> str:
     if isinstance(request, dict):
         messages = request.get("messages")
         if isinstance(messages, list):
-            for message in reversed(messages):
+            for message in reversed(messages):  # the last user turn with text (an agent's may hold tool results)
                 if isinstance(message, dict) and message.get("role") == "user":
                     text = _content_text(message.get("content"))
-                    break
+                    if text.strip():
+                        break
             else:
                 if messages and isinstance(messages[-1], dict):
                     text = _content_text(messages[-1].get("content"))
+        if not text and isinstance(request.get("input"), list):
+            text = _last_user_item(request["input"])
         for key in ("prompt", "input"):
             if not text and request.get(key):
                 value = request[key]
@@ -207,6 +214,14 @@ def preview_of(request: Any, raw: str) -> str:
         text = raw if not raw.lstrip().startswith(("{", "[")) else _preview_from_raw(raw)
     line = _SPACES.sub(" ", text).strip()
     return line if len(line) <= PREVIEW_CHARS else line[:PREVIEW_CHARS - 1] + "…"
+
+
+def _last_user_item(items: list) -> str:
+    """A Responses request's input items: the text of the last user message."""
+    for item in reversed(items):
+        if isinstance(item, dict) and item.get("role") == "user" and item.get("type", "message") == "message":
+            return _content_text(item.get("content"))
+    return ""
 
 
 _USER = re.compile(r'"role"\s*:\s*"user"')

@@ -14,10 +14,13 @@ from ..body import read_body, release_body
 from ..catalog import ModelInfo, model_allowed
 from ..clientgone import client_gone
 from ..context import current
-from ..errors import BackendUnavailable, BadRequest
+from ..errors import BackendUnavailable, BadRequest, ProxyError
 from ..exchange import Exchange, Relay
+from ..keepalive import SSE_COMMENT_BEAT, Beating, EarlyResponse
 from ..recording import start_exchange
+from ..render import render_error
 from ..services import services
+from ..streaming import error_chunk
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 NDJSON = "application/x-ndjson"
@@ -141,8 +144,43 @@ def stream_response(exchange: Exchange, upstream: Upstream, chunks: Iterable[byt
     current().body = None
     request.environ.pop("werkzeug.request", None)
     relay = Relay(exchange, upstream, chunks, dialect, translate)
-    mimetype = SSE if dialect == "openai" else NDJSON
+    mimetype = NDJSON if dialect == "ollama" else SSE
     return Response(relay, status=200, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
+
+
+def early_stream(exchange: Exchange, dialect: str, work: Callable[[], Response], *, opening: bytes = b"",
+                 beat: bytes | Callable[[], bytes] = SSE_COMMENT_BEAT, first_s: float | None = None,
+                 failure: Callable[[ProxyError], bytes] | None = None) -> Response:
+    """A stream that beats until the backend's first byte (KEEPALIVE_S; ``keepalive.Beating`` says how):
+    ``work`` runs the backend part (``serve``) in a worker and returns the stream's response, whose body goes
+    on. A failure before anything went out is answered with its status as today; after the first beat, in
+    the stream (``failure(exc)``, by default ``error_chunk`` of ``dialect``). Recorded either way."""
+    exchange.stream = True
+
+    def failed(exc: ProxyError, head_sent: bool) -> Response | bytes:
+        if not head_sent:
+            return render_error(exc, dialect)
+        tail = failure(exc) if failure is not None else error_chunk(dialect, exc)
+        if not exchange.finished:
+            exchange.status = 200
+            exchange.fail(exc)
+            exchange.client_response.add_tail(tail)
+            exchange.finish()
+        return tail
+
+    def abandoned() -> None:
+        if not exchange.finished:
+            exchange.outcome = "cancelled"
+            exchange.error = "the client closed the connection before the backend's first byte"
+            exchange.finish()
+
+    def body_of_work() -> Iterable[bytes]:
+        return work().response  # type: ignore[return-value]  # a stream's Relay
+
+    body = Beating(body_of_work, opening=opening, beat=beat, every_s=services().settings.keepalive_s, first_s=first_s,
+                   failed=failed, abandoned=abandoned)
+    mimetype = NDJSON if dialect == "ollama" else SSE
+    return EarlyResponse(body, status=200, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
 
 
 def finish_whole(exchange: Exchange, response: Response, client_body: bytes) -> Response:

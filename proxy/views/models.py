@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..catalog import ModelInfo
+from ..dialects import anthropic as an
 from ..dialects import ollama as ol
 from ..dialects import openai as oa
 
@@ -67,3 +68,36 @@ def show_body(model: ModelInfo, default_context: int, user_agent: str = "") -> d
 
 def openai_model(model: ModelInfo) -> dict[str, Any]:
     return oa.model_object(model.id, model.created or EPOCH_2025, model.owned_by, model.context_length)
+
+
+def anthropic_model(model: ModelInfo) -> dict[str, Any]:
+    return an.model_entry(model.id, model.created or EPOCH_2025)
+
+
+def wants_anthropic_shape(headers: Any) -> bool:
+    """Anthropic's clients (Claude Code's model discovery) send these; OpenAI's send neither (one gateway's rule)."""
+    return "anthropic-version" in headers or "x-api-key" in headers
+
+
+CODEX_EFFORTS = ("low", "medium", "high")
+
+
+def codex_model(model: ModelInfo, priority: int) -> dict[str, Any] | None:
+    """The entry Codex's model catalog reads (`model_catalog_url = <proxy>/v1/models`, its `models` array);
+    None for a model that cannot chat (embeddings). `base_instructions` is empty: Codex's own prompt is Codex's."""
+    if "completion" not in model.capabilities:
+        return None
+    thinking = "thinking" in model.capabilities
+    return {"slug": model.id, "display_name": model.id, "description": f"{model.id}, served by llm-proxy",
+            "default_reasoning_level": "medium" if thinking else None,
+            "supported_reasoning_levels": [{"effort": e, "description": e} for e in CODEX_EFFORTS] if thinking else [],
+            "shell_type": "shell_command", "visibility": "list", "supported_in_api": True, "priority": priority,
+            "upgrade": None, "base_instructions": "", "supports_reasoning_summaries": thinking,
+            "support_verbosity": False, "default_verbosity": None, "apply_patch_tool_type": "freeform",
+            "truncation_policy": {"mode": "bytes", "limit": 10000}, "supports_parallel_tool_calls": True,
+            "context_window": model.context_length, "experimental_supported_tools": [],
+            "input_modalities": ["text", "image"] if "vision" in model.capabilities else ["text"]}
+
+
+def codex_models(models: list[ModelInfo]) -> list[dict[str, Any]]:
+    return [entry for i, m in enumerate(models) if (entry := codex_model(m, i)) is not None]

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, request
 from .. import jsonio
 from ..assemble import answer_of_openai, assemble_openai_json, assemble_openai_sse
 from ..backends.base import Backend
+from ..dialects import anthropic as an
 from ..dialects import ollama_openai as oo
 from ..dialects import openai as oa
 from ..errors import BackendUnavailable, NotFound
@@ -19,6 +20,7 @@ from ..streaming import OllamaStreamToOpenAI, OllamaToOpenAI
 from . import models as model_views
 from .common import (
     begin,
+    early_stream,
     finish_whole,
     listed_models,
     open_upstream,
@@ -30,17 +32,24 @@ from .common import (
 )
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
-OUT_OF_SCOPE = {"responses": "the Responses API", "messages": "the Anthropic Messages API"}
 
 
 @bp.route("/models", methods=["GET"])
 def list_models() -> Response:
-    return json_response(oa.model_list([model_views.openai_model(m) for m in listed_models()]))
+    models = listed_models()
+    if model_views.wants_anthropic_shape(request.headers):
+        return json_response(an.model_list([model_views.anthropic_model(m) for m in models]))
+    body = oa.model_list([model_views.openai_model(m) for m in models])
+    body["models"] = model_views.codex_models(models)  # what Codex's model catalog reads, beside OpenAI's list
+    return json_response(body)
 
 
 @bp.route("/models/<path:model_id>", methods=["GET"])
 def get_model(model_id: str) -> Response:
-    return json_response(model_views.openai_model(services().catalog.find(model_id)))
+    model = services().catalog.find(model_id)
+    if model_views.wants_anthropic_shape(request.headers):
+        return json_response(model_views.anthropic_model(model))
+    return json_response(model_views.openai_model(model))
 
 
 @bp.route("/chat/completions", methods=["POST"])
@@ -55,6 +64,8 @@ def chat_completions() -> Response:
         if backend.dialect == "ollama":
             return _translated(exchange, "chat", "/api/chat", oo.chat_from_openai(body, upstream_model), body)
         return _passthrough(exchange, "/v1/chat/completions", {**body, "model": upstream_model})
+    if exchange.stream and settings.keepalive_s:
+        return early_stream(exchange, "openai", lambda: serve(exchange, attempt))
     return serve(exchange, attempt)
 
 
@@ -96,9 +107,6 @@ def _embed_translated(exchange, body: dict, upstream_model: str) -> Response:
 
 @bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
 def not_served(rest: str) -> Response:
-    what = OUT_OF_SCOPE.get(rest.split("/", 1)[0])
-    if what:
-        raise NotFound(f"{what} (/v1/{rest}) is not served by this proxy; use /v1/chat/completions")
     raise NotFound(f"{request.method} /v1/{rest} is not served by this proxy")
 
 

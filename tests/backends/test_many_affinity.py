@@ -110,6 +110,8 @@ def test_the_system_prompt_and_first_user_message_make_the_key():
     long = "x" * 100000
     assert first_messages(body(long + "a", "u")) != first_messages(body(long + "b", "u"))  # its ends count
     assert first_messages(body(long, "u")) != first_messages(body(long + "x", "u"))  # and its length
+    assert first_messages({"model": "m", "instructions": "s", "input": "u"}) == first_messages(
+        {"model": "m", "instructions": "s", "input": [{"role": "user", "content": "u"}]})
     assert first_messages({"model": "m", "prompt": "u"}) is None  # a completion: no conversation to find
     assert first_messages({"model": "m", "messages": [{"role": "system", "content": "s"}]}) is None
 

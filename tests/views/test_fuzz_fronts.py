@@ -25,6 +25,8 @@ ENDPOINTS = [
     ("GET", "/v1/models"), ("GET", "/v1/models/stub"), ("GET", "/v1/models/%F0%9F%92%A5"),
     ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings"),
     ("POST", "/v1/responses"), ("GET", "/v1/chat/completions"), ("DELETE", "/v1/models/stub"),
+    ("POST", "/v1/messages"), ("POST", "/v1/messages?beta=true"), ("POST", "/v1/messages/count_tokens"),
+    ("GET", "/v1/messages"),
 ]
 ODD_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40) | st.sampled_from(
     ["", " ", "\x00", "\u202e\u200b", "🤖" * 20, "a\nb", "\ud7ff", "ʻokina", "stub", "stub-embed", "stub:latest",
@@ -38,8 +40,11 @@ JSON_VALUES = st.recursive(LEAVES, lambda inner: st.lists(inner, max_size=4) | s
 MESSAGE = st.fixed_dictionaries({}, optional={
     "role": st.sampled_from(["user", "system", "assistant", "tool", "developer"]) | JSON_VALUES,
     "content": ODD_TEXT | JSON_VALUES | st.lists(st.fixed_dictionaries(
-        {"type": st.sampled_from(["text", "image_url", "input_audio", "x"])},
-        optional={"text": JSON_VALUES, "image_url": JSON_VALUES}), max_size=3),
+        {"type": st.sampled_from(["text", "image_url", "input_audio", "x", "image", "tool_use", "tool_result",
+                                  "thinking"]) | JSON_VALUES},
+        optional={"text": JSON_VALUES, "image_url": JSON_VALUES, "source": JSON_VALUES, "id": JSON_VALUES,
+                  "name": JSON_VALUES, "input": JSON_VALUES, "tool_use_id": JSON_VALUES, "content": JSON_VALUES,
+                  "is_error": JSON_VALUES, "thinking": JSON_VALUES, "cache_control": JSON_VALUES}), max_size=3),
     "images": JSON_VALUES | st.lists(ODD_TEXT, max_size=2),
     "tool_calls": JSON_VALUES, "thinking": JSON_VALUES, "name": JSON_VALUES, "tool_call_id": JSON_VALUES})
 FIELDS = {
@@ -53,6 +58,8 @@ FIELDS = {
     "stream_options": JSON_VALUES, "response_format": JSON_VALUES, "encoding_format": JSON_VALUES,
     "suffix": JSON_VALUES, "images": JSON_VALUES, "system": JSON_VALUES, "raw": JSON_VALUES,
     "source": JSON_VALUES, "destination": JSON_VALUES, "logprobs": JSON_VALUES, "stop": JSON_VALUES,
+    "stop_sequences": JSON_VALUES, "thinking": JSON_VALUES, "metadata": JSON_VALUES, "output_config": JSON_VALUES,
+    "top_k": NUMBERS | JSON_VALUES,
 }
 BODY_OBJECTS = st.fixed_dictionaries({}, optional=FIELDS)
 RAW_BODIES = st.one_of(
@@ -107,7 +114,9 @@ def check_dialect(method: str, path: str, status: int, headers, body: bytes) -> 
         return
     assert headers.get("Content-Type", "").startswith("application/json"), (status, headers, body[:200])
     data = json.loads(body)
-    if path.startswith("/v1/"):
+    if path.startswith("/v1/messages"):
+        assert data["type"] == "error" and set(data["error"]) == {"type", "message"} and data["error"]["message"]
+    elif path.startswith("/v1/"):
         assert isinstance(data["error"]["message"], str) and data["error"]["message"]
         assert isinstance(data["error"]["type"], str)
     else:

@@ -1,0 +1,102 @@
+"""The OpenAI Responses front door: `POST /v1/responses` (what Codex speaks), stateless, translated onto the
+backend's chat API (`/v1/chat/completions` or Ollama's `/api/chat`), streamed or whole. Errors are rendered in
+OpenAI's shape (the `/v1` dialect); a stream that fails after its first byte ends with `response.failed`."""
+from __future__ import annotations
+
+import itertools
+import time
+
+from flask import Blueprint, Response, request
+
+from .. import jsonio
+from ..backends.base import Backend
+from ..dialects import ollama_openai as oo
+from ..dialects.responses import shapes
+from ..dialects.responses.request import check_request, to_chat, tools_of
+from ..errors import BackendUnavailable, MethodNotAllowed, NotFound
+from ..render import raw_json_response
+from ..responses_stream import ChatToResponses, ResponsesFromOllama, ResponsesFromOpenAI
+from ..services import services
+from .common import (
+    SSE,
+    STREAM_HEADERS,
+    begin,
+    early_stream,
+    finish_whole,
+    open_upstream,
+    read_whole,
+    serve,
+    stream_response,
+    upstream_object,
+)
+
+bp = Blueprint("responses_api", __name__, url_prefix="/v1")
+FRONT = "responses"
+
+
+@bp.route("/responses", methods=["POST"])
+def create_response() -> Response:
+    exchange, body = begin(FRONT, check_request)
+    exchange.stream = bool(body.get("stream"))
+    assert exchange.model_requested is not None  # begin() noted it
+    fixed = shapes.base(body, shapes.new_id("resp_"), int(time.time()), exchange.model_requested)
+    translator = ChatToResponses(fixed, tools_of(body)[2])  # one per request: its opening may be sent already
+
+    def attempt(backend: Backend, upstream_model: str) -> Response:
+        plan = to_chat(body, upstream_model, backend.flavor)
+        exchange.answer = translator.answer
+        if plan.empty:
+            return _answered_here(exchange, translator)
+        ollama = backend.dialect == "ollama"
+        if ollama:
+            upstream = open_upstream(exchange, "/api/chat", oo.chat_from_openai(plan.chat, upstream_model))
+        else:
+            upstream = open_upstream(exchange, "/v1/chat/completions", plan.chat)
+        if exchange.stream:
+            push = ResponsesFromOllama(translator) if ollama else ResponsesFromOpenAI(translator)
+            # An empty first chunk: without keep-alives, response.created and response.in_progress leave as soon
+            # as the backend accepted the request, before its first token (with them, they left already).
+            chunks = itertools.chain((b"",), exchange.upstream_chunks(upstream))
+            return stream_response(exchange, upstream, chunks, "openai", push)
+        completion = upstream_object(read_whole(exchange, upstream))
+        if ollama:
+            if completion.get("error"):
+                raise BackendUnavailable(str(completion["error"]))
+            completion = oo.chat_response_to_openai(completion, "", 0, upstream_model)
+        data = jsonio.dumps(translator.whole(completion))
+        return finish_whole(exchange, raw_json_response(data), data)
+
+    if exchange.stream and services().settings.keepalive_s:
+        # The head and the opening events at once, then response.in_progress every KEEPALIVE_S until the
+        # backend's first byte (queue, failover, prefill); a failure after that is a response.failed.
+        opening = b"".join(translator.opening())
+        return early_stream(exchange, "openai", lambda: serve(exchange, attempt), opening=opening,
+                            beat=translator.keepalive, first_s=0,
+                            failure=lambda exc: b"".join(translator.failed(exc)))
+    return serve(exchange, attempt)
+
+
+def _answered_here(exchange, translator: ChatToResponses) -> Response:
+    """A request with nothing to answer (Codex probes with an empty input): an empty completed response,
+    without the backend."""
+    exchange.local = True
+    translator.answer.finish_reason = "stop"
+    events = translator.opening() + translator.finish(True)
+    if exchange.stream:
+        data = b"".join(events)
+        response = Response(data, status=200, mimetype=SSE, headers=STREAM_HEADERS)
+    else:
+        data = jsonio.dumps(translator.final)
+        response = raw_json_response(data)
+    return finish_whole(exchange, response, data)
+
+
+@bp.route("/responses", methods=["GET", "PUT", "DELETE", "PATCH"])
+def other_method() -> Response:
+    raise MethodNotAllowed(f"{request.method} is not allowed on /v1/responses; create a response with POST")
+
+
+@bp.route("/responses/<path:rest>", methods=["GET", "POST", "DELETE"])
+def stored_response(rest: str) -> Response:
+    raise NotFound(f"/v1/responses/{rest} is not served: this proxy keeps no responses (it is stateless) and "
+                   "does no remote compaction; send the whole conversation to POST /v1/responses")
