@@ -1,8 +1,9 @@
 """``max_concurrency`` shared through Redis (REDIS_URL with BACKENDS_FILE; proxy.sharedslots) against a real
 server (TEST_REDIS_URL): two slot queues (as two processes would have) never hold more than the cap together, a
-slot freed in one reaches a waiter in the other, a killed holder's lease lapses, a Redis that cannot be reached
-leaves each process counting alone; and two `python wsgi.py` processes in front of one fake backend with
-``max_concurrency = 2`` never have more than 2 requests there at once, every request answered."""
+slot freed in one reaches a waiter in the other, a held lease is renewed, a killed holder's lease lapses, a
+Redis that cannot be reached (or dies mid-run behind a proxy) leaves each process counting alone; and two
+`python wsgi.py` processes in front of one fake backend with ``max_concurrency = 2`` never have more than 2
+requests there at once, every request answered."""
 from __future__ import annotations
 
 import logging
@@ -231,4 +232,35 @@ def test_two_proxy_processes_share_one_backends_max_concurrency(redis_url, tmp_p
     finally:
         for running in proxies:
             running.stop()
+        counting.fake.stop()
+
+
+def test_redis_going_away_mid_run_leaves_the_cap_per_process_and_every_request_answered(
+        redis_url, tmp_path, caplog):
+    import shutil
+
+    from tests.policy.conftest import PrivateRedis
+    from tests.support.pool_proxy import PoolProxy
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("TEST_REDIS_URL is set but the redis-server program is not installed")
+    private = PrivateRedis(binary, tmp_path).start()
+    counting = Counting()
+    text = backend("gpu", counting.fake, "max_concurrency = 1\nqueue = { max_waiting = 100, max_wait_s = 30 }\n")
+    running = PoolProxy.start(tmp_path, text, REDIS_URL=private.url, REDIS_TIMEOUT="0.5")
+
+    def burst() -> list[int]:
+        with ThreadPoolExecutor(4) as pool:
+            return list(pool.map(lambda _: requests.post(running.url + "/v1/chat/completions", json=CHAT,
+                                                         timeout=60).status_code, range(4)))
+    try:
+        with caplog.at_level(logging.WARNING, logger="proxy.slots"):
+            assert burst() == [200] * 4 and counting.most == 1  # through Redis
+            private.stop()
+            assert burst() == [200] * 4 and counting.most == 1  # counted in the process, still one at a time
+        assert "Redis unreachable" in caplog.text
+    finally:
+        running.stop()
+        private.stop()
         counting.fake.stop()
