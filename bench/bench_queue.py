@@ -6,7 +6,9 @@
   the queue are the baseline, and the difference per request is the queue's own work (waiting in line,
   the hand-over, the wake-up). No request may fail: ``max_wait_s`` is ample.
 
-    python bench/bench_queue.py
+- with a Redis URL as argument, the same with the slots shared through Redis (``sharedslots``).
+
+    python bench/bench_queue.py [redis://127.0.0.1:6379/9]
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import os  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -37,24 +40,25 @@ FREE_SAMPLES = 200000
 REPEATS = 5
 
 
-def pool_with(cap: int):
-    text = (f'[backends.gpu]\ntype = "stub"\nmax_concurrency = {cap}\n'
+def pool_with(cap: int, redis_url: str = ""):
+    text = (f'[backends.gpu{os.getpid()}]\ntype = "stub"\nmax_concurrency = {cap}\n'
             f'queue = {{ max_waiting = {CLIENTS}, max_wait_s = 600 }}\n')
-    return build_pool(backendsfile.parse(tomllib.loads(text), "bench", {}), Settings.from_env({}), make_backend)
+    settings = Settings.from_env({"REDIS_URL": redis_url})
+    return build_pool(backendsfile.parse(tomllib.loads(text), "bench", {}), settings, make_backend)
 
 
-def free_path() -> float:
-    pool = pool_with(CAP)
+def free_path(redis_url: str = "", samples: int = FREE_SAMPLES) -> float:
+    pool = pool_with(CAP, redis_url)
     slots, members = pool.slots, list(pool.members)
     started = time.perf_counter()
-    for _ in range(FREE_SAMPLES):
+    for _ in range(samples):
         member = slots.acquire(members, "k")
         slots.release(member, 0.001)
-    return (time.perf_counter() - started) / FREE_SAMPLES
+    return (time.perf_counter() - started) / samples
 
 
-def crowd(queued: bool) -> tuple[float, int]:
-    pool = pool_with(CAP)
+def crowd(queued: bool, redis_url: str = "") -> tuple[float, int]:
+    pool = pool_with(CAP, redis_url)
     slots, members = pool.slots, list(pool.members)
     failures = 0
 
@@ -87,6 +91,14 @@ def main() -> None:
     print(f"{CLIENTS} clients ({KEYS} keys), max_concurrency = {CAP}, {ROUNDS} requests each: "
           f"{with_queue * 1e3:.4f} ms per request with the queue, {base * 1e3:.4f} ms without; "
           f"the queue's own: {(with_queue - base) * 1e3:.4f} ms per request; {failures} failed")
+    redis_url = sys.argv[1] if len(sys.argv) > 1 else ""
+    if redis_url:  # the slots shared through Redis (sharedslots): a round trip to take, one to give back
+        free = statistics.median(free_path(redis_url, 5000) for _ in range(REPEATS))
+        print(f"with Redis: slot taken and given back, room free: {free * 1e3:.4f} ms per request")
+        runs = [crowd(True, redis_url) for _ in range(REPEATS)]
+        print(f"with Redis: {CLIENTS} clients, max_concurrency = {CAP}: "
+              f"{statistics.median(r[0] for r in runs) * 1e3:.4f} ms per request; "
+              f"{sum(r[1] for r in runs)} failed")
 
 
 if __name__ == "__main__":

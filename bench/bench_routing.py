@@ -1,6 +1,7 @@
 """What choosing a backend costs with BACKENDS_FILE: ``Pool.plan`` (rules, aliases, which members serve the
 model, the strategy's order) among 10 stub backends, per strategy, with the models named by globs in the
-file or read from each backend's own (cached) list, and with affinity (a session per call); what the look
+file or read from each backend's own (cached) list, and with affinity (a session per call); what the key of a
+conversation by its first messages costs; what the look
 for a gone client before a retry costs (``client_gone`` on a socket pair); and what the per-backend series
 add to a /metrics scrape. In-process: the routing only.
 
@@ -55,12 +56,24 @@ def main() -> None:
             where = "the file" if named else "lists   "
             show(f"{strategy:12} models from {where}", timed(pool.plan, "stub"))
             show(f"{strategy:12} models from {where}, a session", timed(pool.plan, "stub", "session-42"))
+    first_messages_key()
     ours, theirs = socket.socketpair()
     show("client_gone, client there", timed(client_gone, {"werkzeug.socket": ours}))
     theirs.close()
     show("client_gone, client gone ", timed(client_gone, {"werkzeug.socket": ours}))
     ours.close()
     scrape(pool)
+
+
+def first_messages_key() -> None:
+    """What affinity by first messages costs a request: ``session_of`` on a conversation of 20 turns, with a
+    system prompt of 2 KB and of 100 KB (a coding agent's)."""
+    from proxy.affinity import session_of
+
+    for size in (2000, 100000):
+        turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " * 50} for i in range(20)]
+        body = {"model": "m", "messages": [{"role": "system", "content": "x" * size}, *turns]}
+        show(f"first-messages key, system prompt {size // 1000} KB", timed(session_of, body, {}, {}))
 
 
 def scrape(pool) -> None:

@@ -141,9 +141,10 @@ def healthy_connection(port, timeout=30.0):
 
 
 def start_proxy(repo, python, backend_type, backend_port, db_dir, extra_env, cpus, log_dir,
-                timeout=60):
+                timeout=60, backends=0):
     """`python wsgi.py` from the repo root, configured by the environment contract; waits for
-    `GET /health` to answer `OK`. Returns (Proc, port, seconds to ready)."""
+    `GET /health` to answer `OK`. Returns (Proc, port, seconds to ready). ``backends`` > 0: a
+    BACKENDS_FILE of that many backends, all at the mock (instead of BACKEND_TYPE/BACKEND_URL)."""
     port = free_port()
     env = dict(os.environ)
     env.update({
@@ -154,6 +155,13 @@ def start_proxy(repo, python, backend_type, backend_port, db_dir, extra_env, cpu
         "DATABASE_URL": f"sqlite:///{db_dir}/bench-{port}.db",
         "LOG_LEVEL": "WARNING",
     })
+    if backends:
+        path = os.path.join(db_dir, f"backends-{port}.toml")
+        with open(path, "w") as out:
+            out.write("".join(f'[backends.b{i}]\ntype = "{backend_type}"\n'
+                              f'url = "http://127.0.0.1:{backend_port}"\n' for i in range(backends)))
+        del env["BACKEND_TYPE"], env["BACKEND_URL"]
+        env["BACKENDS_FILE"] = path
     env.update(extra_env)
     return _start_server(f"proxy-{backend_type}-{port}", [python, "wsgi.py"], env, repo, cpus,
                          log_dir, port, timeout)

@@ -109,7 +109,7 @@ class Bench:
         backend = PATHS[path][0]
         proc, port, ready = procs.start_proxy(
             self.args.repo, self.args.python, backend, mock_port, self.tmp.name,
-            self.args.proxy_env, self.proxy_cpus, self.tmp.name)
+            self.args.proxy_env, self.proxy_cpus, self.tmp.name, backends=self.args.backends)
         self.raw.setdefault(path, {}).setdefault("startup_seconds", []).append(ready)
         return proc, port
 
@@ -385,6 +385,8 @@ def parse_args(argv):
     parser.add_argument("--profile", action="store_true",
                         help="repeat the throughput, TTFC and slow-stream loads under py-spy "
                              "and print the proxy's hot spots")
+    parser.add_argument("--backends", type=int, default=0, metavar="N",
+                        help="the proxy gets a BACKENDS_FILE of N backends, all at the mock (0: BACKEND_*)")
     parser.add_argument("--repo", default=str(procs.BENCH_DIR.parent))
     parser.add_argument("--python", default=sys.executable, help="interpreter for the proxy")
     parser.add_argument("--results-dir", default=str(procs.BENCH_DIR / "results"))

@@ -11,7 +11,7 @@ from .accesslog import AccessLog, BodyLog, configure_logging, printable
 from .backends import make_backend
 from .backendswatch import BackendsWatcher
 from .cache import make_cache
-from .catalog import Catalog
+from .catalog import Catalog, PoolCatalog
 from .config import Settings
 from .errors import ProxyError
 from .forwarded import Forwarded
@@ -20,7 +20,6 @@ from .metrics import Metrics
 from .policy.gate import install_policy
 from .recording import dialect_of_path
 from .render import http_exception_to_proxy_error, render_error
-from .routing import PoolCatalog
 from .services import Services
 from .store import init_app as init_store
 from .views import register_blueprints

@@ -17,7 +17,7 @@
     strategy = "round-robin"         # round-robin | weighted | least-busy | latency
     retries = 2                      # further attempts on other backends before the first byte
     backoff_ms = 100                 # before going back to a backend already tried: doubled each time, jittered
-    affinity = false                 # true: one X-Session-ID (or body `user`) sticks to one healthy backend
+    affinity = false                 # true: one conversation (session header, `user`, first messages) sticks
     [[routing.rules]]                # first match wins; a model no rule matches may go to any backend
     model = "gpt-*"
     backends = ["cloud"]
@@ -98,7 +98,7 @@ class Routing:
     retries: int = 2
     backoff_ms: float = 100.0
     rules: tuple[Rule, ...] = ()
-    affinity: bool = False  # a session (X-Session-ID, or the body's `user`) goes to one healthy backend
+    affinity: bool = False  # one conversation (proxy.affinity: session, `user`, first messages): one backend
 
 
 @dataclass(frozen=True)

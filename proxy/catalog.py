@@ -1,4 +1,5 @@
-"""The model catalog: the backend's model list, cached, with aliases, and name resolution.
+"""The model catalog: the backend's model list, cached, with aliases, and name resolution (with several
+backends, ``PoolCatalog``: the union of the pool members' catalogs).
 
 Model lists are fetched at most every MODEL_LIST_TTL seconds; a stale list is served at once
 while a background refresh runs, so `/api/tags` never waits on a slow backend (Home Assistant
@@ -165,3 +166,44 @@ def model_allowed(name: str, patterns: tuple[str, ...]) -> bool:
     elif ":" not in name:
         candidates.append(name + ":latest")
     return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in patterns)
+
+
+class PoolCatalog:
+    """The catalog the views see with several backends: the union of the members' lists, MODEL_MAP's exact
+    aliases on top (as ``Catalog.models`` adds them for one backend)."""
+
+    def __init__(self, pool: Any, aliases: tuple[tuple[str, str], ...]):
+        self.pool = pool
+        self._aliases = aliases
+        self._known: tuple[int, frozenset[str]] = (0, frozenset())
+        self.last_error: str | None = None
+
+    def backend_models(self) -> list[ModelInfo]:
+        return self.pool.models()
+
+    def models(self) -> list[ModelInfo]:
+        listed = self.pool.models()
+        by_name = {canonical(m.id): m for m in listed}
+        for alias, target in self._aliases:
+            base = by_name.get(canonical(target))
+            if base is not None and canonical(alias) not in by_name:
+                listed.append(replace(base, id=alias, alias_of=base.id, ollama_entry=None))
+        return listed
+
+    def find(self, client_name: str) -> ModelInfo:
+        return self.pool.find(client_name)[1]
+
+    def upstream_name(self, client_name: str) -> str:
+        member, model = self.pool.find(client_name)
+        return member.upstream_name(self.pool.settings.backend_model_for(client_name))
+
+    def is_known(self, client_name: str) -> bool:
+        """A name some member last listed, or an exact alias: no fetching (metrics label only these)."""
+        lists = tuple(m.catalog._models for m in self.pool.members)
+        known = self._known
+        if known[0] != hash(tuple(map(id, lists))):
+            names = {canonical(m.id) for models in lists for m in models or ()}
+            names |= {canonical(c) for m in self.pool.members for c, _ in m.spec.aliases}
+            names |= {canonical(a) for a, _ in self._aliases}
+            known = self._known = (hash(tuple(map(id, lists))), frozenset(names))
+        return canonical(client_name) in known[1]

@@ -149,9 +149,9 @@ SETTINGS: tuple[Setting, ...] = (
             "10/second;1000/hour (empty = none)"),
     Setting("RATE_LIMIT_STRATEGY", "moving-window", choice("moving-window", "fixed-window"),
             "how request windows are counted: moving-window (exact) or fixed-window (cheaper)"),
-    Setting("REDIS_URL", "", redis_url, "keep limit counters (and the response cache with CACHE=redis) in Redis, "
-            "shared by workers and hosts "
-            "(redis://[:password@]host:port/db); empty = in process memory", show=mask_url),
+    Setting("REDIS_URL", "", redis_url, "keep limit counters, BACKENDS_FILE's max_concurrency slots and the "
+            "response cache (CACHE=redis) in Redis, shared by workers and hosts (redis://[:password@]host:port/db); "
+            "empty = in process memory", show=mask_url),
     Setting("REDIS_TIMEOUT", "1", seconds,
             "seconds to wait for Redis before the request is decided by LIMITS_FAIL_OPEN"),
     Setting("LIMITS_FAIL_OPEN", "true", boolean, "when Redis is unreachable: true = admit without limits (with a "

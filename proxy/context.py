@@ -41,7 +41,7 @@ class RequestContext:
     ticket: Any = None
     exchange: Any = None
     backend: Any = None  # with several backends: the one this attempt goes to (``views.common.upstream_backend``)
-    session: str | None = None  # with several backends and affinity: X-Session-ID or the body's `user`
+    session: str | None = None  # with several backends and affinity: the conversation's key (``affinity``)
     cache: str | None = None  # CACHE on: what the response cache did (HIT, MISS, BYPASS), sent as X-Cache
 
     @property

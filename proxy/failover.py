@@ -66,7 +66,7 @@ def run(pool: Pool, exchange: Exchange, attempt: Attempt, *, sleep: Callable[[fl
         try:
             response = attempt(member.backend, model)
         except ProxyError as exc:
-            pool.slots.release(member)
+            release(pool, member)
             if not retryable(exc):
                 raise
             ms = (time.monotonic() - started) * 1000
@@ -78,7 +78,7 @@ def run(pool: Pool, exchange: Exchange, attempt: Attempt, *, sleep: Callable[[fl
             last = exc
             continue
         except BaseException:
-            pool.slots.release(member)
+            release(pool, member)
             raise
         member.answered((time.monotonic() - started) * 1000)
         _release_when_done(pool, member, exchange, started)
@@ -87,14 +87,20 @@ def run(pool: Pool, exchange: Exchange, attempt: Attempt, *, sleep: Callable[[fl
     raise last
 
 
+def release(pool: Pool, member: Member, held_s: float | None = None) -> None:
+    """The slot back; a member a reload dropped closes its connections with its last request."""
+    pool.slots.release(member, held_s)
+    member.close_if_idle()
+
+
 def _release_when_done(pool: Pool, member: Member, exchange: Exchange, started: float) -> None:
     """The member's slot is released when the exchange ends, however it ends (at once for an answer
     already whole)."""
     if exchange.ended_at is not None:
-        pool.slots.release(member, time.monotonic() - started)
+        release(pool, member, time.monotonic() - started)
         return
 
-    def release(_: Exchange) -> None:
-        pool.slots.release(member, time.monotonic() - started)
+    def done(_: Exchange) -> None:
+        release(pool, member, time.monotonic() - started)
 
-    exchange.on_finish.append(release)
+    exchange.on_finish.append(done)

@@ -25,6 +25,7 @@ from .catalog import Catalog, ModelInfo, model_not_found
 from .config import Settings
 from .dialects.ollama import canonical
 from .errors import BackendError, ProxyError
+from .sharedslots import SharedSlots
 from .slots import SlotQueue
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,20 @@ class Member:
         self._aliases = {canonical(c): b for c, b in spec.aliases}
         self._listed: tuple[int, frozenset[str]] = (0, frozenset())
         self.retired = threading.Event()  # set when a reload drops it (or the pool stops): its probes end
+        self.closing = False  # dropped, and its backend (connections) no other member uses: closed once idle
 
     def describe(self) -> str:
         return f"{self.name} ({self.backend.describe()})"
+
+    def close_if_idle(self) -> bool:
+        """Close a dropped member's backend once no request holds a slot on it (a reload's ``Pool.replace``, and
+        each slot released after it); True when closed now."""
+        if not self.closing or self.in_flight:
+            return False
+        self.closing = False
+        self.backend.close()
+        log.info("backend %s dropped from BACKENDS_FILE: its connections are closed", self.name)
+        return True
 
     # --- names ------------------------------------------------------------------------------
     def upstream_name(self, name: str) -> str:
@@ -190,7 +202,9 @@ class Pool:
         self.members = tuple(members)
         self.by_name = {m.name: m for m in self.members}
         self.settings = settings
-        self.slots = SlotQueue()
+        # with REDIS_URL the caps hold across processes (sharedslots); the queue stays in this process
+        self.slots = SlotQueue(shared=SharedSlots(settings.redis_url, settings.redis_timeout)
+                               if settings.redis_url else None)
         self._turn = 0
         self._stop = threading.Event()
         self._probing = False
@@ -231,11 +245,12 @@ class Pool:
             order.insert(0, first)
         return [(m, m.upstream_name(name)) for m in order]
 
-    def no_healthy(self, client_name: str, down: Sequence[Member]) -> NoHealthyBackend:
+    def no_healthy(self, client_name: str, down: Sequence[Member], what: str = "") -> NoHealthyBackend:
         listed = "; ".join(f"{m.name}: {m.last_error or 'down'}" for m in down)
+        what = what or f"no healthy backend serves model '{client_name}'"
         retry = max(1, int(min(m.spec.health.interval_s for m in down) * max(1, min(
             m.spec.health.healthy_after for m in down)) + 0.999))
-        return NoHealthyBackend(f"no healthy backend serves model '{client_name}' ({listed})", retry_after=retry)
+        return NoHealthyBackend(f"{what} ({listed})", retry_after=retry)
 
     def backoff(self, attempt: int, jitter: float) -> float:
         """Seconds to wait before going back to a backend already tried (``attempt`` >= 1): doubled each time,
@@ -268,22 +283,43 @@ class Pool:
                     return member, model
         raise model_not_found(client_name, [m.id for m in self.models()])
 
-    def management_member(self) -> Member:
-        """Where model management (/api/pull, blobs…) goes: the first healthy Ollama member, else the first."""
+    def management_member(self, action: str, model: str | None = None) -> Member | None:
+        """Where model management goes: delete and copy (``model``: the model they name) to a healthy Ollama
+        member serving it, the rest (pull, push, create, blobs) to the first healthy Ollama member. None when
+        the file has no Ollama backend; NoHealthyBackend (503) when none of them is healthy, ModelNotFound when
+        no healthy one serves ``model``."""
         ollama = [m for m in self.members if m.backend.dialect == "ollama"]
-        return next((m for m in ollama if m.healthy), ollama[0] if ollama else self.members[0])
+        if not ollama:
+            return None
+        healthy = [m for m in ollama if m.healthy]
+        if not healthy:
+            raise self.no_healthy(model or "", ollama, f"no healthy Ollama backend for /api/{action}")
+        if action not in ("delete", "copy") or not model:
+            return healthy[0]
+        name = self.settings.backend_model_for(model)
+        for member in healthy:
+            if member.serves(member.upstream_name(name)):
+                return member
+        down = [m for m in ollama if not m.healthy]
+        if down:  # their lists are not fetched while they are down: one of them may have it
+            raise self.no_healthy(model, down)
+        raise model_not_found(model, [m.id for member in healthy for m in member.models()])
 
     # --- reload -----------------------------------------------------------------------------
     def replace(self, config: BackendsConfig, members: Sequence[Member]) -> None:
         """A reloaded file's configuration and members (``rebuild`` kept the unchanged ones): requests from now
-        on see them; requests in flight keep the member they hold; dropped members' probes end, new ones start."""
+        on see them; requests in flight keep the member they hold; dropped members' probes end, new ones start, and
+        their connections are closed once the requests they hold have ended (``Member.close_if_idle``)."""
         old = self.members
         self.members = tuple(members)
         self.by_name = {m.name: m for m in self.members}
         self.config, self.routing = config, config.routing
+        kept = {id(m.backend) for m in self.members}
         for member in old:
             if member not in self.members:
                 member.retired.set()
+                member.closing = id(member.backend) not in kept  # else a new member goes on with its connections
+                member.close_if_idle()
         if self._probing and not self._stop.is_set():
             for member in self.members:
                 if member not in old:
@@ -302,8 +338,11 @@ class Pool:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.slots.shared is not None:
+            self.slots.shared.stop()
         for member in self.members:
             member.retired.set()
+            member.backend.close()
 
     def _probe_loop(self, member: Member) -> None:
         health = member.spec.health
@@ -325,47 +364,6 @@ def probe(member: Member) -> bool:
         return False
     member.probed(True)
     return True
-
-
-class PoolCatalog:
-    """The catalog the views see with several backends: the union of the members' lists, MODEL_MAP's exact
-    aliases on top (as ``Catalog.models`` adds them for one backend)."""
-
-    def __init__(self, pool: Pool, aliases: tuple[tuple[str, str], ...]):
-        self.pool = pool
-        self._aliases = aliases
-        self._known: tuple[int, frozenset[str]] = (0, frozenset())
-        self.last_error: str | None = None
-
-    def backend_models(self) -> list[ModelInfo]:
-        return self.pool.models()
-
-    def models(self) -> list[ModelInfo]:
-        listed = self.pool.models()
-        by_name = {canonical(m.id): m for m in listed}
-        for alias, target in self._aliases:
-            base = by_name.get(canonical(target))
-            if base is not None and canonical(alias) not in by_name:
-                listed.append(replace(base, id=alias, alias_of=base.id, ollama_entry=None))
-        return listed
-
-    def find(self, client_name: str) -> ModelInfo:
-        return self.pool.find(client_name)[1]
-
-    def upstream_name(self, client_name: str) -> str:
-        member, model = self.pool.find(client_name)
-        return member.upstream_name(self.pool.settings.backend_model_for(client_name))
-
-    def is_known(self, client_name: str) -> bool:
-        """A name some member last listed, or an exact alias: no fetching (metrics label only these)."""
-        lists = tuple(m.catalog._models for m in self.pool.members)
-        known = self._known
-        if known[0] != hash(tuple(map(id, lists))):
-            names = {canonical(m.id) for models in lists for m in models or ()}
-            names |= {canonical(c) for m in self.pool.members for c, _ in m.spec.aliases}
-            names |= {canonical(a) for a, _ in self._aliases}
-            known = self._known = (hash(tuple(map(id, lists))), frozenset(names))
-        return canonical(client_name) in known[1]
 
 
 def build_pool(config: BackendsConfig, settings: Settings, make_backend: Callable[[Settings], Any]) -> Pool:

@@ -17,7 +17,7 @@ from .exchange import Exchange
 class Services:
     settings: Settings
     backend: Backend
-    catalog: Any  # Catalog; with BACKENDS_FILE a routing.PoolCatalog, which answers the same questions
+    catalog: Any  # Catalog; with BACKENDS_FILE a catalog.PoolCatalog, which answers the same questions
     pool: Any = None  # routing.Pool with BACKENDS_FILE; None: the one backend of BACKEND_*
     sinks: list[Callable[[Exchange], None]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)

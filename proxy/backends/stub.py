@@ -142,6 +142,9 @@ class StubBackend:
     def reachable(self) -> tuple[bool, str]:
         return True, "ok"
 
+    def close(self) -> None:
+        """Nothing to close: it holds no connections."""
+
     def list_models(self, timeout: float | None = None) -> list[ModelInfo]:
         return [ModelInfo(id=name, created=CREATED, owned_by="stub", context_length=CONTEXT_LENGTH, size=1000,
                           parameter_count=1, parameter_size="1", quantization="none", family="stub",

@@ -219,6 +219,25 @@ class Connection:
         # that is one pool per process; served by threads (the tests' in-process server), one per thread.
         self._pools: weakref.WeakKeyDictionary[Any, ConnectionPool] = weakref.WeakKeyDictionary()
         self.head = "".join(f"{name}: {value}\r\n" for name, value in head.items())
+        self.closed = False
+
+    def close(self, hub: Any = None) -> None:
+        """Close the keep-alive connections of one hub's pool (a thread ending), or of every pool: from then on
+        requests fail as an unreachable backend would (sockets given back later are closed, not kept)."""
+        if hub is not None:
+            pool = self._pools.pop(hub, None)
+            if pool is not None:
+                pool.close()
+            return
+        self.closed = True
+        while True:
+            try:
+                pools = list(self._pools.values())
+                break
+            except RuntimeError:  # another thread added its pool meanwhile (threads: the tests' server)
+                continue
+        for pool in pools:
+            pool.close()
 
     def request(self, method: str, path: str, body: bytes | None, *, request_id: str | None,
                 connect: float, read: float, headers: dict[str, str] | None = None) -> Response:
@@ -236,6 +255,8 @@ class Connection:
         if body is not None or method in ("POST", "PUT", "PATCH"):
             extra += f"Content-Length: {len(body or b'')}\r\n"
         head = f"{method} {self.absolute}{self.prefix}{path} HTTP/1.1\r\n{self.head}{extra}\r\n".encode("latin-1")
+        if self.closed:
+            raise ConnectionAbortedError("the backend was closed (dropped from BACKENDS_FILE, or the proxy stops)")
         hub = gevent.get_hub()
         pool = self._pools.get(hub)
         if pool is None:
@@ -245,6 +266,9 @@ class Connection:
                 sock = pool.get_socket()
         except TimeoutError as exc:  # the socket's own connect timeout
             raise ConnectTimeout(f"no connection within {connect:g} s") from exc
+        except RuntimeError:  # "connection pool closed": closed (``close``) since the look above
+            raise ConnectionAbortedError("the backend was closed (dropped from BACKENDS_FILE, or the proxy "
+                                         "stops)") from None
         try:
             sock.settimeout(read)
             sock.sendall(head + body if body else head)

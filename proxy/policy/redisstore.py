@@ -118,23 +118,19 @@ def slot_key(who: str) -> str:
     return f"{PREFIX}:slots:{who}"
 
 
-class RedisCounters:
-    def __init__(self, url: str, timeout: float, moving: bool, clock: Callable[[], float] = time.time):
+class ScriptLine:
+    """A Redis client and this process's own connection for script calls, one call at a time: the pool polls a
+    connection at every checkout, under gevent one more trip through the event loop per call. A call that
+    cannot have the connection within the timeout fails as a slow Redis would, so a hung Redis holds none for
+    longer. Other calls (renewals, look-ups, pub/sub) use ``client`` and its pool."""
+
+    def __init__(self, url: str, timeout: float):
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        self.moving = moving
-        self.clock = clock
         self.timeout = timeout
-        self._admit = self.client.register_script(ADMIT)
-        self._settle = self.client.register_script(SETTLE)
-        self._held: dict[str, str] = {}  # slot id -> its set, for lease renewal
-        self._renewer_pid = 0
         self._line: tuple[int, redis.Redis] | None = None
         self._busy = threading.Lock()
 
-    def _run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """One script call on this process's own connection, one call at a time: the pool polls a connection
-        at every checkout, under gevent one more trip through the event loop per call. A call that cannot have
-        the connection within the timeout fails as a slow Redis would, so a hung Redis holds none for longer."""
+    def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if not self._busy.acquire(timeout=self.timeout):
             raise redis.TimeoutError("the connection to Redis stayed busy")
         try:
@@ -144,6 +140,22 @@ class RedisCounters:
             return script(keys, args, client=self._line[1])
         finally:
             self._busy.release()
+
+
+class RedisCounters:
+    def __init__(self, url: str, timeout: float, moving: bool, clock: Callable[[], float] = time.time):
+        self.line = ScriptLine(url, timeout)
+        self.client = self.line.client
+        self.moving = moving
+        self.clock = clock
+        self.timeout = timeout
+        self._admit = self.client.register_script(ADMIT)
+        self._settle = self.client.register_script(SETTLE)
+        self._held: dict[str, str] = {}  # slot id -> its set, for lease renewal
+        self._renewer_pid = 0
+
+    def _run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return self.line.run(script, keys, args)
 
     def admit(self, ticket: Ticket, day: str) -> Full | None:
         who, rules = ticket.who, ticket.rules

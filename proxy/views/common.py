@@ -8,6 +8,7 @@ from typing import Any
 from flask import Response, request
 
 from .. import failover, jsonio, keycase
+from ..affinity import session_of
 from ..backends.base import Backend, Upstream
 from ..body import read_body, release_body
 from ..catalog import ModelInfo, model_allowed
@@ -50,15 +51,8 @@ def begin(front: str, check: Callable[[Any], str]) -> tuple[Exchange, Any]:
     exchange.model_requested = check(body)
     pool = services().pool
     if pool is not None and pool.routing.affinity:
-        current().session = session_of(body)
+        current().session = session_of(body, request.headers, request.environ)
     return exchange, body
-
-
-def session_of(body: Any) -> str | None:
-    """What keeps a conversation on one backend (BACKENDS_FILE's ``affinity``): the X-Session-ID header, else
-    the body's ``user`` field."""
-    user = body.get("user") if isinstance(body, dict) else None
-    return request.headers.get("X-Session-ID") or (user if isinstance(user, str) and user else None)
 
 
 def listed_models() -> list[ModelInfo]:
@@ -94,13 +88,16 @@ def serve(exchange: Exchange, attempt: Callable[[Backend, str], Response]) -> Re
     return failover.run(svc.pool, exchange, attempt, gone=lambda: client_gone(environ))
 
 
-def management_backend() -> Backend:
-    """Where model management and blobs go: the one backend, or the pool's first healthy Ollama backend."""
+def management_backend(action: str, model: str | None = None) -> tuple[Backend, str | None]:
+    """Where model management and blobs go, and the backend's name in BACKENDS_FILE: the one backend (no
+    name), or the pool's Ollama backend for it (``Pool.management_member``: 503 or 404 when there is none).
+    A pool without any Ollama backend: its first backend, which answers as a non-Ollama one does."""
     svc = services()
     if svc.pool is None:
-        return svc.backend
-    backend = current().backend = svc.pool.management_member().backend
-    return backend
+        return svc.backend, None
+    member = svc.pool.management_member(action, model) or svc.pool.members[0]
+    current().backend = member.backend
+    return member.backend, member.name
 
 
 def open_upstream(exchange: Exchange, path: str, out: dict) -> Upstream:

@@ -252,8 +252,8 @@ def manage() -> Response:
     svc = services()
     action = request.path.rsplit("/", 1)[-1]
     exchange, body = begin("ollama", lambda b: ol.check_manage_request(b, action))  # recorded, whatever happens
-    backend = management_backend()
-    exchange.backend_name, exchange.backend_type = backend.describe(), backend.type
+    backend, name = management_backend(action, exchange.model_requested)
+    exchange.backend_name, exchange.backend_type = name or backend.describe(), backend.type
     if backend.dialect == "ollama":
         payload = jsonio.dumps(body)  # the body that was checked, not the bytes sent (a repeated key goes)
         exchange.sent_upstream(payload)
@@ -275,8 +275,14 @@ def manage() -> Response:
             return finish_whole(exchange, raw_json_response(raw), raw)
         raw = b"".join(jsonio.dumps_line(x) for x in ({"status": "pulling manifest"}, {"status": "success"}))
         return finish_whole(exchange, Response(raw, content_type=NDJSON), raw)
-    raise NotSupported(f"/api/{action} is not supported by the {backend.describe()}; "
-                       "manage models on the backend itself")
+    raise NotSupported(f"/api/{action} is not supported by {_not_ollama(backend)}; manage models on the "
+                       "backend itself")
+
+
+def _not_ollama(backend: Backend) -> str:
+    if services().pool is not None:
+        return "any backend of BACKENDS_FILE (none is an Ollama server)"
+    return f"the {backend.describe()}"
 
 
 # What Ollama itself accepts as a blob digest; anything else (spaces, CR, `../`) never reaches the request line.
@@ -287,9 +293,9 @@ BLOB_DIGEST = re.compile(r"sha256[:-][0-9a-fA-F]{64}")
 def blobs(digest: str) -> Response:
     if not BLOB_DIGEST.fullmatch(digest):
         raise BadRequest("invalid digest: expected sha256: followed by 64 hexadecimal digits")
-    backend = management_backend()
+    backend, _ = management_backend("blobs")
     if backend.dialect != "ollama":
-        raise NotSupported(f"blobs are not supported by the {backend.describe()}")
+        raise NotSupported(f"blobs are not supported by {_not_ollama(backend)}")
     upstream = backend.open(request.method, f"/api/blobs/{digest}", request.get_data() or None,
                                        request_id=_rid())
     raw = upstream.read()

@@ -1,6 +1,7 @@
 """Affinity (BACKENDS_FILE ``[routing] affinity = true``) over real sockets: one X-Session-ID, or one body
-``user``, sticks to one healthy backend on both fronts; sessions spread over the backends; requests without a
-session follow the strategy; a session whose backend is down moves, and only it; the key is checked."""
+``user``, sticks to one healthy backend on both fronts, as do X-Claude-Code-Session-Id and `session_id` (also under
+the production server), and, without any of them, one conversation's first messages; sessions spread over
+the backends; a session whose backend is down moves, and only it; the key is checked."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,7 +43,7 @@ def test_one_session_sticks_to_one_backend_on_both_fronts(three):
     assert len({who(three, session="s1") for _ in range(5)} | {who(three, "s1", front="ollama")}) == 1
     assert len({who(three, user="alice") for _ in range(5)}) == 1
     assert {who(three, session=f"s{i}") for i in range(30)} == {"a", "b", "c"}  # sessions spread
-    assert {who(three) for _ in range(3)} == {"a", "b", "c"}  # no session: round-robin
+    assert len({who(three) for _ in range(3)}) == 1  # no session: the same first messages stick too
 
 
 def test_a_session_whose_backend_is_down_moves_and_the_others_stay(three):
@@ -60,3 +61,78 @@ def test_affinity_is_true_or_false():
     with pytest.raises(ConfigError, match="table 'routing', key 'affinity': expected true or false"):
         parse({"backends": {"a": {"type": "stub"}}, "routing": {"affinity": "yes"}})
     assert parse({"backends": {"a": {"type": "stub"}}, "routing": {"affinity": True}}).routing.affinity
+
+
+def converse(proxy: Any, turns: int, first: str, system: str | None = "be brief", front: str = "openai",
+             headers: dict | None = None) -> list[str]:
+    """Who answers each request of a conversation that grows by a turn each time (no session named)."""
+    head = [{"role": "system", "content": system}] if system else []
+    messages = [*head, {"role": "user", "content": first}]
+    answered = []
+    for turn in range(turns):
+        if front == "ollama":
+            r = requests.post(proxy.url + "/api/chat", json={"model": "m", "messages": messages, "stream": False},
+                              headers=headers or {}, timeout=10)
+            assert r.status_code == 200, r.text
+            answered.append(r.json()["message"]["content"])
+        else:
+            r = requests.post(proxy.url + "/v1/chat/completions", json={"model": "m", "messages": messages},
+                              headers=headers or {}, timeout=10)
+            assert r.status_code == 200, r.text
+            answered.append(r.json()["choices"][0]["message"]["content"])
+        messages = [*messages, {"role": "assistant", "content": answered[-1]},
+                    {"role": "user", "content": f"and then {turn}?"}]
+    return answered
+
+
+def test_a_conversation_without_a_session_sticks_by_its_first_messages_on_both_fronts(three):
+    assert len(set(converse(three, 5, "tell me about cats"))) == 1
+    assert len(set(converse(three, 4, "tell me about cats", front="ollama"))) == 1
+    assert len(set(converse(three, 4, "tell me about dogs", system=None))) == 1
+    homes = {converse(three, 1, f"question {i}")[0] for i in range(30)}
+    assert homes == {"a", "b", "c"}  # conversations spread over the backends
+
+
+def test_the_system_prompt_and_first_user_message_make_the_key():
+    from proxy.affinity import first_messages
+
+    def body(system: str, first: str, later: str = "", model: str = "m") -> dict:
+        return {"model": model, "messages": [{"role": "system", "content": system}, {"role": "user", "content": first},
+                                             {"role": "assistant", "content": "x"}, {"role": "user", "content": later}]}
+    key = first_messages(body("s", "u"))
+    assert key and key == first_messages(body("s", "u", "a later turn"))
+    assert len({key, first_messages(body("t", "u")), first_messages(body("s", "v")),
+                first_messages(body("s", "u", model="n"))}) == 4
+    anthropic = {"model": "m", "system": "s", "messages": [{"role": "user", "content": [{"type": "text", "text": "u"}]}]}
+    assert first_messages(anthropic) and first_messages(anthropic) != key
+    assert first_messages({"model": "m", "input": [{"role": "developer", "content": "s"},
+                                                   {"role": "user", "content": "u"}]})
+    long = "x" * 100000
+    assert first_messages(body(long + "a", "u")) != first_messages(body(long + "b", "u"))  # its ends count
+    assert first_messages(body(long, "u")) != first_messages(body(long + "x", "u"))  # and its length
+    assert first_messages({"model": "m", "instructions": "s", "input": "u"}) == first_messages(
+        {"model": "m", "instructions": "s", "input": [{"role": "user", "content": "u"}]})
+    assert first_messages({"model": "m", "prompt": "u"}) is None  # a completion: no conversation to find
+    assert first_messages({"model": "m", "messages": [{"role": "system", "content": "s"}]}) is None
+
+
+@pytest.mark.parametrize("header", ["X-Claude-Code-Session-Id", "X-Session-ID"])
+def test_agent_session_headers_keep_a_conversation_whatever_its_messages(three, header):
+    homes = {converse(three, 1, f"question {i}", headers={header: "agent-1"})[0] for i in range(12)}
+    assert len(homes) == 1
+    assert len({converse(three, 1, "same", headers={header: f"agent-{i}"})[0] for i in range(30)}) == 3
+
+
+def test_session_id_header_reaches_affinity_under_the_production_server(tmp_path: Path):
+    fakes: list[FakeUpstream] = [openai_fake(name) for name in ("a", "b", "c")]
+    from tests.support.pool_proxy import WsgiPoolProxy
+
+    running = WsgiPoolProxy(tmp_path, "".join(backend(n, f) for n, f in zip("abc", fakes, strict=True))
+                            + "[routing]\naffinity = true\n")
+    try:
+        homes = {converse(running, 1, f"question {i}", headers={"session_id": "codex-1"})[0] for i in range(9)}
+        assert len(homes) == 1
+    finally:
+        running.stop()
+        for fake in fakes:
+            fake.stop()

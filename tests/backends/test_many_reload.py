@@ -5,10 +5,12 @@ says so once on the log and on the UI's overview, and a fixed file is taken agai
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
 
+import pytest
 import requests
 
 from tests.support.pool_proxy import CHAT, PoolProxy, backend, wait_until
@@ -108,3 +110,61 @@ def test_requests_in_flight_keep_the_backend_they_hold_when_it_is_removed(upstre
     worker.join(timeout=10)
     assert result["text"] == "slow whole"  # a non-streamed answer in flight: whole, from the removed backend
     assert answer(running) == "fast"
+
+
+def sockets_to(port: int) -> int:
+    """How many sockets this process has open to ``port`` on this host (its fds against /proc/net/tcp)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+                    count += 1
+    return count
+
+
+def test_a_dropped_backends_connections_are_closed_once_its_requests_end(upstreams, proxy):
+    gate = threading.Event()
+    old = upstreams("from", " old", gate=gate, gate_at=2)
+    new, kept = upstreams("from new"), upstreams("kept")
+    running = proxy(backend("old", old) + backend("kept", kept, 'models = ["k"]\nweight = 1\n'))
+    answer(running)  # a keep-alive connection to old
+    member_old, member_kept = running.pool.by_name["old"], running.pool.by_name["kept"]
+    stream = requests.post(running.url + "/v1/chat/completions", json={**CHAT, "stream": True}, stream=True,
+                           timeout=10)
+    lines = stream.iter_lines()
+    next(line for line in lines if b'"from"' in line)
+    assert member_old.in_flight == 1 and sockets_to(old.port) >= 1
+    running.rewrite(backend("new", new) + backend("kept", kept, 'models = ["k"]\nweight = 2\n'))
+    wait_until(lambda: "new" in running.pool.by_name)
+    assert not member_old.backend.connection.closed  # its stream still runs
+    gate.set()
+    assert b"[DONE]" in b"\n".join(lines)
+    wait_until(lambda: member_old.backend.connection.closed)  # the stream's end released the last slot
+    wait_until(lambda: sockets_to(old.port) == 0)
+    assert not member_kept.backend.connection.closed  # its connections go on with the new member
+    assert running.pool.by_name["kept"].backend is member_kept.backend and answer(running) == "from new"
+
+
+def test_a_closed_backend_fails_as_an_unreachable_one_would(upstreams):
+    from proxy.backends import make_backend
+    from proxy.config import Settings
+    from proxy.errors import BackendUnavailable
+    from proxy.failover import retryable
+
+    fake = upstreams("x")
+    backend_ = make_backend(Settings.from_env({"BACKEND_TYPE": "openai", "BACKEND_URL": fake.url}))
+    assert backend_.list_models(timeout=5)[0].id == "m"
+    backend_.close()
+    with pytest.raises(BackendUnavailable, match="the backend was closed") as info:
+        backend_.list_models(timeout=5)
+    assert retryable(info.value)  # a request racing a reload goes on to another backend

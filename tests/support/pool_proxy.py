@@ -47,6 +47,36 @@ def wait_until(check: Any, timeout: float = 5.0) -> None:
         time.sleep(0.02)
 
 
+def _end_hubs_with_threads(server: Any, app: Any) -> None:
+    """Each request thread of the in-process server makes a gevent hub of its own (the backends' connection
+    pools are per hub): when the thread ends, its pools' connections are closed and its hub destroyed, or each
+    leaves its loop's descriptors and sockets behind until the process ends."""
+    serve = server.process_request_thread
+
+    def process_request_thread(request: Any, client_address: Any) -> None:
+        try:
+            serve(request, client_address)
+        finally:
+            end_thread_hub(app)
+
+    server.process_request_thread = process_request_thread
+
+
+def end_thread_hub(app: Any) -> None:
+    """Close this thread's connections to the app's backends and destroy its hub (if it made one)."""
+    from gevent._hub_local import get_hub_if_exists
+
+    hub = get_hub_if_exists()
+    if hub is None:
+        return
+    pool = app.extensions["llm_proxy"].pool
+    for member in pool.members if pool is not None else ():
+        connection = getattr(member.backend, "connection", None)
+        if connection is not None:
+            connection.close(hub)
+    hub.destroy(destroy_loop=True)
+
+
 class PoolProxy:
     def __init__(self, url: str, app: Any, server: Any, thread: threading.Thread, path: Path):
         self.url, self.app, self._server, self._thread, self.path = url, app, server, thread, path
@@ -65,6 +95,7 @@ class PoolProxy:
         app = create_app(settings)
         server = make_server("127.0.0.1", 0, app, threaded=True)
         server.daemon_threads = True
+        _end_hubs_with_threads(server, app)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         return cls(f"http://127.0.0.1:{server.server_port}", app, server, thread, path)
