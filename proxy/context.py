@@ -42,6 +42,7 @@ class RequestContext:
     exchange: Any = None
     backend: Any = None  # with several backends: the one this attempt goes to (``views.common.upstream_backend``)
     session: str | None = None  # with several backends and affinity: X-Session-ID or the body's `user`
+    twin: Any = None  # a leading stream's dedupe.Shared: its Relay feeds the attached identical requests
 
     @property
     def key_name(self) -> str | None:

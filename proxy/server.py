@@ -27,6 +27,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer, headers_factory
 
 from . import draining
 from .clientgone import CLIENT_SOCKET
+from .sessions import RAW_SESSION_ID
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +160,13 @@ class Handler(WSGIHandler):
 
     def get_environ(self) -> dict[str, Any]:
         """pywsgi's environ, and the client's socket in it: a request can look whether its client has gone
-        (``proxy.clientgone``) before it spends more on an answer nobody will read."""
+        (``proxy.clientgone``) before it spends more on an answer nobody will read; and Codex's ``session_id``
+        header, which pywsgi leaves out."""
         environ = super().get_environ()
         environ[CLIENT_SOCKET] = self.socket
+        session_id = self.headers.get("session_id")  # dropped by pywsgi for its underscore (``proxy.sessions``)
+        if session_id:
+            environ[RAW_SESSION_ID] = session_id
         return environ
 
     def _stop_head_timer(self) -> None:

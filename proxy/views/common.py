@@ -7,19 +7,16 @@ from typing import Any
 
 from flask import Response, request
 
-from .. import failover, jsonio, keycase
+from .. import failover, jsonio, keycase, sessions
 from ..backends.base import Backend, Upstream
 from ..body import read_body, release_body
 from ..catalog import ModelInfo, model_allowed
 from ..clientgone import client_gone
 from ..context import current
-from ..errors import BackendUnavailable, BadRequest, ProxyError
+from ..errors import BackendUnavailable, BadRequest
 from ..exchange import Exchange, Relay
-from ..keepalive import SSE_COMMENT_BEAT, Beating, EarlyResponse
 from ..recording import start_exchange
-from ..render import render_error
 from ..services import services
-from ..streaming import error_chunk
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 NDJSON = "application/x-ndjson"
@@ -48,6 +45,8 @@ def begin(front: str, check: Callable[[Any], str]) -> tuple[Exchange, Any]:
     exchange = start_exchange(front)
     body = read_json()
     exchange.model_requested = check(body)
+    if exchange.session_id is None:  # no session header: the conversation's fingerprint
+        exchange.session_id = sessions.fingerprint(body)
     pool = services().pool
     if pool is not None and pool.routing.affinity:
         current().session = session_of(body)
@@ -147,42 +146,9 @@ def stream_response(exchange: Exchange, upstream: Upstream, chunks: Iterable[byt
     current().body = None
     request.environ.pop("werkzeug.request", None)
     relay = Relay(exchange, upstream, chunks, dialect, translate)
+    relay.shared = current().twin  # identical requests attached to this one (``views.early``)
     mimetype = SSE if dialect == "openai" else NDJSON
     return Response(relay, status=200, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
-
-
-def early_stream(exchange: Exchange, dialect: str, work: Callable[[], Response], *, opening: bytes = b"",
-                 beat: bytes | Callable[[], bytes] = SSE_COMMENT_BEAT, first_s: float | None = None) -> Response:
-    """A stream that beats until the backend's first byte (KEEPALIVE_S; ``keepalive.Beating`` says how):
-    ``work`` runs the backend part (``serve``) in a worker and returns the stream's response, whose body goes
-    on. A failure before anything went out is answered with its status as today; after the first beat, in
-    the stream (``error_chunk`` of ``dialect``). Recorded either way."""
-    exchange.stream = True
-
-    def failed(exc: ProxyError, head_sent: bool) -> Response | bytes:
-        if not head_sent:
-            return render_error(exc, dialect)
-        tail = error_chunk(dialect, exc)
-        if not exchange.finished:
-            exchange.status = 200
-            exchange.fail(exc)
-            exchange.client_response.add_tail(tail)
-            exchange.finish()
-        return tail
-
-    def abandoned() -> None:
-        if not exchange.finished:
-            exchange.outcome = "cancelled"
-            exchange.error = "the client closed the connection before the backend's first byte"
-            exchange.finish()
-
-    def body_of_work() -> Iterable[bytes]:
-        return work().response  # type: ignore[return-value]  # a stream's Relay
-
-    body = Beating(body_of_work, opening=opening, beat=beat, every_s=services().settings.keepalive_s, first_s=first_s,
-                   failed=failed, abandoned=abandoned)
-    mimetype = SSE if dialect == "openai" else NDJSON
-    return EarlyResponse(body, status=200, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
 
 
 def finish_whole(exchange: Exchange, response: Response, client_body: bytes) -> Response:

@@ -19,7 +19,6 @@ from ..streaming import OllamaStreamToOpenAI, OllamaToOpenAI
 from . import models as model_views
 from .common import (
     begin,
-    early_stream,
     finish_whole,
     listed_models,
     open_upstream,
@@ -29,6 +28,7 @@ from .common import (
     upstream_backend,
     upstream_object,
 )
+from .early import serve_stream
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
 OUT_OF_SCOPE = {"responses": "the Responses API", "messages": "the Anthropic Messages API"}
@@ -56,8 +56,8 @@ def chat_completions() -> Response:
         if backend.dialect == "ollama":
             return _translated(exchange, "chat", "/api/chat", oo.chat_from_openai(body, upstream_model), body)
         return _passthrough(exchange, "/v1/chat/completions", {**body, "model": upstream_model})
-    if exchange.stream and settings.keepalive_s:
-        return early_stream(exchange, "openai", lambda: serve(exchange, attempt))
+    if exchange.stream:
+        return serve_stream(exchange, "openai", attempt)
     return serve(exchange, attempt)
 
 
