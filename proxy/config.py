@@ -143,6 +143,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KEEPALIVE_S", "10", seconds_or_zero, "streamed chat completions: seconds between keep-alive beats "
             "while the backend has not sent its first byte (queued, failing over, reading the prompt); the first "
             "beat sends the head, so a later failure is an error event (0 = off)"),
+    Setting("AGENT_SANITIZE", "true", boolean, "fix what agents send for local models: output limits (max_tokens, "
+            "max_completion_tokens, num_predict) lowered to what the model's context leaves after the prompt"),
     Setting("DRAIN_TIMEOUT", "30", seconds_or_zero, "on SIGTERM/SIGINT: seconds running requests get to finish; then "
             "open streams end with an error chunk and are recorded as cancelled (a second signal ends them at once)"),
 )
@@ -215,6 +217,7 @@ class Settings:
     keepalive_timeout: float
     max_connections: int
     keepalive_s: float
+    agent_sanitize: bool
     drain_timeout: float
 
     @classmethod

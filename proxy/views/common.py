@@ -7,13 +7,13 @@ from typing import Any
 
 from flask import Response, request
 
-from .. import failover, jsonio, keycase, sessions
+from .. import clamp, failover, jsonio, keycase, sessions
 from ..backends.base import Backend, Upstream
 from ..body import read_body, release_body
 from ..catalog import ModelInfo, model_allowed
 from ..clientgone import client_gone
 from ..context import current
-from ..errors import BackendUnavailable, BadRequest
+from ..errors import BackendUnavailable, BadRequest, ProxyError
 from ..exchange import Exchange, Relay
 from ..recording import start_exchange
 from ..services import services
@@ -51,6 +51,20 @@ def begin(front: str, check: Callable[[Any], str]) -> tuple[Exchange, Any]:
     if pool is not None and pool.routing.affinity:
         current().session = session_of(body)
     return exchange, body
+
+
+def clamped(exchange: Exchange, body: dict, dialect: str) -> dict:
+    """``body`` with its output limit lowered to what the model's context leaves (AGENT_SANITIZE, ``clamp``);
+    the log's two request bodies show the change."""
+    settings = services().settings
+    if not settings.agent_sanitize or not clamp.asks_for_limit(body, dialect):
+        return body
+    try:
+        context = services().catalog.find(exchange.model_requested).context_length
+    except ProxyError:  # an unknown model: ``serve`` says so
+        return body
+    size = len(read_body(request, settings.max_request_bytes))
+    return clamp.clamp(body, dialect, context, size)[0]
 
 
 def session_of(body: Any) -> str | None:

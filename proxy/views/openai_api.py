@@ -19,6 +19,7 @@ from ..streaming import OllamaStreamToOpenAI, OllamaToOpenAI
 from . import models as model_views
 from .common import (
     begin,
+    clamped,
     finish_whole,
     listed_models,
     open_upstream,
@@ -50,7 +51,7 @@ def chat_completions() -> Response:
     exchange.stream = bool(body.get("stream"))
     settings = services().settings
     messages, _ = inject_text(body["messages"], settings.inject_text, settings.inject_mode)
-    body = {**body, "messages": messages}
+    body = clamped(exchange, {**body, "messages": messages}, "openai")
 
     def attempt(backend: Backend, upstream_model: str) -> Response:
         if backend.dialect == "ollama":
