@@ -14,7 +14,7 @@ from .. import sessions
 from ..backends.base import Backend, Upstream
 from ..body import read_body
 from ..context import current
-from ..dedupe import Shared, Twins
+from ..dedupe import LEADER_LEFT, Shared, Twins
 from ..errors import BackendUnavailable, ProxyError
 from ..exchange import Exchange, Relay
 from ..keepalive import SSE_COMMENT_BEAT, Beating, EarlyResponse
@@ -99,8 +99,10 @@ def twin_key(exchange: Exchange) -> tuple | None:
 def _lead_ended(exchange: Exchange, twins: Twins, key: tuple, shared: Shared) -> None:
     """The leader finished (its answer assembled): its twins get the end of the stream, or, if its client
     left, an error; a failure before any byte is theirs too."""
-    error = None
-    if exchange.error is not None:
+    error: ProxyError | None = None
+    if exchange.outcome == "cancelled":
+        error = BackendUnavailable(LEADER_LEFT)
+    elif exchange.error is not None:
         status = exchange.status if exchange.status is not None and exchange.status >= 400 else 502
         error = ProxyError(exchange.error, status=status)
     shared.end(exchange.outcome != "cancelled", error)

@@ -120,3 +120,25 @@ def test_the_session_id_header_of_codex_reaches_the_log_under_the_gevent_server(
     wait_for(lambda: len(sessions()) == 2)
     codex, fingerprint = sessions()
     assert codex == "codex-7" and fingerprint.startswith("fp-")
+
+
+@pytest.mark.parametrize("keepalive", ["0", "0.2"])
+def test_when_the_running_twins_client_leaves_the_attached_request_ends_with_an_error_event(
+        make_proxy, fake_upstream, keepalive):
+    gate = threading.Event()
+    fake_upstream.serve_openai_models("m")
+    fake_upstream.default("POST", PATH, openai_stream(["Hello", " there", " world"], gate=gate, gate_at=2))
+    proxy = make_proxy(KEEPALIVE_S=keepalive)
+    session = {"X-Session-ID": "s-1"}
+    first = requests.post(proxy.url + PATH, json=BODY, headers=session, stream=True, timeout=15)
+    assert b"Hello" in next(first.iter_content(chunk_size=None))
+    with ThreadPoolExecutor(1) as pool:
+        second = pool.submit(post, proxy.url, session)
+        wait_for_twin(proxy)
+        first.close()
+        gate.set()  # the leader's next write finds its client gone: the backend call ends
+        b = second.result()
+    assert b.status_code == 200 and b"Hello" in b.content
+    [error] = [json.loads(line[6:]) for line in b.content.split(b"\n") if line.startswith(b'data: {"error"')]
+    assert "send the request again" in error["error"]["message"] and b.content.endswith(b"data: [DONE]\n\n")
+    assert len(fake_upstream.calls(PATH)) == 1
