@@ -76,8 +76,8 @@ class Beating:
         self.sent = 0
         self.head_sent = False
         self.restart: tuple[Callable, list] | None = None  # (start_response, the head's headers): EarlyResponse
-        self._context = contextvars.copy_context()  # the view's: flask's request, our RequestContext
-        self._work = work
+        self._context: contextvars.Context | None = contextvars.copy_context()  # the view's (flask's request, ours)
+        self._work: Callable[[], Iterable[bytes]] | None = work
         self._ready = hub_event()  # the hand-over: (first bytes, the rest) or an error
         self._first = b""
         self._rest: Iterator[bytes] | None = None
@@ -91,8 +91,10 @@ class Beating:
     def _run(self) -> None:
         rest: Iterator[bytes] | None = None
         first, error = b"", None
+        work, self._work = self._work, None  # its closures hold the parsed request: not for the stream's life
+        assert work is not None  # run once
         try:
-            rest = iter(self._work())
+            rest = iter(work())
             first = next(rest, b"")
         except ProxyError as exc:
             error = exc
@@ -129,6 +131,7 @@ class Beating:
             if self._error is not None:
                 yield from self._answer_failure(self._error)
                 return
+            self._context = None  # flask's request (and the body it caches) is not kept while the answer streams
             first = self._first
             self._first = b""
             if not self.head_sent and self.opening:
@@ -145,6 +148,7 @@ class Beating:
             self.close()
 
     def _answer_failure(self, exc: ProxyError) -> Iterator[bytes]:
+        assert self._context is not None  # failures are answered here only before the hand-over
         answer = self._context.copy().run(self.failed, exc, self.head_sent)
         if isinstance(answer, BaseResponse):
             answer = self._restarted(answer, exc)
