@@ -23,28 +23,31 @@ from ..services import services
 from ..streaming import error_chunk
 from .common import NDJSON, SSE, STREAM_HEADERS, serve
 
+ErrorEvent = Callable[[ProxyError], bytes]  # the bytes that end a stream with a failure, in a front's dialect
 ATTACHED = "attached"  # the outcome of an exchange answered by its running twin (no backend call of its own)
 
 
 def serve_stream(exchange: Exchange, dialect: str, attempt: Callable[[Backend, str], Response], *,
                  opening: bytes = b"", beat: bytes | Callable[[], bytes] = SSE_COMMENT_BEAT,
-                 first_s: float | None = None) -> Response:
+                 first_s: float | None = None, error_event: ErrorEvent | None = None) -> Response:
     """A streamed answer: ``serve(exchange, attempt)``, attached to an identical running request of the same
     session when there is one, with keep-alive beats (``opening``, ``beat``, ``first_s``: ``Beating``) when
-    KEEPALIVE_S is on. ``dialect`` picks the error chunks (``streaming.error_chunk``) and the mimetype."""
+    KEEPALIVE_S is on. ``dialect`` picks the error answer before the head (``render_error``), the mimetype
+    (NDJSON for "ollama", else SSE) and, unless ``error_event`` gives them, the bytes that end a stream
+    that failed after a beat (``streaming.error_chunk``)."""
     exchange.stream = True
     key = twin_key(exchange)
     if key is not None:
         twins = services().twins
         shared, leading = twins.join(key, exchange)
         if not leading:
-            return _follow(exchange, dialect, shared, opening, beat, first_s)
+            return _follow(exchange, dialect, shared, opening, beat, first_s, error_event)
         current().twin = shared
         exchange.on_finish.append(lambda done: _lead_ended(done, twins, key, shared))
     if not services().settings.keepalive_s:
         return serve(exchange, attempt)
     return early_stream(exchange, dialect, lambda: stream_body(serve(exchange, attempt)), opening=opening,
-                        beat=beat, first_s=first_s)
+                        beat=beat, first_s=first_s, error_event=error_event)
 
 
 def stream_body(response: Response) -> Iterable[bytes]:
@@ -53,14 +56,15 @@ def stream_body(response: Response) -> Iterable[bytes]:
 
 
 def early_stream(exchange: Exchange, dialect: str, body: Callable[[], Iterable[bytes]], *, opening: bytes = b"",
-                 beat: bytes | Callable[[], bytes] = SSE_COMMENT_BEAT, first_s: float | None = None) -> Response:
+                 beat: bytes | Callable[[], bytes] = SSE_COMMENT_BEAT, first_s: float | None = None,
+                 error_event: ErrorEvent | None = None) -> Response:
     """A stream that beats until ``body()`` (run in a worker: the backend part) hands over its first bytes
     (``keepalive.Beating`` says how). A failure before anything went out is answered with its status as
     without beats; after the first beat, in the stream (``error_chunk`` of ``dialect``). Recorded either way."""
     def failed(exc: ProxyError, head_sent: bool) -> Response | bytes:
         if not head_sent:
             return render_error(exc, dialect)
-        tail = error_chunk(dialect, exc)
+        tail = error_event(exc) if error_event is not None else error_chunk(dialect, exc)
         if not exchange.finished:
             exchange.status = 200
             exchange.fail(exc)
@@ -120,7 +124,7 @@ class _Attached:
 
 
 def _follow(exchange: Exchange, dialect: str, shared: Shared, opening: bytes, beat: Any,
-            first_s: float | None) -> Response:
+            first_s: float | None, error_event: ErrorEvent | None) -> Response:
     """Answer with the twin's bytes: those so far, then the rest as they come. Recorded as ``attached``, with
     the twin's request id in ``attempts`` (``{"attached_to": ...}``), its backend and its answer."""
     leader = shared.leader
@@ -137,7 +141,8 @@ def _follow(exchange: Exchange, dialect: str, shared: Shared, opening: bytes, be
         return Relay(exchange, cast(Upstream, _Attached()), chunks, dialect)
 
     if services().settings.keepalive_s:
-        return early_stream(exchange, dialect, body, opening=opening, beat=beat, first_s=first_s)
+        return early_stream(exchange, dialect, body, opening=opening, beat=beat, first_s=first_s,
+                            error_event=error_event)
     return Response(body(), status=200, mimetype=_mimetype(dialect), headers=STREAM_HEADERS, direct_passthrough=True)
 
 
