@@ -81,6 +81,8 @@ class Beating:
         self._ready = hub_event()  # the hand-over: (first bytes, the rest) or an error
         self._first = b""
         self._rest: Iterator[bytes] | None = None
+        self._handed = b""  # the first bytes the work handed over
+        self._counted: Any = None  # the handed-over body when it counts its own bytes (a Relay's ``sent``)
         self._error: ProxyError | None = None
         self._left = False  # the client left (or the body was closed) before the hand-over was taken
         self._closed = False
@@ -132,18 +134,24 @@ class Beating:
                 yield from self._answer_failure(self._error)
                 return
             self._context = None  # flask's request (and the body it caches) is not kept while the answer streams
-            first = self._first
+            first = self._handed = self._first
             self._first = b""
             if not self.head_sent and self.opening:
                 first = self.opening + first
             self.head_sent = True
-            self.sent += len(first)
-            yield first
             rest = self._rest
+            counted = getattr(rest, "sent", None) is not None  # a Relay counts its own bytes (the first too)
+            self.sent += len(first) - (len(self._handed) if counted else 0)
+            self._handed = b""
+            yield first
             if rest is not None:
-                for out in rest:
-                    self.sent += len(out)
-                    yield out
+                if counted:
+                    self._counted = rest
+                    yield from rest  # no step of ours per chunk
+                else:
+                    for out in rest:
+                        self.sent += len(out)
+                        yield out
         finally:
             self.close()
 
@@ -190,6 +198,8 @@ class Beating:
                 rest, self._rest = self._rest, None
                 self._close_rest(rest)
         finally:
+            if self._counted is not None:
+                self.sent += self._counted.sent
             for hook in self._close_hooks:
                 hook(self.sent)
 
