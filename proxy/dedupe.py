@@ -28,8 +28,7 @@ class Shared:
 
     def __init__(self, leader: Any):
         self.leader = leader  # the leader's Exchange (its request id, backend and answer are noted by followers)
-        self.chunks: list[bytes] = []
-        self.size = 0
+        self.data = bytearray()  # one buffer: keeping each chunk object would pin its producer's working buffer
         self.done = False
         self.complete = False  # ended as a whole answer (not cut by its client leaving)
         self.error: ProxyError | None = None  # the leader failed before its first byte
@@ -42,11 +41,10 @@ class Shared:
         with self._cond:
             if self.overflowed:
                 return
-            if self.size + len(chunk) > MAX_SHARED_BYTES:
+            if len(self.data) + len(chunk) > MAX_SHARED_BYTES:
                 self.overflowed = True
             else:
-                self.chunks.append(chunk)
-                self.size += len(chunk)
+                self.data += chunk
             self._cond.notify_all()
 
     def end(self, complete: bool, error: ProxyError | None = None) -> None:
@@ -55,7 +53,7 @@ class Shared:
             if self.done:
                 return
             self.done, self.complete = True, complete
-            if not self.chunks and error is not None:
+            if not self.data and error is not None:
                 self.error = error
             self._cond.notify_all()
 
@@ -63,16 +61,17 @@ class Shared:
         """Everything so far, then the rest as it comes. Before the first chunk, a leader's failure is raised
         here (the follower answers it as its own); after it, a cut answer ends with ProxyError for the
         follower's stream to end in its dialect."""
-        index = 0
+        offset = 0
         while True:
             with self._cond:
-                while index >= len(self.chunks) and not self.done and not self.overflowed:
+                while offset >= len(self.data) and not self.done and not self.overflowed:
                     self._cond.wait(WAIT_S)
-                new = self.chunks[index:]
-                index += len(new)
-                finished = (self.done or self.overflowed) and index >= len(self.chunks)
+                new = bytes(self.data[offset:])
+                offset += len(new)
+                finished = (self.done or self.overflowed) and offset >= len(self.data)
                 error, complete, overflowed = self.error, self.complete, self.overflowed
-            yield from new
+            if new:
+                yield new
             if finished:
                 if error is not None:
                     raise error
