@@ -60,9 +60,14 @@ class Beating:
     - Cleanup is in ``close()`` (WSGI calls it however the response ends, iterated or not): the worker is
       stopped, the handed-over stream closed, then the close hooks get the bytes sent (the access line).
 
-    The answer's own chunks pass through one generator frame and are never queued; a fast backend (first
-    byte before the first beat) costs one worker greenlet and one event more than a plain stream.
+    The answer's own chunks are never queued: a ``Relay``'s pass on with ``yield from``. A fast backend (first
+    byte before the first beat) costs a worker greenlet and an event more than a plain stream, both gone
+    once the answer has been handed over.
     """
+
+    __slots__ = ("opening", "beat", "every_s", "first_s", "failed", "abandoned", "sent", "head_sent", "restart",
+                 "_context", "_work", "_ready", "_first", "_rest", "_handed", "_counted", "_error", "_left",
+                 "_closed", "_close_hooks", "_stop")  # one per open stream: no dict
 
     def __init__(self, work: Callable[[], Iterable[bytes]], *, opening: bytes = b"",
                  beat: bytes | Callable[[], bytes] = SSE_COMMENT_BEAT, every_s: float, first_s: float | None = None,
@@ -78,7 +83,7 @@ class Beating:
         self.restart: tuple[Callable, list] | None = None  # (start_response, the head's headers): EarlyResponse
         self._context: contextvars.Context | None = contextvars.copy_context()  # the view's (flask's request, ours)
         self._work: Callable[[], Iterable[bytes]] | None = work
-        self._ready = hub_event()  # the hand-over: (first bytes, the rest) or an error
+        self._ready: Any = hub_event()  # the hand-over: (first bytes, the rest) or an error; None once taken
         self._first = b""
         self._rest: Iterator[bytes] | None = None
         self._handed = b""  # the first bytes the work handed over
@@ -133,7 +138,7 @@ class Beating:
             if self._error is not None:
                 yield from self._answer_failure(self._error)
                 return
-            self._context = None  # flask's request (and the body it caches) is not kept while the answer streams
+            self._taken()
             first = self._handed = self._first
             self._first = b""
             if not self.head_sent and self.opening:
@@ -154,6 +159,13 @@ class Beating:
                         yield out
         finally:
             self.close()
+
+    def _taken(self) -> None:
+        """What only the wait needed goes, not to be kept while the answer streams: the request's context (flask's
+        request, with the body it caches), the finished worker, the event, the failure and beat callbacks."""
+        self._context = None
+        self._ready = None
+        del self._stop, self.failed, self.abandoned, self.beat
 
     def _answer_failure(self, exc: ProxyError) -> Iterator[bytes]:
         assert self._context is not None  # failures are answered here only before the hand-over
@@ -177,7 +189,7 @@ class Beating:
 
     def _stop_worker(self) -> bool:
         """Kill the worker if it has not handed over (its own finally blocks close what it opened)."""
-        self._left = not self._ready.is_set()
+        self._left = self._ready is not None and not self._ready.is_set()
         if self._left:
             self._stop()
         return self._left
