@@ -44,8 +44,8 @@ class Beating:
       (``message_start``; ``response.created`` + ``response.in_progress``) pass it here and leave it out of
       their translation; chat completions pass ``b""``.
     - ``beat`` (bytes, or a callable for beats that number themselves, e.g. ``sequence_number``) goes out
-      every ``every_s`` seconds while the work has not handed over. The first goes ``first_s`` after the
-      start (default ``every_s``; 0 = the head and the opening at once). Until something has gone out, the
+      every ``every_s`` seconds (0: never) while the work has not handed over. The first goes ``first_s``
+      after the start (default ``every_s``; 0 = the head and the opening at once). Until something has gone out, the
       response's status is still open: a failure then is answered with its own status.
     - ``failed(exc, head_sent)`` is called once when ``work`` raises (anything else than a ProxyError is
       logged and becomes a 500 ProxyError) before handing over, or when this greenlet is ended while waiting
@@ -74,8 +74,8 @@ class Beating:
                  failed: Failed, abandoned: Callable[[], None] = lambda: None):
         self.opening = opening
         self.beat = beat if callable(beat) else (lambda: beat)
-        self.every_s = every_s
-        self.first_s = every_s if first_s is None else first_s
+        self.every_s = every_s if every_s > 0 else None  # None: no beats (the opening still goes first)
+        self.first_s = self.every_s if first_s is None else first_s
         self.failed = failed
         self.abandoned = abandoned
         self.sent = 0

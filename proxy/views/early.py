@@ -44,8 +44,8 @@ def serve_stream(exchange: Exchange, dialect: str, attempt: Callable[[Backend, s
             return _follow(exchange, dialect, shared, opening, beat, first_s, error_event)
         current().twin = shared
         exchange.on_finish.append(lambda done: _lead_ended(done, twins, key, shared))
-    if not services().settings.keepalive_s:
-        return serve(exchange, attempt)
+    if not services().settings.keepalive_s and not opening:
+        return serve(exchange, attempt)  # as a stream always was (an opening still needs the Beating body)
     return early_stream(exchange, dialect, lambda: stream_body(serve(exchange, attempt)), opening=opening,
                         beat=beat, first_s=first_s, error_event=error_event)
 
@@ -140,7 +140,7 @@ def _follow(exchange: Exchange, dialect: str, shared: Shared, opening: bytes, be
         chunks = reader if first is None else chain((first,), reader)
         return Relay(exchange, cast(Upstream, _Attached()), chunks, dialect)
 
-    if services().settings.keepalive_s:
+    if services().settings.keepalive_s or opening:
         return early_stream(exchange, dialect, body, opening=opening, beat=beat, first_s=first_s,
                             error_event=error_event)
     return Response(body(), status=200, mimetype=_mimetype(dialect), headers=STREAM_HEADERS, direct_passthrough=True)
