@@ -45,8 +45,8 @@ class Beating:
       their translation; chat completions pass ``b""``.
     - ``beat`` (bytes, or a callable for beats that number themselves, e.g. ``sequence_number``) goes out
       every ``every_s`` seconds (0: never) while the work has not handed over. The first goes ``first_s``
-      after the start (default ``every_s``; 0 = the head and the opening at once). Until something has gone out, the
-      response's status is still open: a failure then is answered with its own status.
+      after the start (default ``every_s``; 0 = the head and the opening at once). Until something has
+      gone out, the response's status is still open: a failure then is answered with its own status.
     - ``failed(exc, head_sent)`` is called once when ``work`` raises (anything else than a ProxyError is
       logged and becomes a 500 ProxyError) before handing over, or when this greenlet is ended while waiting
       (``ShuttingDown``). It records the failure and returns, when ``head_sent`` is False, the error
