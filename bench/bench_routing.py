@@ -73,7 +73,7 @@ def first_messages_key() -> None:
     for size in (2000, 100000):
         turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " * 50} for i in range(20)]
         body = {"model": "m", "messages": [{"role": "system", "content": "x" * size}, *turns]}
-        show(f"first-messages key, system prompt {size // 1000} KB", timed(session_of, body, {}, {}))
+        show(f"first-messages key, system prompt {size // 1000} KB", timed(session_of, body, {}))
 
 
 def scrape(pool) -> None:

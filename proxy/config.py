@@ -89,8 +89,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STUB_DELAY_MS", "30", int_min(0), "stub backend: pause between streamed words, in milliseconds"),
     Setting("INJECT_TEXT", "", str, "text appended to a user message of chat requests (off when empty)"),
     Setting("INJECT_MODE", "last", choice("first", "last"), "first or last user message"),
-    Setting("AGENT_SANITIZE", "true", boolean, "clean coding agents' requests for a local backend: Claude Code's "
-            "per-request billing block is removed from the system prompt, so the backend's prompt cache works"),
     Setting("DATABASE_URL", "sqlite:///data/proxy.db", database_url, "log database (postgresql://…, mysql://… also)",
             show=mask_url),
     Setting("LOG_MAX_REQUESTS", "10000", int_min(0), "rows kept; oldest deleted by the cleanup (0 = unlimited)"),
@@ -173,6 +171,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KEEPALIVE_S", "10", seconds_or_zero, "streamed chat completions: seconds between keep-alive beats "
             "while the backend has not sent its first byte (queued, failing over, reading the prompt); the first "
             "beat sends the head, so a later failure is an error event (0 = off)"),
+    Setting("AGENT_SANITIZE", "true", boolean, "fix what agents send for local models: Claude Code's per-request "
+            "billing block removed from the system prompt (so the backend's prompt cache works); output limits "
+            "(max_tokens, max_completion_tokens, num_predict) lowered to what the model's context leaves"),
     Setting("DRAIN_TIMEOUT", "30", seconds_or_zero, "on SIGTERM/SIGINT: seconds running requests get to finish; then "
             "open streams end with an error chunk and are recorded as cancelled (a second signal ends them at once)"),
 )
@@ -213,7 +214,6 @@ class Settings:
     stub_delay_ms: int
     inject_text: str
     inject_mode: str
-    agent_sanitize: bool
     database_url: str
     log_max_requests: int
     log_max_refused: int
@@ -259,6 +259,7 @@ class Settings:
     keepalive_timeout: float
     max_connections: int
     keepalive_s: float
+    agent_sanitize: bool
     drain_timeout: float
 
     @classmethod

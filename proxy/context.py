@@ -43,6 +43,7 @@ class RequestContext:
     backend: Any = None  # with several backends: the one this attempt goes to (``views.common.upstream_backend``)
     session: str | None = None  # with several backends and affinity: the conversation's key (``affinity``)
     cache: str | None = None  # CACHE on: what the response cache did (HIT, MISS, BYPASS), sent as X-Cache
+    twin: Any = None  # a leading stream's dedupe.Shared: its Relay feeds the attached identical requests
 
     @property
     def key_name(self) -> str | None:

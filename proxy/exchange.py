@@ -331,6 +331,7 @@ class Relay:
         self._closed = False
         self._completed = False
         self._close_hooks: list[Callable[[int], None]] = []
+        self.shared: Any = None  # a dedupe.Shared this stream's chunks are copied to (ended with the exchange)
 
     def add_close_hook(self, hook: Callable[[int], None]) -> None:
         """``hook(bytes sent)`` runs when the relay closes (the access line uses it instead of
@@ -368,6 +369,8 @@ class Relay:
             self._completed = True
             exchange.client_response.add_tail(tail)
             self.sent += len(tail)
+            if self.shared is not None:
+                self.shared.add(tail)
             yield tail
         finally:
             self.close()
@@ -378,6 +381,8 @@ class Relay:
             exchange.client_first_chunk_at = exchange.clock()
         exchange.client_response.add(out)
         self.sent += len(out)
+        if self.shared is not None:
+            self.shared.add(out)
         return out
 
     def close(self) -> None:

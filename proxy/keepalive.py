@@ -44,9 +44,9 @@ class Beating:
       (``message_start``; ``response.created`` + ``response.in_progress``) pass it here and leave it out of
       their translation; chat completions pass ``b""``.
     - ``beat`` (bytes, or a callable for beats that number themselves, e.g. ``sequence_number``) goes out
-      every ``every_s`` seconds while the work has not handed over. The first goes ``first_s`` after the
-      start (default ``every_s``; 0 = the head and the opening at once). Until something has gone out, the
-      response's status is still open: a failure then is answered with its own status.
+      every ``every_s`` seconds (0: never) while the work has not handed over. The first goes ``first_s``
+      after the start (default ``every_s``; 0 = the head and the opening at once). Until something has
+      gone out, the response's status is still open: a failure then is answered with its own status.
     - ``failed(exc, head_sent)`` is called once when ``work`` raises (anything else than a ProxyError is
       logged and becomes a 500 ProxyError) before handing over, or when this greenlet is ended while waiting
       (``ShuttingDown``). It records the failure and returns, when ``head_sent`` is False, the error
@@ -60,27 +60,34 @@ class Beating:
     - Cleanup is in ``close()`` (WSGI calls it however the response ends, iterated or not): the worker is
       stopped, the handed-over stream closed, then the close hooks get the bytes sent (the access line).
 
-    The answer's own chunks pass through one generator frame and are never queued; a fast backend (first
-    byte before the first beat) costs one worker greenlet and one event more than a plain stream.
+    The answer's own chunks are never queued: a ``Relay``'s pass on with ``yield from``. A fast backend (first
+    byte before the first beat) costs a worker greenlet and an event more than a plain stream, both gone
+    once the answer has been handed over.
     """
+
+    __slots__ = ("opening", "beat", "every_s", "first_s", "failed", "abandoned", "sent", "head_sent", "restart",
+                 "_context", "_work", "_ready", "_first", "_rest", "_handed", "_counted", "_error", "_left",
+                 "_closed", "_close_hooks", "_stop")  # one per open stream: no dict
 
     def __init__(self, work: Callable[[], Iterable[bytes]], *, opening: bytes = b"",
                  beat: bytes | Callable[[], bytes] = SSE_COMMENT_BEAT, every_s: float, first_s: float | None = None,
                  failed: Failed, abandoned: Callable[[], None] = lambda: None):
         self.opening = opening
         self.beat = beat if callable(beat) else (lambda: beat)
-        self.every_s = every_s
-        self.first_s = every_s if first_s is None else first_s
+        self.every_s = every_s if every_s > 0 else None  # None: no beats (the opening still goes first)
+        self.first_s = self.every_s if first_s is None else first_s
         self.failed = failed
         self.abandoned = abandoned
         self.sent = 0
         self.head_sent = False
         self.restart: tuple[Callable, list] | None = None  # (start_response, the head's headers): EarlyResponse
-        self._context = contextvars.copy_context()  # the view's: flask's request, our RequestContext
-        self._work = work
-        self._ready = hub_event()  # the hand-over: (first bytes, the rest) or an error
+        self._context: contextvars.Context | None = contextvars.copy_context()  # the view's (flask's request, ours)
+        self._work: Callable[[], Iterable[bytes]] | None = work
+        self._ready: Any = hub_event()  # the hand-over: (first bytes, the rest) or an error; None once taken
         self._first = b""
         self._rest: Iterator[bytes] | None = None
+        self._handed = b""  # the first bytes the work handed over
+        self._counted: Any = None  # the handed-over body when it counts its own bytes (a Relay's ``sent``)
         self._error: ProxyError | None = None
         self._left = False  # the client left (or the body was closed) before the hand-over was taken
         self._closed = False
@@ -91,8 +98,10 @@ class Beating:
     def _run(self) -> None:
         rest: Iterator[bytes] | None = None
         first, error = b"", None
+        work, self._work = self._work, None  # its closures hold the parsed request: not for the stream's life
+        assert work is not None  # run once
         try:
-            rest = iter(self._work())
+            rest = iter(work())
             first = next(rest, b"")
         except ProxyError as exc:
             error = exc
@@ -129,22 +138,37 @@ class Beating:
             if self._error is not None:
                 yield from self._answer_failure(self._error)
                 return
-            first = self._first
+            self._taken()
+            first = self._handed = self._first
             self._first = b""
             if not self.head_sent and self.opening:
                 first = self.opening + first
             self.head_sent = True
-            self.sent += len(first)
-            yield first
             rest = self._rest
+            counted = getattr(rest, "sent", None) is not None  # a Relay counts its own bytes (the first too)
+            self.sent += len(first) - (len(self._handed) if counted else 0)
+            self._handed = b""
+            yield first
             if rest is not None:
-                for out in rest:
-                    self.sent += len(out)
-                    yield out
+                if counted:
+                    self._counted = rest
+                    yield from rest  # no step of ours per chunk
+                else:
+                    for out in rest:
+                        self.sent += len(out)
+                        yield out
         finally:
             self.close()
 
+    def _taken(self) -> None:
+        """What only the wait needed goes, not to be kept while the answer streams: the request's context (flask's
+        request, with the body it caches), the finished worker, the event, the failure and beat callbacks."""
+        self._context = None
+        self._ready = None
+        del self._stop, self.failed, self.abandoned, self.beat
+
     def _answer_failure(self, exc: ProxyError) -> Iterator[bytes]:
+        assert self._context is not None  # failures are answered here only before the hand-over
         answer = self._context.copy().run(self.failed, exc, self.head_sent)
         if isinstance(answer, BaseResponse):
             answer = self._restarted(answer, exc)
@@ -165,7 +189,7 @@ class Beating:
 
     def _stop_worker(self) -> bool:
         """Kill the worker if it has not handed over (its own finally blocks close what it opened)."""
-        self._left = not self._ready.is_set()
+        self._left = self._ready is not None and not self._ready.is_set()
         if self._left:
             self._stop()
         return self._left
@@ -186,6 +210,8 @@ class Beating:
                 rest, self._rest = self._rest, None
                 self._close_rest(rest)
         finally:
+            if self._counted is not None:
+                self.sent += self._counted.sent
             for hook in self._close_hooks:
                 hook(self.sent)
 

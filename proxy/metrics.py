@@ -52,8 +52,8 @@ log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 STATUS_CODES = frozenset(int(s) for s in HTTPStatus)
-FRONTS = frozenset({"ollama", "openai", "anthropic"})
-OUTCOMES = frozenset({"ok", "client_error", "refused", "backend_error", "timeout", "cancelled", "error"})
+FRONTS = frozenset({"ollama", "openai", "anthropic", "responses"})
+OUTCOMES = frozenset({"ok", "attached", "client_error", "refused", "backend_error", "timeout", "cancelled", "error"})
 UNMATCHED = "unmatched"
 OTHER_MODEL = "other"
 ROUTE_CACHE = 1024

@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import request
 from werkzeug.exceptions import HTTPException
 
-from . import jsonio
+from . import jsonio, sessions
 from .body import read_body
 from .context import current
 from .errors import PayloadTooLarge
@@ -61,6 +61,7 @@ def start_exchange(front: str) -> Exchange:
         user_agent=environ.get("HTTP_USER_AGENT", "")[:300],
         client_body=_body_for_log(), max_body=svc.settings.log_max_body_bytes, sinks=svc.sinks)
     exchange.key_name = ctx.key_name
+    exchange.session_id = sessions.from_headers(environ)  # else the view's fingerprint of the body (``begin``)
     exchange.backend_name = svc.backend.describe()
     exchange.backend_type = svc.backend.type
     ctx.exchange = exchange

@@ -26,8 +26,8 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer, headers_factory
 
 from . import draining
-from .affinity import SESSION_ID_ENVIRON
 from .clientgone import CLIENT_SOCKET
+from .sessions import RAW_SESSION_ID
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +160,13 @@ class Handler(WSGIHandler):
 
     def get_environ(self) -> dict[str, Any]:
         """pywsgi's environ, and the client's socket in it: a request can look whether its client has gone
-        (``proxy.clientgone``) before it spends more on an answer nobody will read. A `session_id` header
-        (Codex), which pywsgi leaves out, goes in under its own key (``proxy.affinity``)."""
+        (``proxy.clientgone``) before it spends more on an answer nobody will read; and Codex's ``session_id``
+        header, which pywsgi leaves out."""
         environ = super().get_environ()
         environ[CLIENT_SOCKET] = self.socket
-        session = self.headers.get("session_id")  # pywsgi drops names with `_`; this one keys affinity only
-        if session is not None:
-            environ[SESSION_ID_ENVIRON] = session
+        session_id = self.headers.get("session_id")  # dropped by pywsgi for its underscore (``proxy.sessions``)
+        if session_id:
+            environ[RAW_SESSION_ID] = session_id
         return environ
 
     def _stop_head_timer(self) -> None:

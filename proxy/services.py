@@ -10,6 +10,7 @@ from flask import current_app
 
 from .backends.base import Backend
 from .config import Settings
+from .dedupe import Twins
 from .exchange import Exchange
 
 
@@ -21,6 +22,7 @@ class Services:
     pool: Any = None  # routing.Pool with BACKENDS_FILE; None: the one backend of BACKEND_*
     sinks: list[Callable[[Exchange], None]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    twins: Twins = field(default_factory=Twins)  # running streams identical requests can attach to
 
 
 def services() -> Services:

@@ -27,7 +27,8 @@ EARLIEST, LATEST = -62135596800.0, 253402300799.0  # 0001-01-01 and 9999-12-31T2
 LIST_FIELDS = ("id", "started", "ended", "request_id", "client", "user_agent", "key_name", "front", "endpoint",
                "method", "backend_name", "backend_type", "model", "upstream_model", "stream", "status", "outcome",
                "error", "duration_ms", "ttfb_ms", "ttfc_ms", "overhead_ms", "prompt_tokens", "completion_tokens",
-               "tokens_estimated", "tokens_per_second", "tool_calls", "truncated", "preview", "cached")
+               "tokens_estimated", "tokens_per_second", "tool_calls", "truncated", "preview", "cached",
+               "session_id")
 STATUS_CLASS = re.compile(r"^([1-5])xx$", re.I)
 _WORD = re.compile(r'"[^"]*"|\S+')
 
@@ -41,6 +42,7 @@ class Filters:
     outcome: str = ""
     backend: str = ""  # the backend that answered (with several, its name in BACKENDS_FILE)
     cached: bool | None = None  # answered from the response cache (True) or not (False); None: either
+    session: str = ""  # the conversation (agent session) it belongs to
     q: str = ""
     before: str = ""  # cursor "<started>_<id>": rows older than it
     after_id: int = 0  # live mode: rows inserted after this id
@@ -53,8 +55,8 @@ class Filters:
     def from_args(cls, args: Mapping[str, str]) -> Filters:
         """Filters from URL arguments; BadFilter (a 400) for one that cannot be a filter."""
         text = {name: text_arg(args, name) for name in ("model", "endpoint", "status", "client", "outcome", "backend",
-                                                          "q", "before", "limit", "after_id", "since", "until",
-                                                          "cached")}
+                                                          "session", "q", "before", "limit", "after_id", "since",
+                                                          "until", "cached")}
         status = text["status"]
         if status and not (STATUS_CLASS.match(status) or status.lower() in ("error", "errors")
                            or status.isdigit() and len(status) == 3):
@@ -65,7 +67,8 @@ class Filters:
         if text["cached"] not in ("", "0", "1"):
             raise BadFilter(f"cached must be 1 (answered from the cache) or 0 (not), not {text['cached'][:40]!r}")
         return cls(model=text["model"], endpoint=text["endpoint"], status=status, client=text["client"],
-                   outcome=text["outcome"], backend=text["backend"][:255], q=text["q"][:500], before=text["before"],
+                   outcome=text["outcome"], backend=text["backend"][:255], session=text["session"][:128],
+                   q=text["q"][:500], before=text["before"],
                    after_id=int_arg(text["after_id"], "after_id", 0, MAX_ID) or 0,
                    since=time_arg(text["since"], "since"), until=time_arg(text["until"], "until"),
                    limit=PAGE if limit is None else min(MAX_PAGE, limit),
@@ -74,8 +77,8 @@ class Filters:
     def query_args(self, **changes: Any) -> dict[str, str]:
         """The non-empty filters as URL arguments (for links), with ``changes`` applied."""
         f = replace(self, **changes) if changes else self
-        out = {name: getattr(f, name) for name in ("model", "endpoint", "status", "client", "outcome", "backend", "q",
-                                                   "before")}
+        out = {name: getattr(f, name) for name in ("model", "endpoint", "status", "client", "outcome", "backend",
+                                                   "session", "q", "before")}
         if f.cached is not None:
             out["cached"] = "1" if f.cached else "0"
         if f.limit != PAGE:
@@ -84,8 +87,8 @@ class Filters:
 
     @property
     def active(self) -> bool:
-        return any((self.model, self.endpoint, self.status, self.client, self.outcome, self.backend, self.q,
-                    self.cached is not None))
+        return any((self.model, self.endpoint, self.status, self.client, self.outcome, self.backend, self.session,
+                    self.q, self.cached is not None))
 
 
 def cursor_of(row: dict) -> str:
@@ -194,6 +197,8 @@ def _conditions(models: Models, f: Filters) -> list[pw.Expression]:
         out.append(e.client == f.client)
     if f.outcome:
         out.append(e.outcome == f.outcome)
+    if f.session:  # indexed with the start time
+        out.append(e.session_id == f.session)
     if f.backend:  # no index: a pool has a few backends, so walking the time index finds a page of one quickly
         out.append(e.backend_name == f.backend)
     if f.cached is not None:
@@ -267,6 +272,28 @@ def get_exchange(models: Models, ident: int) -> dict[str, Any] | None:
     row["answer"] = jsonio.loads(answer) if answer else None
     row["attempts"] = jsonio.loads(row["attempts"]) if row.get("attempts") else []
     return row
+
+
+SESSION_FIELDS = ("id", "started", "endpoint", "model", "stream", "status", "outcome", "error", "duration_ms",
+                  "ttfb_ms", "ttfc_ms", "prompt_tokens", "completion_tokens", "tokens_estimated", "tool_calls",
+                  "preview", "attempts", "backend_name")
+
+
+def session_exchanges(models: Models, session_id: str, limit: int = MAX_PAGE) -> dict[str, Any]:
+    """A session's exchanges in the order they started (the agent's turns), the first ``limit`` of them, and
+    its totals: {"items", "more", "totals"}."""
+    e = models.Exchange
+    query = e.select(*[getattr(e, name) for name in SESSION_FIELDS]).where(e.session_id == session_id)
+    rows = list(query.order_by(e.started.asc(), e.id.asc()).limit(limit + 1).dicts())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    for row in rows:
+        row["attempts"] = jsonio.loads(row["attempts"]) if row.get("attempts") else []
+    totals = e.select(pw.fn.COUNT(e.id), pw.fn.SUM(e.prompt_tokens), pw.fn.SUM(e.completion_tokens),
+                      pw.fn.SUM(e.duration_ms), pw.fn.MIN(e.started), pw.fn.MAX(e.ended)) \
+        .where(e.session_id == session_id).tuples().first() or (0, 0, 0, 0, None, None)
+    names = ("exchanges", "prompt_tokens", "completion_tokens", "duration_ms", "first", "last")
+    return {"items": rows, "more": more, "totals": dict(zip(names, totals, strict=True))}
 
 
 def neighbours(models: Models, row: dict) -> dict[str, int | None]:

@@ -19,7 +19,7 @@ from ..render import json_response, raw_json_response
 from ..services import services
 from .common import (
     begin,
-    early_stream,
+    clamped,
     finish_whole,
     open_upstream,
     read_whole,
@@ -27,6 +27,7 @@ from .common import (
     stream_response,
     upstream_object,
 )
+from .early import serve_stream
 
 bp = Blueprint("anthropic_api", __name__, url_prefix="/v1")
 
@@ -35,7 +36,8 @@ bp = Blueprint("anthropic_api", __name__, url_prefix="/v1")
 def messages() -> Response:
     """A stream's ``message_start`` goes out before the backend's first byte: with KEEPALIVE_S, with the first
     ``ping`` beat (or with the answer's first bytes when they come sooner), while the backend is reached in a
-    worker (``early_stream``); without, as soon as the backend's head has come."""
+    worker (``early.serve_stream``, which also attaches an identical request of one session); without, as soon
+    as the backend's head has come."""
     exchange, body = begin("anthropic", an.check_messages_request)
     exchange.stream = bool(body.get("stream"))
     settings = services().settings
@@ -44,6 +46,7 @@ def messages() -> Response:
 
     def attempt(backend: Backend, upstream_model: str) -> Response:
         out = an.to_openai(body, upstream_model, backend.flavor, settings.agent_sanitize)
+        out = clamped(exchange, out, "openai")  # Claude Code asks 32,000 tokens of any model (AGENT_SANITIZE)
         if backend.dialect != "ollama":
             return _answer(exchange, body, msg_id, "/v1/chat/completions", out, ollama=False, opened=beating)
         ollama_body = oo.chat_from_openai(out, upstream_model)
@@ -53,7 +56,7 @@ def messages() -> Response:
         return _answer(exchange, body, msg_id, "/api/chat", ollama_body, ollama=True, opened=beating)
     if beating:
         opening = an.message_start(msg_id, exchange.model_requested or "")
-        return early_stream(exchange, "anthropic", lambda: serve(exchange, attempt), opening=opening, beat=an.PING)
+        return serve_stream(exchange, "anthropic", attempt, opening=opening, beat=an.PING)
     return serve(exchange, attempt)
 
 

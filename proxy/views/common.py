@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Response, request
 
-from .. import failover, jsonio, keycase
+from .. import clamp, failover, jsonio, keycase, sessions
 from ..affinity import session_of
 from ..backends.base import Backend, Upstream
 from ..body import read_body, release_body
@@ -16,11 +16,8 @@ from ..clientgone import client_gone
 from ..context import current
 from ..errors import BackendUnavailable, BadRequest, ProxyError
 from ..exchange import Exchange, Relay
-from ..keepalive import SSE_COMMENT_BEAT, Beating, EarlyResponse
 from ..recording import start_exchange
-from ..render import render_error
 from ..services import services
-from ..streaming import error_chunk
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 NDJSON = "application/x-ndjson"
@@ -49,10 +46,26 @@ def begin(front: str, check: Callable[[Any], str]) -> tuple[Exchange, Any]:
     exchange = start_exchange(front)
     body = read_json()
     exchange.model_requested = check(body)
+    if exchange.session_id is None:  # no session header: the conversation's fingerprint
+        exchange.session_id = sessions.fingerprint(body)
     pool = services().pool
     if pool is not None and pool.routing.affinity:
-        current().session = session_of(body, request.headers, request.environ)
+        current().session = session_of(body, request.environ, exchange.session_id)
     return exchange, body
+
+
+def clamped(exchange: Exchange, body: dict, dialect: str) -> dict:
+    """``body`` with its output limit lowered to what the model's context leaves (AGENT_SANITIZE, ``clamp``);
+    the log's two request bodies show the change."""
+    settings = services().settings
+    if not settings.agent_sanitize or not clamp.asks_for_limit(body, dialect):
+        return body
+    try:
+        context = services().catalog.find(exchange.model_requested).context_length
+    except ProxyError:  # an unknown model: ``serve`` says so
+        return body
+    size = len(read_body(request, settings.max_request_bytes))
+    return clamp.clamp(body, dialect, context, size)[0]
 
 
 def listed_models() -> list[ModelInfo]:
@@ -144,43 +157,9 @@ def stream_response(exchange: Exchange, upstream: Upstream, chunks: Iterable[byt
     current().body = None
     request.environ.pop("werkzeug.request", None)
     relay = Relay(exchange, upstream, chunks, dialect, translate)
-    mimetype = NDJSON if dialect == "ollama" else SSE
+    relay.shared = current().twin  # identical requests attached to this one (``views.early``)
+    mimetype = SSE if dialect == "openai" else NDJSON
     return Response(relay, status=200, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
-
-
-def early_stream(exchange: Exchange, dialect: str, work: Callable[[], Response], *, opening: bytes = b"",
-                 beat: bytes | Callable[[], bytes] = SSE_COMMENT_BEAT, first_s: float | None = None,
-                 failure: Callable[[ProxyError], bytes] | None = None) -> Response:
-    """A stream that beats until the backend's first byte (KEEPALIVE_S; ``keepalive.Beating`` says how):
-    ``work`` runs the backend part (``serve``) in a worker and returns the stream's response, whose body goes
-    on. A failure before anything went out is answered with its status as today; after the first beat, in
-    the stream (``failure(exc)``, by default ``error_chunk`` of ``dialect``). Recorded either way."""
-    exchange.stream = True
-
-    def failed(exc: ProxyError, head_sent: bool) -> Response | bytes:
-        if not head_sent:
-            return render_error(exc, dialect)
-        tail = failure(exc) if failure is not None else error_chunk(dialect, exc)
-        if not exchange.finished:
-            exchange.status = 200
-            exchange.fail(exc)
-            exchange.client_response.add_tail(tail)
-            exchange.finish()
-        return tail
-
-    def abandoned() -> None:
-        if not exchange.finished:
-            exchange.outcome = "cancelled"
-            exchange.error = "the client closed the connection before the backend's first byte"
-            exchange.finish()
-
-    def body_of_work() -> Iterable[bytes]:
-        return work().response  # type: ignore[return-value]  # a stream's Relay
-
-    body = Beating(body_of_work, opening=opening, beat=beat, every_s=services().settings.keepalive_s, first_s=first_s,
-                   failed=failed, abandoned=abandoned)
-    mimetype = NDJSON if dialect == "ollama" else SSE
-    return EarlyResponse(body, status=200, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
 
 
 def finish_whole(exchange: Exchange, response: Response, client_body: bytes) -> Response:

@@ -27,6 +27,7 @@ from .caching import cached
 from .common import (
     NDJSON,
     begin,
+    clamped,
     finish_whole,
     listed_models,
     management_backend,
@@ -103,6 +104,7 @@ def chat() -> Response:
         return _probe(exchange, "chat", body)
     settings = services().settings
     messages, _ = inject_text(messages, settings.inject_text, settings.inject_mode)
+    body = clamped(exchange, body, "ollama")
 
     def attempt(backend: Backend, upstream_model: str) -> Response:
         if backend.dialect == "ollama":
@@ -118,6 +120,7 @@ def generate() -> Response:
     exchange.stream = ol.is_streaming(body)
     if not body.get("prompt") and not body.get("images") and not body.get("suffix"):
         return _probe(exchange, "generate", body)
+    body = clamped(exchange, body, "ollama")
 
     def attempt(backend: Backend, upstream_model: str) -> Response:
         if backend.dialect == "ollama":

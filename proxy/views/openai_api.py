@@ -22,7 +22,7 @@ from . import models as model_views
 from .caching import cached
 from .common import (
     begin,
-    early_stream,
+    clamped,
     finish_whole,
     listed_models,
     open_upstream,
@@ -32,6 +32,7 @@ from .common import (
     upstream_backend,
     upstream_object,
 )
+from .early import serve_stream
 
 bp = Blueprint("openai_api", __name__, url_prefix="/v1")
 
@@ -60,7 +61,7 @@ def chat_completions() -> Response:
     exchange.stream = bool(body.get("stream"))
     settings = services().settings
     messages, _ = inject_text(body["messages"], settings.inject_text, settings.inject_mode)
-    body = {**body, "messages": messages}
+    body = clamped(exchange, {**body, "messages": messages}, "openai")
 
     def attempt(backend: Backend, upstream_model: str) -> Response:
         if backend.dialect == "ollama":
@@ -68,8 +69,8 @@ def chat_completions() -> Response:
         return _passthrough(exchange, "/v1/chat/completions", {**body, "model": upstream_model})
 
     def answer() -> Response:
-        if exchange.stream and settings.keepalive_s:
-            return early_stream(exchange, "openai", lambda: serve(exchange, attempt))
+        if exchange.stream:
+            return serve_stream(exchange, "openai", attempt)
         return serve(exchange, attempt)
     return cached(exchange, lambda: ck.openai_chat(body), answer)
 

@@ -21,7 +21,7 @@ from .common import (
     SSE,
     STREAM_HEADERS,
     begin,
-    early_stream,
+    clamped,
     finish_whole,
     open_upstream,
     read_whole,
@@ -29,6 +29,7 @@ from .common import (
     stream_response,
     upstream_object,
 )
+from .early import serve_stream
 
 bp = Blueprint("responses_api", __name__, url_prefix="/v1")
 FRONT = "responses"
@@ -48,10 +49,11 @@ def create_response() -> Response:
         if plan.empty:
             return _answered_here(exchange, translator)
         ollama = backend.dialect == "ollama"
+        chat = clamped(exchange, plan.chat, "openai")  # max_output_tokens within the context (AGENT_SANITIZE)
         if ollama:
-            upstream = open_upstream(exchange, "/api/chat", oo.chat_from_openai(plan.chat, upstream_model))
+            upstream = open_upstream(exchange, "/api/chat", oo.chat_from_openai(chat, upstream_model))
         else:
-            upstream = open_upstream(exchange, "/v1/chat/completions", plan.chat)
+            upstream = open_upstream(exchange, "/v1/chat/completions", chat)
         if exchange.stream:
             push = ResponsesFromOllama(translator) if ollama else ResponsesFromOpenAI(translator)
             # An empty first chunk: without keep-alives, response.created and response.in_progress leave as soon
@@ -70,9 +72,8 @@ def create_response() -> Response:
         # The head and the opening events at once, then response.in_progress every KEEPALIVE_S until the
         # backend's first byte (queue, failover, prefill); a failure after that is a response.failed.
         opening = b"".join(translator.opening())
-        return early_stream(exchange, "openai", lambda: serve(exchange, attempt), opening=opening,
-                            beat=translator.keepalive, first_s=0,
-                            failure=lambda exc: b"".join(translator.failed(exc)))
+        return serve_stream(exchange, "openai", attempt, opening=opening, beat=translator.keepalive, first_s=0,
+                            error_event=lambda exc: b"".join(translator.failed(exc)))
     return serve(exchange, attempt)
 
 

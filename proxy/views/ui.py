@@ -1,4 +1,5 @@
-"""The log view: `/ui/` overview, `/ui/logs` list, `/ui/logs/<id>` one exchange, `/ui/stats`, and the
+"""The log view: `/ui/` overview, `/ui/logs` list, `/ui/logs/<id>` one exchange, `/ui/sessions/<id>` one session,
+`/ui/stats`, and the
 JSON at `/ui/api/*`. Pages are Jinja templates (autoescaped) with a vendored stylesheet and script;
 every route passes ``ui_auth.gate`` first. Queries go through ``LogStore.read`` (off the gevent hub).
 """
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("ui", __name__, url_prefix="/ui", static_folder="../static", static_url_path="/static",
                template_folder="../templates")
 WINDOWS = {"1h": (3600, 60), "6h": (6 * 3600, 300), "24h": (86400, 900), "7d": (7 * 86400, 3 * 3600)}
-OUTCOMES = ("ok", "client_error", "refused", "backend_error", "timeout", "cancelled", "error")
+OUTCOMES = ("ok", "attached", "client_error", "refused", "backend_error", "timeout", "cancelled", "error")
 BODY_TITLES = {"client_request": "what the client sent", "upstream_request": "what went upstream",
                "upstream_response": "what the backend answered", "client_response": "what the client received"}
 
@@ -182,13 +183,38 @@ def _exchange_page(models: Any, ident: int) -> dict[str, Any] | None:
         return None
     bodies = row["bodies"]
     request, upstream = bodies["client_request"], bodies["upstream_request"]
-    attempts = row["attempts"]  # the failed ones; when every attempt failed, the last is the record's error
+    # the failed ones (when every attempt failed, the last is the record's error), and, for a request attached to
+    # its running identical twin (``views.early``), a note naming it
+    twin = next((a["attached_to"] for a in row["attempts"] if "attached_to" in a), None)
+    attempts = row["attempts"] = [a for a in row["attempts"] if "attached_to" not in a]
     gave_up = bool(attempts) and (attempts[-1]["backend"], attempts[-1]["error"]) == (row["backend_name"], row["error"])
-    return {"row": row, "near": search.neighbours(models, row), "answered": not gave_up,
+    return {"row": row, "near": search.neighbours(models, row), "answered": not gave_up, "twin": twin,
             "convo": ui_render.conversation(request["text"]), "answer": ui_render.answer_view(row["answer"]),
             "diff": ui_render.side_by_side(request["text"], upstream["text"],
                                            truncated=bool(request["truncated"] or upstream["truncated"])),
             "raw": [(name, BODY_TITLES[name], ui_render.pretty(b["text"]), b) for name, b in bodies.items()]}
+
+
+@bp.route("/sessions/<path:session_id>")
+def session(session_id: str) -> str:
+    """One session's exchanges (an agent's turns) in order, with tokens, times and status."""
+    store = _store_or_off()
+    session_id = search.text_arg({"session": session_id}, "session")[:128]
+    page = store.read(search.session_exchanges, session_id)
+    if not page["items"]:
+        abort(Response(render_template("ui/denied.html", status=404, title="Not found",
+                                       message="No exchange of this session is in the log."), 404))
+    return _page("ui/session.html", session_id=session_id, page=page)
+
+
+@bp.route("/api/sessions/<path:session_id>")
+def api_session(session_id: str) -> Response:
+    store = _store_or_off()
+    session_id = search.text_arg({"session": session_id}, "session")[:128]
+    page = store.read(search.session_exchanges, session_id)
+    if not page["items"]:
+        return json_response({"error": "no exchange of this session is in the log"}, 404)
+    return json_response({"session_id": session_id, **page})
 
 
 @bp.route("/stats")

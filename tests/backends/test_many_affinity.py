@@ -94,7 +94,10 @@ def test_a_conversation_without_a_session_sticks_by_its_first_messages_on_both_f
 
 
 def test_the_system_prompt_and_first_user_message_make_the_key():
-    from proxy.affinity import first_messages
+    from proxy.affinity import session_of
+
+    def first_messages(body: dict) -> str | None:
+        return session_of(body, {})
 
     def body(system: str, first: str, later: str = "", model: str = "m") -> dict:
         return {"model": model, "messages": [{"role": "system", "content": system}, {"role": "user", "content": first},
@@ -113,7 +116,8 @@ def test_the_system_prompt_and_first_user_message_make_the_key():
     assert first_messages({"model": "m", "instructions": "s", "input": "u"}) == first_messages(
         {"model": "m", "instructions": "s", "input": [{"role": "user", "content": "u"}]})
     assert first_messages({"model": "m", "prompt": "u"}) is None  # a completion: no conversation to find
-    assert first_messages({"model": "m", "messages": [{"role": "system", "content": "s"}]}) is None
+    assert session_of(body("s", "u"), {"HTTP_X_SESSION_ID": "abc"}) == "h:abc"  # a named session wins
+    assert session_of({**body("s", "u"), "user": "ann"}, {}) == "h:ann"
 
 
 @pytest.mark.parametrize("header", ["X-Claude-Code-Session-Id", "X-Session-ID"])

@@ -151,3 +151,26 @@ def test_under_the_gevent_server_beats_flow_and_a_leaving_client_closes_the_back
     second = fake_upstream.exchanges_to("/v1/chat/completions")[1]
     assert second.done.wait(10) and second.client_disconnected and not second.completed
     assert "Traceback" not in proxy.output()
+
+
+def test_a_stream_still_beating_when_the_drain_time_is_over_ends_with_an_error_event(wsgi_proxy, fake_upstream,
+                                                                                     tmp_path):
+    import signal
+    import sqlite3
+
+    fake_upstream.serve_openai_models("m")
+    fake_upstream.default("POST", "/v1/chat/completions", openai_stream(["late"], hang=30))
+    db = tmp_path / "drain.db"
+    proxy = wsgi_proxy(KEEPALIVE_S="0.2", DRAIN_TIMEOUT="1", DATABASE_URL=f"sqlite:///{db}")
+    r = chat(proxy.url, timeout=20)
+    pieces = r.iter_content(chunk_size=None)
+    assert next(pieces) == BEAT
+    proxy.process.send_signal(signal.SIGTERM)
+    rest = b"".join(pieces)
+    assert rest.endswith(b"data: [DONE]\n\n") and b"shutting down" in rest
+    assert proxy.process.wait(timeout=15) == 0, proxy.output()
+    with sqlite3.connect(db) as conn:
+        [(status, outcome)] = conn.execute("SELECT status, outcome FROM exchanges WHERE endpoint = ?",
+                                           ("/v1/chat/completions",)).fetchall()
+    assert (status, outcome) == (200, "cancelled")
+    assert "Traceback" not in proxy.output()

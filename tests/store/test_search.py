@@ -25,7 +25,8 @@ def filled(db_url):
         answer.content.append(f"answer number {i} about photosynthesis" if i == 3 else f"answer {i}")
         store.writer.submit(Record.of(make_exchange(text, endpoint=endpoint, model=model, status=status,
                                                     outcome=outcome, started=now + i, answer=answer,
-                                                    backend_name="gpu" if i % 2 else "nas")))
+                                                    backend_name="gpu" if i % 2 else "nas",
+                                                    session_id="s-odd" if i % 2 else None)))
     wait_for(lambda: store.writer.written == 4)
     yield store
     store.close()
@@ -33,6 +34,13 @@ def filled(db_url):
 
 def previews(store, **filters) -> list[str]:
     return [r["preview"] for r in store.read(search.list_exchanges, search.Filters(**filters))["items"]]
+
+
+def test_a_session_lists_its_exchanges_oldest_first_with_totals(filled):
+    page = filled.read(search.session_exchanges, "s-odd")
+    assert [r["preview"] for r in page["items"]] == ["summarise this contract", "why is the sky blue"]
+    assert page["totals"]["exchanges"] == 2 and not page["more"]
+    assert filled.read(search.session_exchanges, "none")["items"] == []
 
 
 def test_newest_first(filled):
@@ -50,6 +58,8 @@ def test_newest_first(filled):
     ({"client": "10.9.9.9"}, []),
     ({"backend": "gpu"}, ["why is the sky blue", "summarise this contract"]),
     ({"backend": "nas", "status": "error"}, ["translate to Grüße"]),
+    ({"session": "s-odd"}, ["why is the sky blue", "summarise this contract"]),
+    ({"session": "s-odd", "status": "error"}, ["why is the sky blue"]),
 ])
 def test_filters(filled, filters, expected):
     assert previews(filled, **filters) == expected

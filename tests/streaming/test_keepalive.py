@@ -45,6 +45,11 @@ def test_first_s_zero_sends_the_opening_at_once():
     assert list(body) == [b"<open>", b"a", b"b"]
 
 
+def test_without_beats_the_opening_still_goes_first():
+    body, _ = beating(slow(0.2), opening=b"<open>", every_s=0)
+    assert list(body) == [b"<open>a", b"b"]
+
+
 def test_a_beat_can_number_itself():
     numbers = iter(range(100))
     body, _ = beating(slow(0.2), beat=lambda: b"%d" % next(numbers))
