@@ -22,7 +22,7 @@ from ..services import services
 from ..store import search, stats
 from ..store.health import reason_of
 from ..version import __version__
-from . import ui_auth, ui_charts, ui_render
+from . import ui_auth, ui_changes, ui_charts, ui_convo, ui_export, ui_render
 from .ollama_api import OLLAMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -152,29 +152,56 @@ def _backends_problem(svc: Any) -> str | None:
     return watcher.problem if watcher is not None else None
 
 
+@bp.app_template_filter("agent")
+def agent(user_agent: str | None) -> str:
+    """A user agent in short: its first product token ("claude-cli/2.1.86"), at most 24 characters."""
+    first = (user_agent or "").split(" ", 1)[0]
+    return first if len(first) <= 24 else first[:23] + "…"
+
+
+def cannot_match(f: search.Filters) -> str | None:
+    """Why a filter that parsed cannot match any exchange, or None."""
+    if f.status.isdigit() and not 100 <= int(f.status) <= 599:
+        return f"Status {f.status} cannot match: HTTP statuses run from 100 to 599."
+    if f.outcome and f.outcome not in OUTCOMES:
+        return f"Outcome {f.outcome!r} cannot match: outcomes are {', '.join(OUTCOMES)}."
+    return None
+
+
 @bp.route("/logs")
-def logs() -> str:
+def logs() -> tuple[str, int]:
     store = _store_or_off()
-    filters = search.Filters.from_args(request.args)
-    page = store.read(search.list_exchanges, filters)
+    status = 200
+    try:
+        filters = search.Filters.from_args(request.args)
+        problem = cannot_match(filters)
+    except search.BadFilter as exc:  # the page says why (with a 400) instead of showing an empty list
+        filters, problem, status = search.Filters(), f"This filter cannot match: {exc}.", 400
+    page = store.read(search.list_exchanges, filters) if problem is None else {"items": [], "next": None}
     hints = store.read(search.suggestions)
     max_id = max((row["id"] for row in page["items"]), default=0)
-    return _page("ui/logs.html", page=page, filters=filters, hints=hints, max_id=max_id,
-                 query=filters.query_args(before=""), outcomes=OUTCOMES)
+    query = filters.query_args(before="")
+    return _page("ui/logs.html", page=page, filters=filters, hints=hints, max_id=max_id, problem=problem,
+                 query=query, detail_query=urlencode(query), outcomes=OUTCOMES), status
 
 
 @bp.route("/logs/<int:ident>")
 def exchange(ident: int) -> str:
     store = _store_or_off()
-    page = store.read(_exchange_page, ident) if ident <= search.MAX_ID else None
+    try:
+        filters = search.Filters.from_args(request.args)
+    except search.BadFilter:
+        filters = search.Filters()
+    page = store.read(_exchange_page, ident, filters) if ident <= search.MAX_ID else None
     if page is None:
         abort(Response(render_template("ui/denied.html", status=404, title="Not found",
                                        message=f"There is no exchange {ident} (retention may have deleted it)."),
                        404))
-    return _page("ui/exchange.html", **page)
+    page["curl"] = ui_export.curl(page["row"], request.host_url)
+    return _page("ui/exchange.html", query=filters.query_args(before=""), **page)
 
 
-def _exchange_page(models: Any, ident: int) -> dict[str, Any] | None:
+def _exchange_page(models: Any, ident: int, filters: search.Filters | None = None) -> dict[str, Any] | None:
     """The exchange page's data, prepared in the reader pool where its query ran: formatting and comparing
     bodies of a megabyte is CPU work that must not hold up the gevent hub, and the API requests on it."""
     row = search.get_exchange(models, ident)
@@ -184,10 +211,17 @@ def _exchange_page(models: Any, ident: int) -> dict[str, Any] | None:
     request, upstream = bodies["client_request"], bodies["upstream_request"]
     attempts = row["attempts"]  # the failed ones; when every attempt failed, the last is the record's error
     gave_up = bool(attempts) and (attempts[-1]["backend"], attempts[-1]["error"]) == (row["backend_name"], row["error"])
-    return {"row": row, "near": search.neighbours(models, row), "answered": not gave_up,
-            "convo": ui_render.conversation(request["text"]), "answer": ui_render.answer_view(row["answer"]),
-            "diff": ui_render.side_by_side(request["text"], upstream["text"],
-                                           truncated=bool(request["truncated"] or upstream["truncated"])),
+    budget = ui_render.Budget()
+    answer = ui_render.answer_view(row["answer"], budget)
+    request_changes = ui_changes.changes(request["text"], upstream["text"]) if upstream["text"] else \
+        {"changed": False, "summary": ""}
+    request_changes["truncated"] = bool(request["truncated"] or upstream["truncated"])
+    response_changes = ui_changes.changes(bodies["upstream_response"]["text"], bodies["client_response"]["text"])
+    return {"row": row, "near": search.neighbours(models, row, filters), "answered": not gave_up, "answer": answer,
+            "convo": ui_render.prepare(ui_convo.parse_request(request["text"]), budget),
+            "strip": ui_render.strip(row, rewritten=bool(request_changes["changed"])),
+            "replays": search.replays_of(models, ident),
+            "request_changes": request_changes, "response_changes": response_changes,
             "raw": [(name, BODY_TITLES[name], ui_render.pretty(b["text"]), b) for name, b in bodies.items()]}
 
 
@@ -251,3 +285,6 @@ def api_export() -> Response:
     name = f"exchanges-{int(since or 0)}-{int(until or time.time())}.jsonl"
     return Response(stream_with_context(lines()), content_type="application/x-ndjson",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+from . import ui_replay, ui_tools  # noqa: E402,F401  (their routes join this blueprint)
