@@ -170,6 +170,12 @@ def text_hunks(old: str, new: str, context: int = 2) -> list[dict[str, Any]]:
     return hunks
 
 
+def _translated(old: dict, new: dict) -> bool:
+    """Another dialect rather than an edit: fields dropped and others added, few in common."""
+    gone, came = old.keys() - new.keys(), new.keys() - old.keys()
+    return len(gone) >= 2 and len(came) >= 2 and len(old.keys() & new.keys()) * 2 < len(old.keys() | new.keys())
+
+
 def changes(old_raw: str, new_raw: str) -> dict[str, Any]:
     """{"changed", "summary", "hunks" (JSON paths) or "lines" (text hunks), "too_large"} of two bodies."""
     if old_raw == new_raw:
@@ -180,8 +186,7 @@ def changes(old_raw: str, new_raw: str) -> dict[str, Any]:
         _walk(old, new, (), found)
         if found:
             line = summary(found)
-            if isinstance(old, dict) and isinstance(new, dict) and len(old.keys() & new.keys()) * 2 < \
-                    len(old.keys() | new.keys()):
+            if isinstance(old, dict) and isinstance(new, dict) and _translated(old, new):
                 line = "translated into another dialect (few fields in common): " + line
             return {"changed": True, "summary": line, "hunks": [_view(h) for h in found], "lines": [],
                     "too_large": False}
