@@ -107,6 +107,8 @@ def replay(ident: int) -> Any:
         body["model"] = model
     rid = "replay-" + os.urandom(12).hex()
     status, answer = send(row, body, rid, ident, request.form.get("key", "").strip())
+    if status >= 400:  # refused by the gate (a key, a limit) or failed: said here, and logged like any request
+        return _form(row, f"The replay was answered {status}: {answer[:500]}", text, model, status)
     new = _wait_for(rid)
     if new is None:
         return _form(row, f"The replay answered {status} but is not in the log (yet): {answer[:500]}", text, model,
