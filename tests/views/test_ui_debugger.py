@@ -137,7 +137,9 @@ def test_replay_is_refused_without_the_csrf_token_or_from_another_site(app, clie
     assert r.status_code == 403 and "Origin" in r.text
 
 
-def test_replay_to_another_model_is_a_linked_exchange(app, client):
+def test_replay_to_another_model_is_a_linked_exchange(tmp_path):
+    app = make_app(tmp_path, MODEL_MAP="stub-two=stub")
+    client = app.test_client()
     chat(client, "which model?")
     store = store_of(app)
     wait_for(lambda: store.read(lambda m: m.Exchange.select().count()) == 1)
@@ -150,6 +152,7 @@ def test_replay_to_another_model_is_a_linked_exchange(app, client):
     assert row["replay_of"] == 1 and row["model"] == "stub-two" and row["user_agent"] == "llm-proxy-replay"
     assert f"replayed as #{new}" in client.get("/ui/logs/1").text
     assert 'id="s-replay-of"' in client.get(f"/ui/logs/{new}").text
+    store.close()
 
 
 def test_replay_goes_through_the_gate_so_a_key_is_needed_when_keys_are_set(tmp_path):
