@@ -12,7 +12,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 import peewee as pw
-from flask import Blueprint, Response, abort, redirect, render_template, request, stream_with_context, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse  # what redirect() makes
 
@@ -150,6 +160,14 @@ def _backends_problem(svc: Any) -> str | None:
     """Why the BACKENDS_FILE on disk is not the one in force (a broken edit), or None."""
     watcher = svc.extras.get("backends_file")
     return watcher.problem if watcher is not None else None
+
+
+@bp.app_template_global("session_href")
+def session_href(session_id: str) -> str:
+    """A session's page when the app has one (``ui.session``), else the list filtered to the session."""
+    if "ui.session" in current_app.view_functions:
+        return url_for("ui.session", session_id=session_id)
+    return url_for("ui.logs", session=session_id)
 
 
 @bp.app_template_filter("agent")
