@@ -257,8 +257,10 @@ def list_exchanges(models: Models, f: Filters) -> dict[str, Any]:
         query = e.select(*columns)
         conditions = _conditions(models, f)
         order = (e.id.desc(),) if f.q else (e.started.desc(), e.id.desc())
-    if f.after_id:
+    if f.after_id:  # live mode: the few rows written since, by the primary key (a time-index walk would not stop)
         conditions.append(e.id > f.after_id)
+        if not search_first:
+            order = (e.id.desc(),)
     cursor = _parse_cursor(f.before) if f.before else None
     if cursor is not None:
         started, ident = cursor
