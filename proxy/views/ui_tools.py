@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Response, abort, redirect, render_template, request, stream_with_context, url_for
 
-from .. import draining
+from .. import draining, jsonio
 from ..render import json_response
 from ..services import services
 from ..store import search
@@ -125,7 +125,7 @@ def compare() -> str:
 
 def _running_view(exchange: Any, now: float) -> dict[str, Any]:
     answer = exchange.answer
-    tokens = answer.deltas if answer is not None else 0
+    tokens = answer.deltas if answer is not None else exchange.usage.events if exchange.usage is not None else 0
     state = "streaming" if exchange.upstream_first_byte_at is not None else "waiting for the backend"
     if exchange.queued_ms and exchange.upstream_first_byte_at is None:
         state = "queued, then waiting"
@@ -134,6 +134,42 @@ def _running_view(exchange: Any, now: float) -> dict[str, Any]:
             "model": exchange.model_requested, "client": exchange.client, "key_name": exchange.key_name,
             "backend_name": exchange.backend_name, "stream": exchange.stream, "state": state, "tokens": tokens,
             "url": url_for("ui.running_page", rid=exchange.request_id)}
+
+
+def stream_text(raw: bytes) -> str:
+    """The words of a streamed answer so far, read from its chunks (OpenAI chat SSE, Ollama NDJSON, Anthropic
+    and Responses events); chunks it does not know are skipped."""
+    out: list[str] = []
+    for line in raw.splitlines():
+        line = line.strip()
+        if line.startswith(b"data:"):
+            line = line[5:].strip()
+        if not line.startswith(b"{"):
+            continue
+        try:
+            event = jsonio.loads(line)
+        except ValueError:
+            continue
+        out.append(_event_text(event) if isinstance(event, dict) else "")
+    return "".join(out)
+
+
+def _event_text(event: dict) -> str:
+    choices = event.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        delta = choices[0].get("delta") or {}
+        return str(delta.get("content") or "") if isinstance(delta, dict) else ""
+    message = event.get("message")
+    if isinstance(message, dict):  # Ollama chat
+        return str(message.get("content") or "")
+    if isinstance(event.get("response"), str):  # Ollama generate
+        return str(event["response"])
+    delta = event.get("delta")
+    if isinstance(delta, dict) and delta.get("type") == "text_delta":  # Anthropic
+        return str(delta.get("text") or "")
+    if event.get("type") == "response.output_text.delta" and isinstance(delta, str):  # Responses
+        return delta
+    return ""
 
 
 def _running() -> list[Any]:
@@ -149,12 +185,10 @@ def api_running() -> Response:
 
 def _answer_so_far(exchange: Any) -> str:
     answer = exchange.answer
-    if answer is not None:
+    if answer is not None:  # a translated stream assembles its answer as it goes
         return "".join(answer.content)[-ANSWER_TAIL:]
-    body = exchange.client_response
-    if getattr(body, "pack", False):  # a packed stream copy: unpacking it per poll is not worth it
-        return ""
-    return bytes(getattr(body, "data", b""))[-ANSWER_TAIL:].decode("utf-8", "replace")
+    body = exchange.upstream_response  # a passthrough: read from the log's copy (at most LOG_MAX_BODY_BYTES)
+    return stream_text(body.value())[-ANSWER_TAIL:] if body.size else ""
 
 
 @bp.route("/api/running/<rid>")

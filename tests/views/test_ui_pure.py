@@ -154,3 +154,16 @@ def test_csv_has_the_list_columns_and_defuses_formulas():
     rows = list(csv.DictReader(io.StringIO(text)))
     assert rows[0]["id"] == "1" and rows[0]["preview"] == "'=HYPERLINK(1)" and rows[0]["error"] == ""
     assert list(rows[0]) == list(ui_export.CSV_FIELDS)
+
+
+def test_a_running_passthrough_streams_words_are_read_from_its_chunks():
+    from proxy.views.ui_tools import stream_text
+
+    openai = (b'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\ndata: {"choices":[{"delta":{"content":"Hel"}}]}'
+              b'\n\ndata: {"choices":[{"delta":{"content":"lo"}}]}\n\ndata: [DONE]\n\n')
+    ollama = b'{"message":{"role":"assistant","content":"Hi"}}\n{"message":{"content":" there"}}\n{"done":true}\n'
+    anthropic = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+                 b'"delta":{"type":"text_delta","text":"Yo"}}\n\nevent: ping\ndata: {"type":"ping"}\n\n')
+    responses = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hey"}\n\n'
+    assert [stream_text(b) for b in (openai, ollama, anthropic, responses)] == ["Hello", "Hi there", "Yo", "Hey"]
+    assert stream_text(b'data: {"choices":[{"delta":{"content":"cut') == ""  # a chunk not complete yet
