@@ -6,7 +6,8 @@ Only for whoever may see the log view (``ui_auth.gate``). A form post must carry
 submit cookie and come from this origin (``Origin``, or ``Sec-Fetch-Site: same-origin``); a script that sent
 ``Authorization: Bearer <ADMIN_TOKEN>`` needs neither (no browser sends that header on its own). The stored
 request has no credentials: when the gate asks for a key, the admin types one into the form; it is used for
-that one request and never stored. Routes join ``ui.bp``.
+that one request and never stored. With several backends the form can name the one backend to send it to
+(``failover``). Routes join ``ui.bp``.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from flask import Response, abort, current_app, redirect, render_template, reque
 from werkzeug.test import EnvironBuilder
 
 from .. import jsonio
-from ..context import ENVIRON_REPLAY_OF
+from ..context import ENVIRON_REPLAY_BACKEND, ENVIRON_REPLAY_OF
 from ..services import services
 from ..store import search
 from . import ui_auth
@@ -75,7 +76,9 @@ def _form(row: dict[str, Any], error: str = "", text: str | None = None, model: 
             text = pretty_json(jsonio.loads(body["text"]))
         except ValueError:
             text = body["text"]
+    pool = services().pool
     html = _page("ui/replay.html", row=row, csrf=token, text=text, error=error, model=model,
+                 backends=[m.name for m in pool.members] if pool is not None else [],
                  truncated=body["truncated"], keys_needed=bool(services().extras.get("policy")
                                                                 and services().extras["policy"].key_names()))
     response = Response(html, status, content_type="text/html; charset=utf-8")
@@ -106,7 +109,8 @@ def replay(ident: int) -> Any:
     if model:
         body["model"] = model
     rid = "replay-" + os.urandom(12).hex()
-    status, answer = send(row, body, rid, ident, request.form.get("key", "").strip())
+    backend = request.form.get("backend", "").strip()
+    status, answer = send(row, body, rid, ident, request.form.get("key", "").strip(), backend)
     if status >= 400:  # refused by the gate (a key, a limit) or failed: said here, and logged like any request
         return _form(row, f"The replay was answered {status}: {answer[:500]}", text, model, status)
     new = _wait_for(rid)
@@ -116,7 +120,8 @@ def replay(ident: int) -> Any:
     return redirect(url_for("ui.compare", a=ident, b=new), 303)
 
 
-def send(row: dict[str, Any], body: dict[str, Any], rid: str, ident: int, key: str) -> tuple[int, str]:
+def send(row: dict[str, Any], body: dict[str, Any], rid: str, ident: int, key: str,
+         backend: str = "") -> tuple[int, str]:
     """The request through the whole app (gate, views, log) in this greenlet; (status, the answer's text)."""
     headers: list[tuple[str, str]] = [("Host", request.host), ("User-Agent", REPLAY_AGENT), ("X-Request-ID", rid),
                                       ("Content-Type", "application/json")]
@@ -124,7 +129,8 @@ def send(row: dict[str, Any], body: dict[str, Any], rid: str, ident: int, key: s
         headers.append(("Authorization", f"Bearer {key}"))
     builder = EnvironBuilder(path=row["endpoint"], method=row.get("method") or "POST", headers=headers,
                              data=jsonio.dumps(body), environ_base={"REMOTE_ADDR": request.remote_addr or "",
-                                                                    ENVIRON_REPLAY_OF: ident})
+                                                                    ENVIRON_REPLAY_OF: ident,
+                                                                    ENVIRON_REPLAY_BACKEND: backend or None})
     environ = builder.get_environ()
     status: list[str] = []
     result = current_app.wsgi_app(environ, lambda s, h, e=None: status.append(s))  # type: ignore[arg-type]

@@ -173,3 +173,30 @@ def test_replay_goes_through_the_gate_so_a_key_is_needed_when_keys_are_set(tmp_p
         assert client.get(f"/ui/api/logs/{new}").json["key_name"] == "ops"
     finally:
         store_of(app).close()
+
+
+def test_replay_to_a_chosen_backend_of_several(tmp_path):
+    from tests.views.test_ui_backends import pool_app
+
+    app = pool_app(tmp_path, '[backends.one]\ntype = "stub"\n[backends.two]\ntype = "stub"\n'
+                             '[routing]\nstrategy = "round-robin"\n')
+    client = app.test_client()
+    try:
+        chat(client, "where do I go?")
+        wait_for(lambda: store_of(app).read(lambda m: m.Exchange.select().count()) == 1)
+        first = client.get("/ui/api/logs/1").json["backend_name"]
+        other = "two" if first == "one" else "one"
+        html = client.get("/ui/logs/1/replay").text
+        assert 'id="r-backend"' in html and f'<option value="{other}"' in html
+        form = {"body": '{"model": "stub", "stream": false, "messages": [{"role": "user", "content": "hi"}]}',
+                "csrf": replay_token(client, 1)}
+        for backend in (other, other, first):
+            r = client.post("/ui/logs/1/replay", data={**form, "backend": backend}, headers=ORIGIN)
+            assert r.status_code == 303, r.text
+            new = int(re.search(r"b=(\d+)", r.headers["Location"]).group(1))
+            assert client.get(f"/ui/api/logs/{new}").json["backend_name"] == backend
+        r = client.post("/ui/logs/1/replay", data={**form, "backend": "three"}, headers=ORIGIN)
+        assert r.status_code == 503 and "three" in r.text
+    finally:
+        store_of(app).close()
+        app.extensions["llm_proxy"].extras["shutdown"]()
