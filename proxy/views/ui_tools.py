@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from flask import Response, abort, redirect, render_template, request, stream_with_context, url_for
@@ -44,8 +45,7 @@ def _pages(store: Any, filters: search.Filters, most: int, size: int) -> Iterato
     """The filtered list, newest first, a page per read (no connection held between pages)."""
     cursor, sent = "", 0
     while sent < most:
-        page = store.read(search.list_exchanges, search.Filters(**{**filters.__dict__, "before": cursor,
-                                                                   "limit": min(size, most - sent)}))
+        page = store.read(search.list_exchanges, replace(filters, before=cursor, limit=min(size, most - sent)))
         if not page["items"]:
             return
         yield page["items"]

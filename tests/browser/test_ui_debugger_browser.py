@@ -9,7 +9,7 @@ import threading
 import pytest
 import requests
 
-from tests.support.store import store_of, wait_rows
+from tests.support.store import store_of, wait_for, wait_rows
 
 SIZES = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
 LONG = "This paragraph is long on purpose, as agent prompts are. " * 40
@@ -170,3 +170,16 @@ def test_a_slow_stream_shows_as_a_running_row_that_completes(served, page):
     page.wait_for_selector("#log-rows tr.new", timeout=10_000)
     page.wait_for_function("document.querySelectorAll('#log-rows tr.running').length === 0")
     assert "tell me a long story" in page.locator("#log-rows tr[data-id]").first.inner_text()
+
+
+def test_an_image_enlarges_on_click(served, page):
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    r = requests.post(served + "/api/chat", json={"model": "stub", "stream": False, "messages": [
+        {"role": "user", "content": "what is this?", "images": [png]}]})
+    assert r.status_code == 200
+    wait_for(lambda: requests.get(served + "/ui/api/logs/4").status_code == 200)  # written in the background
+    page.goto(served + "/ui/logs/4")
+    image = page.locator("#turn-1 img.thumb")
+    assert "big" not in (image.get_attribute("class") or "")
+    image.click()
+    assert "big" in image.get_attribute("class")

@@ -200,3 +200,20 @@ def test_replay_to_a_chosen_backend_of_several(tmp_path):
     finally:
         store_of(app).close()
         app.extensions["llm_proxy"].extras["shutdown"]()
+
+
+def test_agent_front_requests_read_as_turns_on_the_exchange_page(app, client):
+    anthropic = {"model": "claude-local", "max_tokens": 512, "system": [{"type": "text", "text": "You are terse."}],
+                 "messages": [{"role": "user", "content": "read it"},
+                              {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_9", "name": "Read",
+                                                                 "input": {"file_path": "a.py"}}]},
+                              {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_9",
+                                                            "content": "print(1)", "is_error": True}]}]}
+    html = client.get(f"/ui/logs/{add(app, anthropic, endpoint='/v1/messages', front='anthropic')}").text
+    assert 'class="msg role-system"' in html and "You are terse." in html
+    assert '<code class="fn">Read</code>' in html and "tool result (error)" in html and "toolu_9" in html
+    responses = {"model": "codex-local", "instructions": "Be careful.",
+                 "input": [{"type": "custom_tool_call", "call_id": "c1", "name": "apply_patch",
+                            "input": "*** Begin Patch\n-old line\n+new line\n*** End Patch"}]}
+    html = client.get(f"/ui/logs/{add(app, responses, endpoint='/v1/responses', front='responses')}").text
+    assert '<span class="del">-old line</span>' in html and '<span class="add">+new line</span>' in html
