@@ -18,6 +18,8 @@ SAMPLERS = frozenset({"temperature", "top_p", "top_k", "min_p", "typical_p", "re
                       "tfs_z", "num_predict", "max_tokens", "max_completion_tokens", "num_ctx", "stop"})
 MAX_HUNKS = 200
 MAX_LINES = 20000
+MAX_SHOWN_LINES = 300  # lines of a text comparison shown on a page
+MAX_TOKENS = 5000  # words (and spaces) of a changed stretch diffed word by word
 CONTEXT = 60  # characters of unchanged text kept around a change inside a string
 _TOKEN = re.compile(r"\s+|\w+|[^\w\s]")
 
@@ -45,19 +47,51 @@ def _dumpable(value: Any) -> bool:
     return True
 
 
+def _common(a: str, b: str) -> int:
+    """Length of the common prefix (a binary search over slice comparisons, done in C)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def inline(old: str, new: str, trim: bool = True) -> list[tuple[str, str]]:
     """Word-level segments (eq, del, ins); with ``trim``, long unchanged stretches cut to CONTEXT characters
     each side of a change."""
-    a, b = _TOKEN.findall(old), _TOKEN.findall(new)
-    out: list[tuple[str, str]] = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        if tag == "equal":
-            out.append(("eq", "".join(a[i1:i2])))
-            continue
-        if i2 > i1:
-            out.append(("del", "".join(a[i1:i2])))
-        if j2 > j1:
-            out.append(("ins", "".join(b[j1:j2])))
+    # the common start and end are cut first (at a space), so an edit of a long message costs little
+    start = _common(old, new)
+    while start and not old[start - 1].isspace():
+        start -= 1
+    end = _common(old[start:][::-1], new[start:][::-1])
+    while end and not old[len(old) - end].isspace():
+        end -= 1
+    out: list[tuple[str, str]] = [("eq", old[:start])] if start else []
+    mid_a, mid_b = _TOKEN.findall(old[start:len(old) - end]), _TOKEN.findall(new[start:len(new) - end])
+    if len(mid_a) > MAX_TOKENS or len(mid_b) > MAX_TOKENS:  # too different to diff word by word here
+        out += [("del", "".join(mid_a))] if mid_a else []
+        out += [("ins", "".join(mid_b))] if mid_b else []
+    else:
+        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, mid_a, mid_b, autojunk=False).get_opcodes():
+            if tag == "equal":
+                out.append(("eq", "".join(mid_a[i1:i2])))
+                continue
+            if i2 > i1:
+                out.append(("del", "".join(mid_a[i1:i2])))
+            if j2 > j1:
+                out.append(("ins", "".join(mid_b[j1:j2])))
+    if end:
+        out.append(("eq", old[len(old) - end:]))
+    merged: list[tuple[str, str]] = []
+    for kind, text in out:
+        if merged and merged[-1][0] == kind:
+            merged[-1] = (kind, merged[-1][1] + text)
+        elif text:
+            merged.append((kind, text))
+    out = merged
     if not trim:
         return out
     last = len(out) - 1
@@ -150,10 +184,12 @@ def _view(hunk: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def text_hunks(old: str, new: str, context: int = 2) -> list[dict[str, Any]]:
-    """Bodies that are not both JSON (streams): changed lines with ``context`` lines around, as hunks."""
+def text_hunks(old: str, new: str, context: int = 2, most: int = MAX_SHOWN_LINES) -> list[dict[str, Any]]:
+    """Bodies that are not both JSON (streams): changed lines with ``context`` lines around, as hunks; at most
+    ``most`` lines are kept (the last hunk then says how many more differ)."""
     a, b = old.splitlines(), new.splitlines()
-    hunks = []
+    hunks: list[dict[str, Any]] = []
+    shown = 0
     for group in difflib.SequenceMatcher(None, a, b, autojunk=False).get_grouped_opcodes(context):
         lines: list[tuple[str, Any]] = []
         for tag, i1, i2, j1, j2 in group:
@@ -164,8 +200,11 @@ def text_hunks(old: str, new: str, context: int = 2) -> list[dict[str, Any]]:
             else:
                 lines.extend(("del", line) for line in a[i1:i2])
                 lines.extend(("add", line) for line in b[j1:j2])
+        if shown + len(lines) > most:
+            lines = lines[:max(0, most - shown)] + [("ctx", "… (more lines differ; see the raw bodies)")]
         hunks.append({"where": f"line {group[0][1] + 1}", "lines": lines})
-        if len(hunks) >= MAX_HUNKS:
+        shown += len(lines)
+        if shown >= most or len(hunks) >= MAX_HUNKS:
             break
     return hunks
 
@@ -195,7 +234,10 @@ def changes(old_raw: str, new_raw: str) -> dict[str, Any]:
     if old_raw.count("\n") > MAX_LINES or new_raw.count("\n") > MAX_LINES:
         return {"changed": True, "summary": "too large to compare here", "hunks": [], "lines": [], "too_large": True}
     lines = text_hunks(old_raw, new_raw)
-    n = sum(1 for h in lines for kind, _ in h["lines"] if kind != "ctx")
-    return {"changed": True, "summary": f"{n} line{'s' if n != 1 else ''} differ in {len(lines)} place"
-                                        f"{'s' if len(lines) != 1 else ''}", "hunks": [], "lines": lines,
-            "too_large": False}
+    a, b = old_raw.splitlines(), new_raw.splitlines()
+    same = sum(block.size for block in difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks())
+    n = max(len(a), len(b)) - same
+    line = f"{n} line{'s differ' if n != 1 else ' differs'}"
+    if same * 10 < max(len(a), len(b)):
+        line = f"translated into another dialect or framing: {line}"
+    return {"changed": True, "summary": line, "hunks": [], "lines": lines, "too_large": False}
