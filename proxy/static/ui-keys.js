@@ -58,6 +58,8 @@
       case "/": {
         var search = document.getElementById("f-q");
         if (!search) { return; }
+        var box = document.getElementById("filterbox");
+        if (box) { box.open = true; }
         search.focus();
         search.select();
         break;
@@ -74,6 +76,9 @@
   document.addEventListener("DOMContentLoaded", function () {
     var theme = document.getElementById("theme-toggle");
     if (theme) { theme.addEventListener("click", toggleTheme); }
+    var filters = document.getElementById("filterbox");  // on a phone the list comes first
+    if (filters && !filters.hasAttribute("data-active") && window.matchMedia &&
+        window.matchMedia("(max-width: 760px)").matches) { filters.open = false; }
     var help = document.getElementById("help-toggle");
     if (help) { help.addEventListener("click", function () { toggleHelp(); }); }
   });

@@ -183,3 +183,11 @@ def test_an_image_enlarges_on_click(served, page):
     assert "big" not in (image.get_attribute("class") or "")
     image.click()
     assert "big" in image.get_attribute("class")
+
+
+def test_the_first_exchange_of_the_list_is_on_the_first_screen(served, sized):
+    sized.goto(served + "/ui/logs")
+    box = sized.locator("#log-rows tr[data-id]").first.bounding_box()
+    assert box is not None and box["y"] + 40 < sized.viewport_size["height"]
+    sized.goto(served + "/ui/logs?model=stub")  # filters in use stay in sight
+    assert sized.locator("#f-model").is_visible()
