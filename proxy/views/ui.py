@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 
 import peewee as pw
 from flask import (
-    Blueprint,
     Response,
     abort,
     current_app,
@@ -34,10 +33,9 @@ from ..store.health import reason_of
 from ..version import __version__
 from . import ui_auth, ui_changes, ui_charts, ui_convo, ui_export, ui_render
 from .ollama_api import OLLAMA_VERSION
+from .ui_base import bp, log_store, render_page, store_or_off
 
 log = logging.getLogger(__name__)
-bp = Blueprint("ui", __name__, url_prefix="/ui", static_folder="../static", static_url_path="/static",
-               template_folder="../templates")
 WINDOWS = {"1h": (3600, 60), "6h": (6 * 3600, 300), "24h": (86400, 900), "7d": (7 * 86400, 3 * 3600)}
 OUTCOMES = ("ok", "client_error", "refused", "backend_error", "timeout", "cancelled", "error")
 BODY_TITLES = {"client_request": "what the client sent", "upstream_request": "what went upstream",
@@ -92,22 +90,6 @@ def ms(value: float | None) -> str:
     return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.1f} ms"
 
 
-def _store() -> Any:
-    return services().extras.get("log_store")
-
-
-def _store_or_off() -> Any:
-    store = _store()
-    if store is None:
-        abort(Response(render_template("ui/denied.html", status=404, title="Log off",
-                                       message="The exchange log is off (LOG_ENABLED=false)."), 404))
-    return store
-
-
-def _page(template: str, **context: Any) -> str:
-    return render_template(template, token_set=bool(services().settings.admin_token), **context)
-
-
 # --- log in / out -----------------------------------------------------------------------------------
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -139,7 +121,7 @@ def logout() -> BaseResponse:
 def overview() -> str:
     svc = services()
 
-    store = _store()
+    store = log_store()
     backends = [m.state() for m in svc.pool.members] if svc.pool is not None else None
     reachable, detail = svc.backend.reachable() if backends is None else (True, "")  # the pool: no I/O here
     figures, db_error = None, None
@@ -148,7 +130,7 @@ def overview() -> str:
             figures = store.read(search.counts, time.time())
         except pw.PeeweeException as exc:  # the overview must show even when the database is down
             db_error = str(exc) or type(exc).__name__
-    return _page("ui/overview.html", version=__version__, ollama_version=OLLAMA_VERSION,
+    return render_page("ui/overview.html", version=__version__, ollama_version=OLLAMA_VERSION,
                  settings=svc.settings.public_items(), backend=svc.backend, reachable=reachable, detail=detail,
                  backends=backends,
                  figures=figures, writer=store.writer.stats() if store else None,
@@ -188,7 +170,7 @@ def cannot_match(f: search.Filters) -> str | None:
 
 @bp.route("/logs")
 def logs() -> tuple[str, int]:
-    store = _store_or_off()
+    store = store_or_off()
     status = 200
     try:
         filters = search.Filters.from_args(request.args)
@@ -199,13 +181,13 @@ def logs() -> tuple[str, int]:
     hints = store.read(search.suggestions)
     max_id = max((row["id"] for row in page["items"]), default=0)
     query = filters.query_args(before="")
-    return _page("ui/logs.html", page=page, filters=filters, hints=hints, max_id=max_id, problem=problem,
+    return render_page("ui/logs.html", page=page, filters=filters, hints=hints, max_id=max_id, problem=problem,
                  query=query, detail_query=urlencode(query), outcomes=OUTCOMES), status
 
 
 @bp.route("/logs/<int:ident>")
 def exchange(ident: int) -> str:
-    store = _store_or_off()
+    store = store_or_off()
     try:
         filters = search.Filters.from_args(request.args)
     except search.BadFilter:
@@ -216,7 +198,7 @@ def exchange(ident: int) -> str:
                                        message=f"There is no exchange {ident} (retention may have deleted it)."),
                        404))
     page["curl"] = ui_export.curl(page["row"], request.host_url)
-    return _page("ui/exchange.html", query=filters.query_args(before=""), **page)
+    return render_page("ui/exchange.html", query=filters.query_args(before=""), **page)
 
 
 def _exchange_page(models: Any, ident: int, filters: search.Filters | None = None) -> dict[str, Any] | None:
@@ -245,12 +227,12 @@ def _exchange_page(models: Any, ident: int, filters: search.Filters | None = Non
 
 @bp.route("/stats")
 def stats_page() -> str:
-    store = _store_or_off()
+    store = store_or_off()
     window = request.args.get("window", "1h")
     seconds, bucket = WINDOWS.get(window, WINDOWS["1h"])
     figures = store.read(stats.window_stats, time.time(), seconds, bucket)
     models = figures["models"]
-    return _page("ui/stats.html", window=window if window in WINDOWS else "1h", windows=WINDOWS, s=figures,
+    return render_page("ui/stats.html", window=window if window in WINDOWS else "1h", windows=WINDOWS, s=figures,
                  per_time=ui_charts.time_bars(figures["series"]),
                  tokens=ui_charts.hbars([(m["model"], m["prompt_tokens"] + m["completion_tokens"]) for m in models]))
 
@@ -259,7 +241,7 @@ def stats_page() -> str:
 
 @bp.route("/api/logs")
 def api_logs() -> Response:
-    store = _store_or_off()
+    store = store_or_off()
     filters = search.Filters.from_args(request.args)
     page = store.read(search.list_exchanges, filters)
     return json_response({"items": page["items"], "next": page["next"],
@@ -269,7 +251,7 @@ def api_logs() -> Response:
 
 @bp.route("/api/logs/<int:ident>")
 def api_log(ident: int) -> Response:
-    store = _store_or_off()
+    store = store_or_off()
     row = store.read(search.get_exchange, ident) if ident <= search.MAX_ID else None
     if row is None:
         return json_response({"error": f"there is no exchange {ident}"}, 404)
@@ -287,7 +269,7 @@ def _time_arg(name: str) -> float | None:
 @bp.route("/api/export")
 def api_export() -> Response:
     """Exchanges in [since, until) as JSON Lines, oldest first, streamed in small reads."""
-    store = _store_or_off()
+    store = store_or_off()
     since, until = _time_arg("since"), _time_arg("until")
 
     def lines() -> Iterator[bytes]:
@@ -304,5 +286,3 @@ def api_export() -> Response:
     return Response(stream_with_context(lines()), content_type="application/x-ndjson",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
-
-from . import ui_replay, ui_tools  # noqa: E402,F401  (their routes join this blueprint)

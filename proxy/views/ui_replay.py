@@ -3,7 +3,8 @@ through this app's own WSGI stack, so the gate (keys, allowed models, limits) an
 request. The new exchange carries ``replay_of``; the page then compares the two answers.
 
 Only for whoever may see the log view (``ui_auth.gate``). A form post must carry the CSRF token of the double
-submit cookie and come from this origin (``Origin``, or ``Sec-Fetch-Site: same-origin``); a script that sent
+submit cookie and come from this origin (an ``Origin`` that ``hostguard`` found to be ours, or
+``Sec-Fetch-Site: same-origin``); a script that sent
 ``Authorization: Bearer <ADMIN_TOKEN>`` needs neither (no browser sends that header on its own). The stored
 request has no credentials: when the gate asks for a key, the admin types one into the form; it is used for
 that one request and never stored. With several backends the form can name the one backend to send it to
@@ -24,7 +25,7 @@ from ..context import ENVIRON_REPLAY_BACKEND, ENVIRON_REPLAY_OF
 from ..services import services
 from ..store import search
 from . import ui_auth
-from .ui import _page, _store_or_off, bp
+from .ui_base import bp, render_page, store_or_off
 from .ui_convo import pretty_json
 
 CSRF_COOKIE = "llm_proxy_csrf"
@@ -44,13 +45,8 @@ def cross_site_refusal() -> str | None:
     """Why a replay post is refused as possibly cross-site, or None."""
     if request.headers.get("Authorization", "")[:7].lower() == "bearer ":
         return None  # the gate checked it: a script, never a browser's ambient credential
-    from ..hostguard import HostGuard  # hostguard imports the views: imported when first used
-
-    origin = request.headers.get("Origin")
-    if origin is not None:
-        if not HostGuard.same_origin(origin, request.host):
-            return "the request came from another site (Origin)"
-    elif request.headers.get("Sec-Fetch-Site") != "same-origin":
+    # An Origin header, when sent, was already checked by ``hostguard`` (the log view serves its own origin only)
+    if request.headers.get("Origin") is None and request.headers.get("Sec-Fetch-Site") != "same-origin":
         return "the request did not say it came from this site (no Origin header)"
     cookie, form = request.cookies.get(CSRF_COOKIE, ""), request.form.get("csrf", "")
     if not cookie or not hmac.compare_digest(cookie.encode(), form.encode()):
@@ -59,7 +55,7 @@ def cross_site_refusal() -> str | None:
 
 
 def _original(ident: int) -> dict[str, Any]:
-    store = _store_or_off()
+    store = store_or_off()
     row = store.read(search.get_exchange, ident) if ident <= search.MAX_ID else None
     if row is None:
         abort(Response(render_template("ui/denied.html", status=404, title="Not found",
@@ -77,7 +73,7 @@ def _form(row: dict[str, Any], error: str = "", text: str | None = None, model: 
         except ValueError:
             text = body["text"]
     pool = services().pool
-    html = _page("ui/replay.html", row=row, csrf=token, text=text, error=error, model=model,
+    html = render_page("ui/replay.html", row=row, csrf=token, text=text, error=error, model=model,
                  backends=[m.name for m in pool.members] if pool is not None else [],
                  truncated=body["truncated"], keys_needed=bool(services().extras.get("policy")
                                                                 and services().extras["policy"].key_names()))
@@ -149,7 +145,7 @@ def send(row: dict[str, Any], body: dict[str, Any], rid: str, ident: int, key: s
 
 def _wait_for(rid: str) -> int | None:
     """The replay's log id once the writer stored it (it writes in the background)."""
-    store = _store_or_off()
+    store = store_or_off()
     deadline = time.monotonic() + WRITE_WAIT_S
     while True:
         found = store.read(search.find_request, rid)

@@ -16,7 +16,7 @@ from ..render import json_response
 from ..services import services
 from ..store import search
 from . import ui_changes, ui_export, ui_render
-from .ui import _page, _store_or_off, bp
+from .ui_base import bp, render_page, store_or_off
 
 EXPORT_MAX_ROWS = 100_000  # CSV rows per download
 TRANSCRIPT_MAX = 200  # exchanges per Markdown download of a list
@@ -33,7 +33,7 @@ def _attachment(name: str) -> dict[str, str]:
 
 @bp.route("/logs/<int:ident>/markdown")
 def exchange_markdown(ident: int) -> Response:
-    store = _store_or_off()
+    store = store_or_off()
     row = store.read(search.get_exchange, ident) if ident <= search.MAX_ID else None
     if row is None:
         abort(404)
@@ -58,7 +58,7 @@ def _pages(store: Any, filters: search.Filters, most: int, size: int) -> Iterato
 @bp.route("/export.csv")
 def export_csv() -> Response:
     """The filtered list as CSV (the list's columns, newest first, at most EXPORT_MAX_ROWS)."""
-    store, filters = _store_or_off(), _filters()
+    store, filters = store_or_off(), _filters()
 
     def lines() -> Iterator[str]:
         yield ui_export.csv_header()
@@ -72,7 +72,7 @@ def export_csv() -> Response:
 @bp.route("/export.md")
 def export_markdown() -> Response:
     """The filtered list as one Markdown document of transcripts (the newest TRANSCRIPT_MAX)."""
-    store, filters = _store_or_off(), _filters()
+    store, filters = store_or_off(), _filters()
 
     def parts() -> Iterator[str]:
         for rows in _pages(store, filters, TRANSCRIPT_MAX, 20):
@@ -114,11 +114,11 @@ def _compare(models: Any, a: int, b: int) -> dict[str, Any]:
 @bp.route("/compare")
 def compare() -> str:
     """Two exchanges side by side: answers (and a word diff of them), requests, rewriting, timings, tokens."""
-    store = _store_or_off()
+    store = store_or_off()
     a = search.int_arg(search.text_arg(request.args, "a"), "a", 1, None)
     b = search.int_arg(search.text_arg(request.args, "b"), "b", 1, None)
     data = store.read(_compare, a, b) if a and b else {"left": None, "right": None}
-    return _page("ui/compare.html", a=a, b=b, **data)
+    return render_page("ui/compare.html", a=a, b=b, **data)
 
 
 # --- in flight ----------------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def running_page(rid: str) -> Any:
     now = time.time()
     for exchange in _running():
         if exchange.request_id == rid:
-            return _page("ui/running.html", item=_running_view(exchange, now), content=_answer_so_far(exchange))
+            return render_page("ui/running.html", item=_running_view(exchange, now), content=_answer_so_far(exchange))
     store = services().extras.get("log_store")
     ident = store.read(search.find_request, rid) if store is not None and len(rid) <= 128 else None
     if ident:
