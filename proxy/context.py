@@ -4,7 +4,8 @@ The access log (WSGI middleware, outside Flask) makes it with the request id and
 ``ENVIRON_CONTEXT``; inside Flask ``current()`` returns it. The gate fills in the caller,
 the parsed body, the refusal and the ticket; the views and the error rendering start the exchange on it; the
 access line reads the exchange back from it when the response is done. Nothing else of ours rides in the
-environ, so what one hook leaves for another is written down here, in one place.
+environ (but the log view's replay marks, ``ENVIRON_REPLAY_*``), so what one hook leaves for another is
+written down here, in one place.
 """
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from typing import Any
 from flask import request
 
 ENVIRON_CONTEXT = "llm_proxy.context"  # the WSGI hand-off from the access log to the app: a RequestContext
+# The log view's replay (an in-process request) names the exchange it sends again and, with several backends,
+# the one backend to send it to; no HTTP client can set environ keys like these
+ENVIRON_REPLAY_OF = "llm_proxy.replay_of"
+ENVIRON_REPLAY_BACKEND = "llm_proxy.replay_backend"
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 

@@ -39,6 +39,13 @@ def running() -> int:
     return sum(1 for exchange in list(_running.values()) if not exchange.finished)
 
 
+def snapshot(sinks: Any = None) -> list[Any]:
+    """The exchanges running now in this process (one gunicorn worker: each has its own), oldest first; with
+    ``sinks``, only those of the app whose sinks list that is (tests run several apps in one process)."""
+    found = [e for e in list(_running.values()) if not e.finished and (sinks is None or e.sinks_are(sinks))]
+    return sorted(found, key=lambda e: e.started)
+
+
 def end_running() -> int:
     """Raise ``ShuttingDown(MESSAGE)`` in every greenlet still running an exchange; how many were ended."""
     ended = 0

@@ -183,6 +183,10 @@ class Exchange:
         self.finished = False
         draining.started(self)  # a stopping server ends it after DRAIN_TIMEOUT
 
+    def sinks_are(self, sinks: Iterable[Any]) -> bool:
+        """Whether this exchange reports to ``sinks`` (an app's list): which app it belongs to."""
+        return self._sinks == tuple(sinks)
+
     # --- filled in as the exchange runs ------------------------------------------------------
     def client_copy_derived_from_upstream(self, derive: Callable[[bytes], bytes]) -> None:
         self.client_response = DerivedBody(self.upstream_response, derive)

@@ -18,7 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .context import current
+from flask import has_request_context, request
+
+from .context import ENVIRON_REPLAY_BACKEND, current
 from .errors import BackendTimeout, BackendUnavailable, ClientGone, ProxyError, UpstreamStatus
 from .exchange import Exchange
 from .routing import Member, Pool
@@ -41,6 +43,12 @@ def run(pool: Pool, exchange: Exchange, attempt: Attempt, *, sleep: Callable[[fl
     assert exchange.model_requested is not None  # begin() noted it
     ctx = current()
     plan = pool.plan(exchange.model_requested, ctx.session)
+    wanted = request.environ.get(ENVIRON_REPLAY_BACKEND) if has_request_context() else None
+    if wanted:  # a replay from the log view sent to one backend: that one only
+        plan = [(member, model) for member, model in plan if member.name == wanted]
+        if not plan:
+            raise ProxyError(f"the backend '{wanted}' is not healthy or does not serve "
+                             f"'{exchange.model_requested}'", status=503, code="backend_not_available")
     models = {member.name: model for member, model in plan}
     key = ("key", ctx.key_name) if ctx.key_name is not None else ("client", exchange.client)
     last: ProxyError | None = None

@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import jsonio, sessions
 from .body import read_body
-from .context import current
+from .context import ENVIRON_REPLAY_OF, current
 from .errors import PayloadTooLarge
 from .exchange import Exchange
 from .services import services
@@ -62,6 +62,7 @@ def start_exchange(front: str) -> Exchange:
         client_body=_body_for_log(), max_body=svc.settings.log_max_body_bytes, sinks=svc.sinks)
     exchange.key_name = ctx.key_name
     exchange.session_id = sessions.from_headers(environ)  # else the view's fingerprint of the body (``begin``)
+    exchange.replay_of = environ.get(ENVIRON_REPLAY_OF)
     exchange.backend_name = svc.backend.describe()
     exchange.backend_type = svc.backend.type
     ctx.exchange = exchange

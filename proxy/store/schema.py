@@ -111,6 +111,9 @@ def ensure_schema(models: Models) -> int:
 
 def _create_search(db: pw.Database) -> None:
     kind = kind_of_database(db)
+    if kind in ("sqlite", "postgres"):  # the log view's "replayed as" links: a partial index, tiny and idempotent
+        db.execute_sql("CREATE INDEX IF NOT EXISTS exchanges_replay_of ON exchanges (replay_of) "
+                       "WHERE replay_of IS NOT NULL")
     if kind == "sqlite":
         db.execute_sql(f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5("
                        "body, tokenize = 'unicode61 remove_diacritics 2')")

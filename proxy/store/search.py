@@ -27,8 +27,9 @@ EARLIEST, LATEST = -62135596800.0, 253402300799.0  # 0001-01-01 and 9999-12-31T2
 LIST_FIELDS = ("id", "started", "ended", "request_id", "client", "user_agent", "key_name", "front", "endpoint",
                "method", "backend_name", "backend_type", "model", "upstream_model", "stream", "status", "outcome",
                "error", "duration_ms", "ttfb_ms", "ttfc_ms", "overhead_ms", "prompt_tokens", "completion_tokens",
-               "tokens_estimated", "tokens_per_second", "tool_calls", "truncated", "preview", "cached",
-               "session_id")
+               "tokens_estimated", "tokens_per_second", "tool_calls", "truncated", "preview", "queued_ms",
+               "session_id", "cached", "replay_of")
+EXTRA_FILTERS = ("key", "upstream", "session", "agent")
 STATUS_CLASS = re.compile(r"^([1-5])xx$", re.I)
 _WORD = re.compile(r'"[^"]*"|\S+')
 
@@ -41,8 +42,12 @@ class Filters:
     client: str = ""
     outcome: str = ""
     backend: str = ""  # the backend that answered (with several, its name in BACKENDS_FILE)
-    cached: bool | None = None  # answered from the response cache (True) or not (False); None: either
-    session: str = ""  # the conversation (agent session) it belongs to
+    key: str = ""  # the API key's name (API_KEYS)
+    upstream: str = ""  # the model as sent to the backend
+    session: str = ""  # the agent session (conversation) id
+    agent: str = ""  # words of the user agent
+    cached: str = ""  # "1": answered from the response cache, "0": not
+    ttfc_min: float | None = None  # time to first chunk at least this many ms
     q: str = ""
     before: str = ""  # cursor "<started>_<id>": rows older than it
     after_id: int = 0  # live mode: rows inserted after this id
@@ -55,40 +60,44 @@ class Filters:
     def from_args(cls, args: Mapping[str, str]) -> Filters:
         """Filters from URL arguments; BadFilter (a 400) for one that cannot be a filter."""
         text = {name: text_arg(args, name) for name in ("model", "endpoint", "status", "client", "outcome", "backend",
-                                                          "session", "q", "before", "limit", "after_id", "since",
-                                                          "until", "cached")}
+                                                          "q", "before", "limit", "after_id", "since", "until",
+                                                          *EXTRA_FILTERS, "cached", "ttfc_min")}
         status = text["status"]
         if status and not (STATUS_CLASS.match(status) or status.lower() in ("error", "errors")
                            or status.isdigit() and len(status) == 3):
             raise BadFilter(f"status must be a code (200), a class (4xx) or 'error', not {status[:40]!r}")
         if text["before"] and _parse_cursor(text["before"]) is None:
             raise BadFilter("before must be a cursor of the form <started>_<id>, as the previous page gave it")
+        if text["cached"] not in ("", "0", "1"):
+            raise BadFilter(f"cached must be 1 or 0, not {text['cached'][:40]!r}")
         limit = int_arg(text["limit"], "limit", 1, None)
         if text["cached"] not in ("", "0", "1"):
             raise BadFilter(f"cached must be 1 (answered from the cache) or 0 (not), not {text['cached'][:40]!r}")
+        ttfc = int_arg(text["ttfc_min"], "ttfc_min", 0, 10 ** 9)
         return cls(model=text["model"], endpoint=text["endpoint"], status=status, client=text["client"],
-                   outcome=text["outcome"], backend=text["backend"][:255], session=text["session"][:128],
-                   q=text["q"][:500], before=text["before"],
+                   outcome=text["outcome"], backend=text["backend"][:255], q=text["q"][:500], before=text["before"],
+                   key=text["key"][:255], upstream=text["upstream"][:255], session=text["session"][:255],
+                   agent=text["agent"][:255], cached=text["cached"],
+                   ttfc_min=float(ttfc) if ttfc is not None else None,
                    after_id=int_arg(text["after_id"], "after_id", 0, MAX_ID) or 0,
                    since=time_arg(text["since"], "since"), until=time_arg(text["until"], "until"),
-                   limit=PAGE if limit is None else min(MAX_PAGE, limit),
-                   cached=None if not text["cached"] else text["cached"] == "1")
+                   limit=PAGE if limit is None else min(MAX_PAGE, limit))
 
     def query_args(self, **changes: Any) -> dict[str, str]:
         """The non-empty filters as URL arguments (for links), with ``changes`` applied."""
         f = replace(self, **changes) if changes else self
         out = {name: getattr(f, name) for name in ("model", "endpoint", "status", "client", "outcome", "backend",
-                                                   "session", "q", "before")}
-        if f.cached is not None:
-            out["cached"] = "1" if f.cached else "0"
+                                                   *EXTRA_FILTERS, "cached", "ttfc_min", "q", "before")}
+        if f.ttfc_min is not None:
+            out["ttfc_min"] = int(f.ttfc_min)
         if f.limit != PAGE:
             out["limit"] = f.limit
         return {k: str(v) for k, v in out.items() if v not in ("", None, 0)}
 
     @property
     def active(self) -> bool:
-        return any((self.model, self.endpoint, self.status, self.client, self.outcome, self.backend, self.session,
-                    self.q, self.cached is not None))
+        return any((self.model, self.endpoint, self.status, self.client, self.outcome, self.backend, self.q,
+                    self.key, self.upstream, self.session, self.agent, self.cached, self.ttfc_min is not None))
 
 
 def cursor_of(row: dict) -> str:
@@ -203,6 +212,18 @@ def _conditions(models: Models, f: Filters) -> list[pw.Expression]:
         out.append(e.backend_name == f.backend)
     if f.cached is not None:
         out.append(e.cached == f.cached)
+    if f.key:
+        out.append(e.key_name == f.key)
+    if f.upstream:
+        out.append(e.upstream_model == f.upstream)
+    if f.session:  # indexed (session_id, started)
+        out.append(e.session_id == f.session)
+    if f.agent:
+        out.append(e.user_agent.contains(f.agent))
+    if f.cached:
+        out.append(e.cached == (f.cached == "1"))
+    if f.ttfc_min is not None:
+        out.append(e.ttfc_ms >= f.ttfc_min)
     if f.status:
         match = STATUS_CLASS.match(f.status)
         if match:
@@ -242,8 +263,10 @@ def list_exchanges(models: Models, f: Filters) -> dict[str, Any]:
         query = e.select(*columns)
         conditions = _conditions(models, f)
         order = (e.id.desc(),) if f.q else (e.started.desc(), e.id.desc())
-    if f.after_id:
+    if f.after_id:  # live mode: the few rows written since, by the primary key (a time-index walk would not stop)
         conditions.append(e.id > f.after_id)
+        if not search_first:
+            order = (e.id.desc(),)
     cursor = _parse_cursor(f.before) if f.before else None
     if cursor is not None:
         started, ident = cursor
@@ -296,23 +319,48 @@ def session_exchanges(models: Models, session_id: str, limit: int = MAX_PAGE) ->
     return {"items": rows, "more": more, "totals": dict(zip(names, totals, strict=True))}
 
 
-def neighbours(models: Models, row: dict) -> dict[str, int | None]:
-    """Ids of the next newer and next older exchange (for links on the exchange page)."""
+def neighbours(models: Models, row: dict, f: Filters | None = None) -> dict[str, int | None]:
+    """Ids of the next newer and next older exchange (for links on the exchange page), among those that
+    pass the list's filters ``f`` when given (stepping through a filtered list)."""
     e = models.Exchange
     here = pw.Tuple(row["started"], row["id"])
-    newer = e.select(e.id).where(pw.Tuple(e.started, e.id) > here) \
+    conditions = _conditions(models, replace(f, before="", after_id=0)) if f is not None else []
+    newer = e.select(e.id).where(pw.Tuple(e.started, e.id) > here, *conditions) \
         .order_by(e.started.asc(), e.id.asc()).limit(1).tuples().first()
-    older = e.select(e.id).where(pw.Tuple(e.started, e.id) < here) \
+    older = e.select(e.id).where(pw.Tuple(e.started, e.id) < here, *conditions) \
         .order_by(e.started.desc(), e.id.desc()).limit(1).tuples().first()
     return {"newer": newer[0] if newer else None, "older": older[0] if older else None}
+
+
+def find_request(models: Models, request_id: str) -> int | None:
+    """The log id of the exchange with this request id (found through the full-text index, like a search)."""
+    e = models.Exchange
+    conditions = [e.request_id == request_id]
+    if kind_of_database(models.database) in ("sqlite", "postgres"):  # elsewhere the bodies are searched, not ids
+        condition = _search_condition(models, '"' + request_id.replace('"', "") + '"')
+        if condition is None:
+            return None
+        conditions.append(condition)
+    row = e.select(e.id).where(*conditions).order_by(e.id.desc()).limit(1).tuples().first()
+    return row[0] if row else None
+
+
+def replays_of(models: Models, ident: int, most: int = 20) -> list[int]:
+    """Ids of the exchanges that replay ``ident`` (a partial index on SQLite and PostgreSQL, see ``schema``)."""
+    e = models.Exchange
+    query = e.select(e.id).where(e.replay_of.is_null(False), e.replay_of == ident)
+    return [r[0] for r in query.order_by(e.id.desc()).limit(most).tuples()]
 
 
 def suggestions(models: Models, recent: int = 2000) -> dict[str, list[str]]:
     """Values seen in the newest rows, for the filter fields (cheap at any table size)."""
     e = models.Exchange
-    rows = list(e.select(e.model, e.endpoint, e.client, e.backend_name).order_by(e.id.desc()).limit(recent).tuples())
-    return {"model": sorted({r[0] for r in rows if r[0]}), "endpoint": sorted({r[1] for r in rows if r[1]}),
-            "client": sorted({r[2] for r in rows if r[2]}), "backend": sorted({r[3] for r in rows if r[3]})}
+    names = ("model", "endpoint", "client", "backend_name", "key_name", "upstream_model")
+    rows = list(e.select(*(getattr(e, n) for n in names)).order_by(e.id.desc()).limit(recent).tuples())
+    found = {name: sorted({r[i] for r in rows if r[i]}) for i, name in enumerate(names)}
+    found["backend"], found["key"], found["upstream"] = found.pop("backend_name"), found.pop("key_name"), \
+        found.pop("upstream_model")
+    return found
 
 
 def counts(models: Models, now: float) -> dict[str, Any]:

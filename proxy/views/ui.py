@@ -13,7 +13,15 @@ from typing import Any
 from urllib.parse import urlencode
 
 import peewee as pw
-from flask import Blueprint, Response, abort, redirect, render_template, request, stream_with_context, url_for
+from flask import (
+    Response,
+    abort,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse  # what redirect() makes
 
@@ -23,12 +31,11 @@ from ..services import services
 from ..store import search, stats
 from ..store.health import reason_of
 from ..version import __version__
-from . import ui_auth, ui_charts, ui_render
+from . import ui_auth, ui_changes, ui_charts, ui_convo, ui_export, ui_render
 from .ollama_api import OLLAMA_VERSION
+from .ui_base import bp, log_store, render_page, store_or_off
 
 log = logging.getLogger(__name__)
-bp = Blueprint("ui", __name__, url_prefix="/ui", static_folder="../static", static_url_path="/static",
-               template_folder="../templates")
 WINDOWS = {"1h": (3600, 60), "6h": (6 * 3600, 300), "24h": (86400, 900), "7d": (7 * 86400, 3 * 3600)}
 OUTCOMES = ("ok", "attached", "client_error", "refused", "backend_error", "timeout", "cancelled", "error")
 BODY_TITLES = {"client_request": "what the client sent", "upstream_request": "what went upstream",
@@ -83,22 +90,6 @@ def ms(value: float | None) -> str:
     return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.1f} ms"
 
 
-def _store() -> Any:
-    return services().extras.get("log_store")
-
-
-def _store_or_off() -> Any:
-    store = _store()
-    if store is None:
-        abort(Response(render_template("ui/denied.html", status=404, title="Log off",
-                                       message="The exchange log is off (LOG_ENABLED=false)."), 404))
-    return store
-
-
-def _page(template: str, **context: Any) -> str:
-    return render_template(template, token_set=bool(services().settings.admin_token), **context)
-
-
 # --- log in / out -----------------------------------------------------------------------------------
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -130,7 +121,7 @@ def logout() -> BaseResponse:
 def overview() -> str:
     svc = services()
 
-    store = _store()
+    store = log_store()
     backends = [m.state() for m in svc.pool.members] if svc.pool is not None else None
     reachable, detail = svc.backend.reachable() if backends is None else (True, "")  # the pool: no I/O here
     figures, db_error = None, None
@@ -139,7 +130,7 @@ def overview() -> str:
             figures = store.read(search.counts, time.time())
         except pw.PeeweeException as exc:  # the overview must show even when the database is down
             db_error = str(exc) or type(exc).__name__
-    return _page("ui/overview.html", version=__version__, ollama_version=OLLAMA_VERSION,
+    return render_page("ui/overview.html", version=__version__, ollama_version=OLLAMA_VERSION,
                  settings=svc.settings.public_items(), backend=svc.backend, reachable=reachable, detail=detail,
                  backends=backends,
                  figures=figures, writer=store.writer.stats() if store else None,
@@ -153,29 +144,62 @@ def _backends_problem(svc: Any) -> str | None:
     return watcher.problem if watcher is not None else None
 
 
+@bp.app_template_global("session_href")
+def session_href(session_id: str) -> str:
+    """A session's page: its exchanges in order (``session``)."""
+    return url_for("ui.session", session_id=session_id)
+
+
+@bp.app_template_filter("agent")
+def agent(user_agent: str | None) -> str:
+    """A user agent in short: its first product token ("claude-cli/2.1.86"), at most 24 characters."""
+    first = (user_agent or "").split(" ", 1)[0]
+    return first if len(first) <= 24 else first[:23] + "…"
+
+
+def cannot_match(f: search.Filters) -> str | None:
+    """Why a filter that parsed cannot match any exchange, or None."""
+    if f.status.isdigit() and not 100 <= int(f.status) <= 599:
+        return f"Status {f.status} cannot match: HTTP statuses run from 100 to 599."
+    if f.outcome and f.outcome not in OUTCOMES:
+        return f"Outcome {f.outcome!r} cannot match: outcomes are {', '.join(OUTCOMES)}."
+    return None
+
+
 @bp.route("/logs")
-def logs() -> str:
-    store = _store_or_off()
-    filters = search.Filters.from_args(request.args)
-    page = store.read(search.list_exchanges, filters)
+def logs() -> tuple[str, int]:
+    store = store_or_off()
+    status = 200
+    try:
+        filters = search.Filters.from_args(request.args)
+        problem = cannot_match(filters)
+    except search.BadFilter as exc:  # the page says why (with a 400) instead of showing an empty list
+        filters, problem, status = search.Filters(), f"This filter cannot match: {exc}.", 400
+    page = store.read(search.list_exchanges, filters) if problem is None else {"items": [], "next": None}
     hints = store.read(search.suggestions)
     max_id = max((row["id"] for row in page["items"]), default=0)
-    return _page("ui/logs.html", page=page, filters=filters, hints=hints, max_id=max_id,
-                 query=filters.query_args(before=""), outcomes=OUTCOMES)
+    query = filters.query_args(before="")
+    return render_page("ui/logs.html", page=page, filters=filters, hints=hints, max_id=max_id, problem=problem,
+                 query=query, detail_query=urlencode(query), outcomes=OUTCOMES), status
 
 
 @bp.route("/logs/<int:ident>")
 def exchange(ident: int) -> str:
-    store = _store_or_off()
-    page = store.read(_exchange_page, ident) if ident <= search.MAX_ID else None
+    store = store_or_off()
+    try:
+        filters = search.Filters.from_args(request.args)
+    except search.BadFilter:
+        filters = search.Filters()
+    page = store.read(_exchange_page, ident, filters) if ident <= search.MAX_ID else None
     if page is None:
         abort(Response(render_template("ui/denied.html", status=404, title="Not found",
                                        message=f"There is no exchange {ident} (retention may have deleted it)."),
                        404))
-    return _page("ui/exchange.html", **page)
+    page["curl"] = ui_export.curl(page["row"], request.host_url)
+    return render_page("ui/exchange.html", query=filters.query_args(before=""), **page)
 
 
-def _exchange_page(models: Any, ident: int) -> dict[str, Any] | None:
+def _exchange_page(models: Any, ident: int, filters: search.Filters | None = None) -> dict[str, Any] | None:
     """The exchange page's data, prepared in the reader pool where its query ran: formatting and comparing
     bodies of a megabyte is CPU work that must not hold up the gevent hub, and the API requests on it."""
     row = search.get_exchange(models, ident)
@@ -188,28 +212,36 @@ def _exchange_page(models: Any, ident: int) -> dict[str, Any] | None:
     twin = next((a["attached_to"] for a in row["attempts"] if "attached_to" in a), None)
     attempts = row["attempts"] = [a for a in row["attempts"] if "attached_to" not in a]
     gave_up = bool(attempts) and (attempts[-1]["backend"], attempts[-1]["error"]) == (row["backend_name"], row["error"])
-    return {"row": row, "near": search.neighbours(models, row), "answered": not gave_up, "twin": twin,
-            "convo": ui_render.conversation(request["text"]), "answer": ui_render.answer_view(row["answer"]),
-            "diff": ui_render.side_by_side(request["text"], upstream["text"],
-                                           truncated=bool(request["truncated"] or upstream["truncated"])),
+    budget = ui_render.Budget()
+    answer = ui_render.answer_view(row["answer"], budget)
+    request_changes = ui_changes.changes(request["text"], upstream["text"]) if upstream["text"] else \
+        {"changed": False, "summary": ""}
+    request_changes["truncated"] = bool(request["truncated"] or upstream["truncated"])
+    response_changes = ui_changes.changes(bodies["upstream_response"]["text"], bodies["client_response"]["text"])
+    return {"row": row, "near": search.neighbours(models, row, filters), "answered": not gave_up, "twin": twin,
+            "answer": answer,
+            "convo": ui_render.prepare(ui_convo.parse_request(request["text"]), budget),
+            "strip": ui_render.strip(row, rewritten=bool(request_changes["changed"])),
+            "replays": search.replays_of(models, ident),
+            "request_changes": request_changes, "response_changes": response_changes,
             "raw": [(name, BODY_TITLES[name], ui_render.pretty(b["text"]), b) for name, b in bodies.items()]}
 
 
 @bp.route("/sessions/<path:session_id>")
 def session(session_id: str) -> str:
     """One session's exchanges (an agent's turns) in order, with tokens, times and status."""
-    store = _store_or_off()
+    store = store_or_off()
     session_id = search.text_arg({"session": session_id}, "session")[:128]
     page = store.read(search.session_exchanges, session_id)
     if not page["items"]:
         abort(Response(render_template("ui/denied.html", status=404, title="Not found",
                                        message="No exchange of this session is in the log."), 404))
-    return _page("ui/session.html", session_id=session_id, page=page)
+    return render_page("ui/session.html", session_id=session_id, page=page)
 
 
 @bp.route("/api/sessions/<path:session_id>")
 def api_session(session_id: str) -> Response:
-    store = _store_or_off()
+    store = store_or_off()
     session_id = search.text_arg({"session": session_id}, "session")[:128]
     page = store.read(search.session_exchanges, session_id)
     if not page["items"]:
@@ -219,12 +251,12 @@ def api_session(session_id: str) -> Response:
 
 @bp.route("/stats")
 def stats_page() -> str:
-    store = _store_or_off()
+    store = store_or_off()
     window = request.args.get("window", "1h")
     seconds, bucket = WINDOWS.get(window, WINDOWS["1h"])
     figures = store.read(stats.window_stats, time.time(), seconds, bucket)
     models = figures["models"]
-    return _page("ui/stats.html", window=window if window in WINDOWS else "1h", windows=WINDOWS, s=figures,
+    return render_page("ui/stats.html", window=window if window in WINDOWS else "1h", windows=WINDOWS, s=figures,
                  per_time=ui_charts.time_bars(figures["series"]),
                  tokens=ui_charts.hbars([(m["model"], m["prompt_tokens"] + m["completion_tokens"]) for m in models]))
 
@@ -233,7 +265,7 @@ def stats_page() -> str:
 
 @bp.route("/api/logs")
 def api_logs() -> Response:
-    store = _store_or_off()
+    store = store_or_off()
     filters = search.Filters.from_args(request.args)
     page = store.read(search.list_exchanges, filters)
     return json_response({"items": page["items"], "next": page["next"],
@@ -243,7 +275,7 @@ def api_logs() -> Response:
 
 @bp.route("/api/logs/<int:ident>")
 def api_log(ident: int) -> Response:
-    store = _store_or_off()
+    store = store_or_off()
     row = store.read(search.get_exchange, ident) if ident <= search.MAX_ID else None
     if row is None:
         return json_response({"error": f"there is no exchange {ident}"}, 404)
@@ -261,7 +293,7 @@ def _time_arg(name: str) -> float | None:
 @bp.route("/api/export")
 def api_export() -> Response:
     """Exchanges in [since, until) as JSON Lines, oldest first, streamed in small reads."""
-    store = _store_or_off()
+    store = store_or_off()
     since, until = _time_arg("since"), _time_arg("until")
 
     def lines() -> Iterator[bytes]:
@@ -277,3 +309,4 @@ def api_export() -> Response:
     name = f"exchanges-{int(since or 0)}-{int(until or time.time())}.jsonl"
     return Response(stream_with_context(lines()), content_type="application/x-ndjson",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
+

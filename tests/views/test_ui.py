@@ -188,7 +188,7 @@ def test_exchange_page_reads_like_a_conversation(app, client):
     assert "&#34;name&#34;: &#34;kitchen&#34;" in html or '"name": "kitchen"' in html
     assert 'id="diff"' in html and "qwen3-8b" in html  # what the proxy changed
     assert f"/ui/api/logs/{ident}?download=1" in html
-    assert html.count('class="copy"') == 4
+    assert html.count('class="copy"') == 5  # four bodies and the curl command
 
 
 def test_unchanged_request_says_so(app, client):
