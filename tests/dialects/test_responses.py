@@ -197,3 +197,10 @@ def test_json_object_format_and_text_format_map_to_response_format():
     assert chat_of({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}}).chat[
         "response_format"] == {"type": "json_object"}
     assert "response_format" not in chat_of({"model": "m", "input": "x", "text": {"format": {"type": "text"}}}).chat
+
+
+def test_a_reasoning_item_whose_summary_is_not_a_list_is_carried_without_it():
+    body = {"model": "m", "input": [{"type": "reasoning", "summary": True, "id": None},
+                                    {"role": "user", "content": "hi"}]}
+    chat = chat_of(body).chat
+    assert chat["messages"][-1] == {"role": "user", "content": "hi"}

@@ -122,8 +122,10 @@ def _output_text(output: Any) -> str:
 
 def _reasoning_text(item: dict) -> str:
     """What a reasoning item said: its full text when it carries it, else its summary."""
+    summary = item.get("summary")
     return _text_of(item.get("content")) or "\n".join(
-        s["text"] for s in item.get("summary") or () if isinstance(s, dict) and isinstance(s.get("text"), str))
+        s["text"] for s in (summary if isinstance(summary, list) else ())
+        if isinstance(s, dict) and isinstance(s.get("text"), str))
 
 
 # --- input items -> messages ------------------------------------------------------------------
