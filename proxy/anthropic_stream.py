@@ -19,11 +19,10 @@ from .streaming import (
     OllamaToOpenAI,
     OpenAIStreamToOllama,
     Pieces,
-    StreamFormatError,
     _error_message,
-    _load,
     _Push,
     _pushed,
+    ndjson_line,
 )
 from .usage import take_openai_usage
 
@@ -230,9 +229,7 @@ class OllamaStreamToAnthropic(_Opening, _Push):
     def _take(self, items: list, out: list[bytes]) -> None:
         translator = self.translator
         for raw in items:
-            line = _load(raw, "NDJSON")
-            if not isinstance(line, dict):
-                raise StreamFormatError(f"the backend sent a non-object NDJSON line: {raw[:200]!r}")
+            line = ndjson_line(raw)
             for chunk in self.ollama.feed(line):
                 if chunk.__class__ is dict:  # the [DONE] marker is not a chunk
                     out += translator.feed(chunk)

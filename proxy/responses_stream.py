@@ -15,8 +15,7 @@ from .dialects.responses import shapes as rs
 from .dialects.responses.partial import PartialString
 from .errors import BackendError, ProxyError, clip_message
 from .framing import NDJSONFraming, SSEFraming
-from .streaming import Answer, StreamFormatError, _Push
-from .streaming import _load as load_chunk
+from .streaming import Answer, StreamFormatError, _Push, ndjson_line, sse_chunk
 from .usage import take_openai_usage
 
 UNFINISHED = "the backend closed the stream before it finished"
@@ -383,12 +382,7 @@ class ResponsesFromOpenAI(_Pushed):
                 self.done = True
                 out += translator.finish(True)
                 return
-            chunk = load_chunk(data, "SSE")
-            if event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
-                chunk = {"error": chunk}
-            if not isinstance(chunk, dict):
-                raise StreamFormatError(f"the backend sent a non-object SSE chunk: {data[:200]!r}")
-            out += translator.feed(chunk)
+            out += translator.feed(sse_chunk(event, data))
 
 
 class ResponsesFromOllama(_Pushed):
@@ -402,9 +396,7 @@ class ResponsesFromOllama(_Pushed):
     def _translate(self, items: list, out: list[bytes]) -> None:
         translator = self.translator
         for raw in items:
-            line = load_chunk(raw, "NDJSON")
-            if not isinstance(line, dict):
-                raise StreamFormatError(f"the backend sent a non-object NDJSON line: {raw[:200]!r}")
+            line = ndjson_line(raw)
             message = line.get("message")
             if (type(message) is dict and len(message) == 2 and "content" in message and "role" in message
                     and not line.get("done") and "error" not in line and translator.opened):

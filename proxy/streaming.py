@@ -35,6 +35,24 @@ def _load(payload: bytes, what: str) -> Any:
         raise StreamFormatError(f"the backend sent a malformed {what} chunk: {payload[:200]!r}") from None
 
 
+def sse_chunk(event: str | None, data: bytes) -> dict:
+    """One OpenAI SSE event's chunk object; an ``event: error`` without an ``error`` key is wrapped in one."""
+    chunk = _load(data, "SSE")
+    if event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
+        chunk = {"error": chunk}
+    if not isinstance(chunk, dict):
+        raise StreamFormatError(f"the backend sent a non-object SSE chunk: {data[:200]!r}")
+    return chunk
+
+
+def ndjson_line(raw: bytes) -> dict:
+    """One Ollama NDJSON line's object."""
+    line = _load(raw, "NDJSON")
+    if not isinstance(line, dict):
+        raise StreamFormatError(f"the backend sent a non-object NDJSON line: {raw[:200]!r}")
+    return line
+
+
 def _error_message(error: Any) -> str:
     if isinstance(error, dict):
         error = error.get("message") or error
@@ -266,12 +284,7 @@ class OpenAIStreamToOllama(_Push):
                 self.done = True
                 out += translator.finish(True)
                 return
-            chunk = _load(data, "SSE")
-            if event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
-                chunk = {"error": chunk}
-            if not isinstance(chunk, dict):
-                raise StreamFormatError(f"the backend sent a non-object SSE chunk: {data[:200]!r}")
-            out += translator.feed(chunk)
+            out += translator.feed(sse_chunk(event, data))
 
     def _unfinished(self) -> list[bytes]:
         return self.translator.finish(False)
@@ -384,9 +397,7 @@ class OllamaStreamToOpenAI(_Push):
 
     def _take(self, items: list, out: list[bytes]) -> None:
         for raw in items:
-            line = _load(raw, "NDJSON")
-            if not isinstance(line, dict):
-                raise StreamFormatError(f"the backend sent a non-object NDJSON line: {raw[:200]!r}")
+            line = ndjson_line(raw)
             out += self.translator.feed(line)
             if line.get("done"):
                 self.done = True
