@@ -83,15 +83,12 @@ def _start_pool(services: Services, watcher: BackendsWatcher) -> None:
 
     watcher.on_change.append(reloaded)
     watcher.start()
-    previous = services.extras.get("shutdown")
 
     def shutdown() -> None:
         watcher.stop()
         pool.stop()
-        if previous is not None:
-            previous()
 
-    services.extras["shutdown"] = shutdown
+    services.on_shutdown(shutdown, first=True)
 
 
 def _register_error_handlers(app: Flask) -> None:

@@ -24,6 +24,23 @@ class Services:
     extras: dict[str, Any] = field(default_factory=dict)
     twins: Twins = field(default_factory=Twins)  # running streams identical requests can attach to
 
+    def on_shutdown(self, stop: Callable[[], None], *, first: bool = False) -> None:
+        """Chain ``stop`` into the app's shutdown (``extras["shutdown"]``, run by ``draining``): after what was
+        chained before it (a store that writes what the others recorded), or, ``first``, before it."""
+        previous = self.extras.get("shutdown")
+        if previous is None:
+            self.extras["shutdown"] = stop
+            return
+        one, two = (stop, previous) if first else (previous, stop)
+
+        def shutdown() -> None:
+            try:
+                one()
+            finally:
+                two()
+
+        self.extras["shutdown"] = shutdown
+
 
 def services() -> Services:
     return current_app.extensions["llm_proxy"]

@@ -283,14 +283,5 @@ def init_app(services: Any, registry: CollectorRegistry) -> Webhooks | None:
     services.sinks.append(hooks.sink)
     services.extras["webhooks"] = hooks
     hooks.start()
-    previous = services.extras.get("shutdown")
-
-    def shutdown() -> None:
-        try:
-            if previous is not None:
-                previous()
-        finally:
-            hooks.close()
-
-    services.extras["shutdown"] = shutdown
+    services.on_shutdown(hooks.close)
     return hooks

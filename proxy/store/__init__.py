@@ -125,15 +125,6 @@ def init_app(app: Any, services: Any) -> LogStore | None:
     store = LogStore(settings).open()
     services.sinks.append(store.sink)
     services.extras["log_store"] = store
-    previous = services.extras.get("shutdown")
-
-    def shutdown() -> None:
-        try:
-            if previous is not None:
-                previous()
-        finally:
-            store.close()
-
-    services.extras["shutdown"] = shutdown
+    services.on_shutdown(store.close)
     install_hooks(app, store, settings)
     return store

@@ -41,14 +41,7 @@ def install_cache(app: Flask, cache: Cache | None) -> None:
     extras["cache"] = cache
     flush = getattr(cache.store, "flush", None)
     if flush is not None:  # Redis: what is queued is written before the process exits
-        previous = extras.get("shutdown")
-
-        def shutdown() -> None:
-            flush(2.0)
-            if previous is not None:
-                previous()
-
-        extras["shutdown"] = shutdown
+        app.extensions["llm_proxy"].on_shutdown(lambda: flush(2.0), first=True)
 
     def mark(response: Response) -> Response:
         state = current().cache

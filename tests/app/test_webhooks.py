@@ -81,6 +81,14 @@ def _chat(proxy, n: int = 1, **headers: str) -> list[str]:
     return ids
 
 
+def _metric_becomes(proxy, prefix: str, value: float, timeout: float = 10.0) -> bool:
+    """The sender counts a delivery once it has read the receiver's answer, a moment after the receiver has it."""
+    deadline = time.monotonic() + timeout
+    while _metric(proxy, prefix) != value and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _metric(proxy, prefix) == value
+
+
 def _metric(proxy, line_start: str) -> float:
     text = requests.get(proxy.url + "/metrics").text
     values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)]
@@ -115,7 +123,7 @@ def test_batches_arrive_signed_after_a_500_and_a_dropped_connection_and_failures
         assert json.loads(receiver.posts[0][1])["batch_id"] == receiver.accepted[0]["batch_id"]  # same batch retried
         assert receiver.accepted[0]["attempt"] == 3
         assert _metric(proxy, "llm_proxy_webhook_failures_total{") == 2
-        assert _metric(proxy, "llm_proxy_webhook_delivered_records_total{") == 5
+        assert _metric_becomes(proxy, "llm_proxy_webhook_delivered_records_total{", 5)
         assert _metric(proxy, "llm_proxy_webhook_deliveries_total{") == len(receiver.accepted)
         text = requests.get(proxy.url + "/metrics").text
         assert 'receiver="127.0.0.1:' in text and "path-secret" not in text
@@ -133,7 +141,7 @@ def test_a_full_queue_drops_records_and_counts_them(make_proxy):
         assert _metric(proxy, 'llm_proxy_webhook_dropped_records_total{reason="queue_full"') == 3
         receiver.release.set()
         receiver.wait_for(lambda: len(receiver.records()) == 3)
-        assert _metric(proxy, "llm_proxy_webhook_delivered_records_total{") == 3
+        assert _metric_becomes(proxy, "llm_proxy_webhook_delivered_records_total{", 3)
     finally:
         receiver.stop()
 
