@@ -7,6 +7,7 @@
     flavor = "llamacpp"              # auto (default) | llamacpp | vllm | openai | generic
     models = ["qwen3-*", "smollm2"]  # exact names and globs it serves (default: whatever its model list says)
     aliases = { fast = "smollm2" }   # client name = this backend's name
+    native = ["messages"]            # agent fronts sent to its own /v1/messages, /v1/responses (default: translated)
     weight = 3                       # for the weighted strategy
     max_concurrency = 4              # requests in flight at most (0 = no cap); beyond it they queue
     queue = { max_waiting = 100, max_wait_s = 60 }  # bounds of that queue: beyond them a 503 overloaded
@@ -36,6 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config import ConfigError
+from .values import NATIVE_FRONTS
 
 TYPES = ("openai", "ollama", "stub")
 FLAVORS = ("auto", "llamacpp", "vllm", "openai", "generic")
@@ -79,6 +81,7 @@ class BackendSpec:
     flavor: str = "auto"
     models: tuple[str, ...] = ()  # empty: what its model list says
     aliases: tuple[tuple[str, str], ...] = ()  # (client name, this backend's name)
+    native: tuple[str, ...] = ()  # agent fronts passed through to its own API (values.NATIVE_FRONTS)
     weight: int = 1
     max_concurrency: int = 0  # 0 = no cap
     queue: QueueBounds = QueueBounds()
@@ -166,6 +169,13 @@ def _aliases(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple((k.strip(), v.strip()) for k, v in value.items())
 
 
+def _native(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip().lower() in NATIVE_FRONTS
+                                              for v in value):
+        raise ValueError("a list of names among " + ", ".join(f'"{f}"' for f in NATIVE_FRONTS) + " (or [])")
+    return tuple(dict.fromkeys(v.strip().lower() for v in value))
+
+
 def _url(value: Any) -> str:
     parts = urlsplit(value.strip().rstrip("/")) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
@@ -196,7 +206,7 @@ HEALTH_KEYS: dict[str, Callable[[Any], Any]] = {
     "path": _path, "interval_s": _number(0, strict=True), "timeout_s": _number(0, strict=True),
     "unhealthy_after": _integer(1), "healthy_after": _integer(1)}
 QUEUE_KEYS: dict[str, Callable[[Any], Any]] = {"max_waiting": _integer(0), "max_wait_s": _number(0, strict=True)}
-BACKEND_KEYS = ("type", "url", "api_key", "flavor", "models", "aliases", "weight", "max_concurrency", "queue",
+BACKEND_KEYS = ("type", "url", "api_key", "flavor", "models", "aliases", "native", "weight", "max_concurrency", "queue",
                 "timeouts", "health")
 ROUTING_KEYS = ("strategy", "retries", "backoff_ms", "rules", "affinity")
 
@@ -265,6 +275,7 @@ def _backend(name: str, table: Any, environ: Mapping[str, str]) -> BackendSpec:
         flavor=_get(table, "flavor", _choice(*FLAVORS), place, "auto"),
         models=_get(table, "models", _names, place, ()),
         aliases=_get(table, "aliases", _aliases, place, ()),
+        native=_get(table, "native", _native, place, ()),
         weight=_get(table, "weight", _integer(1), place, 1),
         max_concurrency=_get(table, "max_concurrency", _integer(0), place, 0),
         queue=queue, timeouts=timeouts, health=health)

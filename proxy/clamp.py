@@ -17,8 +17,11 @@ MARGIN = 64  # tokens kept free beyond the estimate (the chat template's own tok
 LIMIT_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "openai": (("max_tokens",), ("max_completion_tokens",)),
     "ollama": (("options", "num_predict"),),
+    "anthropic": (("max_tokens",),),  # the agent fronts' own bodies, passed through to a native backend
+    "responses": (("max_output_tokens",),),
 }
-CONTEXT_FIELDS: dict[str, tuple[str, ...] | None] = {"openai": None, "ollama": ("options", "num_ctx")}
+CONTEXT_FIELDS: dict[str, tuple[str, ...] | None] = {"openai": None, "ollama": ("options", "num_ctx"),
+                                                     "anthropic": None, "responses": None}
 
 
 def prompt_estimate(body_bytes: int) -> int:

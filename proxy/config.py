@@ -32,6 +32,7 @@ from .values import (
     log_level,
     mask_url,
     model_map,
+    native_fronts,
     parse_api_keys,
     parse_networks,
     parse_origins,
@@ -76,11 +77,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BACKEND_API_KEY", "", str, "sent upstream as Authorization: Bearer; never shown or logged", secret=True),
     Setting("BACKEND_TIMEOUT", "300", seconds, "seconds to wait for the backend (first byte and between chunks)"),
     Setting("BACKEND_CONNECT_TIMEOUT", "5", seconds, "seconds to wait for a connection to the backend"),
+    Setting("BACKEND_NATIVE", "", native_fronts, "agent fronts sent to the backend's own API instead of translated: "
+            "messages (/v1/messages), responses (/v1/responses), comma-separated; empty = both translated"),
     Setting("BACKEND_CA_BUNDLE", "", ca_bundle, "PEM file (or directory) of extra certificates trusted for an "
             "https backend (else REQUESTS_CA_BUNDLE; SSL_CERT_FILE replaces the system's)"),
     Setting("BACKENDS_FILE", "", backends_file, "TOML file of several backends, routing rules, balancing, "
             "failover and health checks, reloaded when it changes (then BACKEND_TYPE, _URL, _FLAVOR, _API_KEY, "
-            "_TIMEOUT, _CONNECT_TIMEOUT must not be set); empty = the one backend of BACKEND_*"),
+            "_TIMEOUT, _CONNECT_TIMEOUT, _NATIVE must not be set); empty = the one backend of BACKEND_*"),
     Setting("MAX_RESPONSE_BYTES", "134217728", int_min(0), "a larger non-streamed backend answer (or compressed "
             "one, once decoded) is refused with 502; streams are relayed, not kept (0 = no limit)"),
     Setting("MODEL_MAP", "", model_map, "client-name=backend-name pairs, comma-separated; * globs on the left"),
@@ -181,7 +184,7 @@ SETTINGS: tuple[Setting, ...] = (
 
 # The BACKEND_* variables that describe the one backend of a proxy without BACKENDS_FILE.
 SINGLE_BACKEND_VARS = ("BACKEND_TYPE", "BACKEND_URL", "BACKEND_FLAVOR", "BACKEND_API_KEY", "BACKEND_TIMEOUT",
-                       "BACKEND_CONNECT_TIMEOUT")
+                       "BACKEND_CONNECT_TIMEOUT", "BACKEND_NATIVE")
 
 
 def _backends_conflict(environ: Mapping[str, str]) -> str | None:
@@ -205,6 +208,7 @@ class Settings:
     backend_api_key: str
     backend_timeout: float
     backend_connect_timeout: float
+    backend_native: tuple[str, ...]
     backend_ca_bundle: str
     backends_file: str
     max_response_bytes: int

@@ -85,6 +85,17 @@ def csv(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+NATIVE_FRONTS = ("messages", "responses")  # agent fronts a backend may be sent as they are (BACKEND_NATIVE, `native`)
+
+
+def native_fronts(raw: str) -> tuple[str, ...]:
+    """BACKEND_NATIVE: the agent fronts passed through to the backend's own API, comma-separated."""
+    values = tuple(v.lower() for v in csv(raw))
+    if any(v not in NATIVE_FRONTS for v in values):
+        raise ValueError("comma-separated names among " + ", ".join(NATIVE_FRONTS) + " (or empty)")
+    return values
+
+
 def model_map(raw: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for item in csv(raw):

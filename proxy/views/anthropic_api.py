@@ -1,6 +1,7 @@
 """The Anthropic Messages front door (what Claude Code reaches through ``ANTHROPIC_BASE_URL``): ``/v1/messages``
 and ``/v1/messages/count_tokens``, over every backend kind: translated to OpenAI chat, then sent as it is to an
-OpenAI-compatible backend or the stub, or through the Ollama mapping to an Ollama one."""
+OpenAI-compatible backend or the stub, or through the Ollama mapping to an Ollama one; or passed through to a
+backend that speaks Messages itself (``native``)."""
 from __future__ import annotations
 
 import itertools
@@ -17,6 +18,7 @@ from ..errors import BackendUnavailable, ProxyError, clip_message
 from ..exchange import Exchange
 from ..render import json_response, raw_json_response
 from ..services import services
+from . import native
 from .common import (
     begin,
     clamped,
@@ -42,9 +44,13 @@ def messages() -> Response:
     exchange.stream = bool(body.get("stream"))
     settings = services().settings
     msg_id = an.new_message_id()
-    beating = exchange.stream and settings.keepalive_s > 0
+    early = exchange.stream and settings.keepalive_s > 0
+    # A backend that may answer in Messages itself sends its own message_start: the beats are pings alone
+    beating = early and not native.may_be_native(native.MESSAGES)
 
     def attempt(backend: Backend, upstream_model: str) -> Response:
+        if native.is_native(exchange, backend, native.MESSAGES):
+            return native.passthrough(exchange, native.MESSAGES, body, upstream_model)
         out = an.to_openai(body, upstream_model, backend.flavor, settings.agent_sanitize)
         out = clamped(exchange, out, "openai")  # Claude Code asks 32,000 tokens of any model (AGENT_SANITIZE)
         if backend.dialect != "ollama":
@@ -54,8 +60,8 @@ def messages() -> Response:
         if think is not None:
             ollama_body["think"] = think
         return _answer(exchange, body, msg_id, "/api/chat", ollama_body, ollama=True, opened=beating)
-    if beating:
-        opening = an.message_start(msg_id, exchange.model_requested or "")
+    if early:
+        opening = an.message_start(msg_id, exchange.model_requested or "") if beating else b""
         return serve_stream(exchange, "anthropic", attempt, opening=opening, beat=an.PING)
     return serve(exchange, attempt)
 

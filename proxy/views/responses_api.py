@@ -1,5 +1,6 @@
 """The OpenAI Responses front door: `POST /v1/responses` (what Codex speaks), stateless, translated onto the
-backend's chat API (`/v1/chat/completions` or Ollama's `/api/chat`), streamed or whole. Errors are rendered in
+backend's chat API (`/v1/chat/completions` or Ollama's `/api/chat`), or passed through to a backend that speaks
+Responses itself (``native``), streamed or whole. Errors are rendered in
 OpenAI's shape (the `/v1` dialect); a stream that fails after its first byte ends with `response.failed`."""
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from ..backends.base import Backend
 from ..dialects import ollama_openai as oo
 from ..dialects.responses import shapes
 from ..dialects.responses.request import check_request, to_chat, tools_of
-from ..errors import BackendUnavailable, MethodNotAllowed, NotFound
+from ..errors import BackendUnavailable, MethodNotAllowed, NotFound, ProxyError
 from ..render import raw_json_response
 from ..responses_stream import ChatToResponses, ResponsesFromOllama, ResponsesFromOpenAI
 from ..services import services
+from . import native
 from .common import (
     SSE,
     STREAM_HEADERS,
@@ -44,6 +46,10 @@ def create_response() -> Response:
     translator = ChatToResponses(fixed, tools_of(body)[2])  # one per request: its opening may be sent already
 
     def attempt(backend: Backend, upstream_model: str) -> Response:
+        if native.is_native(exchange, backend, native.RESPONSES):
+            translator.opened = True  # its events are the backend's: only a failure's end is the proxy's
+            return native.passthrough(exchange, native.RESPONSES, body, upstream_model,
+                                      failure=lambda exc: b"".join(translator.failed(exc)))
         plan = to_chat(body, upstream_model, backend.flavor)
         exchange.answer = translator.answer
         if plan.empty:
@@ -70,10 +76,15 @@ def create_response() -> Response:
 
     if exchange.stream and services().settings.keepalive_s:
         # The head and the opening events at once, then response.in_progress every KEEPALIVE_S until the
-        # backend's first byte (queue, failover, prefill); a failure after that is a response.failed.
+        # backend's first byte (queue, failover, prefill); a failure after that is a response.failed. A backend
+        # that may answer in Responses itself sends its own opening: then the beats are SSE comments alone.
+        def failed(exc: ProxyError) -> bytes:
+            return b"".join(translator.failed(exc))
+        if native.may_be_native(native.RESPONSES):
+            return serve_stream(exchange, "openai", attempt, error_event=failed)
         opening = b"".join(translator.opening())
         return serve_stream(exchange, "openai", attempt, opening=opening, beat=translator.keepalive, first_s=0,
-                            error_event=lambda exc: b"".join(translator.failed(exc)))
+                            error_event=failed)
     return serve(exchange, attempt)
 
 

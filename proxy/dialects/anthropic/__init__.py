@@ -12,6 +12,7 @@ from .request import (
     think_of,
     to_openai,
     tool_id,
+    without_billing,
 )
 from .wire import (
     MESSAGE_STOP,
@@ -39,5 +40,5 @@ __all__ = [
     "check_count_tokens_request", "check_messages_request", "error_event", "estimate_tokens", "event",
     "flat_text", "matched_stop", "message_delta", "message_from_openai", "message_start", "model_entry",
     "model_list", "new_message_id", "stop_reason_of", "think_of", "to_openai", "tool_id", "tool_use_id",
-    "usage_of",
+    "usage_of", "without_billing",
 ]

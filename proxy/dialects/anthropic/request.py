@@ -103,6 +103,17 @@ def _is_billing(text: str) -> bool:
     return text.lstrip().startswith(BILLING_PREFIX)
 
 
+def without_billing(system: Any) -> Any:
+    """``system`` in its own shape (a string or blocks, ``cache_control`` kept) without Claude Code's per-request
+    billing block: what goes to a backend that speaks Messages itself (AGENT_SANITIZE)."""
+    if isinstance(system, str):
+        return system.lstrip().partition("\n")[2] if _is_billing(system) else system
+    if not isinstance(system, list):
+        return system
+    return [b for b in system if not (isinstance(b, dict) and b.get("type") == "text"
+                                      and isinstance(b.get("text"), str) and _is_billing(b["text"]))]
+
+
 def _system_texts(system: Any, sanitize: bool) -> list[str]:
     if isinstance(system, str):
         if sanitize and _is_billing(system):
