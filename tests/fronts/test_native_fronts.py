@@ -115,6 +115,8 @@ def test_the_log_keeps_the_assembled_messages_answer(proxy, stream):
     assert json.loads(answer["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
     assert (answer["prompt_tokens"], answer["completion_tokens"]) == (11, 5)
     assert answer["finish_reason"] == "tool_use" and row["outcome"] == "ok"
+    page = requests.get(f"{proxy.url}/ui/logs/{row['id']}", timeout=10)
+    assert page.status_code == 200 and "Hello there" in page.text and "get_weather" in page.text
 
 
 def test_a_backend_error_is_answered_in_anthropics_shape(proxy, llamacpp):
@@ -124,6 +126,21 @@ def test_a_backend_error_is_answered_in_anthropics_shape(proxy, llamacpp):
     body = r.json()
     assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
     assert "bad tools" in body["error"]["message"]
+
+
+def test_a_native_messages_stream_cut_short_ends_with_an_error_event(proxy, llamacpp):
+    llamacpp.expect("POST", "/v1/messages", native.messages_responder(close_after=4))
+    r = requests.post(proxy.url + "/v1/messages", json=ask(True), timeout=10)
+    said = check_order(sse_events(r.content))
+    assert said["error"] is not None and said["blocks"]
+
+
+@pytest.mark.parametrize("native_fronts", ["messages", ""], ids=["native", "translated"])
+def test_a_messages_stream_without_keepalives_is_labelled_sse(make_proxy, llamacpp, native_fronts):
+    proxy = make_proxy(BACKEND_NATIVE=native_fronts, KEEPALIVE_S="0", MODEL_MAP=f"{CLIENT_MODEL}=smollm2")
+    r = requests.post(proxy.url + "/v1/messages", json=ask(True), timeout=10)
+    assert r.headers["Content-Type"].startswith("text/event-stream")
+    assert check_order(sse_events(r.content))["stop_reason"]
 
 
 def test_without_native_the_messages_front_is_translated(make_proxy, llamacpp, anthropic_client):
