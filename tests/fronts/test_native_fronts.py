@@ -6,10 +6,12 @@ the assembled answer; a backend without `native` is still translated; failover a
 from __future__ import annotations
 
 import json
+import tomllib
 
 import pytest
 import requests
 
+from proxy import backendsfile as bf
 from proxy import create_app
 from proxy.config import ConfigError, Settings
 from tests.support import fake_agent_apis as native
@@ -263,3 +265,10 @@ def test_a_bad_native_value_stops_start_up_naming_the_backend_and_the_key(tmp_pa
     settings = Settings.from_env({"BACKENDS_FILE": str(path), "DATABASE_URL": f"sqlite:///{tmp_path}/p.db"})
     with pytest.raises(ConfigError, match="backend 'gpu', key 'native': expected a list of names among"):
         create_app(settings)
+
+
+def test_the_native_key_of_a_backends_file_is_read():
+    text = '[backends.a]\ntype = "openai"\nurl = "http://x"\nnative = ["Responses", "messages", "responses"]\n' \
+           '[backends.b]\ntype = "ollama"\nurl = "http://y"\n'
+    a, b = bf.parse(tomllib.loads(text), "b.toml", {}).backends
+    assert a.native == ("responses", "messages") and b.native == ()
