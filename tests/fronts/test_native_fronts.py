@@ -164,6 +164,15 @@ def test_keepalive_pings_come_before_the_backends_own_message_start(make_proxy, 
     assert raw.endswith(renamed(native.messages_events("smollm2", ["Hello", " there"])))
 
 
+def test_the_gevent_server_relays_a_slow_native_stream_to_the_sdk(wsgi_proxy, llamacpp, anthropic_client):
+    llamacpp.expect("POST", "/v1/messages", native.messages_responder(hang=0.5))
+    proxy = wsgi_proxy(BACKEND_NATIVE="messages", KEEPALIVE_S="0.1", MODEL_MAP=f"{CLIENT_MODEL}=smollm2")
+    with anthropic_client(proxy).messages.stream(**{k: v for k, v in ask(True).items() if k != "stream"}) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Hello there" and final.model == CLIENT_MODEL and final.id == native.MSG_ID
+
+
 def test_failover_from_a_native_backend_to_a_translated_one(tmp_path, anthropic_client):
     down = fakes.FakeUpstream().start()
     up = fakes.FakeUpstream().start()
