@@ -47,9 +47,8 @@ def create_response() -> Response:
 
     def attempt(backend: Backend, upstream_model: str) -> Response:
         if native.is_native(exchange, backend, native.RESPONSES):
-            translator.opened = True  # its events are the backend's: only a failure's end is the proxy's
             return native.passthrough(exchange, native.RESPONSES, body, upstream_model,
-                                      failure=lambda exc: b"".join(translator.failed(exc)))
+                                      failure=lambda exc: _failed_mid_stream(translator, exc))
         plan = to_chat(body, upstream_model, backend.flavor)
         exchange.answer = translator.answer
         if plan.empty:
@@ -86,6 +85,13 @@ def create_response() -> Response:
         return serve_stream(exchange, "openai", attempt, opening=opening, beat=translator.keepalive, first_s=0,
                             error_event=failed)
     return serve(exchange, attempt)
+
+
+def _failed_mid_stream(translator: ChatToResponses, exc: ProxyError) -> bytes:
+    """The end of a native backend's stream that broke: ``response.failed`` alone (the opening events were the
+    backend's own)."""
+    translator.opened = True
+    return b"".join(translator.failed(exc))
 
 
 def _answered_here(exchange, translator: ChatToResponses) -> Response:

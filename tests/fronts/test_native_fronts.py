@@ -173,22 +173,29 @@ def test_the_gevent_server_relays_a_slow_native_stream_to_the_sdk(wsgi_proxy, ll
     assert text == "Hello there" and final.model == CLIENT_MODEL and final.id == native.MSG_ID
 
 
-def test_failover_from_a_native_backend_to_a_translated_one(tmp_path, anthropic_client):
+@pytest.mark.parametrize("front", ["messages", "responses"])
+def test_failover_from_a_native_backend_to_a_translated_one(tmp_path, front):
     down = fakes.FakeUpstream().start()
     up = fakes.FakeUpstream().start()
     try:
         down.serve_openai_models("m")
-        down.default("POST", "/v1/messages", native.anthropic_error(503, "overloaded_error", "busy"))
+        down.default("POST", f"/v1/{front}", native.anthropic_error(503, "overloaded_error", "busy"))
         up.serve_openai_models("m")
         up.default("POST", "/v1/chat/completions", fakes.openai_chat_responder(["from", " b"]))
-        text = backend("a", down, 'native = ["messages"]\nweight = 9\n') + backend("b", up) + \
+        text = backend("a", down, f'native = ["{front}"]\nweight = 9\n') + backend("b", up) + \
             '[routing]\nstrategy = "weighted"\nretries = 1\n[[routing.rules]]\nmodel = "*"\nbackends = ["a", "b"]\n'
         proxy = PoolProxy.start(tmp_path, text, KEEPALIVE_S="5")
         try:
-            r = requests.post(proxy.url + "/v1/messages", json={**ask(True), "model": "m"}, timeout=10)
-            said = check_order(sse_events(r.content))
-            assert said["blocks"][0]["value"] == "from b" and said["stop_reason"] == "end_turn"
-            assert len(down.calls("/v1/messages")) == 1 and len(up.calls("/v1/chat/completions")) == 1
+            body = {**ask(True), "model": "m"} if front == "messages" else {**codex(True), "model": "m"}
+            r = requests.post(f"{proxy.url}/v1/{front}", json=body, timeout=10)
+            if front == "messages":
+                said = check_order(sse_events(r.content))
+                assert said["blocks"][0]["value"] == "from b" and said["stop_reason"] == "end_turn"
+            else:
+                kinds = [json.loads(ln[6:])["type"] for ln in r.content.split(b"\n") if ln.startswith(b"data: ")]
+                assert kinds[:2] == ["response.created", "response.in_progress"]
+                assert kinds[-1] == "response.completed" and kinds.count("response.created") == 1
+            assert len(down.calls(f"/v1/{front}")) == 1 and len(up.calls("/v1/chat/completions")) == 1
         finally:
             proxy.stop()
     finally:
