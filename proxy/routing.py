@@ -380,7 +380,8 @@ def spec_settings(spec: BackendSpec, settings: Settings) -> Settings:
     """The settings that describe one backend of the file, as ``make_backend`` takes them (the doctor too)."""
     return dataclasses.replace(settings, backend_type=spec.type, backend_url=spec.url or settings.backend_url,
                                backend_api_key=spec.api_key, backend_flavor=spec.flavor,
-                               backend_connect_timeout=spec.timeouts.connect_s, backend_timeout=spec.timeouts.idle_s)
+                               backend_connect_timeout=spec.timeouts.connect_s, backend_timeout=spec.timeouts.idle_s,
+                               backend_native=spec.native)
 
 
 def _member(spec: BackendSpec, settings: Settings, make_backend: Callable[[Settings], Any],
