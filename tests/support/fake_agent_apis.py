@@ -7,6 +7,7 @@ Nothing here imports the proxy.
 """
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -116,7 +117,7 @@ def responses_events(model: str, pieces: Iterable[str], *, call: tuple[str, dict
                      input_tokens: int = 13, output_tokens: int = 4) -> list[bytes]:
     """A Responses stream: created, in_progress, a message item with text deltas, a function call, completed."""
     pieces = list(pieces)
-    seq = iter(range(1000))
+    seq = itertools.count()
 
     def ev(kind: str, **body: Any) -> bytes:
         return _event(kind, {"type": kind, "sequence_number": next(seq), **body})
