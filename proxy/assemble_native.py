@@ -8,6 +8,7 @@ from typing import Any
 
 from . import jsonio
 from .streaming import Answer
+from .usage import take_agent_usage
 
 
 def sse_objects(raw: bytes) -> Iterator[dict]:
@@ -33,14 +34,7 @@ def _call(call_id: Any, name: Any, arguments: str) -> dict:
 # --- Anthropic Messages ------------------------------------------------------------------------------------
 
 def _messages_usage(answer: Answer, usage: Any) -> None:
-    """Anthropic's usage: the prompt is the uncached input plus what was read from and written to the cache."""
-    if not isinstance(usage, dict):
-        return
-    parts = [usage.get(k) for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")]
-    if isinstance(parts[0], int):
-        answer.prompt_tokens = sum(p for p in parts if isinstance(p, int))
-    if isinstance(usage.get("output_tokens"), int):
-        answer.completion_tokens = usage["output_tokens"]
+    take_agent_usage(answer, {"usage": usage})  # the prompt: uncached input plus cache reads and writes
 
 
 def _messages_block(answer: Answer, block: dict) -> None:
@@ -93,11 +87,7 @@ def assemble_messages_sse(raw: bytes) -> Answer:
             _delta(blocks.get(event.get("index", -1)), event.get("delta"))
         elif kind == "message_delta":
             answer.finish_reason = (event.get("delta") or {}).get("stop_reason")
-            usage = event.get("usage") or {}
-            prompt = answer.prompt_tokens
-            _messages_usage(answer, usage)
-            if "input_tokens" not in usage:
-                answer.prompt_tokens = prompt
+            _messages_usage(answer, event.get("usage"))  # output tokens; input tokens only where given again
         elif kind == "error":
             error = event.get("error")
             answer.error = str(error.get("message") if isinstance(error, dict) else error)
@@ -145,12 +135,7 @@ def _responses_item(answer: Answer, item: dict) -> None:
 
 def _responses_end(answer: Answer, response: dict) -> None:
     """Usage, stop and error of a response object."""
-    usage = response.get("usage")
-    if isinstance(usage, dict):
-        if isinstance(usage.get("input_tokens"), int):
-            answer.prompt_tokens = usage["input_tokens"]
-        if isinstance(usage.get("output_tokens"), int):
-            answer.completion_tokens = usage["output_tokens"]
+    take_agent_usage(answer, response)
     status = response.get("status")
     if status == "completed":
         answer.finish_reason = "tool_calls" if answer.tool_calls else "stop"

@@ -197,9 +197,10 @@ class Exchange:
             if isinstance(body, BodyBuffer):
                 body.pack = True
 
-    def count_usage(self, sse: bool) -> None:
-        """Read this passthrough stream's usage from its chunks as they pass (see ``usage.UsageTap``)."""
-        self.usage = UsageTap(sse)
+    def count_usage(self, sse: bool, agent: bool = False) -> None:
+        """Read this passthrough stream's usage from its chunks as they pass (see ``usage.UsageTap``; ``agent``:
+        the Messages and Responses events' own usage)."""
+        self.usage = UsageTap(sse, agent)
 
     def took_whole(self, raw: bytes) -> None:
         """The whole upstream answer, as received: a passthrough's answer and usage are read from it at the

@@ -33,14 +33,33 @@ def take_openai_usage(target: Any, usage: Any) -> None:
             target.completion_tokens = usage["completion_tokens"]
 
 
+def take_agent_usage(target: Any, event: dict) -> None:
+    """Set ``target``'s tokens from an Anthropic Messages event (``message_start``'s ``message.usage``,
+    ``message_delta``'s ``usage``) or a Responses one (``response.usage``): the prompt is the input with what
+    was read from and written to the cache (Anthropic counts those apart), each figure only where it is given."""
+    usage = event.get("usage")
+    for holder in ("message", "response"):
+        inner = event.get(holder)
+        if isinstance(inner, dict) and isinstance(inner.get("usage"), dict):
+            usage = inner["usage"]
+    if not isinstance(usage, dict):
+        return
+    if isinstance(usage.get("input_tokens"), int):
+        cached = (usage.get(k) for k in ("cache_read_input_tokens", "cache_creation_input_tokens"))
+        target.prompt_tokens = usage["input_tokens"] + sum(c for c in cached if isinstance(c, int))
+    if isinstance(usage.get("output_tokens"), int):
+        target.completion_tokens = usage["output_tokens"]
+
+
 class UsageTap:
     """Fed each upstream chunk of an SSE (``sse=True``) or NDJSON stream; keeps the last usage reported,
     the last error event, and the number of events seen (a count to fall back on when none is reported)."""
 
-    __slots__ = ("sse", "pending", "skipping", "prompt_tokens", "completion_tokens", "events", "error")
+    __slots__ = ("sse", "agent", "pending", "skipping", "prompt_tokens", "completion_tokens", "events", "error")
 
-    def __init__(self, sse: bool):
+    def __init__(self, sse: bool, agent: bool = False):
         self.sse = sse
+        self.agent = agent  # the agent APIs' events (a native Messages or Responses stream): ``take_agent_usage``
         self.pending = bytearray()  # a line not complete yet
         self.skipping = False  # inside a line longer than LINE_MAX
         self.prompt_tokens: int | None = None
@@ -106,6 +125,9 @@ class UsageTap:
         error = obj.get("error")
         if error:
             self.error = str(error.get("message") or error) if isinstance(error, dict) else str(error)
+        if self.agent:
+            take_agent_usage(self, obj)
+            return
         take_openai_usage(self, obj.get("usage"))
         if isinstance(obj.get("prompt_eval_count"), int):
             self.prompt_tokens = obj["prompt_eval_count"]

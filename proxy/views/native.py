@@ -88,6 +88,7 @@ def passthrough(exchange: Exchange, name: str, body: dict, upstream_model: str,
     renames = model_renames(upstream_model, exchange.model_requested or "")
     if exchange.stream:
         exchange.answer_parser = parse_sse
+        exchange.count_usage(sse=True, agent=True)  # the log's copy may be cut (LOG_MAX_BODY_BYTES): usage as it passes
         exchange.client_copy_derived_from_upstream(
             lambda raw: b"".join(passthrough_sse([raw], strip_usage_chunk=False, renames=renames)))
         chunks = passthrough_sse(exchange.upstream_chunks(upstream), strip_usage_chunk=False, renames=renames)

@@ -121,6 +121,17 @@ def test_the_log_keeps_the_assembled_messages_answer(proxy, stream):
     assert page.status_code == 200 and "Hello there" in page.text and "get_weather" in page.text
 
 
+@pytest.mark.parametrize("front", ["messages", "responses"])
+def test_a_stream_longer_than_the_logs_copy_still_records_its_usage(make_proxy, llamacpp, front):
+    llamacpp.expect("POST", f"/v1/{front}", (native.messages_responder if front == "messages"
+                                             else native.responses_responder)(["word "] * 400))
+    proxy = make_proxy(BACKEND_NATIVE=front, LOG_MAX_BODY_BYTES="4096", MODEL_MAP=f"{CLIENT_MODEL}=smollm2,codex-m=smollm2")
+    r = requests.post(f"{proxy.url}/v1/{front}", json=ask(True) if front == "messages" else codex(True), timeout=10)
+    assert len(r.content) > 4096
+    (row,) = wait_rows(store_of(proxy), 1)
+    assert (row["prompt_tokens"], row["completion_tokens"]) == ((11, 5) if front == "messages" else (13, 4))
+
+
 def test_a_backend_error_is_answered_in_anthropics_shape(proxy, llamacpp):
     llamacpp.expect("POST", "/v1/messages", native.anthropic_error(400, "invalid_request_error", "bad tools"))
     r = requests.post(proxy.url + "/v1/messages", json=ask(True), timeout=10)
