@@ -92,6 +92,14 @@ def test_a_streamed_message_is_kept_and_a_hit_streams_the_full_event_sequence(ca
     assert len(setup.chat_calls()) == 1
 
 
+def test_without_keep_alives_a_live_and_a_cached_message_stream_are_both_sse(cached_setup):
+    setup = cached_setup("openai", KEEPALIVE_S=0)
+    for expected in ("MISS", "HIT"):
+        r = messages_raw(setup, stream=True)
+        assert r.headers["X-Cache"] == expected and r.headers["Content-Type"].startswith("text/event-stream")
+        assert check_order(sse_events(r.content))["stop_reason"] == "end_turn"
+
+
 def test_a_tool_use_with_thinking_is_replayed_as_blocks(backend_setup, anthropic_client):
     setup = backend_setup("openai", CACHE="memory")
     setup.script_chat((), reasoning=("Think", "ing"), tool_calls=[("get_weather", '{"city": "Paris"}', "call_1")])
@@ -215,6 +223,24 @@ def test_sampled_responses_no_store_and_cut_streams_are_not_kept(backend_setup):
     assert responses_raw(setup).headers["X-Cache"] == "MISS"
     assert responses_raw(setup).headers["X-Cache"] == "HIT"
     assert len(setup.chat_calls()) == 4
+
+
+def test_an_empty_probe_is_answered_here_and_not_looked_up(cached_setup):
+    setup = cached_setup("openai")
+    for _ in range(2):
+        r = responses_raw(setup, input=[])
+        assert r.status_code == 200 and r.json()["output"] == [] and r.headers["X-Cache"] == "BYPASS"
+    assert setup.chat_calls() == []
+
+
+def test_an_unknown_model_is_refused_in_each_fronts_shape_with_the_cache_on(cached_setup):
+    setup = cached_setup("openai")
+    message = messages_raw(setup, model="no-such-model")
+    assert message.status_code == 404 and message.json()["type"] == "error"
+    assert message.headers["X-Cache"] == "BYPASS"
+    response = responses_raw(setup, model="no-such-model")
+    assert response.status_code == 404 and "error" in response.json() and response.headers["X-Cache"] == "BYPASS"
+    assert setup.chat_calls() == []
 
 
 # --- the log and metrics -----------------------------------------------------------------------------------
