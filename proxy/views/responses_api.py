@@ -18,6 +18,7 @@ from ..dialects import ollama_openai as oo
 from ..dialects.responses import shapes
 from ..dialects.responses.request import check_request, to_chat, tools_of
 from ..errors import BackendUnavailable, MethodNotAllowed, NotFound
+from ..exchange import Exchange
 from ..render import raw_json_response
 from ..responses_stream import ChatToResponses, ResponsesFromOllama, ResponsesFromOpenAI
 from ..services import services
@@ -89,7 +90,7 @@ def create_response() -> Response:
     return cached(exchange, ask, answer, lambda entry: _hit(exchange, translator, entry))
 
 
-def _hit(exchange, translator: ChatToResponses, entry: dict) -> Response:
+def _hit(exchange: Exchange, translator: ChatToResponses, entry: dict) -> Response:
     """A cached answer as a response object, or as the whole event sequence: the stored answer's chat chunks
     through the translator that serves a live stream."""
     model = exchange.model_requested or ""
