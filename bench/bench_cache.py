@@ -5,7 +5,8 @@ Starts the mock upstream (bench/mock_upstream.py) and, per configuration, a prox
 request primes the entry, then N sequential requests on one keep-alive connection are timed to the last byte:
 
 * ``hit``: the same deterministic request (temperature 0) answered from the cache — OpenAI and Ollama
-  clients, whole and streamed (20 words, replayed a word a chunk);
+  clients and the agent fronts (Anthropic Messages, OpenAI Responses), whole and streamed (20 words, replayed
+  a word a chunk; an agent front's stream is timed to its last byte, not to a final event);
   The proxy's CPU time per hit (from ``/proc/<pid>/stat``) is printed too: it moves less with other work
   on the machine than the latency does.
 * ``miss``: the same request with ``Cache-Control: no-cache`` (looked up not at all, served by the mock and
@@ -37,18 +38,27 @@ CASES = (  # name, route, dialect, stream
     ("ollama whole", "/api/chat", "ollama", False),
     ("openai stream", "/v1/chat/completions", "openai", True),
     ("ollama stream", "/api/chat", "ollama", True),
+    ("anthropic whole", "/v1/messages", "anthropic", False),
+    ("anthropic stream", "/v1/messages", "anthropic", True),
+    ("responses whole", "/v1/responses", "responses", False),
+    ("responses stream", "/v1/responses", "responses", True),
 )
 
 
 def target(port: int, route: str, dialect: str, stream: bool, no_cache: bool = False) -> loadgen.Target:
     body: dict = {"model": "mock", "messages": [{"role": "user", "content": "Say hello."}], "stream": stream}
-    if dialect == "openai":
-        body["temperature"] = 0
-    else:
+    if dialect == "ollama":
         body["options"] = {"temperature": 0}
+    else:
+        body["temperature"] = 0
+    if dialect == "anthropic":
+        body["max_tokens"] = 100
+    elif dialect == "responses":
+        body["input"] = body.pop("messages")
     raw = json.dumps(body, separators=(",", ":")).encode()
     headers = ("Cache-Control: no-cache",) if no_cache else ()
-    mode = ("sse" if dialect == "openai" else "ndjson") if stream else ""
+    # the agent fronts' streams end without [DONE] or done: timed to the last byte of the body
+    mode = {"openai": "sse", "ollama": "ndjson"}.get(dialect, "") if stream else ""
     return loadgen.Target(f"{dialect}-{route}", "127.0.0.1", port,
                           loadgen.make_request("127.0.0.1", port, route, raw, headers), mode)
 
@@ -110,13 +120,13 @@ def main() -> int:
         finally:
             mock.stop()
     failed = False
-    print(f"{'cache':<7} {'case':<14} {'hit p50':>8} {'hit p99':>8} {'cpu/hit':>8} {'miss p50':>9} {'miss p99':>9}"
+    print(f"{'cache':<7} {'case':<16} {'hit p50':>8} {'hit p99':>8} {'cpu/hit':>8} {'miss p50':>9} {'miss p99':>9}"
           "  verdict")
     for config, cases in results.items():
         for name, row in cases.items():
             ok = row["hit"]["p50"] <= BUDGET_MS and not row["errors"]
             failed |= not ok
-            print(f"{config:<7} {name:<14} {row['hit']['p50']:8.3f} {row['hit']['p99']:8.3f} "
+            print(f"{config:<7} {name:<16} {row['hit']['p50']:8.3f} {row['hit']['p99']:8.3f} "
                   f"{row['hit_cpu_us'] / 1000:8.3f} "
                   f"{row['miss']['p50']:9.3f} {row['miss']['p99']:9.3f}  {'PASS' if ok else 'FAIL'}"
                   f"{'' if not row['errors'] else ' errors=' + str(row['errors'])}")

@@ -4,7 +4,8 @@ Pure: entry in, bytes out; time, ids and the client's model name come in as argu
 built here; OpenAI answers are those Ollama lines put through the same translator that serves an OpenAI
 client from an Ollama backend (``streaming.OllamaToOpenAI``), so a replay has the shape of a live answer:
 the role first, one chunk per word, the finish chunk, the usage chunk when ``include_usage`` was asked for,
-``data: [DONE]``; Ollama's last line is ``done: true`` with the token counts.
+``data: [DONE]``; Ollama's last line is ``done: true`` with the token counts. The agent fronts (Anthropic
+Messages, OpenAI Responses) take ``chat_chunks`` or ``chat_completion`` and put them through their own translators.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import re
 from typing import Any
 
 from .. import jsonio
+from ..anthropic_stream import OllamaToOpenAIChunks
 from ..dialects import ollama as ol
 from ..dialects import ollama_openai as oo
 from ..dialects import openai as oa
@@ -78,6 +80,22 @@ def stream(entry: dict, reply: Reply, model: str, now: float, cid: str, seconds:
     for line in ollama_lines(entry, "chat" if kind == "chat" else "generate", model, at, 0.0):
         out += translator.feed(line)
     return out
+
+
+def chat_chunks(entry: dict, model: str, now: float) -> list[dict]:
+    """A chat entry as OpenAI chat chunks (dicts): the role, one a word, the finish chunk and the usage chunk —
+    what an agent front's stream translator is fed on a hit, as it is fed a live backend's."""
+    translator = OllamaToOpenAIChunks("chat", model, "", int(now), True, clock=lambda: now)
+    out: list[Any] = []
+    for line in ollama_lines(entry, "chat", model, ol.rfc3339(now), 0.0):
+        out += translator.feed(line)
+    return [chunk for chunk in out if chunk.__class__ is dict]  # not the [DONE] marker
+
+
+def chat_completion(entry: dict, model: str, now: float, cid: str = "") -> dict:
+    """A chat entry as a whole OpenAI chat completion (a dict), for an agent front's whole answer."""
+    line = _final("chat", entry, model, ol.rfc3339(now), 0.0, whole=True)
+    return oo.chat_response_to_openai(line, cid, int(now), model)
 
 
 def whole(entry: dict, reply: Reply, model: str, now: float, cid: str, seconds: float = 0.0) -> bytes:

@@ -68,8 +68,6 @@ class Filters:
             raise BadFilter(f"status must be a code (200), a class (4xx) or 'error', not {status[:40]!r}")
         if text["before"] and _parse_cursor(text["before"]) is None:
             raise BadFilter("before must be a cursor of the form <started>_<id>, as the previous page gave it")
-        if text["cached"] not in ("", "0", "1"):
-            raise BadFilter(f"cached must be 1 or 0, not {text['cached'][:40]!r}")
         limit = int_arg(text["limit"], "limit", 1, None)
         if text["cached"] not in ("", "0", "1"):
             raise BadFilter(f"cached must be 1 (answered from the cache) or 0 (not), not {text['cached'][:40]!r}")
@@ -210,8 +208,6 @@ def _conditions(models: Models, f: Filters) -> list[pw.Expression]:
         out.append(e.session_id == f.session)
     if f.backend:  # no index: a pool has a few backends, so walking the time index finds a page of one quickly
         out.append(e.backend_name == f.backend)
-    if f.cached is not None:
-        out.append(e.cached == f.cached)
     if f.key:
         out.append(e.key_name == f.key)
     if f.upstream:

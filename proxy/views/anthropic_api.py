@@ -1,10 +1,12 @@
 """The Anthropic Messages front door (what Claude Code reaches through ``ANTHROPIC_BASE_URL``): ``/v1/messages``
 and ``/v1/messages/count_tokens``, over every backend kind: translated to OpenAI chat, then sent as it is to an
 OpenAI-compatible backend or the stub, or through the Ollama mapping to an Ollama one; or passed through to a
-backend that speaks Messages itself (``native``)."""
+backend that speaks Messages itself (``native``). The response cache keys a message by that chat request and
+answers a hit through the same stream translator (``views.caching``)."""
 from __future__ import annotations
 
 import itertools
+import time
 
 from flask import Blueprint, Response
 
@@ -12,6 +14,8 @@ from .. import jsonio
 from ..anthropic_stream import OllamaStreamToAnthropic, OpenAIStreamToAnthropic, OpenAIToAnthropic
 from ..assemble import answer_of_openai
 from ..backends.base import Backend
+from ..cache import key as ck
+from ..cache import replay
 from ..dialects import anthropic as an
 from ..dialects import ollama_openai as oo
 from ..errors import BackendUnavailable, ProxyError, clip_message
@@ -19,6 +23,7 @@ from ..exchange import Exchange
 from ..render import json_response, raw_json_response
 from ..services import services
 from . import native
+from .caching import cached, key_flavor, replayed_stream
 from .common import (
     begin,
     clamped,
@@ -60,10 +65,35 @@ def messages() -> Response:
         if think is not None:
             ollama_body["think"] = think
         return _answer(exchange, body, msg_id, "/api/chat", ollama_body, ollama=True, opened=beating)
-    if early:
-        opening = an.message_start(msg_id, exchange.model_requested or "") if beating else b""
-        return serve_stream(exchange, "anthropic", attempt, opening=opening, beat=an.PING)
-    return serve(exchange, attempt)
+
+    def answer() -> Response:
+        if early:
+            opening = an.message_start(msg_id, exchange.model_requested or "") if beating else b""
+            return serve_stream(exchange, "anthropic", attempt, opening=opening, beat=an.PING)
+        return serve(exchange, attempt)
+
+    def ask() -> ck.Ask:  # the key: the chat request the backend is sent
+        out = an.to_openai(body, exchange.model_requested or "", key_flavor(exchange), settings.agent_sanitize)
+        return ck.openai_chat(clamped(exchange, out, "openai"))
+    return cached(exchange, ask, answer, lambda entry: _hit(exchange, body, msg_id, entry))
+
+
+def _hit(exchange: Exchange, body: dict, msg_id: str, entry: dict) -> Response:
+    """A cached answer as a message, or as the whole event sequence: the stored answer's chat chunks through the
+    translator that serves a live stream."""
+    model = exchange.model_requested or ""
+    stops = body.get("stop_sequences")
+    now = time.time()
+    if exchange.stream:
+        translator = OpenAIToAnthropic(model, msg_id, stops, clock=lambda: now)
+        events = translator.opening()
+        for chunk in replay.chat_chunks(entry, model, now):
+            events += translator.feed(chunk)
+        events += translator.finish(True)
+        return replayed_stream(exchange, b"".join(events), "anthropic")
+    completion = replay.chat_completion(entry, model, now, msg_id)
+    data = jsonio.dumps(an.message_from_openai(completion, msg_id, model, stops))
+    return finish_whole(exchange, raw_json_response(data), data)
 
 
 def _answer(exchange: Exchange, body: dict, msg_id: str, path: str, out: dict, *, ollama: bool,

@@ -29,7 +29,7 @@ from .common import finish_whole, route_model, stream_response
 log = logging.getLogger(__name__)
 # The routes whose answers may be cached: each answer of these carries X-Cache.
 CACHEABLE_RULES = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/v1/chat/completions",
-                             "/v1/completions", "/v1/embeddings"})
+                             "/v1/completions", "/v1/embeddings", "/v1/messages", "/v1/responses"})
 CACHE_NAME = "cache"  # the backend a hit's record names
 
 
@@ -61,9 +61,11 @@ def directives(header: str) -> set[str]:
     return {part.split("=", 1)[0].strip().lower() for part in header.split(",") if part.strip()}
 
 
-def cached(exchange: Exchange, ask_of: Callable[[], Ask], answer: Callable[[], Response]) -> Response:
+def cached(exchange: Exchange, ask_of: Callable[[], Ask], answer: Callable[[], Response],
+           hit: Callable[[dict], Response] | None = None) -> Response:
     """``answer()``, or the cache's answer for the request ``ask_of()`` describes. ``Cache-Control: no-cache``
-    skips the lookup, ``no-store`` the keeping; a request that cannot be cached is answered as it would be."""
+    skips the lookup, ``no-store`` the keeping; a request that cannot be cached is answered as it would be.
+    ``hit(entry)``: how an agent front answers a hit in its own shape (default: in the dialect of ``ask.reply``)."""
     cache: Cache | None = services().extras.get("cache")
     if cache is None:
         return answer()
@@ -88,13 +90,28 @@ def cached(exchange: Exchange, ask_of: Callable[[], Ask], answer: Callable[[], R
         if found is not None and found.get("op") == ask.op:
             ctx.cache = HIT
             cache.count(HIT)
-            return _replay(exchange, ask, found)
+            _record_hit(exchange, found)
+            return _replay(exchange, ask, found) if hit is None else hit(found)
         ctx.cache = MISS
     cache.count(ctx.cache)
     response = answer()
     if "no-store" not in said:
         _keep_when_done(cache, exchange, ask, key, response)
     return response
+
+
+def key_flavor(exchange: Exchange) -> str:
+    """The backend flavour an agent front's request is translated for to make its key: the one backend's, or
+    with BACKENDS_FILE that of the first backend the routing allows for the model (the key names them all)."""
+    svc = services()
+    members = svc.pool.allowed(exchange.model_requested or "") if svc.pool is not None else ()
+    return members[0].backend.flavor if members else svc.backend.flavor
+
+
+def replayed_stream(exchange: Exchange, data: bytes, dialect: str) -> Response:
+    """A hit's stream, its events in one write (nothing is waited for between them, and a write per event
+    would cost a system call each)."""
+    return stream_response(exchange, cast(Upstream, _NoUpstream()), iter((data,)), dialect)
 
 
 def _target(exchange: Exchange) -> tuple[str, str]:
@@ -124,20 +141,22 @@ class _NoUpstream:
         return ProxyError(f"the cached answer could not be sent: {exc}")
 
 
-def _replay(exchange: Exchange, ask: Ask, entry: dict) -> Response:
-    """A hit: recorded as cached (no backend, no backend time), answered in the client's dialect."""
+def _record_hit(exchange: Exchange, entry: dict) -> None:
+    """A hit is recorded as cached: no backend, no backend time, the entry's answer."""
     exchange.cached = exchange.local = True
     exchange.backend_name = exchange.backend_type = CACHE_NAME
     exchange.answer = entries.answer_of(entry)
+
+
+def _replay(exchange: Exchange, ask: Ask, entry: dict) -> Response:
+    """A hit answered in the client's dialect."""
     reply = ask.reply
     model = exchange.model_requested or ""
     now = time.time()
     cid = oa.new_id("chatcmpl-" if reply.kind == "chat" else "cmpl-")
-    if reply.stream and ask.op != "embed":
-        # one event a word, sent in one write: nothing is waited for between them, and a write per event
-        # would cost a system call each
-        chunks = [b"".join(replay.stream(entry, reply, model, now, cid, now - exchange.started))]
-        return stream_response(exchange, cast(Upstream, _NoUpstream()), iter(chunks), reply.dialect)
+    if reply.stream and ask.op != "embed":  # one event a word
+        data = b"".join(replay.stream(entry, reply, model, now, cid, now - exchange.started))
+        return replayed_stream(exchange, data, reply.dialect)
     body = replay.whole(entry, reply, model, now, cid, time.time() - exchange.started)
     return finish_whole(exchange, raw_json_response(body), body)
 

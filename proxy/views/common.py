@@ -158,7 +158,7 @@ def stream_response(exchange: Exchange, upstream: Upstream, chunks: Iterable[byt
     request.environ.pop("werkzeug.request", None)
     relay = Relay(exchange, upstream, chunks, dialect, translate)
     relay.shared = current().twin  # identical requests attached to this one (``views.early``)
-    mimetype = NDJSON if dialect == "ollama" else SSE  # the Messages front's events are SSE too
+    mimetype = NDJSON if dialect == "ollama" else SSE
     return Response(relay, status=200, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
 
 

@@ -1,9 +1,11 @@
 """The OpenAI Responses front door: `POST /v1/responses` (what Codex speaks), stateless, translated onto the
 backend's chat API (`/v1/chat/completions` or Ollama's `/api/chat`), or passed through to a backend that speaks
-Responses itself (``native``), streamed or whole. Errors are rendered in
-OpenAI's shape (the `/v1` dialect); a stream that fails after its first byte ends with `response.failed`."""
+Responses itself (``native``), streamed or whole. Errors are rendered in OpenAI's shape (the `/v1` dialect); a
+stream that fails after its first byte ends with `response.failed`. The response cache keys a response by that
+chat request and answers a hit through the same translator."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 
@@ -11,14 +13,18 @@ from flask import Blueprint, Response, request
 
 from .. import jsonio
 from ..backends.base import Backend
+from ..cache import key as ck
+from ..cache import replay
 from ..dialects import ollama_openai as oo
 from ..dialects.responses import shapes
 from ..dialects.responses.request import check_request, to_chat, tools_of
 from ..errors import BackendUnavailable, MethodNotAllowed, NotFound, ProxyError
+from ..exchange import Exchange
 from ..render import raw_json_response
 from ..responses_stream import ChatToResponses, ResponsesFromOllama, ResponsesFromOpenAI
 from ..services import services
 from . import native
+from .caching import cached, key_flavor, replayed_stream
 from .common import (
     SSE,
     STREAM_HEADERS,
@@ -73,18 +79,40 @@ def create_response() -> Response:
         data = jsonio.dumps(translator.whole(completion))
         return finish_whole(exchange, raw_json_response(data), data)
 
-    if exchange.stream and services().settings.keepalive_s:
-        # The head and the opening events at once, then response.in_progress every KEEPALIVE_S until the
-        # backend's first byte (queue, failover, prefill); a failure after that is a response.failed. A backend
-        # that may answer in Responses itself sends its own opening: then the beats are SSE comments alone.
-        def failed(exc: ProxyError) -> bytes:
-            return b"".join(translator.failed(exc))
-        if native.may_be_native(native.RESPONSES):
-            return serve_stream(exchange, "openai", attempt, error_event=failed)
-        opening = b"".join(translator.opening())
-        return serve_stream(exchange, "openai", attempt, opening=opening, beat=translator.keepalive, first_s=0,
-                            error_event=failed)
-    return serve(exchange, attempt)
+    def answer() -> Response:
+        if exchange.stream and services().settings.keepalive_s:
+            # The head and the opening events at once, then response.in_progress every KEEPALIVE_S until the
+            # backend's first byte (queue, failover, prefill); a failure after that is a response.failed. A
+            # backend that may answer in Responses itself sends its own opening: then the beats are SSE comments.
+            def failed(exc: ProxyError) -> bytes:
+                return b"".join(translator.failed(exc))
+            if native.may_be_native(native.RESPONSES):
+                return serve_stream(exchange, "openai", attempt, error_event=failed)
+            opening = b"".join(translator.opening())
+            return serve_stream(exchange, "openai", attempt, opening=opening, beat=translator.keepalive,
+                                first_s=0, error_event=failed)
+        return serve(exchange, attempt)
+
+    def ask() -> ck.Ask:  # the key: the chat request the backend is sent
+        plan = to_chat(body, exchange.model_requested or "", key_flavor(exchange))
+        found = ck.openai_chat(clamped(exchange, plan.chat, "openai"))
+        return dataclasses.replace(found, why_not="nothing to answer") if plan.empty else found
+    return cached(exchange, ask, answer, lambda entry: _hit(exchange, translator, entry))
+
+
+def _hit(exchange: Exchange, translator: ChatToResponses, entry: dict) -> Response:
+    """A cached answer as a response object, or as the whole event sequence: the stored answer's chat chunks
+    through the translator that serves a live stream."""
+    model = exchange.model_requested or ""
+    now = time.time()
+    if exchange.stream:
+        events = translator.opening()
+        for chunk in replay.chat_chunks(entry, model, now):
+            events += translator.feed(chunk)
+        events += translator.finish(True)
+        return replayed_stream(exchange, b"".join(events), "openai")
+    data = jsonio.dumps(translator.whole(replay.chat_completion(entry, model, now)))
+    return finish_whole(exchange, raw_json_response(data), data)
 
 
 def _failed_mid_stream(translator: ChatToResponses, exc: ProxyError) -> bytes:

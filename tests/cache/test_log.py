@@ -17,8 +17,8 @@ def test_a_hit_is_recorded_as_cached_without_backend_time_and_the_list_filters_o
         assert requests.post(setup.url + "/v1/chat/completions", json=body).headers["X-Cache"] == expected
     store = store_of(setup.proxy)
     wait_rows(store, 2)
-    [hit] = wait_rows(store, 1, cached=True)
-    [miss] = wait_rows(store, 1, cached=False)
+    [hit] = wait_rows(store, 1, cached="1")
+    [miss] = wait_rows(store, 1, cached="0")
     assert hit["backend_name"] == "cache" and hit["ttfb_ms"] is None and hit["cached"]
     assert miss["backend_name"] != "cache" and miss["ttfb_ms"] is not None and not miss["cached"]
     detail = one(store, hit["id"])

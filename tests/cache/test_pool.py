@@ -29,3 +29,23 @@ def test_backends_of_one_rule_share_entries_and_another_rule_does_not(tmp_path):
         proxy.stop()
         for fake in (a, b, c):
             fake.stop()
+
+
+def test_agent_fronts_behind_a_pool_share_the_rules_entries(tmp_path):
+    a, b = openai_fake("from", " a"), openai_fake("from", " b")
+    text = backend("a", a) + backend("b", b) + '[routing]\nstrategy = "round-robin"\n'
+    proxy = PoolProxy.start(tmp_path, text, CACHE="memory")
+    message = {"model": "m", "max_tokens": 50, "messages": CHAT["messages"], "temperature": 0}
+    response = {"model": "m", "input": "hi", "temperature": 0}
+    try:
+        for expected in ("MISS", "HIT", "HIT"):  # round-robin would go to the other backend
+            r = requests.post(proxy.url + "/v1/messages", json=message, timeout=10)
+            assert r.headers["X-Cache"] == expected and r.json()["content"][0]["text"].startswith("from")
+        for expected in ("MISS", "HIT", "HIT"):
+            r = requests.post(proxy.url + "/v1/responses", json=response, timeout=10)
+            assert r.headers["X-Cache"] == expected and r.json()["status"] == "completed"
+        assert sum(len(f.calls("/v1/chat/completions", "POST")) for f in (a, b)) == 2
+    finally:
+        proxy.stop()
+        for fake in (a, b):
+            fake.stop()

@@ -66,3 +66,16 @@ def test_answers_that_are_not_whole_make_no_entry():
     assert entries.of_answer("chat", open_ended) is None and entries.of_answer("chat", None) is None
     assert entries.of_embedding(b'{"embeddings": [[1.0]]}', "ollama", "embed", 2) is None  # one vector for two
     assert entries.of_embedding(b"not json", "openai", "embed", 1) is None
+
+
+def test_an_agent_front_is_fed_chat_chunks_a_word_each_then_the_finish_and_the_usage():
+    chunks = replay.chat_chunks(ENTRY, "m", 1700000000.0)
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert deltas[0] == {"role": "assistant", "content": ""}
+    assert [d["content"] for d in deltas[1:] if d.get("content")] == ["It", " is", " sunny."]
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "tool_calls"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 9
+    whole = replay.chat_completion(ENTRY, "m", 1700000000.0, "msg_1")
+    message = whole["choices"][0]["message"]
+    assert (message["content"], message["reasoning_content"]) == ("It is sunny.", "Look it up")
+    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
