@@ -33,6 +33,15 @@ def _call(call_id: Any, name: Any, arguments: str) -> dict:
 
 # --- Anthropic Messages ------------------------------------------------------------------------------------
 
+# Anthropic's stop reasons in the log's (and the response cache's) vocabulary, OpenAI's finish reasons
+FINISH_OF_STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+                  "pause_turn": "stop", "refusal": "content_filter"}
+
+
+def _finish(stop_reason: Any) -> str | None:
+    return FINISH_OF_STOP.get(stop_reason, stop_reason) if isinstance(stop_reason, str) else None
+
+
 def _messages_usage(answer: Answer, usage: Any) -> None:
     take_agent_usage(answer, {"usage": usage})  # the prompt: uncached input plus cache reads and writes
 
@@ -60,7 +69,7 @@ def answer_of_message(message: Any) -> Answer:
     for block in message.get("content") or ():
         if isinstance(block, dict):
             _messages_block(answer, block)
-    answer.finish_reason = message.get("stop_reason")
+    answer.finish_reason = _finish(message.get("stop_reason"))
     _messages_usage(answer, message.get("usage"))
     return answer
 
@@ -86,7 +95,7 @@ def assemble_messages_sse(raw: bytes) -> Answer:
         elif kind == "content_block_delta":
             _delta(blocks.get(event.get("index", -1)), event.get("delta"))
         elif kind == "message_delta":
-            answer.finish_reason = (event.get("delta") or {}).get("stop_reason")
+            answer.finish_reason = _finish((event.get("delta") or {}).get("stop_reason"))
             _messages_usage(answer, event.get("usage"))  # output tokens; input tokens only where given again
         elif kind == "error":
             error = event.get("error")

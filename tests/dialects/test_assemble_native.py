@@ -15,7 +15,7 @@ def test_a_messages_stream_gives_text_thinking_tool_calls_and_usage():
     [call] = answer.tool_calls
     assert call["id"] == "toolu_native1" and call["function"]["name"] == "f"
     assert json.loads(call["function"]["arguments"]) == {"a": [1, 2]}
-    assert (answer.prompt_tokens, answer.completion_tokens, answer.finish_reason) == (11, 5, "tool_use")
+    assert (answer.prompt_tokens, answer.completion_tokens, answer.finish_reason) == (11, 5, "tool_calls")
 
 
 def test_messages_usage_counts_cached_prompt_tokens_and_crlf_framing_is_read():

@@ -116,7 +116,7 @@ def test_the_log_keeps_the_assembled_messages_answer(proxy, stream):
     assert [c["function"]["name"] for c in answer["tool_calls"]] == ["get_weather"]
     assert json.loads(answer["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
     assert (answer["prompt_tokens"], answer["completion_tokens"]) == (11, 5)
-    assert answer["finish_reason"] == "tool_use" and row["outcome"] == "ok"
+    assert answer["finish_reason"] == "tool_calls" and row["outcome"] == "ok"
     page = requests.get(f"{proxy.url}/ui/logs/{row['id']}", timeout=10)
     assert page.status_code == 200 and "Hello there" in page.text and "get_weather" in page.text
 
