@@ -132,6 +132,21 @@ def test_a_stream_longer_than_the_logs_copy_still_records_its_usage(make_proxy, 
     assert (row["prompt_tokens"], row["completion_tokens"]) == ((11, 5) if front == "messages" else (13, 4))
 
 
+def test_a_cached_native_answer_is_replayed_as_the_front_shapes_it(make_proxy, llamacpp, anthropic_client):
+    proxy = make_proxy(BACKEND_NATIVE="messages", CACHE="memory", MODEL_MAP=f"{CLIENT_MODEL}=smollm2")
+    client = anthropic_client(proxy)
+    kw = {**{k: v for k, v in ask(True).items() if k not in ("stream", "system")}, "extra_body": {"temperature": 0}}
+    finals = []
+    for _ in range(2):
+        with client.messages.stream(**kw) as stream:
+            finals.append(stream.get_final_message())
+    first, second = finals
+    assert len(llamacpp.calls("/v1/messages")) == 1
+    assert [(b.type, getattr(b, "text", getattr(b, "thinking", None))) for b in second.content[:2]] == \
+        [("thinking", "hmm"), ("text", "Hello there")]
+    assert second.stop_reason == first.stop_reason == "tool_use" and second.content[-1].input == {"city": "Paris"}
+
+
 def test_a_backend_error_is_answered_in_anthropics_shape(proxy, llamacpp):
     llamacpp.expect("POST", "/v1/messages", native.anthropic_error(400, "invalid_request_error", "bad tools"))
     r = requests.post(proxy.url + "/v1/messages", json=ask(True), timeout=10)
