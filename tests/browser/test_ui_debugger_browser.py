@@ -147,6 +147,8 @@ def test_a_cross_site_replay_post_is_refused(served, page):
 
 
 def test_a_slow_stream_shows_as_a_running_row_that_completes(served, page):
+    from playwright.sync_api import expect  # importable whenever ``page`` is (conftest skips otherwise)
+
     page.goto(served + "/ui/logs")
     page.check("#live")
     done = threading.Event()
@@ -164,11 +166,11 @@ def test_a_slow_stream_shows_as_a_running_row_that_completes(served, page):
     assert "streaming" in running.first.inner_text() or "waiting" in running.first.inner_text()
     follower = page.context.new_page()  # the running request opened in a second tab: its answer grows
     follower.goto(served + running.first.locator("td.preview a").get_attribute("href"))
-    follower.wait_for_function("document.getElementById('running-answer').textContent.indexOf('word') >= 0")
+    expect(follower.locator("#running-answer")).to_contain_text("word", timeout=15_000)  # locators: no eval (CSP)
     follower.wait_for_url("**/ui/logs/4", timeout=15_000)  # when it ends, the page opens its log entry
     assert done.wait(30)
     page.wait_for_selector("#log-rows tr.new", timeout=10_000)
-    page.wait_for_function("document.querySelectorAll('#log-rows tr.running').length === 0")
+    expect(page.locator("#log-rows tr.running")).to_have_count(0, timeout=10_000)
     assert "tell me a long story" in page.locator("#log-rows tr[data-id]").first.inner_text()
 
 
